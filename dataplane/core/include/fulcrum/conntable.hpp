@@ -1,0 +1,191 @@
+// Per-worker connection table: single writer, no locks, fixed capacity.
+//
+// Layout: 8-way set-associative buckets. Each bucket has one 64-byte metadata line (tags,
+// last-seen times, states) and eight 48-byte entries (flow key, server slot and server
+// tag) stored apart, so a lookup touches the metadata line and, on a tag match, one entry:
+// 56 bytes of memory per entry in all. Within a bucket the least recently used eligible
+// entry is evicted (approximate LRU). An insert for a new TCP connection (SYN) may only
+// replace an expired entry or another new one, so a flood of unique SYNs on a full table
+// never evicts established connections.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+
+#include "fulcrum/counter.hpp"
+#include "fulcrum/flow.hpp"
+
+namespace fulcrum {
+
+enum class ConnState : uint8_t {
+    empty = 0,
+    tcp_new = 1,          // SYN seen, handshake not yet acknowledged
+    tcp_established = 2,  // ACK seen (or picked up mid-stream)
+    tcp_closing = 3,      // FIN or RST seen
+    udp = 4,
+    count_
+};
+
+const char* conn_state_name(ConnState s);
+
+struct ConnTimeouts {  // milliseconds
+    uint32_t tcp_new = 10'000;
+    uint32_t tcp_established = 900'000;
+    uint32_t tcp_closing = 30'000;
+    uint32_t udp = 300'000;
+
+    uint32_t of(ConnState s) const {
+        switch (s) {
+            case ConnState::tcp_new: return tcp_new;
+            case ConnState::tcp_established: return tcp_established;
+            case ConnState::tcp_closing: return tcp_closing;
+            case ConnState::udp: return udp;
+            default: return 0;
+        }
+    }
+};
+
+// State after a packet with `tcp_flags` on a connection in state `s` (TCP only).
+inline ConnState tcp_next_state(ConnState s, uint8_t flags) {
+    if (flags & (tcpflag::kFin | tcpflag::kRst)) return ConnState::tcp_closing;
+    if (s == ConnState::tcp_new && (flags & tcpflag::kAck) && !(flags & tcpflag::kSyn))
+        return ConnState::tcp_established;
+    return s;
+}
+
+// State of a connection first seen with a packet carrying `flags`: a bare SYN opens a new
+// connection; anything else was already underway (picked up mid-stream, e.g. after a
+// failover or an eviction) and is treated as established.
+inline ConnState tcp_initial_state(uint8_t flags) {
+    if (flags & (tcpflag::kFin | tcpflag::kRst)) return ConnState::tcp_closing;
+    if ((flags & tcpflag::kSyn) && !(flags & tcpflag::kAck)) return ConnState::tcp_new;
+    return ConnState::tcp_established;
+}
+
+struct ConnEntry {
+    FlowKey key;
+    uint32_t server;      // server slot in the forwarding snapshot
+    uint32_t server_tag;  // that server's identity tag: detects a slot reused by another server
+};
+static_assert(sizeof(ConnEntry) == 48);
+
+struct ConnTableStats {
+    Counter inserts;
+    Counter evictions;  // live entries replaced to make room
+    Counter expired;    // entries removed after their timeout
+    Counter full;       // inserts refused: every way of the bucket was protected
+    Counter live;       // entries in the table (expired ones included until swept)
+};
+
+class ConnTable {
+public:
+    static constexpr uint32_t kWays = 8;
+    static constexpr uint32_t kNone = 0xFFFFFFFFu;
+
+    struct alignas(64) BucketMeta {
+        uint16_t tag[kWays];        // 0 = empty way
+        uint32_t last_seen[kWays];  // milliseconds, wrapping
+        uint8_t state[kWays];
+        uint8_t pad[8];
+    };
+    static_assert(sizeof(BucketMeta) == 64);
+
+    // Called for every entry that leaves the table (eviction, expiry, erase, clear).
+    using RemoveHook = void (*)(void* ctx, const ConnEntry& e, ConnState state);
+
+    static size_t buckets_for(size_t capacity);
+    static size_t memory_bytes(size_t capacity);
+    static constexpr size_t bytes_per_entry() { return sizeof(ConnEntry) + sizeof(BucketMeta) / kWays; }
+
+    // `memory`, if given, must hold memory_bytes(capacity) bytes aligned to 64 and outlive the
+    // table (the DPDK adapter passes NUMA-local memory); otherwise the table allocates.
+    // Throws std::invalid_argument for capacity 0 or above 2^32 - 8 entries.
+    explicit ConnTable(size_t capacity, ConnTimeouts timeouts = {}, void* memory = nullptr);
+    ~ConnTable();
+    ConnTable(const ConnTable&) = delete;
+    ConnTable& operator=(const ConnTable&) = delete;
+
+    void set_remove_hook(RemoveHook hook, void* ctx) {
+        hook_ = hook;
+        hook_ctx_ = ctx;
+    }
+    void set_timeouts(const ConnTimeouts& t) { timeouts_ = t; }
+    const ConnTimeouts& timeouts() const { return timeouts_; }
+
+    size_t capacity() const { return size_t{nbuckets_} * kWays; }
+    size_t size() const { return stats_.live.get(); }  // includes expired entries not yet swept
+    const ConnTableStats& stats() const { return stats_; }
+
+    void prefetch(uint64_t hash) const { __builtin_prefetch(&meta_[bucket_of(hash)], 1, 3); }
+
+    // Returns the index of the live entry for `key`, or kNone. An expired entry for the key
+    // is removed and reported as a miss.
+    uint32_t find(const FlowKey& key, uint64_t hash, uint32_t now);
+
+    // Inserts `key` (the caller has checked it is absent). Returns its index, or kNone when
+    // the bucket holds only entries this insert may not replace.
+    uint32_t insert(const FlowKey& key, uint64_t hash, ConnState state, uint32_t now,
+                    uint32_t server, uint32_t server_tag);
+
+    const ConnEntry& entry(uint32_t idx) const { return entries_[idx]; }
+    ConnEntry& entry(uint32_t idx) { return entries_[idx]; }
+    ConnState state(uint32_t idx) const {
+        return static_cast<ConnState>(meta_[idx / kWays].state[idx % kWays]);
+    }
+    uint32_t last_seen(uint32_t idx) const { return meta_[idx / kWays].last_seen[idx % kWays]; }
+    void touch(uint32_t idx, uint32_t now, ConnState s) {
+        BucketMeta& m = meta_[idx / kWays];
+        m.last_seen[idx % kWays] = now;
+        m.state[idx % kWays] = static_cast<uint8_t>(s);
+    }
+    // Re-points a live entry at another server (slot reused or server gone).
+    void repoint(uint32_t idx, uint32_t server, uint32_t tag) {
+        entries_[idx].server = server;
+        entries_[idx].server_tag = tag;
+    }
+    void erase(uint32_t idx);
+
+    // Removes expired entries from the next `buckets` buckets (round robin over the table)
+    // and returns how many it removed. Workers call it a little each idle loop, which also
+    // keeps the 32-bit millisecond clock from wrapping onto live entries.
+    size_t sweep(uint32_t now, size_t buckets);
+
+    // Removes every entry (each reported to the hook).
+    void clear();
+
+    // Visits every live entry: f(const ConnEntry&, ConnState, uint32_t last_seen).
+    template <class F>
+    void for_each(F&& f) const {
+        for (uint32_t b = 0; b < nbuckets_; ++b)
+            for (uint32_t w = 0; w < kWays; ++w)
+                if (meta_[b].tag[w])
+                    f(entries_[size_t{b} * kWays + w],
+                      static_cast<ConnState>(meta_[b].state[w]), meta_[b].last_seen[w]);
+    }
+
+private:
+    uint32_t bucket_of(uint64_t hash) const {
+        return static_cast<uint32_t>(((hash & 0xFFFFFFFFu) * nbuckets_) >> 32);
+    }
+    static uint16_t tag_of(uint64_t hash) {
+        const auto t = static_cast<uint16_t>(hash >> 48);
+        return t ? t : 1;
+    }
+    bool expired(const BucketMeta& m, uint32_t w, uint32_t now) const {
+        return now - m.last_seen[w] >= timeouts_.of(static_cast<ConnState>(m.state[w]));
+    }
+    void remove(uint32_t b, uint32_t w);
+
+    uint32_t nbuckets_;
+    BucketMeta* meta_;
+    ConnEntry* entries_;
+    void* owned_ = nullptr;
+    ConnTimeouts timeouts_;
+    uint32_t sweep_cursor_ = 0;
+    ConnTableStats stats_;
+    RemoveHook hook_ = nullptr;
+    void* hook_ctx_ = nullptr;
+};
+
+}  // namespace fulcrum

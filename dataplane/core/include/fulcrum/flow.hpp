@@ -1,0 +1,89 @@
+// Flow keys and the seeded flow hash. Both balancers of a pair must use the same seed
+// so that Maglev lookups agree; the hash is defined here (not std::hash) so it is the
+// same on every build of Fulcrum.
+#pragma once
+
+#include <bit>
+#include <cstdint>
+#include <cstring>
+
+#include "fulcrum/bytes.hpp"
+#include "fulcrum/parse.hpp"
+
+namespace fulcrum {
+
+static_assert(std::endian::native == std::endian::little,
+              "Fulcrum's hashes and snapshot format assume a little-endian host");
+
+// A 5-tuple key: 40 bytes, zero-padded so it can be hashed and compared as words.
+// IPv4 addresses occupy the first 4 bytes of src/dst.
+struct FlowKey {
+    uint8_t src[16];
+    uint8_t dst[16];
+    uint16_t sport;  // host order
+    uint16_t dport;
+    uint8_t proto;
+    uint8_t is_v6;
+    uint8_t pad[2];
+
+    friend bool operator==(const FlowKey& a, const FlowKey& b) {
+        return std::memcmp(&a, &b, sizeof(FlowKey)) == 0;
+    }
+};
+static_assert(sizeof(FlowKey) == 40);
+
+inline FlowKey make_key(const uint8_t* src, const uint8_t* dst, bool v6, uint8_t proto,
+                        uint16_t sport, uint16_t dport) {
+    FlowKey k;
+    std::memset(&k, 0, sizeof k);
+    std::memcpy(k.src, src, v6 ? 16 : 4);
+    std::memcpy(k.dst, dst, v6 ? 16 : 4);
+    k.sport = sport;
+    k.dport = dport;
+    k.proto = proto;
+    k.is_v6 = v6;
+    return k;
+}
+
+// The key of a parsed packet. Fragments (first and later) are keyed on
+// (source, destination, protocol) with zero ports, so every fragment of a datagram
+// hashes alike and takes one path. The consequence: a fragmented datagram of a flow may
+// be sent to a different server than the flow's unfragmented packets (see
+// docs/architecture.md).
+inline FlowKey flow_key_of(const Parsed& p) {
+    const bool frag = p.frag != Frag::none;
+    return make_key(p.src, p.dst, p.is_v6(), p.l4_proto, frag ? 0 : p.sport, frag ? 0 : p.dport);
+}
+
+namespace detail {
+__extension__ typedef unsigned __int128 u128;
+inline uint64_t mum(uint64_t a, uint64_t b) {
+    const u128 r = static_cast<u128>(a) * b;
+    return static_cast<uint64_t>(r) ^ static_cast<uint64_t>(r >> 64);
+}
+inline constexpr uint64_t kP0 = 0xa0761d6478bd642full;
+inline constexpr uint64_t kP1 = 0xe7037ed1a0b428dbull;
+inline constexpr uint64_t kP2 = 0x8ebc6af09c88c6e3ull;
+inline constexpr uint64_t kP3 = 0x589965cc75374cc3ull;
+}  // namespace detail
+
+// Seeded 64-bit hash of a flow key (multiply-fold construction in the style of wyhash).
+inline uint64_t flow_hash(const FlowKey& k, uint64_t seed) {
+    using namespace detail;
+    const auto* b = reinterpret_cast<const uint8_t*>(&k);
+    uint64_t h = seed ^ kP0;
+    h = mum(load_u64(b) ^ kP1, load_u64(b + 8) ^ h);
+    h = mum(load_u64(b + 16) ^ kP2, load_u64(b + 24) ^ h);
+    h = mum(load_u64(b + 32) ^ kP3, h ^ kP1);
+    return mum(h ^ kP0, 40 ^ kP1);
+}
+
+// Seeded hash of arbitrary bytes (server identities for Maglev, names).
+uint64_t bytes_hash(const void* data, size_t len, uint64_t seed);
+
+// Maps a 64-bit hash uniformly onto [0, n) without a division (Lemire's reduction).
+inline uint32_t hash_to_range(uint64_t h, uint32_t n) {
+    return static_cast<uint32_t>(((h >> 32) * uint64_t{n}) >> 32);
+}
+
+}  // namespace fulcrum

@@ -1,0 +1,183 @@
+// The per-packet forwarding pipeline: parse, find the service, find or create the
+// connection, pick a server, rewrite. Pure C++ so it runs the same under DPDK, in unit
+// tests and in benchmarks. One Worker per dataplane lcore; a LoadedSnapshot is shared
+// read-only by all workers (each owns its row of WRR accumulators).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "fulcrum/addr.hpp"
+#include "fulcrum/conntable.hpp"
+#include "fulcrum/counter.hpp"
+#include "fulcrum/drop.hpp"
+#include "fulcrum/expected.hpp"
+#include "fulcrum/flow.hpp"
+#include "fulcrum/parse.hpp"
+#include "fulcrum/rewrite.hpp"
+#include "fulcrum/snapshot.hpp"
+
+namespace fulcrum {
+
+// Read-only lookup of services by (VIP, port, protocol) and of VIPs by address.
+class ServiceIndex {
+public:
+    static constexpr int32_t kNone = -1;
+    static constexpr int32_t kAmbiguous = -2;
+
+    struct Vip {
+        // Service that receives fragments of this VIP, per protocol (fragments after the
+        // first carry no port): the only service of that protocol on the VIP, kNone, or
+        // kAmbiguous when there are several.
+        int32_t frag_tcp = kNone;
+        int32_t frag_udp = kNone;
+    };
+
+    void build(const SnapshotView& snap);
+    int32_t find(const uint8_t* addr, bool v6, uint16_t port, uint8_t proto) const;
+    const Vip* find_vip(const uint8_t* addr, bool v6) const;
+
+private:
+    struct Key {
+        uint64_t a = 0, b = 0;  // address
+        uint32_t c = 0;         // port << 16 | proto << 8 | v6 << 1 | used
+        friend bool operator==(const Key&, const Key&) = default;
+    };
+    struct Slot {
+        Key key;
+        int32_t service = kNone;
+        Vip vip;
+    };
+    static Key make(const uint8_t* addr, bool v6, uint16_t port, uint8_t proto);
+    static uint64_t hash(const Key& k);
+    const Slot* lookup(const std::vector<Slot>& t, const Key& k) const;
+    static Slot& insert(std::vector<Slot>& t, const Key& k);
+
+    std::vector<Slot> services_;  // open addressing, power-of-two size
+    std::vector<Slot> vips_;
+};
+
+// A validated snapshot with its lookup structures, ready for workers.
+class LoadedSnapshot {
+public:
+    static Expected<std::unique_ptr<LoadedSnapshot>> load(std::span<const uint8_t> bytes,
+                                                         unsigned n_workers,
+                                                         size_t max_bytes = kSnapshotDefaultMaxBytes);
+    const SnapshotView& view() const { return view_; }
+    const ServiceIndex& index() const { return index_; }
+    uint64_t generation() const { return view_.generation(); }
+    // This worker's smooth-WRR accumulators, one per member (indexed like the members array).
+    int64_t* wrr_state(unsigned worker) { return wrr_[worker].data(); }
+    unsigned workers() const { return static_cast<unsigned>(wrr_.size()); }
+    // Encapsulation parameters from the header; mtu 0 when the snapshot sets none.
+    const EncapParams& encap() const { return encap_; }
+
+private:
+    SnapshotBuffer buf_;
+    SnapshotView view_;
+    ServiceIndex index_;
+    EncapParams encap_;
+    std::vector<std::vector<int64_t>> wrr_;
+};
+
+// Per-worker counters, read by telemetry threads while the worker writes them.
+struct ServiceCounters {
+    Counter packets, bytes, new_conns;
+};
+struct ServerCounters {
+    Counter packets, bytes, new_conns;
+    Counter active;  // signed gauge: connection entries pointing at this server
+};
+struct WorkerCounters {
+    Counter rx, forwarded, replied, to_kernel, dropped, fragments_sent;
+    Counter drops[kDropReasons];
+    std::unique_ptr<ServiceCounters[]> services;  // by service id
+    std::unique_ptr<ServerCounters[]> servers;    // by server slot
+    uint32_t max_services = 0, max_servers = 0;
+};
+
+enum class Action : uint8_t {
+    drop,      // reason in Verdict::drop
+    forward,   // rewritten for a server: transmit on the uplink
+    forward_fragments,  // as forward, but larger than the MTU: fragment_ipv4() it first
+    reply,     // answered (echo reply, too-big): transmit on the uplink
+    to_kernel  // not VIP traffic: hand to the kernel (exception path)
+};
+
+struct Verdict {
+    Action action = Action::drop;
+    Drop drop = Drop::none;
+};
+
+struct WorkerConfig {
+    unsigned worker_id = 0;
+    MacAddr own_mac;              // source MAC of forwarded frames
+    uint16_t mtu = 1500;          // uplink MTU (IP packet size)
+    size_t conn_capacity = 1 << 20;
+    ConnTimeouts timeouts;
+    bool verify_ipv4_checksum = true;
+    uint32_t max_services = FL_MAX_SERVICES;
+    uint32_t max_servers = FL_MAX_SERVERS;
+    void* conn_memory = nullptr;  // optional: ConnTable::memory_bytes(conn_capacity), 64-aligned
+};
+
+class Worker {
+public:
+    explicit Worker(const WorkerConfig& cfg);
+    Worker(const Worker&) = delete;
+    Worker& operator=(const Worker&) = delete;
+
+    static constexpr unsigned kMaxBurst = 64;
+
+    // Decides what to do with each frame and rewrites it accordingly: out[i] is the verdict
+    // for frames[i]. The burst is processed in two passes (parse, hash and prefetch the
+    // connection buckets; then decide), so memory latency overlaps. At most kMaxBurst frames.
+    // `snap` may be null (no snapshot yet). `now` is in milliseconds from any fixed origin.
+    void process_burst(std::span<Frame> frames, Verdict* out, LoadedSnapshot* snap, uint32_t now);
+
+    Verdict process(Frame& f, LoadedSnapshot* snap, uint32_t now) {
+        Verdict v;
+        process_burst({&f, 1}, &v, snap, now);
+        return v;
+    }
+
+    // Housekeeping between bursts: expire a few connection buckets.
+    void idle(uint32_t now, size_t buckets = 64) { conns_.sweep(now, buckets); }
+
+    ConnTable& conns() { return conns_; }
+    const ConnTable& conns() const { return conns_; }
+    WorkerCounters& counters() { return ctr_; }
+    const WorkerConfig& config() const { return cfg_; }
+    void set_parse_checksum(bool verify) { popt_.verify_ipv4_checksum = verify; }
+
+private:
+    Verdict drop(Drop d) {
+        ctr_.drops[static_cast<unsigned>(d)].add();
+        ctr_.dropped.add();
+        return {Action::drop, d};
+    }
+    struct Pending {
+        Parsed p;
+        FlowKey key;
+        uint64_t hash;
+        int32_t svc;  // service index for the fast path, or -1
+        Drop parse;
+    };
+    Verdict finish(Frame& f, Pending& k, LoadedSnapshot* snap, uint32_t now);
+    Verdict to_service(Frame& f, Pending& k, LoadedSnapshot& s, uint32_t now);
+    Verdict icmp_to_vip(Frame& f, const Parsed& p, LoadedSnapshot& s, uint32_t now);
+    Verdict send_to_server(Frame& f, const Parsed& p, LoadedSnapshot& s, const fl_snap_service& svc,
+                           uint32_t slot, uint64_t hash, bool allow_reply);
+    uint32_t pick(LoadedSnapshot& s, const fl_snap_service& svc, uint64_t hash);
+    static void on_remove(void* ctx, const ConnEntry& e, ConnState st);
+
+    WorkerConfig cfg_;
+    ParseOptions popt_;
+    ConnTable conns_;
+    WorkerCounters ctr_;
+    uint16_t ip_id_ = 0;
+};
+
+}  // namespace fulcrum

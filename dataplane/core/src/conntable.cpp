@@ -1,0 +1,182 @@
+#include "fulcrum/conntable.hpp"
+
+#include <cstdlib>
+#include <cstring>
+#include <new>
+#include <stdexcept>
+#include <string>
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
+namespace fulcrum {
+
+const char* conn_state_name(ConnState s) {
+    switch (s) {
+        case ConnState::empty: return "empty";
+        case ConnState::tcp_new: return "tcp_new";
+        case ConnState::tcp_established: return "tcp_established";
+        case ConnState::tcp_closing: return "tcp_closing";
+        case ConnState::udp: return "udp";
+        default: return "invalid";
+    }
+}
+
+size_t ConnTable::buckets_for(size_t capacity) { return (capacity + kWays - 1) / kWays; }
+
+size_t ConnTable::memory_bytes(size_t capacity) {
+    const size_t nb = buckets_for(capacity);
+    return nb * sizeof(BucketMeta) + nb * kWays * sizeof(ConnEntry);
+}
+
+ConnTable::ConnTable(size_t capacity, ConnTimeouts timeouts, void* memory) : timeouts_(timeouts) {
+    if (capacity == 0 || capacity > size_t{0xFFFFFFFFu} - kWays)
+        throw std::invalid_argument("connection table capacity " + std::to_string(capacity) +
+                                    " out of range (1 .. 4294967287)");
+    nbuckets_ = static_cast<uint32_t>(buckets_for(capacity));
+    const size_t bytes = memory_bytes(capacity);
+    if (!memory) {
+        owned_ = ::operator new(bytes, std::align_val_t{64});
+        memory = owned_;
+    }
+    meta_ = static_cast<BucketMeta*>(memory);
+    entries_ = reinterpret_cast<ConnEntry*>(static_cast<uint8_t*>(memory) +
+                                            size_t{nbuckets_} * sizeof(BucketMeta));
+    std::memset(meta_, 0, size_t{nbuckets_} * sizeof(BucketMeta));
+}
+
+ConnTable::~ConnTable() {
+    if (owned_) ::operator delete(owned_, std::align_val_t{64});
+}
+
+namespace {
+// Bitmask (bit w set) of the ways whose tag equals `tag`.
+inline uint32_t match_tags(const uint16_t* tags, uint16_t tag) {
+#if defined(__SSE2__)
+    const __m128i t = _mm_load_si128(reinterpret_cast<const __m128i*>(tags));
+    const __m128i eq = _mm_cmpeq_epi16(t, _mm_set1_epi16(static_cast<short>(tag)));
+    // Pack the 16-bit lane results to bytes so movemask yields one bit per way.
+    return static_cast<uint32_t>(_mm_movemask_epi8(_mm_packs_epi16(eq, _mm_setzero_si128())));
+#else
+    uint32_t m = 0;
+    for (uint32_t w = 0; w < ConnTable::kWays; ++w) m |= uint32_t{tags[w] == tag} << w;
+    return m;
+#endif
+}
+}  // namespace
+
+uint32_t ConnTable::find(const FlowKey& key, uint64_t hash, uint32_t now) {
+    const uint32_t b = bucket_of(hash);
+    BucketMeta& m = meta_[b];
+    uint32_t mask = match_tags(m.tag, tag_of(hash));
+    while (mask) {
+        const uint32_t w = static_cast<uint32_t>(__builtin_ctz(mask));
+        mask &= mask - 1;
+        const uint32_t idx = b * kWays + w;
+        if (entries_[idx].key == key) {
+            if (expired(m, w, now)) {
+                stats_.expired.add();
+                remove(b, w);
+                return kNone;
+            }
+            return idx;
+        }
+    }
+    return kNone;
+}
+
+uint32_t ConnTable::insert(const FlowKey& key, uint64_t hash, ConnState state, uint32_t now,
+                           uint32_t server, uint32_t server_tag) {
+    const uint32_t b = bucket_of(hash);
+    BucketMeta& m = meta_[b];
+    // Victim choice: an empty way; else an expired one; else the least recently used way
+    // this insert may replace (a new connection may only replace another new one).
+    const bool is_new = state == ConnState::tcp_new;
+    int victim = -1;
+    int rank = 4;
+    uint32_t victim_age = 0;
+    for (uint32_t w = 0; w < kWays; ++w) {
+        if (m.tag[w] == 0) {
+            victim = static_cast<int>(w);
+            rank = 0;
+            break;
+        }
+        const uint32_t age = now - m.last_seen[w];
+        const auto st = static_cast<ConnState>(m.state[w]);
+        int r;
+        if (age >= timeouts_.of(st))
+            r = 1;
+        else if (st == ConnState::tcp_new)
+            r = 2;
+        else if (!is_new)
+            r = 3;
+        else
+            continue;  // protected from new-connection inserts
+        if (r < rank || (r == rank && age > victim_age)) {
+            victim = static_cast<int>(w);
+            rank = r;
+            victim_age = age;
+        }
+    }
+    if (victim < 0) {
+        stats_.full.add();
+        return kNone;
+    }
+    const auto w = static_cast<uint32_t>(victim);
+    if (rank == 1) {
+        stats_.expired.add();
+        remove(b, w);
+    } else if (rank >= 2) {
+        stats_.evictions.add();
+        remove(b, w);
+    }
+    const uint32_t idx = b * kWays + w;
+    entries_[idx].key = key;
+    entries_[idx].server = server;
+    entries_[idx].server_tag = server_tag;
+    m.tag[w] = tag_of(hash);
+    m.last_seen[w] = now;
+    m.state[w] = static_cast<uint8_t>(state);
+    stats_.live.add();
+    stats_.inserts.add();
+    return idx;
+}
+
+void ConnTable::remove(uint32_t b, uint32_t w) {
+    BucketMeta& m = meta_[b];
+    if (hook_) hook_(hook_ctx_, entries_[size_t{b} * kWays + w], static_cast<ConnState>(m.state[w]));
+    m.tag[w] = 0;
+    m.state[w] = 0;
+    stats_.live.sub();
+}
+
+void ConnTable::erase(uint32_t idx) {
+    if (meta_[idx / kWays].tag[idx % kWays]) remove(idx / kWays, idx % kWays);
+}
+
+size_t ConnTable::sweep(uint32_t now, size_t buckets) {
+    size_t removed = 0;
+    if (buckets > nbuckets_) buckets = nbuckets_;
+    for (size_t i = 0; i < buckets; ++i) {
+        const uint32_t b = sweep_cursor_;
+        if (++sweep_cursor_ == nbuckets_) sweep_cursor_ = 0;
+        BucketMeta& m = meta_[b];
+        for (uint32_t w = 0; w < kWays; ++w) {
+            if (m.tag[w] && expired(m, w, now)) {
+                stats_.expired.add();
+                remove(b, w);
+                ++removed;
+            }
+        }
+    }
+    return removed;
+}
+
+void ConnTable::clear() {
+    for (uint32_t b = 0; b < nbuckets_; ++b)
+        for (uint32_t w = 0; w < kWays; ++w)
+            if (meta_[b].tag[w]) remove(b, w);
+}
+
+}  // namespace fulcrum

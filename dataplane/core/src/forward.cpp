@@ -1,0 +1,304 @@
+#include "fulcrum/forward.hpp"
+
+#include <algorithm>
+#include <bit>
+
+#include "fulcrum/flow.hpp"
+#include "fulcrum/wrr.hpp"
+
+namespace fulcrum {
+
+// ---- ServiceIndex -------------------------------------------------------------------------
+
+ServiceIndex::Key ServiceIndex::make(const uint8_t* addr, bool v6, uint16_t port, uint8_t proto) {
+    Key k;
+    k.a = load_u64(addr);
+    k.b = v6 ? load_u64(addr + 8) : 0;
+    if (!v6) k.a &= 0xFFFFFFFFull;
+    k.c = (uint32_t{port} << 16) | (uint32_t{proto} << 8) | (v6 ? 2u : 0u) | 1u;
+    return k;
+}
+
+uint64_t ServiceIndex::hash(const Key& k) {
+    return detail::mum(k.a ^ detail::kP0, k.b ^ detail::kP1 ^ (uint64_t{k.c} * detail::kP2));
+}
+
+const ServiceIndex::Slot* ServiceIndex::lookup(const std::vector<Slot>& t, const Key& k) const {
+    if (t.empty()) return nullptr;
+    const size_t mask = t.size() - 1;
+    for (size_t i = hash(k) & mask;; i = (i + 1) & mask) {
+        const Slot& s = t[i];
+        if (s.key.c == 0) return nullptr;
+        if (s.key == k) return &s;
+    }
+}
+
+ServiceIndex::Slot& ServiceIndex::insert(std::vector<Slot>& t, const Key& k) {
+    const size_t mask = t.size() - 1;
+    for (size_t i = hash(k) & mask;; i = (i + 1) & mask) {
+        Slot& s = t[i];
+        if (s.key.c == 0) {
+            s.key = k;
+            return s;
+        }
+        if (s.key == k) return s;
+    }
+}
+
+void ServiceIndex::build(const SnapshotView& snap) {
+    const auto svcs = snap.services();
+    const size_t size = std::bit_ceil(std::max<size_t>(16, svcs.size() * 2));
+    services_.assign(size, Slot{});
+    vips_.assign(size, Slot{});
+    for (size_t i = 0; i < svcs.size(); ++i) {
+        const fl_snap_service& s = svcs[i];
+        const bool v6 = s.family == FL_AF_INET6;
+        insert(services_, make(s.vip, v6, s.port, s.proto)).service = static_cast<int32_t>(i);
+        Slot& v = insert(vips_, make(s.vip, v6, 0, 0));
+        int32_t& f = s.proto == FL_PROTO_TCP ? v.vip.frag_tcp : v.vip.frag_udp;
+        f = f == kNone ? static_cast<int32_t>(i) : kAmbiguous;
+    }
+}
+
+int32_t ServiceIndex::find(const uint8_t* addr, bool v6, uint16_t port, uint8_t proto) const {
+    const Slot* s = lookup(services_, make(addr, v6, port, proto));
+    return s ? s->service : kNone;
+}
+
+const ServiceIndex::Vip* ServiceIndex::find_vip(const uint8_t* addr, bool v6) const {
+    const Slot* s = lookup(vips_, make(addr, v6, 0, 0));
+    return s ? &s->vip : nullptr;
+}
+
+// ---- LoadedSnapshot -----------------------------------------------------------------------
+
+Expected<std::unique_ptr<LoadedSnapshot>> LoadedSnapshot::load(std::span<const uint8_t> bytes,
+                                                               unsigned n_workers, size_t max_bytes) {
+    auto ls = std::unique_ptr<LoadedSnapshot>(new LoadedSnapshot());
+    if (bytes.size() > max_bytes)
+        return Error{"snapshot rejected: it is " + std::to_string(bytes.size()) +
+                     " bytes, above the limit of " + std::to_string(max_bytes)};
+    ls->buf_ = SnapshotBuffer(bytes);
+    auto v = SnapshotView::open(ls->buf_.bytes(), max_bytes);
+    if (!v) return Error{v.error()};
+    ls->view_ = v.value();
+    ls->index_.build(ls->view_);
+    ls->encap_ = EncapParams::from(ls->view_.header());
+    ls->wrr_.resize(std::max(1u, n_workers));
+    for (auto& w : ls->wrr_) w.assign(std::max<size_t>(1, ls->view_.header().n_members), 0);
+    return ls;
+}
+
+// ---- Worker -------------------------------------------------------------------------------
+
+Worker::Worker(const WorkerConfig& cfg)
+    : cfg_(cfg), conns_(cfg.conn_capacity, cfg.timeouts, cfg.conn_memory) {
+    popt_.verify_ipv4_checksum = cfg.verify_ipv4_checksum;
+    ctr_.max_services = cfg.max_services;
+    ctr_.max_servers = cfg.max_servers;
+    ctr_.services.reset(new ServiceCounters[cfg.max_services]);
+    ctr_.servers.reset(new ServerCounters[cfg.max_servers]);
+    conns_.set_remove_hook(&Worker::on_remove, this);
+    ip_id_ = static_cast<uint16_t>(cfg.worker_id * 7919);
+}
+
+void Worker::on_remove(void* ctx, const ConnEntry& e, ConnState) {
+    auto* w = static_cast<Worker*>(ctx);
+    if (e.server < w->ctr_.max_servers) w->ctr_.servers[e.server].active.sub();
+}
+
+void Worker::process_burst(std::span<Frame> frames, Verdict* out, LoadedSnapshot* snap, uint32_t now) {
+    Pending pend[kMaxBurst];
+    const size_t n = std::min<size_t>(frames.size(), kMaxBurst);
+    const uint64_t seed = snap ? snap->view().header().hash_seed : 0;
+    // Pass 1: parse, find the service, hash the flow and prefetch its connection bucket.
+    for (size_t i = 0; i < n; ++i) {
+        Pending& k = pend[i];
+        k.svc = ServiceIndex::kNone;
+        k.parse = parse_packet(frames[i].bytes(), k.p, popt_);
+        if (k.parse != Drop::none || !snap || k.p.frag != Frag::none) continue;
+        if (k.p.l4_proto != ipproto::kTcp && k.p.l4_proto != ipproto::kUdp) continue;
+        k.svc = snap->index().find(k.p.dst, k.p.is_v6(), k.p.dport, k.p.l4_proto);
+        if (k.svc < 0) continue;
+        k.key = flow_key_of(k.p);
+        k.hash = flow_hash(k.key, seed);
+        conns_.prefetch(k.hash);
+    }
+    // Pass 2: decide and rewrite.
+    for (size_t i = 0; i < n; ++i) out[i] = finish(frames[i], pend[i], snap, now);
+}
+
+Verdict Worker::finish(Frame& f, Pending& k, LoadedSnapshot* snap, uint32_t now) {
+    ctr_.rx.add();
+    if (k.parse != Drop::none) return drop(k.parse);
+    const Parsed& p = k.p;
+    if (k.svc >= 0) return to_service(f, k, *snap, now);
+    if (!p.is_ip() || !snap) {
+        ctr_.to_kernel.add();
+        return {Action::to_kernel, Drop::none};
+    }
+    const ServiceIndex::Vip* vip = snap->index().find_vip(p.dst, p.is_v6());
+    if (!vip) {
+        ctr_.to_kernel.add();
+        return {Action::to_kernel, Drop::none};
+    }
+    switch (p.l4_proto) {
+        case ipproto::kTcp:
+        case ipproto::kUdp: {
+            if (p.frag == Frag::none) return drop(Drop::no_service);
+            const int32_t s = p.l4_proto == ipproto::kTcp ? vip->frag_tcp : vip->frag_udp;
+            if (s == ServiceIndex::kAmbiguous) return drop(Drop::fragment_ambiguous);
+            if (s < 0) return drop(Drop::no_service);
+            k.svc = s;
+            k.key = flow_key_of(p);
+            k.hash = flow_hash(k.key, snap->view().header().hash_seed);
+            return to_service(f, k, *snap, now);
+        }
+        case ipproto::kIcmp:
+            if (p.is_v6()) return drop(Drop::no_service);
+            return icmp_to_vip(f, p, *snap, now);
+        case ipproto::kIcmpv6:
+            if (!p.is_v6()) return drop(Drop::no_service);
+            return icmp_to_vip(f, p, *snap, now);
+        default:
+            return drop(Drop::no_service);
+    }
+}
+
+uint32_t Worker::pick(LoadedSnapshot& s, const fl_snap_service& svc, uint64_t hash) {
+    if (svc.n_members == 0) return FL_NO_SERVER;
+    if (svc.scheduler == FL_SCHED_WRR) {
+        const auto members = s.view().members(svc);
+        int64_t* cur = s.wrr_state(cfg_.worker_id % s.workers()) + svc.members_off;
+        const int32_t m = swrr_pick(
+            members.size(), [&](size_t i) { return members[i].weight; }, cur);
+        return m < 0 ? FL_NO_SERVER : members[static_cast<size_t>(m)].server;
+    }
+    return s.view().table(svc)[hash_to_range(hash, svc.table_size)];
+}
+
+Verdict Worker::to_service(Frame& f, Pending& k, LoadedSnapshot& s, uint32_t now) {
+    const Parsed& p = k.p;
+    const SnapshotView& view = s.view();
+    const fl_snap_service& svc = view.services()[static_cast<size_t>(k.svc)];
+    uint32_t slot = FL_NO_SERVER;
+    if (p.frag != Frag::none) {
+        // Fragments are not tracked: every fragment of a datagram hashes on the 3-tuple.
+        slot = view.table(svc)[hash_to_range(k.hash, svc.table_size)];
+        if (slot == FL_NO_SERVER) return drop(Drop::no_server);
+        return send_to_server(f, p, s, svc, slot, k.hash, true);
+    }
+    const bool tcp = p.l4_proto == ipproto::kTcp;
+    uint32_t ci = conns_.find(k.key, k.hash, now);
+    if (ci != ConnTable::kNone) {
+        const ConnEntry& e = conns_.entry(ci);
+        const ConnState st = conns_.state(ci);
+        const fl_snap_server* srv = view.server(e.server);
+        const bool valid = srv && srv->tag == e.server_tag &&
+                           srv->service == static_cast<uint32_t>(k.svc);
+        // A bare SYN on a closing entry opens a new connection on a reused 4-tuple.
+        const bool reopen = tcp && st == ConnState::tcp_closing &&
+                            (p.tcp_flags & (tcpflag::kSyn | tcpflag::kAck)) == tcpflag::kSyn;
+        if (valid && !reopen) {
+            slot = e.server;
+            conns_.touch(ci, now, tcp ? tcp_next_state(st, p.tcp_flags) : ConnState::udp);
+        } else {
+            conns_.erase(ci);
+        }
+    }
+    if (slot == FL_NO_SERVER) {
+        slot = pick(s, svc, k.hash);
+        if (slot == FL_NO_SERVER) return drop(Drop::no_server);
+        const fl_snap_server& srv = view.servers()[slot];
+        const ConnState st = tcp ? tcp_initial_state(p.tcp_flags) : ConnState::udp;
+        const bool in_range = slot < ctr_.max_servers;
+        if (conns_.insert(k.key, k.hash, st, now, slot, srv.tag) != ConnTable::kNone && in_range)
+            ctr_.servers[slot].active.add();
+        if (svc.id < ctr_.max_services) ctr_.services[svc.id].new_conns.add();
+        if (in_range) ctr_.servers[slot].new_conns.add();
+    }
+    return send_to_server(f, p, s, svc, slot, k.hash, true);
+}
+
+Verdict Worker::send_to_server(Frame& f, const Parsed& p, LoadedSnapshot& s,
+                               const fl_snap_service& svc, uint32_t slot, uint64_t hash,
+                               bool allow_reply) {
+    const fl_snap_server& srv = s.view().servers()[slot];
+    const uint32_t bytes = f.len;
+    Action action = Action::forward;
+    if (svc.forwarding == FL_FWD_DSR) {
+        set_macs(f.data, srv.mac, cfg_.own_mac.bytes.data());
+    } else {
+        const EncapParams& e = s.encap();
+        const uint32_t mtu = e.mtu ? std::min<uint32_t>(e.mtu, cfg_.mtu) : cfg_.mtu;
+        const uint32_t oh = encap_overhead(svc.forwarding, p.is_v6());
+        if (p.l3_len + oh > mtu) {
+            if (p.is_v6() || p.df) {
+                if (!allow_reply) return drop(Drop::too_big);
+                if (!make_too_big_reply(f, p, mtu - oh)) return drop(Drop::no_headroom);
+                drop(Drop::too_big);
+                ctr_.replied.add();
+                return {Action::reply, Drop::too_big};
+            }
+            action = Action::forward_fragments;  // the client allows fragmentation
+        }
+        if (!encapsulate(f, p, svc.forwarding, srv.addr, e, hash, ++ip_id_))
+            return drop(Drop::no_headroom);
+        set_macs(f.data, srv.mac, cfg_.own_mac.bytes.data());
+    }
+    if (svc.id < ctr_.max_services) {
+        ctr_.services[svc.id].packets.add();
+        ctr_.services[svc.id].bytes.add(bytes);
+    }
+    if (slot < ctr_.max_servers) {
+        ctr_.servers[slot].packets.add();
+        ctr_.servers[slot].bytes.add(bytes);
+    }
+    ctr_.forwarded.add();
+    return {action, Drop::none};
+}
+
+Verdict Worker::icmp_to_vip(Frame& f, const Parsed& p, LoadedSnapshot& s, uint32_t now) {
+    if (p.frag != Frag::none) return drop(Drop::icmp_unsupported);
+    const bool v6 = p.is_v6();
+    switch (p.icmp) {
+        case IcmpKind::echo_request:
+            make_echo_reply(f, p);
+            ctr_.replied.add();
+            return {Action::reply, Drop::none};
+        case IcmpKind::error: {
+            // An error about a packet a server sent from the VIP to a client (DSR replies):
+            // the quoted flow is VIP -> client, the connection is client -> VIP.
+            const QuotedFlow& q = p.quoted;
+            if (std::memcmp(q.src, p.dst, v6 ? 16 : 4) != 0 ||
+                (q.proto != ipproto::kTcp && q.proto != ipproto::kUdp))
+                return drop(Drop::icmp_no_flow);
+            const int32_t si = s.index().find(q.src, v6, q.sport, q.proto);
+            if (si < 0) return drop(Drop::icmp_no_flow);
+            const SnapshotView& view = s.view();
+            const fl_snap_service& svc = view.services()[static_cast<size_t>(si)];
+            const FlowKey key = make_key(q.dst, q.src, v6, q.proto, q.dport, q.sport);
+            const uint64_t h = flow_hash(key, view.header().hash_seed);
+            uint32_t slot = FL_NO_SERVER;
+            const uint32_t ci = conns_.find(key, h, now);
+            if (ci != ConnTable::kNone) {
+                const ConnEntry& e = conns_.entry(ci);
+                const fl_snap_server* srv = view.server(e.server);
+                if (srv && srv->tag == e.server_tag && srv->service == static_cast<uint32_t>(si))
+                    slot = e.server;
+            }
+            if (slot == FL_NO_SERVER) slot = view.table(svc)[hash_to_range(h, svc.table_size)];
+            if (slot == FL_NO_SERVER) return drop(Drop::no_server);
+            return send_to_server(f, p, s, svc, slot, h, false);
+        }
+        default:
+            // Neighbour discovery for the VIP address belongs to the kernel that holds it.
+            if (v6 && p.icmp_type >= 133 && p.icmp_type <= 137) {
+                ctr_.to_kernel.add();
+                return {Action::to_kernel, Drop::none};
+            }
+            return drop(Drop::icmp_unsupported);
+    }
+}
+
+}  // namespace fulcrum

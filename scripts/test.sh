@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# Runs every Fulcrum test suite and ends with one line: "N passed, N failed, N skipped".
+# Installs what is missing, builds into build/ (ninja -j2), exits non-zero on any failure.
+#
+#   scripts/test.sh            all suites
+#   FULCRUM_FUZZ_SECONDS=N     time per fuzz target (default 30)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+ROOT="$PWD"
+RESULTS="$ROOT/build/test-results"
+FUZZ_SECONDS="${FULCRUM_FUZZ_SECONDS:-30}"
+PY=/usr/bin/python3
+
+die_early() {
+  echo "test.sh: $*" >&2
+  echo "0 passed, 1 failed, 0 skipped"
+  exit 1
+}
+
+# A JUnit file with one test case, for suites that are a single command.
+record() {  # record SUITE NAME STATUS(pass|fail|skip) [MESSAGE]
+  local suite="$1" name="$2" status="$3" msg="${4:-}"
+  msg="${msg//&/&amp;}"; msg="${msg//</&lt;}"; msg="${msg//\"/&quot;}"
+  local body=""
+  case "$status" in
+    fail) body="<failure message=\"$msg\"/>" ;;
+    skip) body="<skipped message=\"$msg\"/>" ;;
+  esac
+  cat >"$RESULTS/$suite.xml" <<XML
+<?xml version="1.0"?>
+<testsuites><testsuite name="$suite"><testcase classname="$suite" name="$name">$body</testcase></testsuite></testsuites>
+XML
+}
+
+# Runs a command that writes JUnit XML to $RESULTS/SUITE.xml; a crash without results counts
+# as one failure.
+run_junit() {  # run_junit SUITE TIMEOUT_SECONDS CMD...
+  local suite="$1" limit="$2"
+  shift 2
+  echo "== $suite"
+  local start=$SECONDS
+  timeout --kill-after=30 "$limit" "$@" >"$RESULTS/$suite.log" 2>&1
+  local rc=$?
+  echo "   exit $rc in $((SECONDS - start)) s (log: build/test-results/$suite.log)"
+  if [ ! -s "$RESULTS/$suite.xml" ]; then
+    tail -n 30 "$RESULTS/$suite.log"
+    record "$suite" "$suite" fail "exited with $rc before writing results"
+  elif [ $rc -ne 0 ] && ! grep -q "<failure" "$RESULTS/$suite.xml"; then
+    tail -n 30 "$RESULTS/$suite.log"
+    mv "$RESULTS/$suite.xml" "$RESULTS/$suite.partial"
+    record "$suite" "$suite" fail "exited with $rc (timeout or crash after results)"
+  fi
+}
+
+echo "== install dependencies"
+scripts/install-deps.sh || die_early "scripts/install-deps.sh failed"
+
+echo "== build (build/)"
+if [ ! -f build/build.ninja ]; then
+  meson setup build -Dwerror=true >/dev/null || die_early "meson setup build failed"
+fi
+ninja -C build -j2 >build/ninja.log 2>&1 || { tail -n 60 build/ninja.log; die_early "build failed"; }
+rm -rf "$RESULTS"
+mkdir -p "$RESULTS"
+
+# 1. Core library unit tests.
+run_junit unit 900 build/tests/unit-tests --gtest_output="xml:$RESULTS/unit.xml"
+
+# 2. The same tests under AddressSanitizer + UndefinedBehaviorSanitizer (core only).
+echo "== build (build-asan/)"
+if [ ! -f build-asan/build.ninja ]; then
+  meson setup build-asan -Db_sanitize=address,undefined -Db_lundef=false -Ddpdk=disabled \
+    -Dcontrol=disabled -Dbenchmarks=disabled >/dev/null || die_early "meson setup build-asan failed"
+fi
+if ninja -C build-asan -j2 tests/unit-tests >build-asan/ninja.log 2>&1; then
+  UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+    run_junit unit-asan 1800 build-asan/tests/unit-tests --gtest_output="xml:$RESULTS/unit-asan.xml"
+else
+  tail -n 40 build-asan/ninja.log
+  record unit-asan build fail "sanitizer build failed"
+fi
+
+# 3. Fuzzers, each for a bounded time.
+for target in parse snapshot; do
+  echo "== fuzz-$target (${FUZZ_SECONDS}s)"
+  if timeout --kill-after=30 $((FUZZ_SECONDS + 600)) scripts/fuzz.sh "$target" "$FUZZ_SECONDS" \
+       >"$RESULTS/fuzz-$target.log" 2>&1; then
+    record "fuzz-$target" "no crash in ${FUZZ_SECONDS}s" pass
+  else
+    tail -n 30 "$RESULTS/fuzz-$target.log"
+    record "fuzz-$target" "no crash in ${FUZZ_SECONDS}s" fail "fuzzer found a crash or failed to build"
+  fi
+done
+
+echo "== summary"
+$PY scripts/summarize.py "$RESULTS"

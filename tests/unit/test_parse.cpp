@@ -1,0 +1,452 @@
+#include <gtest/gtest.h>
+
+#include <random>
+
+#include "fulcrum/bytes.hpp"
+#include "fulcrum/flow.hpp"
+#include "fulcrum/parse.hpp"
+#include "packet_builder.hpp"
+
+using namespace fulcrum;
+using fulcrum::test::PacketBuilder;
+
+namespace {
+
+Drop parse(const std::vector<uint8_t>& f, Parsed& p, bool verify = true) {
+    // Copy into an exactly sized heap buffer so sanitizers catch any read past the end.
+    std::unique_ptr<uint8_t[]> buf(new uint8_t[f.size() ? f.size() : 1]);
+    if (!f.empty()) std::memcpy(buf.get(), f.data(), f.size());
+    ParseOptions o;
+    o.verify_ipv4_checksum = verify;
+    return parse_packet({buf.get(), f.size()}, p, o);
+}
+
+PacketBuilder v6() {
+    PacketBuilder b;
+    b.src = test::ip("2001:db8::1");
+    b.dst = test::ip("2001:db8:1::1");
+    return b;
+}
+
+}  // namespace
+
+TEST(Parse, Ipv4Tcp) {
+    PacketBuilder b;
+    b.from("198.18.0.7", 41000).to("198.18.1.1", 443).tcp(tcpflag::kSyn);
+    Parsed p;
+    ASSERT_EQ(parse(b.build(), p), Drop::none);
+    EXPECT_EQ(p.l3, L3::ipv4);
+    EXPECT_EQ(p.l3_off, 14);
+    EXPECT_EQ(p.l4_off, 34);
+    EXPECT_EQ(p.l3_len, 40);
+    EXPECT_EQ(p.l4_proto, ipproto::kTcp);
+    EXPECT_EQ(p.sport, 41000);
+    EXPECT_EQ(p.dport, 443);
+    EXPECT_EQ(p.tcp_flags, tcpflag::kSyn);
+    EXPECT_EQ(p.ttl, 64);
+    EXPECT_TRUE(p.df);
+    EXPECT_EQ(p.frag, Frag::none);
+    EXPECT_EQ(load_be32(p.src), 0xC6120007u);
+    EXPECT_EQ(load_be32(p.dst), 0xC6120101u);
+}
+
+TEST(Parse, Ipv6Udp) {
+    auto b = v6();
+    b.udp().with_payload(10);
+    b.sport = 5353;
+    b.dport = 53;
+    Parsed p;
+    ASSERT_EQ(parse(b.build(), p), Drop::none);
+    EXPECT_EQ(p.l3, L3::ipv6);
+    EXPECT_EQ(p.l4_off, 54);
+    EXPECT_EQ(p.l3_len, 40 + 18);
+    EXPECT_EQ(p.l4_proto, ipproto::kUdp);
+    EXPECT_EQ(p.sport, 5353);
+    EXPECT_EQ(p.dport, 53);
+    EXPECT_TRUE(p.df);
+    EXPECT_EQ(0, std::memcmp(p.src, b.src.bytes.data(), 16));
+}
+
+TEST(Parse, VlanTags) {
+    PacketBuilder b;
+    b.vlans = {100};
+    Parsed p;
+    ASSERT_EQ(parse(b.build(), p), Drop::none);
+    EXPECT_EQ(p.vlan_count, 1);
+    EXPECT_EQ(p.vlan_tci[0], 100);
+    EXPECT_EQ(p.l3_off, 18);
+    b.vlans = {100, 200};
+    ASSERT_EQ(parse(b.build(), p), Drop::none);
+    EXPECT_EQ(p.vlan_count, 2);
+    EXPECT_EQ(p.vlan_tci[1], 200);
+    EXPECT_EQ(p.l3_off, 22);
+    EXPECT_EQ(p.sport, 40000);
+    b.vlans = {1, 2, 3};
+    EXPECT_EQ(parse(b.build(), p), Drop::vlan_too_many);
+}
+
+TEST(Parse, ArpAndOtherEthertypes) {
+    std::vector<uint8_t> arp(14 + 28, 0);
+    arp[12] = 0x08;
+    arp[13] = 0x06;
+    Parsed p;
+    ASSERT_EQ(parse(arp, p), Drop::none);
+    EXPECT_EQ(p.l3, L3::arp);
+    arp.resize(14 + 27);
+    EXPECT_EQ(parse(arp, p), Drop::arp_truncated);
+    std::vector<uint8_t> lldp(60, 0);
+    lldp[12] = 0x88;
+    lldp[13] = 0xCC;
+    ASSERT_EQ(parse(lldp, p), Drop::none);
+    EXPECT_EQ(p.l3, L3::other);
+    EXPECT_EQ(p.ethertype, 0x88CC);
+}
+
+TEST(Parse, EthernetPaddingIsNotPayload) {
+    PacketBuilder b;
+    b.udp();
+    auto f = b.build();  // 14 + 28 = 42 bytes
+    f.resize(60, 0);     // minimum Ethernet frame
+    Parsed p;
+    ASSERT_EQ(parse(f, p), Drop::none);
+    EXPECT_EQ(p.l3_len, 28);
+    EXPECT_EQ(p.l3_end(), 42);
+}
+
+TEST(Parse, Ipv4OptionsAreSkipped) {
+    PacketBuilder b;
+    b.ipv4_options = {0x01, 0x01, 0x01, 0x00};  // NOP NOP NOP EOL
+    Parsed p;
+    ASSERT_EQ(parse(b.build(), p), Drop::none);
+    EXPECT_EQ(p.l4_off, 14 + 24);
+    EXPECT_EQ(p.dport, 80);
+}
+
+TEST(Parse, Ipv4Fragments) {
+    PacketBuilder b;
+    b.udp().with_payload(100);
+    b.df = false;
+    b.more_fragments = true;
+    Parsed p;
+    ASSERT_EQ(parse(b.build(), p), Drop::none);
+    EXPECT_EQ(p.frag, Frag::first);
+    EXPECT_EQ(p.sport, 40000);
+    b.frag_offset = 1480;
+    b.more_fragments = false;
+    ASSERT_EQ(parse(b.build(), p), Drop::none);
+    EXPECT_EQ(p.frag, Frag::later);
+    EXPECT_EQ(p.sport, 0);
+    EXPECT_EQ(p.dport, 0);
+    // Both fragments key alike.
+    PacketBuilder first = b;
+    first.frag_offset = 0;
+    first.more_fragments = true;
+    Parsed p1;
+    ASSERT_EQ(parse(first.build(), p1), Drop::none);
+    EXPECT_EQ(flow_key_of(p1), flow_key_of(p));
+}
+
+TEST(Parse, Ipv6ExtensionHeadersAreSkipped) {
+    auto b = v6();
+    b.ipv6_ext_types = {0, 43, 60};
+    b.ipv6_ext = {std::vector<uint8_t>(8, 0), std::vector<uint8_t>(24, 0), std::vector<uint8_t>(16, 0)};
+    b.ipv6_ext[1][1] = 2;  // routing header: (2 + 1) * 8 = 24 bytes
+    b.ipv6_ext[2][1] = 1;  // destination options: 16 bytes
+    b.tcp(tcpflag::kAck);
+    Parsed p;
+    ASSERT_EQ(parse(b.build(), p), Drop::none);
+    EXPECT_EQ(p.l4_proto, ipproto::kTcp);
+    EXPECT_EQ(p.l4_off, 14 + 40 + 8 + 24 + 16);
+    EXPECT_EQ(p.dport, 80);
+    EXPECT_EQ(p.tcp_flags, tcpflag::kAck);
+}
+
+TEST(Parse, Ipv6Fragments) {
+    auto b = v6();
+    b.udp().with_payload(64);
+    b.ipv6_frag_header = true;
+    b.more_fragments = true;
+    Parsed p;
+    ASSERT_EQ(parse(b.build(), p), Drop::none);
+    EXPECT_EQ(p.frag, Frag::first);
+    EXPECT_EQ(p.dport, 80);
+    b.frag_offset = 1232;
+    b.more_fragments = false;
+    ASSERT_EQ(parse(b.build(), p), Drop::none);
+    EXPECT_EQ(p.frag, Frag::later);
+    EXPECT_EQ(p.l4_proto, ipproto::kUdp);
+    EXPECT_EQ(p.dport, 0);
+    // An atomic fragment (offset 0, no more fragments) is a whole datagram.
+    b.frag_offset = 0;
+    ASSERT_EQ(parse(b.build(), p), Drop::none);
+    EXPECT_EQ(p.frag, Frag::none);
+    EXPECT_EQ(p.dport, 80);
+}
+
+TEST(Parse, IcmpEcho) {
+    PacketBuilder b;
+    b.icmp_echo(7, 9);
+    Parsed p;
+    ASSERT_EQ(parse(b.build(), p), Drop::none);
+    EXPECT_EQ(p.icmp, IcmpKind::echo_request);
+    auto c = v6();
+    c.icmp_echo();
+    ASSERT_EQ(parse(c.build(), p), Drop::none);
+    EXPECT_EQ(p.icmp, IcmpKind::echo_request);
+    EXPECT_EQ(p.icmp_type, 128);
+}
+
+TEST(Parse, IcmpFragmentationNeededQuotesTheFlow) {
+    PacketBuilder inner;  // a server's DSR reply from the VIP to the client
+    inner.from("198.18.1.1", 80).to("198.18.0.7", 41000).tcp(tcpflag::kAck).with_payload(100);
+    PacketBuilder b;
+    b.from("198.18.9.9").to("198.18.1.1");
+    auto quoted = inner.build_ip();
+    quoted.resize(28);  // header + 8 bytes, the minimum RFC 792 guarantees
+    b.icmp_error(3, 4, 1400, quoted);
+    Parsed p;
+    ASSERT_EQ(parse(b.build(), p), Drop::none);
+    EXPECT_EQ(p.icmp, IcmpKind::error);
+    EXPECT_EQ(p.icmp_mtu, 1400u);
+    EXPECT_EQ(p.quoted.proto, ipproto::kTcp);
+    EXPECT_EQ(p.quoted.sport, 80);
+    EXPECT_EQ(p.quoted.dport, 41000);
+    EXPECT_EQ(load_be32(p.quoted.src), 0xC6120101u);
+    EXPECT_EQ(load_be32(p.quoted.dst), 0xC6120007u);
+    // Less than 8 bytes of L4 cannot name the flow.
+    quoted.resize(27);
+    b.icmp_error(3, 4, 1400, quoted);
+    EXPECT_EQ(parse(b.build(), p), Drop::icmp_inner_truncated);
+    // A quoted packet that is not IPv4.
+    quoted = inner.build_ip();
+    quoted[0] = 0x65;
+    b.icmp_error(3, 4, 1400, quoted);
+    EXPECT_EQ(parse(b.build(), p), Drop::icmp_inner_bad);
+}
+
+TEST(Parse, Icmpv6PacketTooBigQuotesTheFlow) {
+    PacketBuilder inner;
+    inner.src = test::ip("2001:db8:1::1");
+    inner.dst = test::ip("2001:db8::7");
+    inner.sport = 443;
+    inner.dport = 50000;
+    inner.udp().with_payload(200);
+    auto b = v6();
+    b.dst = inner.src;
+    b.icmp_error(2, 0, 1280, inner.build_ip());
+    Parsed p;
+    ASSERT_EQ(parse(b.build(), p), Drop::none);
+    EXPECT_EQ(p.icmp, IcmpKind::error);
+    EXPECT_EQ(p.icmp_mtu, 1280u);
+    EXPECT_EQ(p.quoted.is_v6, 1);
+    EXPECT_EQ(p.quoted.proto, ipproto::kUdp);
+    EXPECT_EQ(p.quoted.sport, 443);
+    EXPECT_EQ(p.quoted.dport, 50000);
+    auto q = inner.build_ip();
+    q.resize(40 + 4);
+    b.icmp_error(2, 0, 1280, q);
+    EXPECT_EQ(parse(b.build(), p), Drop::icmp_inner_truncated);
+}
+
+// ---- every malformed class has its reason ----
+
+TEST(ParseMalformed, Layer2) {
+    Parsed p;
+    EXPECT_EQ(parse(std::vector<uint8_t>(13, 0), p), Drop::eth_truncated);
+    EXPECT_EQ(parse({}, p), Drop::eth_truncated);
+    std::vector<uint8_t> f(16, 0);
+    f[12] = 0x81;
+    f[13] = 0x00;
+    EXPECT_EQ(parse(f, p), Drop::vlan_truncated);
+    EXPECT_EQ(parse(std::vector<uint8_t>(70000, 0), p), Drop::frame_too_long);
+}
+
+TEST(ParseMalformed, Ipv4) {
+    PacketBuilder b;
+    auto f = b.build();
+    Parsed p;
+    auto t = f;
+    t.resize(14 + 19);
+    EXPECT_EQ(parse(t, p), Drop::ipv4_truncated);
+    t = f;
+    t[14] = 0x55;
+    EXPECT_EQ(parse(t, p), Drop::ipv4_bad_version);
+    t = f;
+    t[14] = 0x44;
+    EXPECT_EQ(parse(t, p), Drop::ipv4_bad_ihl);
+    t = f;
+    t[14] = 0x4F;  // 60-byte header in a 40-byte packet
+    t.resize(14 + 40);
+    EXPECT_EQ(parse(t, p), Drop::ipv4_truncated);
+    t = f;
+    store_be16(&t[16], 200);  // longer than the frame
+    EXPECT_EQ(parse(t, p, false), Drop::ipv4_bad_length);
+    store_be16(&t[16], 10);   // shorter than the header
+    EXPECT_EQ(parse(t, p, false), Drop::ipv4_bad_length);
+    b.bad_ip_checksum = true;
+    EXPECT_EQ(parse(b.build(), p), Drop::ipv4_bad_checksum);
+    EXPECT_EQ(parse(b.build(), p, false), Drop::none);  // the NIC verified it: not checked
+    b.bad_ip_checksum = false;
+    b.frag_offset = 65528;
+    b.df = false;
+    EXPECT_EQ(parse(b.build(), p), Drop::ipv4_bad_fragment);
+}
+
+TEST(ParseMalformed, Ipv6) {
+    auto b = v6();
+    auto f = b.build();
+    Parsed p;
+    auto t = f;
+    t.resize(14 + 39);
+    EXPECT_EQ(parse(t, p), Drop::ipv6_truncated);
+    t = f;
+    t[14] = 0x40;
+    EXPECT_EQ(parse(t, p), Drop::ipv6_bad_version);
+    t = f;
+    store_be16(&t[18], 500);
+    EXPECT_EQ(parse(t, p), Drop::ipv6_bad_length);
+    t = f;
+    store_be16(&t[18], 0);
+    t[20] = 0;  // hop-by-hop with payload length 0: a jumbogram
+    EXPECT_EQ(parse(t, p), Drop::ipv6_bad_length);
+    // An extension header that claims more bytes than the packet has.
+    b.ipv6_ext_types = {60};
+    b.ipv6_ext = {std::vector<uint8_t>(8, 0)};
+    b.ipv6_ext[0][1] = 10;
+    EXPECT_EQ(parse(b.build(), p), Drop::ipv6_ext_truncated);
+    // More extension headers than the parser follows.
+    b.ipv6_ext_types.assign(12, 60);
+    b.ipv6_ext.assign(12, std::vector<uint8_t>(8, 0));
+    EXPECT_EQ(parse(b.build(), p), Drop::ipv6_ext_too_many);
+}
+
+TEST(ParseMalformed, Layer4) {
+    Parsed p;
+    PacketBuilder b;
+    auto f = b.build();
+    auto t = f;
+    t.resize(14 + 20 + 19);
+    store_be16(&t[16], 39);
+    EXPECT_EQ(parse(t, p, false), Drop::tcp_truncated);
+    t = f;
+    t[14 + 20 + 12] = 4 << 4;
+    EXPECT_EQ(parse(t, p), Drop::tcp_bad_offset);
+    t[14 + 20 + 12] = 15 << 4;
+    EXPECT_EQ(parse(t, p), Drop::tcp_bad_offset);
+
+    b.udp();
+    f = b.build();
+    t = f;
+    t.resize(14 + 20 + 7);
+    store_be16(&t[16], 27);
+    EXPECT_EQ(parse(t, p, false), Drop::udp_truncated);
+    t = f;
+    store_be16(&t[14 + 20 + 4], 7);
+    EXPECT_EQ(parse(t, p), Drop::udp_bad_length);
+    store_be16(&t[14 + 20 + 4], 9);
+    EXPECT_EQ(parse(t, p), Drop::udp_bad_length);
+
+    b.icmp_echo();
+    f = b.build();
+    t = f;
+    t.resize(14 + 20 + 7);
+    store_be16(&t[16], 27);
+    EXPECT_EQ(parse(t, p, false), Drop::icmp_truncated);
+}
+
+// ---- properties ----
+
+TEST(ParseProperty, EveryTruncationIsRejectedOrConsistent) {
+    std::vector<std::vector<uint8_t>> frames;
+    PacketBuilder b;
+    frames.push_back(b.build());
+    b.vlans = {5, 6};
+    frames.push_back(b.udp().with_payload(30).build());
+    auto c = v6();
+    c.ipv6_ext_types = {0, 44};
+    c.ipv6_ext = {std::vector<uint8_t>(8, 0), std::vector<uint8_t>(8, 0)};
+    frames.push_back(c.tcp(tcpflag::kAck).build());
+    PacketBuilder inner;
+    inner.from("198.18.1.1", 80).to("198.18.0.7", 41000);
+    PacketBuilder e;
+    e.to("198.18.1.1");
+    frames.push_back(e.icmp_error(3, 4, 1400, inner.build_ip()).build());
+    for (const auto& f : frames) {
+        Parsed full;
+        ASSERT_EQ(parse(f, full), Drop::none);
+        for (size_t n = 0; n < f.size(); ++n) {
+            std::vector<uint8_t> t(f.begin(), f.begin() + static_cast<long>(n));
+            Parsed p;
+            const Drop d = parse(t, p, false);
+            // Cutting anything below the IP packet's end must be detected.
+            EXPECT_NE(d, Drop::none) << "truncated to " << n << " of " << f.size();
+        }
+    }
+}
+
+TEST(ParseProperty, RandomMutationsNeverEscapeTheBuffer) {
+    std::mt19937 rng(12345);
+    PacketBuilder b;
+    auto c = v6();
+    c.ipv6_ext_types = {0, 43};
+    c.ipv6_ext = {std::vector<uint8_t>(8, 0), std::vector<uint8_t>(8, 0)};
+    std::vector<std::vector<uint8_t>> seeds = {b.build(), b.udp().build(), c.build(),
+                                               PacketBuilder().icmp_echo().build()};
+    size_t ok = 0, bad = 0;
+    for (int iter = 0; iter < 20000; ++iter) {
+        auto f = seeds[static_cast<size_t>(iter) % seeds.size()];
+        const int flips = 1 + static_cast<int>(rng() % 4);
+        for (int k = 0; k < flips; ++k) f[rng() % f.size()] = static_cast<uint8_t>(rng());
+        if (rng() % 3 == 0) f.resize(rng() % (f.size() + 1));
+        Parsed p;
+        const Drop d = parse(f, p, rng() % 2);
+        (d == Drop::none ? ok : bad)++;
+        if (d == Drop::none && p.is_ip()) {
+            EXPECT_LE(p.l3_end(), f.size());
+            EXPECT_LE(p.l4_off, p.l3_end());
+        }
+    }
+    EXPECT_GT(ok, 0u);
+    EXPECT_GT(bad, 0u);
+}
+
+TEST(ParseProperty, RandomEncodeParseRoundTrip) {
+    std::mt19937 rng(777);
+    for (int iter = 0; iter < 5000; ++iter) {
+        PacketBuilder b;
+        const bool is6 = rng() % 2;
+        if (is6) {
+            b.src.family = b.dst.family = Family::v6;
+            for (auto& x : b.src.bytes) x = static_cast<uint8_t>(rng());
+            for (auto& x : b.dst.bytes) x = static_cast<uint8_t>(rng());
+        } else {
+            b.src = IpAddr::v4(static_cast<uint32_t>(rng()));
+            b.dst = IpAddr::v4(static_cast<uint32_t>(rng()));
+        }
+        b.sport = static_cast<uint16_t>(rng());
+        b.dport = static_cast<uint16_t>(rng());
+        b.ttl = static_cast<uint8_t>(rng());
+        b.tos = static_cast<uint8_t>(rng());
+        const unsigned nv = rng() % 3;
+        for (unsigned i = 0; i < nv; ++i) b.vlans.push_back(static_cast<uint16_t>(rng() & 0xFFF));
+        if (rng() % 2)
+            b.tcp(static_cast<uint8_t>(rng() & 0x3F));
+        else
+            b.udp();
+        b.with_payload(rng() % 300);
+        Parsed p;
+        ASSERT_EQ(parse(b.build(), p), Drop::none);
+        EXPECT_EQ(p.vlan_count, nv);
+        EXPECT_EQ(p.is_v6(), is6);
+        EXPECT_EQ(0, std::memcmp(p.src, b.src.bytes.data(), is6 ? 16 : 4));
+        EXPECT_EQ(0, std::memcmp(p.dst, b.dst.bytes.data(), is6 ? 16 : 4));
+        EXPECT_EQ(p.sport, b.sport);
+        EXPECT_EQ(p.dport, b.dport);
+        EXPECT_EQ(p.ttl, b.ttl);
+        EXPECT_EQ(p.tos, b.tos);
+        EXPECT_EQ(p.l4_proto, b.proto);
+        if (b.proto == 6) {
+            EXPECT_EQ(p.tcp_flags, b.tcp_flags);
+        }
+    }
+}
