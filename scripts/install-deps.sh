@@ -14,11 +14,11 @@ PKGS=(
   libbpf-dev libxdp-dev xdp-tools bpftool libelf-dev zlib1g-dev gcc-multilib
   # control plane
   libyaml-cpp-dev prometheus-cpp-dev libcurl4-openssl-dev libcli11-dev
-  libspdlog-dev libfmt-dev libnl-3-dev libnl-route-3-dev libssl-dev
+  libspdlog-dev libfmt-dev libnl-3-dev libnl-route-3-dev libssl-dev nlohmann-json3-dev
   # tests, benchmarks, demo
   libgtest-dev libgmock-dev googletest libbenchmark-dev
   python3-scapy python3-pytest iproute2 iputils-ping curl
-  procps psmisc util-linux tcpdump tshark tcpreplay wrk valgrind
+  procps psmisc util-linux tcpdump tshark tcpreplay wrk valgrind nftables ethtool
   keepalived haproxy
 )
 

@@ -80,7 +80,16 @@ else
   record unit-asan build fail "sanitizer build failed"
 fi
 
-# 3. Fuzzers, each for a bounded time.
+# 3. The real dataplane on virtual devices: in process on net_ring, then the binary on pcap,
+#    af_packet + TAP in network namespaces (pytest + scapy from Debian's packages).
+if [ -x build/tests/dp-live-update ]; then
+  run_junit dp-live 600 build/tests/dp-live-update --gtest_output="xml:$RESULTS/dp-live.xml"
+  run_junit dp 1800 $PY -m pytest tests/dp -q -p no:cacheprovider --junitxml="$RESULTS/dp.xml"
+else
+  record dp dataplane skip "DPDK not found: the dataplane was not built"
+fi
+
+# 4. Fuzzers, each for a bounded time.
 for target in parse snapshot; do
   echo "== fuzz-$target (${FUZZ_SECONDS}s)"
   if timeout --kill-after=30 $((FUZZ_SECONDS + 600)) scripts/fuzz.sh "$target" "$FUZZ_SECONDS" \

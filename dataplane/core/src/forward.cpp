@@ -255,6 +255,10 @@ Verdict Worker::send_to_server(Frame& f, const Parsed& p, LoadedSnapshot& s,
         ctr_.servers[slot].bytes.add(bytes);
     }
     ctr_.forwarded.add();
+    if (action == Action::forward_fragments) {
+        const uint32_t mtu = s.encap().mtu ? std::min<uint32_t>(s.encap().mtu, cfg_.mtu) : cfg_.mtu;
+        return {action, Drop::none, p.l3_off, static_cast<uint16_t>(mtu)};
+    }
     return {action, Drop::none};
 }
 

@@ -109,6 +109,8 @@ enum class Action : uint8_t {
 struct Verdict {
     Action action = Action::drop;
     Drop drop = Drop::none;
+    uint16_t l3_off = 0;  // forward_fragments: where the outer IPv4 header starts
+    uint16_t mtu = 0;     // forward_fragments: largest fragment (IP bytes)
 };
 
 struct WorkerConfig {

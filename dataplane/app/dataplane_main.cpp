@@ -1,0 +1,145 @@
+// fulcrum-dataplane: the DPDK forwarding process.
+//
+//   fulcrum-dataplane [EAL options] -- --uplink PORT [options]
+//
+// The main lcore serves the control socket; every other EAL lcore runs one worker on its
+// own uplink RX/TX queue pair.
+#include <rte_eal.h>
+#include <rte_cycles.h>
+#include <rte_errno.h>
+#include <rte_lcore.h>
+
+#include <atomic>
+#include <csignal>
+#include <fstream>
+#include <iostream>
+#include <iterator>
+
+#include <CLI/CLI.hpp>
+#include <spdlog/spdlog.h>
+
+#include "fulcrum/ctl_protocol.hpp"
+#include "fulcrum/dpdk/control_server.hpp"
+#include "fulcrum/dpdk/dataplane.hpp"
+
+namespace {
+std::atomic<bool> g_stop{false};
+void on_signal(int) { g_stop.store(true); }
+
+void reply_json(std::vector<uint8_t>& out, const nlohmann::json& j) {
+    const std::string s = j.dump();
+    out.assign(s.begin(), s.end());
+}
+}  // namespace
+
+int main(int argc, char** argv) {
+    spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e fulcrum-dataplane %l: %v");
+    const int eal = rte_eal_init(argc, argv);
+    if (eal < 0) {
+        std::cerr << "fulcrum-dataplane: EAL initialisation failed: " << rte_strerror(rte_errno)
+                  << " (check the EAL options before '--': cores -l, memory -m/--no-huge, --file-prefix, devices)\n";
+        return 1;
+    }
+    argc -= eal;
+    argv += eal;
+
+    fulcrum::dpdk::DataplaneOptions opt;
+    std::string control_socket;
+    std::string snapshot_file;
+    CLI::App app{"fulcrum-dataplane: Fulcrum's DPDK forwarding process. EAL options come first, then '--', then these."};
+    app.name("fulcrum-dataplane");
+    app.add_option("--uplink", opt.uplink, "DPDK port (name such as net_af_packet0 or 0000:01:00.0, or index) facing clients and servers")
+        ->required();
+    app.add_option("--exception", opt.exception_iface,
+                   "create a TAP interface with this name as the exception path to the kernel (ARP, ND, VRRP, SSH, health checks)");
+    app.add_option("--control-socket", control_socket, "Unix socket for snapshots, counters and health (mode 0600)");
+    app.add_option("--snapshot", snapshot_file, "forwarding snapshot to load at start");
+    app.add_option("--conn-capacity", opt.conn_capacity, "connection table entries per worker")->check(CLI::Range(1ul, 1ul << 31));
+    app.add_option("--mtu", opt.mtu, "uplink MTU (default: the device's)")->check(CLI::Range(576, 9702));
+    app.add_option("--rx-desc", opt.rx_desc, "RX descriptors per queue")->check(CLI::Range(32, 16384));
+    app.add_option("--tx-desc", opt.tx_desc, "TX descriptors per queue")->check(CLI::Range(32, 16384));
+    app.add_option("--mbufs", opt.mbufs, "packet buffers in the pool (default: computed)");
+    app.add_flag("--promiscuous", opt.promiscuous, "put the uplink in promiscuous mode");
+    app.add_option("--tx-drain-us", opt.tx_drain_us, "flush buffered transmits at least this often")->check(CLI::Range(1, 100000));
+    app.add_option("--idle-sleep-us", opt.idle_sleep_us,
+                   "sleep this long after 256 empty polls (0 = pure polling; use on shared or tiny hosts)")
+        ->check(CLI::Range(0, 100000));
+    app.add_option("--timeout-tcp-new-ms", opt.timeouts.tcp_new, "idle timeout of half-open TCP connections");
+    app.add_option("--timeout-tcp-established-ms", opt.timeouts.tcp_established, "idle timeout of established TCP connections");
+    app.add_option("--timeout-tcp-closing-ms", opt.timeouts.tcp_closing, "idle timeout after FIN or RST");
+    app.add_option("--timeout-udp-ms", opt.timeouts.udp, "idle timeout of UDP flows");
+    app.add_option("--max-servers", opt.max_servers, "largest server slot count accepted")->check(CLI::Range(1u, 65536u));
+    app.add_option("--max-services", opt.max_services, "largest service id + 1 accepted")->check(CLI::Range(1u, 4096u));
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::ParseError& e) {
+        const int rc = app.exit(e);
+        rte_eal_cleanup();
+        return rc;
+    }
+
+    std::signal(SIGINT, on_signal);
+    std::signal(SIGTERM, on_signal);
+    std::signal(SIGPIPE, SIG_IGN);
+
+    int rc = 0;
+    try {
+        fulcrum::dpdk::Dataplane dp(opt);
+        if (!snapshot_file.empty()) {
+            std::ifstream in(snapshot_file, std::ios::binary);
+            if (!in) throw std::runtime_error("cannot read --snapshot " + snapshot_file);
+            std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+            auto gen = dp.load_snapshot(bytes);
+            if (!gen) throw std::runtime_error("--snapshot " + snapshot_file + ": " + gen.error());
+        }
+        std::unique_ptr<fulcrum::dpdk::ControlServer> ctl;
+        if (!control_socket.empty()) {
+            ctl = std::make_unique<fulcrum::dpdk::ControlServer>(
+                control_socket, [&dp](uint8_t op, std::span<const uint8_t> body, fulcrum::ctl::Status& st,
+                                      std::vector<uint8_t>& out) {
+                    using fulcrum::ctl::Op;
+                    st = fulcrum::ctl::Status::ok;
+                    switch (static_cast<Op>(op)) {
+                        case Op::load_snapshot: {
+                            auto gen = dp.load_snapshot(body);
+                            if (gen) {
+                                reply_json(out, {{"generation", gen.value()}});
+                            } else {
+                                st = fulcrum::ctl::Status::error;
+                                reply_json(out, {{"error", gen.error()}});
+                            }
+                            return;
+                        }
+                        case Op::counters: reply_json(out, dp.counters()); return;
+                        case Op::health: reply_json(out, dp.health()); return;
+                        case Op::get_snapshot:
+                            out = dp.snapshot_bytes();
+                            if (out.empty()) {
+                                st = fulcrum::ctl::Status::error;
+                                reply_json(out, {{"error", "no snapshot loaded"}});
+                            }
+                            return;
+                    }
+                    st = fulcrum::ctl::Status::error;
+                    reply_json(out, {{"error", "unknown request op " + std::to_string(op) +
+                                                   " (known: 1 load_snapshot, 2 counters, 3 health, 4 get_snapshot)"}});
+                });
+            spdlog::info("control socket {}", control_socket);
+        }
+        dp.start();
+        spdlog::info("forwarding; stop with SIGINT or SIGTERM");
+        while (!g_stop.load()) {
+            if (ctl)
+                ctl->poll_once(100);
+            else
+                rte_delay_us_sleep(100000);
+        }
+        spdlog::info("stopping");
+        dp.stop();
+    } catch (const std::exception& e) {
+        spdlog::error("{}", e.what());
+        rc = 1;
+    }
+    rte_eal_cleanup();
+    return rc;
+}

@@ -1,0 +1,65 @@
+// The dataplane's control-socket protocol (see docs/control-protocol.md): length-prefixed
+// binary frames over a Unix stream socket.
+//
+//   frame    = u32 length (little-endian, bytes after this field) | u8 kind | body
+//   request  : kind = op, body = op-specific (snapshot bytes for load_snapshot, else empty)
+//   response : kind = status (ok / error), body = JSON text, or raw snapshot bytes for
+//              get_snapshot
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "fulcrum/expected.hpp"
+
+namespace fulcrum::ctl {
+
+enum class Op : uint8_t {
+    load_snapshot = 1,  // body: snapshot; reply: {"generation": N}
+    counters = 2,       // reply: counters JSON
+    health = 3,         // reply: process health JSON
+    get_snapshot = 4,   // reply: the running snapshot's bytes
+};
+
+enum class Status : uint8_t { ok = 0, error = 1 };
+
+inline constexpr uint32_t kMaxFrame = 256u << 20;  // a request or reply body, plus the kind byte
+
+const char* op_name(uint8_t op);
+
+// Appends a frame to `out`.
+void encode(std::vector<uint8_t>& out, uint8_t kind, std::span<const uint8_t> body);
+
+struct Reply {
+    Status status = Status::error;
+    std::vector<uint8_t> body;
+    std::string text() const { return {body.begin(), body.end()}; }
+};
+
+// A blocking client: connects, sends one request per call, waits for the reply.
+class Client {
+public:
+    Client() = default;
+    ~Client();
+    Client(const Client&) = delete;
+    Client& operator=(const Client&) = delete;
+    Client(Client&& o) noexcept : fd_(o.fd_) { o.fd_ = -1; }
+
+    // Connects to the socket at `path`. The error says what failed and where.
+    static Expected<Client> connect(const std::string& path,
+                                    std::chrono::milliseconds timeout = std::chrono::seconds(5));
+    // Sends a request and reads its reply. A transport error (the dataplane went away, a
+    // timeout, a malformed reply) is an Error; a refused request is a Reply with
+    // Status::error and a JSON body {"error": "..."}.
+    Expected<Reply> request(Op op, std::span<const uint8_t> body = {});
+    bool connected() const { return fd_ >= 0; }
+
+private:
+    int fd_ = -1;
+    std::string path_;
+};
+
+}  // namespace fulcrum::ctl

@@ -1,0 +1,102 @@
+#include "fulcrum/ctl_protocol.hpp"
+
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+namespace fulcrum::ctl {
+
+const char* op_name(uint8_t op) {
+    switch (static_cast<Op>(op)) {
+        case Op::load_snapshot: return "load_snapshot";
+        case Op::counters: return "counters";
+        case Op::health: return "health";
+        case Op::get_snapshot: return "get_snapshot";
+    }
+    return "unknown";
+}
+
+void encode(std::vector<uint8_t>& out, uint8_t kind, std::span<const uint8_t> body) {
+    const auto len = static_cast<uint32_t>(body.size() + 1);
+    const size_t at = out.size();
+    out.resize(at + 5 + body.size());
+    std::memcpy(out.data() + at, &len, 4);  // little-endian host (asserted in flow.hpp)
+    out[at + 4] = kind;
+    if (!body.empty()) std::memcpy(out.data() + at + 5, body.data(), body.size());
+}
+
+Client::~Client() {
+    if (fd_ >= 0) ::close(fd_);
+}
+
+namespace {
+Error sys_error(const std::string& what, const std::string& path) {
+    return Error{what + " " + path + ": " + std::strerror(errno)};
+}
+}  // namespace
+
+Expected<Client> Client::connect(const std::string& path, std::chrono::milliseconds timeout) {
+    sockaddr_un addr{};
+    if (path.size() >= sizeof addr.sun_path)
+        return Error{"control socket path too long (max " + std::to_string(sizeof addr.sun_path - 1) +
+                     " bytes): " + path};
+    addr.sun_family = AF_UNIX;
+    std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+    Client c;
+    c.path_ = path;
+    c.fd_ = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (c.fd_ < 0) return sys_error("cannot create a socket for", path);
+    timeval tv{};
+    tv.tv_sec = static_cast<time_t>(timeout.count() / 1000);
+    tv.tv_usec = static_cast<suseconds_t>((timeout.count() % 1000) * 1000);
+    ::setsockopt(c.fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    ::setsockopt(c.fd_, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    if (::connect(c.fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0)
+        return sys_error("cannot connect to the dataplane control socket", path);
+    return c;
+}
+
+Expected<Reply> Client::request(Op op, std::span<const uint8_t> body) {
+    if (fd_ < 0) return Error{"not connected"};
+    if (body.size() + 1 > kMaxFrame)
+        return Error{"request of " + std::to_string(body.size()) + " bytes exceeds the protocol limit"};
+    std::vector<uint8_t> out;
+    encode(out, static_cast<uint8_t>(op), body);
+    size_t sent = 0;
+    while (sent < out.size()) {
+        const ssize_t n = ::send(fd_, out.data() + sent, out.size() - sent, MSG_NOSIGNAL);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            return sys_error("sending to the dataplane control socket", path_);
+        }
+        sent += static_cast<size_t>(n);
+    }
+    auto read_all = [&](uint8_t* p, size_t len) -> bool {
+        while (len) {
+            const ssize_t n = ::recv(fd_, p, len, 0);
+            if (n < 0 && errno == EINTR) continue;
+            if (n <= 0) return false;
+            p += n;
+            len -= static_cast<size_t>(n);
+        }
+        return true;
+    };
+    uint8_t hdr[5];
+    if (!read_all(hdr, 5))
+        return Error{"no reply from the dataplane control socket " + path_ + " (closed or timed out)"};
+    uint32_t len;
+    std::memcpy(&len, hdr, 4);
+    if (len < 1 || len > kMaxFrame) return Error{"malformed reply length from " + path_};
+    Reply r;
+    r.status = hdr[4] == 0 ? Status::ok : Status::error;
+    r.body.resize(len - 1);
+    if (!read_all(r.body.data(), r.body.size()))
+        return Error{"reply from " + path_ + " cut short"};
+    return r;
+}
+
+}  // namespace fulcrum::ctl

@@ -1,0 +1,94 @@
+// fulcrum-dataplane's engine: DPDK ports, one worker lcore per uplink RX queue running the
+// core pipeline to completion, the exception path to the kernel (TAP), RCU-protected
+// snapshot swaps, counters and DPDK telemetry. Construct after rte_eal_init().
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "fulcrum/conntable.hpp"
+#include "fulcrum/expected.hpp"
+
+struct rte_mempool;
+struct rte_rcu_qsbr;
+
+namespace fulcrum {
+class LoadedSnapshot;
+}
+
+namespace fulcrum::dpdk {
+
+struct DataplaneOptions {
+    std::string uplink;          // DPDK port name or index
+    std::string exception_iface; // kernel interface name of the TAP exception port ("" = none)
+    size_t conn_capacity = 1 << 20;  // per worker
+    ConnTimeouts timeouts;
+    uint16_t mtu = 0;            // 0: keep the device's
+    uint16_t rx_desc = 1024;
+    uint16_t tx_desc = 1024;
+    uint32_t mbufs = 0;          // 0: sized from queues and descriptors
+    bool promiscuous = false;
+    uint32_t tx_drain_us = 100;  // buffered TX is flushed at least this often
+    uint32_t idle_sleep_us = 0;  // >0: sleep this long after 256 empty polls (small hosts, tests)
+    uint32_t max_services = 4096;
+    uint32_t max_servers = 65536;
+    size_t max_snapshot_bytes = size_t{256} << 20;
+};
+
+struct WorkerSlot;  // per-lcore state, defined in the implementation
+
+class Dataplane {
+public:
+    explicit Dataplane(const DataplaneOptions& opt);  // throws std::runtime_error
+    ~Dataplane();
+    Dataplane(const Dataplane&) = delete;
+    Dataplane& operator=(const Dataplane&) = delete;
+
+    void start();  // launches the workers on the EAL worker lcores
+    void stop();   // stops them, flushing transmit buffers; idempotent
+
+    // Validates and publishes a snapshot; on error the running one stays. Any non-worker
+    // thread; serialized internally.
+    Expected<uint64_t> load_snapshot(std::span<const uint8_t> bytes);
+    std::vector<uint8_t> snapshot_bytes() const;  // empty if none
+    uint64_t generation() const;
+
+    nlohmann::json counters() const;
+    nlohmann::json health() const;
+
+    unsigned workers() const { return static_cast<unsigned>(workers_.size()); }
+    uint16_t uplink_port() const { return uplink_; }
+    int exception_port() const { return tap_; }
+
+private:
+    void setup_port(uint16_t port, uint16_t queues, bool rss, const char* role);
+    void free_snapshot_after_grace(LoadedSnapshot* old);
+
+    DataplaneOptions opt_;
+    uint16_t uplink_ = 0;
+    int tap_ = -1;
+    std::string uplink_name_;
+    std::string tap_name_;
+    uint16_t mtu_ = 1500;
+    bool rx_ipv4_cksum_ = false;
+    rte_mempool* pool_ = nullptr;
+    rte_rcu_qsbr* qsbr_ = nullptr;
+    std::vector<std::unique_ptr<WorkerSlot>> workers_;
+    std::atomic<LoadedSnapshot*> current_{nullptr};
+    mutable std::mutex control_mu_;  // snapshot swaps vs. readers of snapshot metadata
+    std::atomic<bool> quit_{false};
+    bool running_ = false;
+    bool ports_started_ = false;
+    uint64_t started_tsc_ = 0;
+
+    friend int worker_main(void* arg);
+};
+
+}  // namespace fulcrum::dpdk

@@ -1,0 +1,483 @@
+#include "fulcrum/dpdk/dataplane.hpp"
+
+#include <rte_bus_vdev.h>
+#include <rte_cycles.h>
+#include <rte_eal.h>
+#include <rte_errno.h>
+#include <rte_ethdev.h>
+#include <rte_lcore.h>
+#include <rte_malloc.h>
+#include <rte_mbuf.h>
+#include <rte_rcu_qsbr.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cinttypes>
+#include <stdexcept>
+#include <string>
+
+#include <spdlog/spdlog.h>
+
+#include "fulcrum/forward.hpp"
+#include "fulcrum/snapshot.hpp"
+#include "worker_slot.hpp"
+
+namespace fulcrum::dpdk {
+
+void register_telemetry(Dataplane* dp);
+void unregister_telemetry();
+
+namespace {
+
+std::runtime_error fail(const std::string& m) { return std::runtime_error(m); }
+
+std::string port_name(uint16_t p) {
+    char name[RTE_ETH_NAME_MAX_LEN] = "";
+    rte_eth_dev_get_name_by_port(p, name);
+    return name;
+}
+
+std::string mac_str(const rte_ether_addr& a) {
+    MacAddr m;
+    std::copy(a.addr_bytes, a.addr_bytes + 6, m.bytes.begin());
+    return m.str();  // lower case, as Linux and the rest of Fulcrum print MACs
+}
+
+uint16_t resolve_port(const std::string& spec) {
+    uint16_t pid = 0;
+    if (!spec.empty() && rte_eth_dev_get_port_by_name(spec.c_str(), &pid) == 0) return pid;
+    if (!spec.empty() && spec.find_first_not_of("0123456789") == std::string::npos && spec.size() < 6) {
+        const unsigned long n = std::stoul(spec);
+        if (n < RTE_MAX_ETHPORTS && rte_eth_dev_is_valid_port(static_cast<uint16_t>(n)))
+            return static_cast<uint16_t>(n);
+    }
+    std::string avail;
+    uint16_t p;
+    RTE_ETH_FOREACH_DEV(p) {
+        avail += (avail.empty() ? "" : ", ") + port_name(p) + " (" + std::to_string(p) + ")";
+    }
+    throw fail("uplink port '" + spec + "' not found; DPDK ports present: " +
+               (avail.empty() ? std::string("none") : avail) +
+               ". Create it with an EAL option (--vdev, or -a for a PCI NIC bound to vfio-pci)");
+}
+
+void tx_drop_cb(rte_mbuf** pkts, uint16_t unsent, void* userdata) {
+    static_cast<Counter*>(userdata)->add(unsent);
+    rte_pktmbuf_free_bulk(pkts, unsent);
+}
+
+}  // namespace
+
+Dataplane::Dataplane(const DataplaneOptions& opt) : opt_(opt) {
+    const unsigned n_workers = rte_lcore_count() - 1;
+    if (n_workers == 0)
+        throw fail("no worker lcore: give the EAL at least two cores (e.g. -l 0-1); the main lcore "
+                   "serves the control socket and every other lcore runs one worker");
+    if (opt_.conn_capacity == 0) throw fail("--conn-capacity must be at least 1");
+    uplink_ = resolve_port(opt_.uplink);
+    uplink_name_ = port_name(uplink_);
+    int socket = rte_eth_dev_socket_id(uplink_);
+    if (socket < 0) socket = static_cast<int>(rte_socket_id());
+
+    if (opt_.mtu) {
+        mtu_ = opt_.mtu;
+    } else if (rte_eth_dev_get_mtu(uplink_, &mtu_) != 0 || mtu_ == 0) {
+        mtu_ = RTE_ETHER_MTU;
+    }
+
+    // One mempool for the uplink and the TAP, on the uplink's NUMA node.
+    const unsigned ports = opt_.exception_iface.empty() ? 1 : 2;
+    uint32_t nmbuf = opt_.mbufs;
+    if (nmbuf == 0) {
+        const uint32_t per_queue = opt_.rx_desc + opt_.tx_desc + 3 * Worker::kMaxBurst + 64;
+        nmbuf = ports * n_workers * per_queue + rte_lcore_count() * 256 + 4096;
+        nmbuf = std::max<uint32_t>(rte_align32pow2(nmbuf) - 1, 8191);
+    }
+    const uint32_t room = std::max<uint32_t>(RTE_MBUF_DEFAULT_BUF_SIZE,
+                                             RTE_PKTMBUF_HEADROOM + mtu_ + RTE_ETHER_HDR_LEN + 8 + 64);
+    pool_ = rte_pktmbuf_pool_create("fulcrum_mbufs", nmbuf, 256, 0, static_cast<uint16_t>(room), socket);
+    if (!pool_)
+        throw fail("cannot create a pool of " + std::to_string(nmbuf) + " packet buffers: " +
+                   rte_strerror(rte_errno) + " (give the EAL more memory with -m or hugepages)");
+
+    // Exception port: a TAP interface carrying the uplink's MAC, so the kernel keeps the
+    // host's view of the link.
+    if (!opt_.exception_iface.empty()) {
+        rte_ether_addr mac;
+        rte_eth_macaddr_get(uplink_, &mac);
+        tap_name_ = "net_tap_fulcrum";
+        const std::string args = "iface=" + opt_.exception_iface + ",mac=" + mac_str(mac);
+        if (rte_vdev_init(tap_name_.c_str(), args.c_str()) != 0)
+            throw fail("cannot create the exception TAP interface '" + opt_.exception_iface +
+                       "' (" + args + "): is the name free and /dev/net/tun available?");
+        uint16_t tp;
+        if (rte_eth_dev_get_port_by_name(tap_name_.c_str(), &tp) != 0)
+            throw fail("exception TAP port vanished after creation");
+        tap_ = tp;
+    }
+
+    setup_port(uplink_, static_cast<uint16_t>(n_workers), true, "uplink");
+    if (tap_ >= 0) setup_port(static_cast<uint16_t>(tap_), static_cast<uint16_t>(n_workers), false, "exception");
+    ports_started_ = true;
+
+    // RCU: workers report a quiescent state after every burst; a snapshot swap waits for all.
+    const size_t qsz = rte_rcu_qsbr_get_memsize(n_workers);
+    qsbr_ = static_cast<rte_rcu_qsbr*>(rte_zmalloc_socket("fulcrum_qsbr", qsz, RTE_CACHE_LINE_SIZE, socket));
+    if (!qsbr_ || rte_rcu_qsbr_init(qsbr_, n_workers) != 0) throw fail("cannot set up RCU state");
+
+    unsigned lcore;
+    unsigned id = 0;
+    RTE_LCORE_FOREACH_WORKER(lcore) {
+        auto w = std::make_unique<WorkerSlot>();
+        w->id = id;
+        w->lcore = lcore;
+        w->dp = this;
+        const int wsock = static_cast<int>(rte_lcore_to_socket_id(lcore));
+        const size_t bytes = ConnTable::memory_bytes(opt_.conn_capacity);
+        w->conn_mem = rte_malloc_socket("fulcrum_conns", bytes, 64, wsock);
+        if (!w->conn_mem)
+            throw fail("cannot allocate " + std::to_string(bytes >> 20) + " MiB for the connection table of worker " +
+                       std::to_string(id) + " (--conn-capacity " + std::to_string(opt_.conn_capacity) +
+                       "): lower it or give the EAL more memory");
+        WorkerConfig wc;
+        wc.worker_id = id;
+        rte_ether_addr mac;
+        rte_eth_macaddr_get(uplink_, &mac);
+        std::copy(mac.addr_bytes, mac.addr_bytes + 6, wc.own_mac.bytes.begin());
+        wc.mtu = mtu_;
+        wc.conn_capacity = opt_.conn_capacity;
+        wc.timeouts = opt_.timeouts;
+        wc.verify_ipv4_checksum = !rx_ipv4_cksum_;
+        wc.max_services = opt_.max_services;
+        wc.max_servers = opt_.max_servers;
+        wc.conn_memory = w->conn_mem;
+        w->core = std::make_unique<Worker>(wc);
+        for (auto** buf : {&w->tx_up, &w->tx_tap}) {
+            *buf = static_cast<rte_eth_dev_tx_buffer*>(
+                rte_zmalloc_socket("fulcrum_txbuf", RTE_ETH_TX_BUFFER_SIZE(Worker::kMaxBurst), 0, wsock));
+            if (!*buf) throw fail("cannot allocate transmit buffers");
+            rte_eth_tx_buffer_init(*buf, 32);
+        }
+        rte_eth_tx_buffer_set_err_callback(w->tx_up, tx_drop_cb, &w->tx_drop_up);
+        rte_eth_tx_buffer_set_err_callback(w->tx_tap, tx_drop_cb, &w->tx_drop_tap);
+        workers_.push_back(std::move(w));
+        ++id;
+    }
+    started_tsc_ = rte_rdtsc();
+    register_telemetry(this);
+    rte_ether_addr mac;
+    rte_eth_macaddr_get(uplink_, &mac);
+    spdlog::info("uplink {} (port {}) mac {} mtu {}, {} worker(s), {} connections each ({} MiB){}",
+                 uplink_name_, uplink_, mac_str(mac), mtu_, workers_.size(), opt_.conn_capacity,
+                 ConnTable::memory_bytes(opt_.conn_capacity) >> 20,
+                 tap_ >= 0 ? ", exception path to kernel interface " + opt_.exception_iface : ", no exception path");
+}
+
+void Dataplane::setup_port(uint16_t port, uint16_t nq, bool rss, const char* role) {
+    rte_eth_dev_info info;
+    if (int rc = rte_eth_dev_info_get(port, &info); rc != 0)
+        throw fail(std::string(role) + " port " + port_name(port) + ": cannot read device info: " + rte_strerror(-rc));
+    const std::string name = std::string(role) + " port " + port_name(port) + " (" + (info.driver_name ? info.driver_name : "?") + ")";
+    if (nq > info.max_rx_queues || nq > info.max_tx_queues)
+        throw fail(name + " has at most " + std::to_string(std::min(info.max_rx_queues, info.max_tx_queues)) +
+                   " queue pairs but " + std::to_string(nq) + " workers need one each: use fewer lcores (-l)");
+    rte_eth_conf conf{};
+    if (rss && nq > 1) {
+        const uint64_t want = RTE_ETH_RSS_IP | RTE_ETH_RSS_TCP | RTE_ETH_RSS_UDP;
+        const uint64_t got = want & info.flow_type_rss_offloads;
+        if (got == 0)
+            throw fail(name + " cannot spread flows over " + std::to_string(nq) +
+                       " queues (no RSS support): run one worker (-l with two cores)");
+        if (got != want)
+            spdlog::warn("{}: RSS hash types trimmed to what the device supports: 0x{:x} of requested 0x{:x}",
+                         name, got, want);
+        conf.rxmode.mq_mode = RTE_ETH_MQ_RX_RSS;
+        conf.rx_adv_conf.rss_conf.rss_hf = got;
+    }
+    if (rss && (info.rx_offload_capa & RTE_ETH_RX_OFFLOAD_IPV4_CKSUM)) {
+        conf.rxmode.offloads |= RTE_ETH_RX_OFFLOAD_IPV4_CKSUM;
+        if (port == uplink_) rx_ipv4_cksum_ = true;
+    }
+    if (info.tx_offload_capa & RTE_ETH_TX_OFFLOAD_MBUF_FAST_FREE)
+        conf.txmode.offloads |= RTE_ETH_TX_OFFLOAD_MBUF_FAST_FREE;
+    if (int rc = rte_eth_dev_configure(port, nq, nq, &conf); rc != 0)
+        throw fail(name + ": configure failed: " + rte_strerror(-rc));
+    uint16_t nrx = opt_.rx_desc, ntx = opt_.tx_desc;
+    if (int rc = rte_eth_dev_adjust_nb_rx_tx_desc(port, &nrx, &ntx); rc != 0)
+        throw fail(name + ": cannot adjust descriptor counts: " + rte_strerror(-rc));
+    if (nrx != opt_.rx_desc || ntx != opt_.tx_desc)
+        spdlog::info("{}: descriptors trimmed to the device's limits: rx {} (asked {}), tx {} (asked {})", name,
+                     nrx, opt_.rx_desc, ntx, opt_.tx_desc);
+    if (opt_.mtu || port != uplink_) {
+        if (int rc = rte_eth_dev_set_mtu(port, mtu_); rc != 0 && rc != -ENOTSUP)
+            throw fail(name + ": cannot set MTU " + std::to_string(mtu_) + " (device range " +
+                       std::to_string(info.min_mtu) + ".." + std::to_string(info.max_mtu) + "): " + rte_strerror(-rc));
+    }
+    const int socket = std::max(0, rte_eth_dev_socket_id(port));
+    rte_eth_rxconf rxc = info.default_rxconf;
+    rxc.offloads = conf.rxmode.offloads;
+    rte_eth_txconf txc = info.default_txconf;
+    txc.offloads = conf.txmode.offloads;
+    for (uint16_t q = 0; q < nq; ++q) {
+        if (int rc = rte_eth_rx_queue_setup(port, q, nrx, static_cast<unsigned>(socket), &rxc, pool_); rc != 0)
+            throw fail(name + ": RX queue " + std::to_string(q) + " setup failed: " + rte_strerror(-rc));
+        if (int rc = rte_eth_tx_queue_setup(port, q, ntx, static_cast<unsigned>(socket), &txc); rc != 0)
+            throw fail(name + ": TX queue " + std::to_string(q) + " setup failed: " + rte_strerror(-rc));
+    }
+    if (int rc = rte_eth_dev_start(port); rc != 0) throw fail(name + ": start failed: " + rte_strerror(-rc));
+    if (opt_.promiscuous || port != uplink_) rte_eth_promiscuous_enable(port);
+    rte_eth_allmulticast_enable(port);  // VRRP and neighbour discovery use multicast
+}
+
+Dataplane::~Dataplane() {
+    stop();
+    unregister_telemetry();
+    if (ports_started_) {
+        for (int p : {static_cast<int>(uplink_), tap_}) {
+            if (p < 0) continue;
+            rte_eth_dev_stop(static_cast<uint16_t>(p));
+            rte_eth_dev_close(static_cast<uint16_t>(p));
+        }
+    }
+    if (tap_ >= 0) rte_vdev_uninit(tap_name_.c_str());
+    for (auto& w : workers_) {
+        w->core.reset();
+        rte_free(w->conn_mem);
+        rte_free(w->tx_up);
+        rte_free(w->tx_tap);
+    }
+    delete current_.exchange(nullptr);
+    rte_free(qsbr_);
+    rte_mempool_free(pool_);
+}
+
+int worker_main(void* arg);
+
+void Dataplane::start() {
+    if (running_) return;
+    quit_.store(false);
+    for (auto& w : workers_) {
+        if (int rc = rte_eal_remote_launch(worker_main, w.get(), w->lcore); rc != 0)
+            throw fail("cannot launch worker on lcore " + std::to_string(w->lcore) + ": " + rte_strerror(-rc));
+    }
+    running_ = true;
+}
+
+void Dataplane::stop() {
+    if (!running_) return;
+    quit_.store(true);
+    for (auto& w : workers_) rte_eal_wait_lcore(w->lcore);
+    running_ = false;
+}
+
+Expected<uint64_t> Dataplane::load_snapshot(std::span<const uint8_t> bytes) {
+    auto ls = LoadedSnapshot::load(bytes, workers(), opt_.max_snapshot_bytes);
+    if (!ls) {
+        spdlog::warn("{}; the running snapshot (generation {}) stays", ls.error(), generation());
+        return Error{ls.error()};
+    }
+    std::unique_ptr<LoadedSnapshot> next = std::move(ls.value());
+    const SnapshotView& v = next->view();
+    for (const auto& s : v.services())
+        if (s.id >= opt_.max_services)
+            return Error{"snapshot rejected: service id " + std::to_string(s.id) + " is not below --max-services " +
+                         std::to_string(opt_.max_services)};
+    if (v.servers().size() > opt_.max_servers)
+        return Error{"snapshot rejected: " + std::to_string(v.servers().size()) +
+                     " server slots exceed --max-servers " + std::to_string(opt_.max_servers)};
+    std::lock_guard lk(control_mu_);
+    LoadedSnapshot* cur = current_.load();
+    if (cur && next->generation() < cur->generation())
+        return Error{"snapshot rejected: generation " + std::to_string(next->generation()) +
+                     " is older than the running generation " + std::to_string(cur->generation())};
+    const uint64_t gen = next->generation();
+    LoadedSnapshot* old = current_.exchange(next.release(), std::memory_order_acq_rel);
+    free_snapshot_after_grace(old);
+    spdlog::info("snapshot generation {} loaded: {} services, {} server slots", gen, v.services().size(),
+                 v.servers().size());
+    return gen;
+}
+
+void Dataplane::free_snapshot_after_grace(LoadedSnapshot* old) {
+    if (!old) return;
+    // Wait until every online worker has passed a quiescent point: none can still hold it.
+    const uint64_t token = rte_rcu_qsbr_start(qsbr_);
+    rte_rcu_qsbr_check(qsbr_, token, true);
+    delete old;
+}
+
+std::vector<uint8_t> Dataplane::snapshot_bytes() const {
+    std::lock_guard lk(control_mu_);
+    const LoadedSnapshot* cur = current_.load();
+    if (!cur) return {};
+    auto b = cur->view().bytes();
+    return {b.begin(), b.end()};
+}
+
+uint64_t Dataplane::generation() const {
+    const LoadedSnapshot* cur = current_.load();
+    return cur ? cur->generation() : 0;
+}
+
+namespace {
+nlohmann::json port_stats(uint16_t p) {
+    rte_eth_stats st{};
+    rte_eth_stats_get(p, &st);
+    rte_eth_link link{};
+    rte_eth_link_get_nowait(p, &link);
+    return {{"name", port_name(p)},
+            {"port", p},
+            {"link_up", link.link_status == RTE_ETH_LINK_UP},
+            {"speed_mbps", link.link_speed},
+            {"rx_packets", st.ipackets},
+            {"tx_packets", st.opackets},
+            {"rx_bytes", st.ibytes},
+            {"tx_bytes", st.obytes},
+            {"rx_missed", st.imissed},
+            {"rx_errors", st.ierrors},
+            {"tx_errors", st.oerrors},
+            {"rx_nombuf", st.rx_nombuf}};
+}
+}  // namespace
+
+nlohmann::json Dataplane::counters() const {
+    using nlohmann::json;
+    json out;
+    uint64_t rx = 0, fwd = 0, rep = 0, tok = 0, drp = 0;
+    std::vector<uint64_t> drops(kDropReasons, 0);
+    json queues = json::array();
+    json conns = json::array();
+    for (const auto& w : workers_) {
+        const WorkerCounters& c = w->core->counters();
+        rx += c.rx.get();
+        fwd += c.forwarded.get();
+        rep += c.replied.get();
+        tok += c.to_kernel.get();
+        drp += c.dropped.get();
+        for (unsigned d = 0; d < kDropReasons; ++d) drops[d] += c.drops[d].get();
+        drops[static_cast<unsigned>(Drop::kernel_full)] += w->kernel_drop.get();
+        drops[static_cast<unsigned>(Drop::tx_full)] += w->tx_drop_up.get() + w->tx_drop_tap.get();
+        queues.push_back({{"queue", w->id},
+                          {"lcore", w->lcore},
+                          {"rx", c.rx.get()},
+                          {"forwarded", c.forwarded.get()},
+                          {"replied", c.replied.get()},
+                          {"to_kernel", c.to_kernel.get()},
+                          {"dropped", c.dropped.get()},
+                          {"uplink_tx", w->uplink_tx.get()},
+                          {"kernel_rx", w->kernel_rx.get()},
+                          {"kernel_tx", w->kernel_tx.get()},
+                          {"fragments", w->fragments.get()},
+                          {"polls", w->polls.get()},
+                          {"busy_polls", w->busy_polls.get()}});
+        const ConnTableStats& cs = w->core->conns().stats();
+        conns.push_back({{"queue", w->id},
+                         {"capacity", w->core->conns().capacity()},
+                         {"entries", cs.live.get()},
+                         {"inserts", cs.inserts.get()},
+                         {"evictions", cs.evictions.get()},
+                         {"expired", cs.expired.get()},
+                         {"full", cs.full.get()}});
+    }
+    uint64_t extra_drops = 0;
+    for (const auto& w : workers_) extra_drops += w->kernel_drop.get() + w->tx_drop_up.get() + w->tx_drop_tap.get();
+    out["rx"] = rx;
+    out["forwarded"] = fwd;
+    out["replied"] = rep;
+    out["to_kernel"] = tok;
+    out["dropped"] = drp + extra_drops;
+    json dj = json::object();
+    for (unsigned d = 1; d < kDropReasons; ++d) dj[std::string(drop_name(static_cast<Drop>(d)))] = drops[d];
+    out["drops"] = dj;
+    out["queues"] = queues;
+    out["conntables"] = conns;
+    json ports = json::array();
+    ports.push_back(port_stats(uplink_));
+    ports.back()["role"] = "uplink";
+    if (tap_ >= 0) {
+        ports.push_back(port_stats(static_cast<uint16_t>(tap_)));
+        ports.back()["role"] = "exception";
+    }
+    out["ports"] = ports;
+
+    std::lock_guard lk(control_mu_);
+    const LoadedSnapshot* snap = current_.load();
+    out["generation"] = snap ? snap->generation() : 0;
+    json services = json::array();
+    json servers = json::array();
+    if (snap) {
+        const SnapshotView& v = snap->view();
+        for (const auto& s : v.services()) {
+            uint64_t p = 0, b = 0, n = 0;
+            for (const auto& w : workers_) {
+                const auto& sc = w->core->counters().services[s.id];
+                p += sc.packets.get();
+                b += sc.bytes.get();
+                n += sc.new_conns.get();
+            }
+            IpAddr vip = s.family == FL_AF_INET ? IpAddr::v4(s.vip) : IpAddr::v6(s.vip);
+            services.push_back({{"id", s.id},
+                                {"name", s.name},
+                                {"vip", vip.str()},
+                                {"port", s.port},
+                                {"protocol", proto_name(s.proto)},
+                                {"scheduler", scheduler_name(static_cast<Scheduler>(s.scheduler))},
+                                {"forwarding", forwarding_name(static_cast<Forwarding>(s.forwarding))},
+                                {"packets", p},
+                                {"bytes", b},
+                                {"new_connections", n}});
+        }
+        const auto srv = v.servers();
+        for (uint32_t slot = 0; slot < srv.size(); ++slot) {
+            if (!(srv[slot].flags & FL_SERVER_PRESENT)) continue;
+            uint64_t p = 0, b = 0, n = 0;
+            int64_t act = 0;
+            for (const auto& w : workers_) {
+                const auto& sc = w->core->counters().servers[slot];
+                p += sc.packets.get();
+                b += sc.bytes.get();
+                n += sc.new_conns.get();
+                act += sc.active.get_signed();
+            }
+            const auto& e = srv[slot];
+            IpAddr a = e.family == FL_AF_INET ? IpAddr::v4(e.addr) : IpAddr::v6(e.addr);
+            servers.push_back({{"slot", slot},
+                               {"service", v.services()[e.service].name},
+                               {"address", a.str()},
+                               {"port", e.port},
+                               {"weight", e.weight},
+                               {"in_rotation", (e.flags & FL_SERVER_IN_ROTATION) != 0},
+                               {"packets", p},
+                               {"bytes", b},
+                               {"new_connections", n},
+                               {"active_connections", std::max<int64_t>(0, act)}});
+        }
+    }
+    out["services"] = services;
+    out["servers"] = servers;
+    return out;
+}
+
+nlohmann::json Dataplane::health() const {
+    const uint64_t hz = rte_get_tsc_hz();
+    rte_eth_link link{};
+    rte_eth_link_get_nowait(uplink_, &link);
+    rte_ether_addr mac;
+    rte_eth_macaddr_get(uplink_, &mac);
+    std::lock_guard lk(control_mu_);
+    const LoadedSnapshot* snap = current_.load();
+    return {{"status", running_ ? "running" : "stopped"},
+            {"uplink_mac", mac_str(mac)},
+            {"pid", static_cast<int64_t>(::getpid())},
+            {"uptime_seconds", hz ? (rte_rdtsc() - started_tsc_) / hz : 0},
+            {"workers", workers_.size()},
+            {"uplink", uplink_name_},
+            {"uplink_link_up", link.link_status == RTE_ETH_LINK_UP},
+            {"exception_interface", opt_.exception_iface},
+            {"mtu", mtu_},
+            {"snapshot_loaded", snap != nullptr},
+            {"generation", snap ? snap->generation() : 0},
+            {"services", snap ? snap->view().services().size() : 0}};
+}
+
+}  // namespace fulcrum::dpdk

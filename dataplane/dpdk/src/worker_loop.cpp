@@ -1,0 +1,201 @@
+// The worker lcore loop: run to completion, one uplink RX queue per worker.
+#include <rte_cycles.h>
+#include <rte_ethdev.h>
+#include <rte_mbuf.h>
+#include <rte_prefetch.h>
+#include <rte_rcu_qsbr.h>
+#include <unistd.h>
+
+#include "fulcrum/dpdk/dataplane.hpp"
+#include "fulcrum/forward.hpp"
+#include "worker_slot.hpp"
+
+namespace fulcrum::dpdk {
+
+namespace {
+
+constexpr unsigned kBurst = 32;
+constexpr unsigned kMaxFragments = 8;
+constexpr unsigned kIdlePollsBeforeSleep = 256;
+
+inline Frame frame_of(rte_mbuf* m) {
+    return Frame{rte_pktmbuf_mtod(m, uint8_t*), m->data_len, rte_pktmbuf_headroom(m),
+                 rte_pktmbuf_tailroom(m)};
+}
+
+inline void apply(rte_mbuf* m, const Frame& f) {
+    m->data_off = static_cast<uint16_t>(f.data - static_cast<uint8_t*>(m->buf_addr));
+    m->data_len = static_cast<uint16_t>(f.len);
+    m->pkt_len = f.len;
+}
+
+}  // namespace
+
+struct WorkerLoop {
+    WorkerSlot& w;
+    Dataplane& dp;
+    uint16_t uplink;
+    int tap;
+    rte_mempool* pool;
+
+    void drop_early(rte_mbuf* m, Drop d) {
+        WorkerCounters& c = w.core->counters();
+        c.rx.add();
+        c.drops[static_cast<unsigned>(d)].add();
+        c.dropped.add();
+        rte_pktmbuf_free(m);
+    }
+
+    void to_uplink(rte_mbuf* m) {
+        w.uplink_tx.add();
+        rte_eth_tx_buffer(uplink, static_cast<uint16_t>(w.id), w.tx_up, m);
+    }
+
+    void send_fragments(rte_mbuf* m, Frame& f, const Verdict& v) {
+        rte_mbuf* extra[kMaxFragments];
+        WorkerCounters& c = w.core->counters();
+        if (rte_pktmbuf_alloc_bulk(pool, extra, kMaxFragments) != 0) {
+            c.drops[static_cast<unsigned>(Drop::alloc_failed)].add();
+            c.dropped.add();
+            rte_pktmbuf_free(m);
+            return;
+        }
+        Frame outs[kMaxFragments];
+        for (unsigned i = 0; i < kMaxFragments; ++i) outs[i] = frame_of(extra[i]);
+        const int n = fragment_ipv4(f, v.l3_off, v.mtu, {outs, kMaxFragments});
+        if (n < 0) {
+            c.drops[static_cast<unsigned>(Drop::too_big)].add();
+            c.dropped.add();
+            rte_pktmbuf_free(m);
+            rte_pktmbuf_free_bulk(extra, kMaxFragments);
+            return;
+        }
+        apply(m, f);
+        to_uplink(m);
+        for (int i = 0; i < n; ++i) {
+            apply(extra[i], outs[i]);
+            to_uplink(extra[i]);
+        }
+        w.fragments.add(static_cast<uint64_t>(n));
+        if (n < static_cast<int>(kMaxFragments)) rte_pktmbuf_free_bulk(extra + n, kMaxFragments - static_cast<unsigned>(n));
+    }
+
+    unsigned poll_uplink(LoadedSnapshot* snap, uint32_t now) {
+        rte_mbuf* pkts[kBurst];
+        const uint16_t n = rte_eth_rx_burst(uplink, static_cast<uint16_t>(w.id), pkts, kBurst);
+        if (n == 0) return 0;
+        Frame frames[kBurst];
+        Verdict verdicts[kBurst];
+        rte_mbuf* taken[kBurst];
+        unsigned k = 0;
+        const bool hw_cksum = !w.core->config().verify_ipv4_checksum;
+        for (uint16_t i = 0; i < n; ++i) {
+            rte_mbuf* m = pkts[i];
+            if (i + 1 < n) rte_prefetch0(rte_pktmbuf_mtod(pkts[i + 1], void*));
+            if (m->nb_segs != 1) {
+                drop_early(m, Drop::multi_segment);
+                continue;
+            }
+            if (hw_cksum && (m->ol_flags & RTE_MBUF_F_RX_IP_CKSUM_MASK) == RTE_MBUF_F_RX_IP_CKSUM_BAD) {
+                drop_early(m, Drop::ipv4_bad_checksum);
+                continue;
+            }
+            frames[k] = frame_of(m);
+            taken[k++] = m;
+        }
+        w.core->process_burst({frames, k}, verdicts, snap, now);
+        for (unsigned j = 0; j < k; ++j) {
+            rte_mbuf* m = taken[j];
+            switch (verdicts[j].action) {
+                case Action::forward:
+                case Action::reply:
+                    apply(m, frames[j]);
+                    to_uplink(m);
+                    break;
+                case Action::forward_fragments:
+                    send_fragments(m, frames[j], verdicts[j]);
+                    break;
+                case Action::to_kernel:
+                    if (tap >= 0) {
+                        w.kernel_tx.add();
+                        rte_eth_tx_buffer(static_cast<uint16_t>(tap), static_cast<uint16_t>(w.id), w.tx_tap, m);
+                    } else {
+                        w.kernel_drop.add();
+                        rte_pktmbuf_free(m);
+                    }
+                    break;
+                case Action::drop:
+                    rte_pktmbuf_free(m);
+                    break;
+            }
+        }
+        return n;
+    }
+
+    unsigned poll_kernel() {
+        if (tap < 0) return 0;
+        rte_mbuf* pkts[kBurst];
+        const uint16_t n = rte_eth_rx_burst(static_cast<uint16_t>(tap), static_cast<uint16_t>(w.id), pkts, kBurst);
+        for (uint16_t i = 0; i < n; ++i) {
+            if (pkts[i]->nb_segs != 1 && rte_pktmbuf_linearize(pkts[i]) != 0) {
+                w.core->counters().drops[static_cast<unsigned>(Drop::multi_segment)].add();
+                rte_pktmbuf_free(pkts[i]);
+                continue;
+            }
+            to_uplink(pkts[i]);
+        }
+        w.kernel_rx.add(n);
+        return n;
+    }
+
+    void flush() {
+        rte_eth_tx_buffer_flush(uplink, static_cast<uint16_t>(w.id), w.tx_up);
+        if (tap >= 0) rte_eth_tx_buffer_flush(static_cast<uint16_t>(tap), static_cast<uint16_t>(w.id), w.tx_tap);
+    }
+};
+
+int worker_main(void* arg) {
+    WorkerSlot& w = *static_cast<WorkerSlot*>(arg);
+    Dataplane& dp = *w.dp;
+    WorkerLoop loop{w, dp, dp.uplink_, dp.tap_, dp.pool_};
+    rte_rcu_qsbr_thread_register(dp.qsbr_, w.id);
+    rte_rcu_qsbr_thread_online(dp.qsbr_, w.id);
+    const uint64_t hz = rte_get_tsc_hz();
+    const uint64_t per_ms = hz / 1000 ? hz / 1000 : 1;
+    const uint64_t drain = hz / 1000000 * dp.opt_.tx_drain_us;
+    const uint32_t idle_sleep = dp.opt_.idle_sleep_us;
+    uint64_t last_drain = rte_rdtsc();
+    unsigned empty = 0;
+    while (!dp.quit_.load(std::memory_order_relaxed)) {
+        const uint64_t tsc = rte_rdtsc();
+        const auto now = static_cast<uint32_t>((tsc - dp.started_tsc_) / per_ms);
+        LoadedSnapshot* snap = dp.current_.load(std::memory_order_acquire);
+        unsigned got = loop.poll_uplink(snap, now);
+        got += loop.poll_kernel();
+        // Done with `snap` for this iteration: a swap may free it once every worker got here.
+        rte_rcu_qsbr_quiescent(dp.qsbr_, w.id);
+        w.polls.add();
+        if (got) {
+            w.busy_polls.add();
+            empty = 0;
+        }
+        if (tsc - last_drain >= drain) {
+            loop.flush();
+            w.core->idle(now, 64);
+            last_drain = tsc;
+        }
+        if (!got && idle_sleep && ++empty >= kIdlePollsBeforeSleep) {
+            loop.flush();
+            // Offline while asleep so snapshot swaps need not wait for us.
+            rte_rcu_qsbr_thread_offline(dp.qsbr_, w.id);
+            usleep(idle_sleep);
+            rte_rcu_qsbr_thread_online(dp.qsbr_, w.id);
+        }
+    }
+    loop.flush();
+    rte_rcu_qsbr_thread_offline(dp.qsbr_, w.id);
+    rte_rcu_qsbr_thread_unregister(dp.qsbr_, w.id);
+    return 0;
+}
+
+}  // namespace fulcrum::dpdk

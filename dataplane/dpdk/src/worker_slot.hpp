@@ -1,0 +1,35 @@
+// Per-worker-lcore state of the DPDK adapter (internal).
+#pragma once
+
+#include <rte_ethdev.h>
+
+#include <memory>
+
+#include "fulcrum/counter.hpp"
+#include "fulcrum/forward.hpp"
+
+namespace fulcrum::dpdk {
+
+class Dataplane;
+
+struct alignas(64) WorkerSlot {
+    unsigned id = 0;     // queue number and RCU thread id
+    unsigned lcore = 0;
+    Dataplane* dp = nullptr;
+    std::unique_ptr<fulcrum::Worker> core;
+    void* conn_mem = nullptr;  // rte_malloc'd, NUMA-local connection table
+    rte_eth_dev_tx_buffer* tx_up = nullptr;
+    rte_eth_dev_tx_buffer* tx_tap = nullptr;
+    // Adapter counters (the core counts parse/forwarding decisions).
+    Counter kernel_rx;    // frames from the kernel (TAP) sent out of the uplink
+    Counter kernel_tx;    // frames handed to the kernel
+    Counter kernel_drop;  // exception frames dropped: no TAP configured
+    Counter tx_drop_up;   // uplink transmit queue full
+    Counter tx_drop_tap;  // TAP transmit queue full
+    Counter uplink_tx;    // frames queued for the uplink
+    Counter fragments;    // extra IPv4 fragments sent
+    Counter polls;        // loop iterations
+    Counter busy_polls;   // iterations that received something
+};
+
+}  // namespace fulcrum::dpdk
