@@ -89,7 +89,22 @@ else
   record dp dataplane skip "DPDK not found: the dataplane was not built"
 fi
 
-# 4. Fuzzers, each for a bounded time.
+# 4. Control plane: configuration, health checks, neighbour resolution, publishing, admin API
+#    (the neighbour tests enter a network namespace of their own).
+if [ -x build/tests/control-tests ]; then
+  run_junit control 900 build/tests/control-tests --gtest_output="xml:$RESULTS/control.xml"
+else
+  record control control-plane skip "a control-plane dependency is missing: fulcrumd was not built"
+fi
+
+# 5. End to end: clients, balancer (dataplane + fulcrumd) and servers in network namespaces.
+if [ -x build/control/fulcrumd ] && [ -x build/dataplane/app/fulcrum-dataplane ]; then
+  run_junit e2e 2400 $PY -m pytest tests/e2e -q -p no:cacheprovider --junitxml="$RESULTS/e2e.xml"
+else
+  record e2e end-to-end skip "fulcrumd or fulcrum-dataplane was not built"
+fi
+
+# 6. Fuzzers, each for a bounded time.
 for target in parse snapshot; do
   echo "== fuzz-$target (${FUZZ_SECONDS}s)"
   if timeout --kill-after=30 $((FUZZ_SECONDS + 600)) scripts/fuzz.sh "$target" "$FUZZ_SECONDS" \

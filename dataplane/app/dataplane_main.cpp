@@ -16,6 +16,7 @@
 #include <iterator>
 
 #include <CLI/CLI.hpp>
+#include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
 #include "fulcrum/ctl_protocol.hpp"
@@ -33,6 +34,7 @@ void reply_json(std::vector<uint8_t>& out, const nlohmann::json& j) {
 }  // namespace
 
 int main(int argc, char** argv) {
+    spdlog::set_default_logger(spdlog::stderr_color_mt("fulcrum-dataplane"));  // logs go to stderr
     spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e fulcrum-dataplane %l: %v");
     const int eal = rte_eal_init(argc, argv);
     if (eal < 0) {

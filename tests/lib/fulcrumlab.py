@@ -264,6 +264,9 @@ class Topology:
         for a in addrs:
             run("ip", "addr", "add", a, "dev", ifname, *(["nodad"] if ":" in a else []), netns=ns)
         run("ip", "link", "set", ifname, "up", netns=ns)
+        # veth leaves checksums to "hardware" by default; a frame captured by the balancer's
+        # packet socket would then carry an unfinished checksum, as no real wire does.
+        run("ethtool", "-K", ifname, "tx", "off", netns=ns)
         self.hosts.append(host)
         return ns
 
@@ -328,3 +331,255 @@ def _cleanup():
 
 def workdir():
     return tempfile.mkdtemp(prefix="fulcrum-test-")
+
+
+# ---- sockets inside a namespace ----------------------------------------------------------
+
+import ctypes  # noqa: E402
+import threading  # noqa: E402
+
+_libc = ctypes.CDLL("libc.so.6", use_errno=True)
+CLONE_NEWNET = 0x40000000
+
+
+@contextlib.contextmanager
+def in_netns(ns):
+    """Runs the block in namespace `ns` (this thread only). Sockets created inside stay there."""
+    own = os.open(f"/proc/thread-self/ns/net", os.O_RDONLY)
+    target = os.open(f"/var/run/netns/{ns}", os.O_RDONLY)
+    try:
+        if _libc.setns(target, CLONE_NEWNET) != 0:
+            raise OSError(ctypes.get_errno(), f"setns into {ns} failed")
+        yield
+    finally:
+        _libc.setns(own, CLONE_NEWNET)
+        os.close(own)
+        os.close(target)
+
+
+def ns_socket(ns, family=socket.AF_INET, type=socket.SOCK_STREAM):
+    with in_netns(ns):
+        return socket.socket(family, type)
+
+
+class HeldConnection:
+    """A long-lived TCP connection to a test server through the balancer: learns which server
+    answered, then checks it still echoes."""
+
+    def __init__(self, ns, host, port, timeout=5.0):
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.sock = ns_socket(ns, family)
+        self.sock.settimeout(timeout)
+        self.sock.connect((host, port))
+        self.file = self.sock.makefile("rb")
+        self.server = self.file.readline().decode().strip()
+        if not self.server:
+            raise OSError("connection closed before the server said its name")
+
+    def alive(self, payload=b"ping"):
+        try:
+            self.sock.sendall(payload + b"\n")
+            return self.file.readline() == payload + b"\n"
+        except OSError:
+            return False
+
+    def close(self):
+        with contextlib.suppress(OSError):
+            self.file.close()
+            self.sock.close()
+
+
+def connect_once(ns, host, port, timeout=5.0):
+    """One short connection: returns the name of the server that answered."""
+    c = HeldConnection(ns, host, port, timeout)
+    name = c.server
+    c.close()
+    return name
+
+
+def udp_once(ns, host, port, payload=b"hi", timeout=3.0):
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    s = ns_socket(ns, family, socket.SOCK_DGRAM)
+    s.settimeout(timeout)
+    try:
+        s.sendto(payload, (host, port))
+        data, _ = s.recvfrom(2048)
+        name, _, echoed = data.partition(b" ")
+        if echoed != payload:
+            raise AssertionError(f"UDP echo mismatch: {data!r}")
+        return name.decode()
+    finally:
+        s.close()
+
+
+# ---- a whole balancer lab ----------------------------------------------------------------
+
+FULCRUMD = BUILD / "control" / "fulcrumd"
+FULCRUMCTL = BUILD / "control" / "fulcrumctl"
+TESTSERVER = pathlib.Path(__file__).resolve().parent / "testserver.py"
+
+
+class Lab:
+    """client -- segment -- balancer (dataplane + fulcrumd) -- servers, all in namespaces.
+
+    Servers run testserver.py (TCP echo on 80, UDP on 53, HTTP on 8080) and hold every VIP on
+    their loopback for direct server return. The balancer's kernel owns the TAP exception
+    interface fl0 with 198.18.0.2/24 and the VIPs, so it answers ARP for them."""
+
+    CLIENT = "198.18.0.1"
+    LB = "198.18.0.2"
+
+    def __init__(self, workdir, servers, vips=("198.18.0.100",), tag="lab", conn_capacity=65536):
+        self.workdir = pathlib.Path(workdir)
+        self.servers = dict(servers)           # name -> address
+        self.vips = list(vips)
+        self.backends = {}
+        self.dataplane = None
+        self.fulcrumd = None
+        self.conn_capacity = conn_capacity
+        self.dp_socket = self.workdir / "dataplane.sock"
+        self.admin_socket = self.workdir / "admin.sock"
+        self.metrics_port = 9300 + os.getpid() % 500
+        self.topo = Topology(tag)
+        try:
+            self.client = self.topo.add_host("client", [f"{self.CLIENT}/24"], ipv6=False)
+            self.lb = self.topo.add_host("lb", [], ipv6=False)
+            prepare_dataplane_uplink(self.lb, "eth0")
+            for name, addr in self.servers.items():
+                ns = self.topo.add_host(name, [f"{addr}/24"], ipv6=False)
+                for vip in self.vips:
+                    run("ip", "addr", "add", f"{vip}/32", "dev", "lo", netns=ns)
+                for k, v in (("arp_ignore", 1), ("arp_announce", 2)):
+                    for dev in ("all", "eth0"):
+                        sh(f"echo {v} > /proc/sys/net/ipv4/conf/{dev}/{k}", netns=ns)
+                self.start_backend(name)
+            self.start_dataplane()
+        except BaseException:
+            self.close()
+            raise
+
+    # servers
+    def start_backend(self, name):
+        ns = self.topo.ns(name)
+        health = self.workdir / f"{name}.unhealthy"
+        p = Process(["/usr/bin/python3", str(TESTSERVER), name, "--tcp", "80", "--udp", "53", "--http", "8080",
+                     "--health-file", str(health)], netns=ns, log=self.workdir / f"{name}.log")
+        wait_for(lambda: "ready" in p.log(), 10, what=f"test server {name}")
+        self.backends[name] = p
+
+    def stop_backend(self, name):
+        p = self.backends.pop(name, None)
+        if p:
+            p.stop()
+
+    def set_unhealthy(self, name, unhealthy=True):
+        f = self.workdir / f"{name}.unhealthy"
+        if unhealthy:
+            f.write_text("x")
+        elif f.exists():
+            f.unlink()
+
+    # balancer
+    def start_dataplane(self):
+        self.dataplane = Dataplane(self.workdir, ["net_af_packet0,iface=eth0,qpairs=1"], "net_af_packet0",
+                                   netns=self.lb, exception="fl0", conn_capacity=self.conn_capacity)
+        # The dataplane's control socket lives where fulcrumd's configuration says.
+        if self.dp_socket.exists() or self.dp_socket.is_symlink():
+            self.dp_socket.unlink()
+        self.dp_socket.symlink_to(self.dataplane.socket)
+        sh("echo 1 > /proc/sys/net/ipv6/conf/fl0/disable_ipv6", netns=self.lb)
+        run("ip", "addr", "add", f"{self.LB}/24", "dev", "fl0", netns=self.lb)
+        for vip in self.vips:
+            run("ip", "addr", "add", f"{vip}/32", "dev", "fl0", netns=self.lb)
+
+    def stop_dataplane(self):
+        if self.dataplane:
+            rc = self.dataplane.stop()
+            self.dataplane = None
+            return rc
+        return 0
+
+    def config(self, services, health=None, extra=None):
+        """fulcrumd's configuration (JSON is valid YAML)."""
+        cfg = {"dataplane": {"control_socket": str(self.dp_socket), "hash_seed": 7},
+               "admin": {"socket": str(self.admin_socket)},
+               "metrics": {"listen": f"127.0.0.1:{self.metrics_port}"},
+               "health_check": health or {"type": "tcp", "interval": "500ms", "timeout": "300ms", "rise": 2, "fall": 2},
+               "services": services}
+        if extra:
+            cfg.update(extra)
+        return cfg
+
+    def write_config(self, cfg, name="fulcrum.yaml"):
+        path = self.workdir / name
+        path.write_text(cfg if isinstance(cfg, str) else json.dumps(cfg, indent=2))
+        return path
+
+    def start_fulcrumd(self, config_path, wait_published=True):
+        self.config_path = config_path
+        self.fulcrumd = Process([str(FULCRUMD), "--config", str(config_path)], netns=self.lb,
+                                log=self.workdir / f"fulcrumd-{unique('')}.log")
+        wait_for(lambda: self.admin_socket.exists() or not self.fulcrumd.alive(), 15, what="fulcrumd admin socket")
+        if not self.fulcrumd.alive():
+            raise RuntimeError(f"fulcrumd exited:\n{self.fulcrumd.log()}")
+        if wait_published:
+            wait_for(lambda: self.status().get("published_generation", 0) > 0, 20,
+                     what=f"fulcrumd's first publish; log:\n{self.fulcrumd.log()}")
+
+    def stop_fulcrumd(self):
+        if self.fulcrumd:
+            rc = self.fulcrumd.stop()
+            self.fulcrumd = None
+            return rc
+        return 0
+
+    def admin(self, request):
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(10)
+            s.connect(str(self.admin_socket))
+            s.sendall(json.dumps(request).encode() + b"\n")
+            buf = b""
+            while not buf.endswith(b"\n"):
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                buf += chunk
+        return json.loads(buf)
+
+    def status(self):
+        try:
+            return self.admin({"command": "status"})
+        except OSError:
+            return {}
+
+    def wait_published(self, timeout=5):
+        """Waits until fulcrumd has nothing left to publish and the dataplane runs its latest."""
+        def done():
+            st = self.status()
+            return (st and not st["publish_pending"] and
+                    self.dataplane.counters()["generation"] == st["published_generation"])
+        wait_for(done, timeout, 0.05, what="fulcrumd to publish its state")
+
+    def servers_state(self, service):
+        r = self.admin({"command": "servers", "service": service})
+        return {s["address"]: s for s in r["servers"]}
+
+    def ctl(self, *args, check=False):
+        return run(str(FULCRUMCTL), "--socket", str(self.admin_socket), *args, netns=self.lb, check=check)
+
+    def metrics(self):
+        return run("curl", "-s", "--max-time", "5", f"http://127.0.0.1:{self.metrics_port}/metrics",
+                   netns=self.lb).stdout
+
+    def close(self):
+        self.stop_fulcrumd()
+        self.stop_dataplane()
+        for name in list(self.backends):
+            self.stop_backend(name)
+        self.topo.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

@@ -1,0 +1,156 @@
+// fulcrumctl: the command-line client of fulcrumd's admin API.
+#include <cstdio>
+#include <iomanip>
+#include <iostream>
+#include <sstream>
+
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+#include "fulcrum/control/admin.hpp"
+
+using nlohmann::json;
+
+namespace {
+
+std::string cell(const json& v) {
+    if (v.is_string()) return v.get<std::string>();
+    if (v.is_boolean()) return v.get<bool>() ? "yes" : "no";
+    if (v.is_number_float()) {
+        std::ostringstream o;
+        o << std::fixed << std::setprecision(1) << v.get<double>();
+        return o.str();
+    }
+    if (v.is_null()) return "-";
+    return v.dump();
+}
+
+std::string human_bytes(uint64_t b) {
+    const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+    double v = static_cast<double>(b);
+    int u = 0;
+    while (v >= 1024 && u < 4) {
+        v /= 1024;
+        ++u;
+    }
+    std::ostringstream o;
+    o << std::fixed << std::setprecision(u ? 1 : 0) << v << " " << units[u];
+    return o.str();
+}
+
+void table(const std::vector<std::string>& headers, const std::vector<std::vector<std::string>>& rows) {
+    std::vector<size_t> w(headers.size());
+    for (size_t i = 0; i < headers.size(); ++i) w[i] = headers[i].size();
+    for (const auto& r : rows)
+        for (size_t i = 0; i < r.size(); ++i) w[i] = std::max(w[i], r[i].size());
+    auto line = [&](const std::vector<std::string>& r) {
+        for (size_t i = 0; i < r.size(); ++i) std::cout << std::left << std::setw(static_cast<int>(w[i] + 2)) << r[i];
+        std::cout << "\n";
+    };
+    line(headers);
+    for (const auto& r : rows) line(r);
+}
+
+void print_human(const std::string& cmd, const json& r) {
+    if (cmd == "status") {
+        const auto& dp = r["dataplane"];
+        std::cout << "config          " << cell(r["config"]) << "\n"
+                  << "uptime          " << cell(r["uptime_seconds"]) << " s\n"
+                  << "services        " << cell(r["services"]) << "\n"
+                  << "servers up      " << cell(r["servers_up"]) << " of " << cell(r["servers"]) << "\n"
+                  << "dataplane       " << (dp["connected"].get<bool>() ? "connected (pid " + cell(dp["pid"]) + ", generation " + cell(dp["generation"]) + ")" : "NOT connected: " + cell(dp["error"])) << " at " << cell(dp["socket"]) << "\n"
+                  << "published       generation " << cell(r["published_generation"]) << " (" << cell(r["publishes"]) << " publishes, " << cell(r["publish_errors"]) << " errors)\n";
+        if (!r["last_publish_error"].get<std::string>().empty())
+            std::cout << "last publish error  " << cell(r["last_publish_error"]) << "\n";
+        std::cout << "reloads         " << cell(r["reloads"]) << " applied, " << cell(r["reload_errors"]) << " refused\n";
+        if (!r["last_reload_error"].get<std::string>().empty())
+            std::cout << "last reload error:\n" << cell(r["last_reload_error"]) << "\n";
+        std::cout << "metrics         " << (r["metrics"].get<std::string>().empty() ? "off" : "http://" + cell(r["metrics"]) + "/metrics") << "\n";
+        return;
+    }
+    if (cmd == "services") {
+        std::vector<std::vector<std::string>> rows;
+        for (const auto& s : r["services"])
+            rows.push_back({cell(s["name"]), cell(s["vip"]) + ":" + cell(s["port"]) + "/" + cell(s["protocol"]),
+                            cell(s["scheduler"]), cell(s["forwarding"]),
+                            cell(s["servers_up"]) + "/" + cell(s["servers"]), cell(s["active_connections"]),
+                            cell(s["new_connections"]), cell(s["packets"]), human_bytes(s["bytes"].get<uint64_t>())});
+        table({"SERVICE", "VIP", "SCHEDULER", "FORWARDING", "UP", "ACTIVE", "CONNECTIONS", "PACKETS", "BYTES"}, rows);
+        return;
+    }
+    if (cmd == "servers") {
+        std::vector<std::vector<std::string>> rows;
+        for (const auto& s : r["servers"]) {
+            std::string weight = cell(s["weight"]);
+            if (s["weight"] != s["configured_weight"]) weight += " (config " + cell(s["configured_weight"]) + ")";
+            rows.push_back({cell(s["service"]), cell(s["address"]) + ":" + cell(s["port"]),
+                            cell(s["state"]) + (s["backup"].get<bool>() ? " (backup)" : ""), weight,
+                            cell(s["health_check"]) + " " + cell(s["check_latency_ms"]) + " ms",
+                            cell(s["active_connections"]), cell(s["new_connections"]), cell(s["packets"]),
+                            cell(s["reason"])});
+        }
+        table({"SERVICE", "SERVER", "STATE", "WEIGHT", "CHECK", "ACTIVE", "CONNECTIONS", "PACKETS", "REASON"}, rows);
+        return;
+    }
+    if (cmd == "reload") {
+        std::cout << "configuration reloaded (" << cell(r["services"]) << " services)\n";
+        for (const auto& w : r["warnings"]) std::cout << "warning: " << cell(w) << "\n";
+        return;
+    }
+    std::cout << cell(r["server"]) << ": " << cell(r["state"]) << ", weight " << cell(r["weight"]) << "\n";
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    CLI::App app{"fulcrumctl: inspect and steer a running fulcrumd"};
+    app.name("fulcrumctl");
+    std::string socket = "/run/fulcrum/admin.sock";
+    bool as_json = false;
+    app.add_option("-s,--socket", socket, "fulcrumd's admin socket")->capture_default_str();
+    app.add_flag("--json", as_json, "print the raw JSON reply (for scripts)");
+    app.require_subcommand(1);
+    std::string service, server;
+    int64_t weight = -1;
+    app.add_subcommand("status", "fulcrumd, dataplane and publishing state");
+    app.add_subcommand("services", "services with their traffic");
+    auto* servers = app.add_subcommand("servers", "servers with health, reason, weight, connections and counters");
+    servers->add_option("service", service, "only this service");
+    auto* sw = app.add_subcommand("set-weight", "set a server's weight (0 drains it)");
+    sw->add_option("service", service)->required();
+    sw->add_option("server", server, "address or address:port")->required();
+    sw->add_option("weight", weight, "0..65535")->required()->check(CLI::Range(0, 65535));
+    for (const char* c : {"drain", "disable", "enable"}) {
+        auto* sc = app.add_subcommand(c, std::string(c) == "drain" ? "no new connections; existing ones continue"
+                                         : std::string(c) == "disable" ? "take a server out of service"
+                                                                       : "put a server back in service at its configured weight");
+        sc->add_option("service", service)->required();
+        sc->add_option("server", server, "address or address:port")->required();
+    }
+    app.add_subcommand("reload", "re-read the configuration file (refused with its errors if invalid)");
+    CLI11_PARSE(app, argc, argv);
+
+    const std::string cmd = app.get_subcommands().front()->get_name();
+    json req = {{"command", cmd}};
+    if (!service.empty()) req["service"] = service;
+    if (!server.empty()) req["server"] = server;
+    if (weight >= 0) req["weight"] = weight;
+    auto r = fulcrum::control::admin_request(socket, req);
+    if (!r) {
+        std::cerr << "fulcrumctl: " << r.error() << "\n";
+        return 2;
+    }
+    const json& reply = r.value();
+    if (as_json) {
+        std::cout << reply.dump(2) << "\n";
+        return reply.value("ok", false) ? 0 : 1;
+    }
+    if (!reply.value("ok", false)) {
+        std::cerr << "fulcrumctl: " << reply.value("error", std::string("request refused")) << "\n";
+        if (reply.contains("messages"))
+            for (const auto& m : reply["messages"]) std::cerr << "  " << m.get<std::string>() << "\n";
+        return 1;
+    }
+    print_human(cmd, reply);
+    return 0;
+}

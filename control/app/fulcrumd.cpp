@@ -1,0 +1,59 @@
+// fulcrumd: Fulcrum's control-plane daemon.
+//
+//   fulcrumd --config /etc/fulcrum/fulcrum.yaml     run
+//   fulcrumd --check /etc/fulcrum/fulcrum.yaml      validate the file and exit (0 valid, 1 not)
+#include <iostream>
+
+#include <CLI/CLI.hpp>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include "fulcrum/control/config.hpp"
+#include "fulcrum/control/daemon.hpp"
+
+int main(int argc, char** argv) {
+    CLI::App app{"fulcrumd: Fulcrum's control plane (configuration, health checks, publishing, admin API, metrics)"};
+    app.name("fulcrumd");
+    std::string config = "/etc/fulcrum/fulcrum.yaml";
+    std::string check;
+    std::string level = "info";
+    app.add_option("-c,--config", config, "configuration file")->capture_default_str();
+    app.add_option("--check", check, "validate this configuration file and exit (0: valid, 1: invalid)");
+    app.add_option("--log-level", level, "trace, debug, info, warn, error")->capture_default_str();
+    CLI11_PARSE(app, argc, argv);
+
+    if (!check.empty()) {
+        try {
+            const auto cfg = fulcrum::control::load_config_file(check);
+            size_t servers = 0;
+            for (const auto& s : cfg.services) servers += s.servers.size();
+            std::cout << check << ": valid (" << cfg.services.size() << " services, " << servers << " servers)\n";
+            return 0;
+        } catch (const fulcrum::control::ConfigError& e) {
+            for (const auto& m : e.messages()) std::cerr << m << "\n";
+            std::cerr << check << ": invalid (" << e.messages().size() << " problem"
+                      << (e.messages().size() == 1 ? "" : "s") << ")\n";
+            return 1;
+        }
+    }
+
+    spdlog::set_default_logger(spdlog::stderr_color_mt("fulcrumd"));  // logs go to stderr
+    spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e fulcrumd %l: %v");
+    spdlog::set_level(spdlog::level::from_str(level));
+    fulcrum::control::Config cfg;
+    try {
+        cfg = fulcrum::control::load_config_file(config);
+    } catch (const fulcrum::control::ConfigError& e) {
+        for (const auto& m : e.messages()) spdlog::error("{}", m);
+        spdlog::error("not starting: fix {} (check it with: fulcrumd --check {})", config, config);
+        return 1;
+    }
+    fulcrum::control::Daemon::block_signals();
+    try {
+        fulcrum::control::Daemon d(std::move(cfg));
+        return d.run();
+    } catch (const std::exception& e) {
+        spdlog::error("{}", e.what());
+        return 1;
+    }
+}

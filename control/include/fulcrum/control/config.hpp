@@ -1,0 +1,125 @@
+// fulcrumd's configuration: one YAML file (yaml-cpp), validated as a whole. Every problem is
+// reported as "FILE:LINE:COLUMN: what is wrong (what to do)", all of them at once.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "fulcrum/addr.hpp"
+#include "fulcrum/snapshot.hpp"
+
+namespace fulcrum::control {
+
+using Millis = std::chrono::milliseconds;
+
+// At most this many servers in all services together. The snapshot has FL_MAX_SERVERS slots,
+// and servers retired by a reload (still serving their connections) occupy slots as well.
+inline constexpr size_t kMaxConfiguredServers = 65535;
+// Limits checked by the loader (docs/configuration.md lists them all).
+inline constexpr size_t kMaxServiceNameLen = 47;  // FL_NAME_LEN - 1
+inline constexpr uint16_t kMinMtu = 576;
+inline constexpr uint16_t kMaxMtu = 9702;
+inline constexpr Millis kMinCheckInterval{100};
+
+// Where a value came from, for messages.
+struct Location {
+    std::string file;
+    int line = 0;    // 1-based; 0 = unknown
+    int column = 0;  // 1-based
+    std::string str() const;  // "file:line:column"
+};
+
+enum class CheckType { tcp, http, https, none };
+const char* check_type_name(CheckType t);
+
+struct HealthCheckConfig {
+    CheckType type = CheckType::tcp;
+    uint16_t port = 0;            // 0: the server's port (or the service port)
+    Millis interval{2000};
+    Millis timeout{1000};         // must not exceed interval
+    unsigned rise = 2;            // consecutive successes to mark a server up
+    unsigned fall = 3;            // consecutive failures to mark it down
+    std::string path = "/";       // http/https
+    std::vector<int> expect_status{200};  // http/https: any of these
+    std::string host;             // http/https Host header; empty: the server address
+    bool tls_verify = false;      // https: verify the server certificate
+    friend bool operator==(const HealthCheckConfig&, const HealthCheckConfig&) = default;
+};
+
+struct ServerConfig {
+    IpAddr address;
+    uint16_t port = 0;            // 0: the service port (DSR always keeps the VIP port)
+    uint32_t weight = 1;          // 0..65535; 0 drains
+    bool backup = false;
+    bool enabled = true;          // false: configured but administratively disabled
+    HealthCheckConfig health;     // defaults <- service health_check <- server health_check
+    Location where;
+
+    uint16_t effective_port(uint16_t service_port) const { return port ? port : service_port; }
+};
+
+struct ServiceConfig {
+    std::string name;             // unique, [A-Za-z0-9_.-], at most 47 bytes
+    IpAddr vip;
+    uint16_t port = 0;
+    uint8_t proto = FL_PROTO_TCP;
+    Scheduler scheduler = Scheduler::maglev;
+    Forwarding forwarding = Forwarding::dsr;
+    uint32_t table_size = 65537;  // prime
+    std::vector<ServerConfig> servers;
+    Location where;
+};
+
+struct Config {
+    std::string path;
+
+    // dataplane:
+    std::string dataplane_socket = "/run/fulcrum/dataplane.sock";
+    uint64_t hash_seed = 0;       // must be equal on both balancers of a pair
+    uint16_t mtu = 0;             // 0: the dataplane port's MTU
+    EncapSpec encap;              // source prefixes, GUE port, outer TTL
+
+    // admin:
+    std::string admin_socket = "/run/fulcrum/admin.sock";
+    // metrics: ("" disables the endpoint)
+    std::string metrics_listen = "127.0.0.1:9310";
+
+    // limits:
+    Millis retire_after{900'000}; // how long a server removed from the configuration keeps
+                                  // serving its existing connections
+
+    std::vector<ServiceConfig> services;
+};
+
+// All the problems found in a configuration, each "file:line:column: message".
+class ConfigError : public std::runtime_error {
+public:
+    explicit ConfigError(std::vector<std::string> messages);
+    const std::vector<std::string>& messages() const { return messages_; }
+
+private:
+    std::vector<std::string> messages_;
+};
+
+// Parses and validates; throws ConfigError listing every problem. `filename` is used in the
+// messages and stored as Config::path.
+Config parse_config(std::string_view yaml_text, const std::string& filename);
+// Reads `path` and parses it; a file that cannot be read is a ConfigError with the single
+// message "cannot read PATH: REASON".
+Config load_config_file(const std::string& path);
+
+// Durations as written in the configuration: a whole number followed by ms, s, m or h
+// ("500ms", "2s", "1m", "1h"), or a plain number of milliseconds ("250"). No spaces, no
+// fractions. Returns nullopt for anything else or on overflow. Zero is returned as zero (the
+// loader refuses zero durations itself).
+std::optional<Millis> parse_duration(std::string_view text);
+// The shortest exact form of a duration in the same syntax: 2000ms -> "2s", 1500ms -> "1500ms".
+std::string format_duration(Millis d);
+
+}  // namespace fulcrum::control

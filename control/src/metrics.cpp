@@ -1,0 +1,244 @@
+#include "fulcrum/control/metrics.hpp"
+
+#include <prometheus/counter.h>
+#include <prometheus/exposer.h>
+#include <prometheus/gauge.h>
+#include <prometheus/registry.h>
+
+#include <set>
+#include <stdexcept>
+
+namespace fulcrum::control {
+
+using prometheus::Counter;
+using prometheus::Family;
+using prometheus::Gauge;
+using Labels = std::map<std::string, std::string>;
+
+namespace {
+
+std::string label_key(const Labels& l) {
+    std::string k;
+    for (const auto& [a, b] : l) k += a + "=" + b + ";";
+    return k;
+}
+
+// A counter family fed from running totals: adds the increase since the last value seen.
+class MirroredCounters {
+public:
+    MirroredCounters(prometheus::Registry& r, const std::string& name, const std::string& help)
+        : fam_(&prometheus::BuildCounter().Name(name).Help(help).Register(r)) {}
+
+    void set_total(const Labels& l, uint64_t total) {
+        auto& e = entries_[label_key(l)];
+        if (!e.counter) e.counter = &fam_->Add(l);
+        const uint64_t delta = total >= e.last ? total - e.last : total;  // a restart resets totals
+        if (delta) e.counter->Increment(static_cast<double>(delta));
+        e.last = total;
+        seen_.insert(label_key(l));
+    }
+    // Forgets label sets not set since the previous sweep (servers or services removed).
+    void sweep() {
+        for (auto it = entries_.begin(); it != entries_.end();) {
+            if (!seen_.count(it->first)) {
+                fam_->Remove(it->second.counter);
+                it = entries_.erase(it);
+            } else {
+                ++it;
+            }
+        }
+        seen_.clear();
+    }
+
+private:
+    struct Entry {
+        Counter* counter = nullptr;
+        uint64_t last = 0;
+    };
+    Family<Counter>* fam_;
+    std::map<std::string, Entry> entries_;
+    std::set<std::string> seen_;
+};
+
+class Gauges {
+public:
+    Gauges(prometheus::Registry& r, const std::string& name, const std::string& help)
+        : fam_(&prometheus::BuildGauge().Name(name).Help(help).Register(r)) {}
+    void set(const Labels& l, double v) {
+        auto& g = entries_[label_key(l)];
+        if (!g) g = &fam_->Add(l);
+        g->Set(v);
+        seen_.insert(label_key(l));
+    }
+    void sweep() {
+        for (auto it = entries_.begin(); it != entries_.end();) {
+            if (!seen_.count(it->first)) {
+                fam_->Remove(it->second);
+                it = entries_.erase(it);
+            } else {
+                ++it;
+            }
+        }
+        seen_.clear();
+    }
+
+private:
+    Family<Gauge>* fam_;
+    std::map<std::string, Gauge*> entries_;
+    std::set<std::string> seen_;
+};
+
+uint64_t u64(const nlohmann::json& j, const char* k) {
+    auto it = j.find(k);
+    return it != j.end() && it->is_number() ? it->get<uint64_t>() : 0;
+}
+
+}  // namespace
+
+struct Metrics::Impl {
+    std::unique_ptr<prometheus::Exposer> exposer;
+    std::shared_ptr<prometheus::Registry> reg = std::make_shared<prometheus::Registry>();
+    Gauges dataplane_up{*reg, "fulcrum_dataplane_up", "1 if fulcrumd reaches the dataplane's control socket"};
+    Gauges generation{*reg, "fulcrum_snapshot_generation", "Generation of the last snapshot fulcrumd published"};
+    Gauges dp_generation{*reg, "fulcrum_dataplane_snapshot_generation", "Generation of the snapshot the dataplane runs"};
+    MirroredCounters publishes{*reg, "fulcrum_publishes_total", "Snapshots published to the dataplane"};
+    MirroredCounters publish_errors{*reg, "fulcrum_publish_errors_total", "Snapshot publications that failed"};
+    MirroredCounters reloads{*reg, "fulcrum_config_reloads_total", "Configuration reloads applied"};
+    MirroredCounters reload_errors{*reg, "fulcrum_config_reload_errors_total", "Configuration reloads refused"};
+
+    MirroredCounters svc_packets{*reg, "fulcrum_service_packets_total", "Packets forwarded for the service"};
+    MirroredCounters svc_bytes{*reg, "fulcrum_service_bytes_total", "Bytes forwarded for the service"};
+    MirroredCounters svc_conns{*reg, "fulcrum_service_new_connections_total", "New connections to the service"};
+
+    MirroredCounters srv_packets{*reg, "fulcrum_server_packets_total", "Packets forwarded to the server"};
+    MirroredCounters srv_bytes{*reg, "fulcrum_server_bytes_total", "Bytes forwarded to the server"};
+    MirroredCounters srv_conns{*reg, "fulcrum_server_new_connections_total", "New connections sent to the server"};
+    Gauges srv_active{*reg, "fulcrum_server_active_connections", "Connection-table entries pointing at the server"};
+    Gauges srv_up{*reg, "fulcrum_server_up", "1 if the server takes new connections (healthy, enabled, weight > 0)"};
+    Gauges srv_healthy{*reg, "fulcrum_server_healthy", "1 if the server passes its health check and is resolved"};
+    Gauges srv_weight{*reg, "fulcrum_server_weight", "Effective weight of the server"};
+    Gauges srv_latency{*reg, "fulcrum_server_check_latency_seconds", "Duration of the last health check"};
+    MirroredCounters srv_checks{*reg, "fulcrum_server_checks_total", "Health checks run, by result"};
+
+    MirroredCounters dp_rx{*reg, "fulcrum_dataplane_received_packets_total", "Frames received on the uplink, by queue"};
+    MirroredCounters dp_fwd{*reg, "fulcrum_dataplane_forwarded_packets_total", "Frames forwarded to servers, by queue"};
+    MirroredCounters dp_replied{*reg, "fulcrum_dataplane_replied_packets_total", "ICMP replies sent, by queue"};
+    MirroredCounters dp_kernel{*reg, "fulcrum_dataplane_kernel_packets_total",
+                               "Frames on the exception path, by queue and direction"};
+    MirroredCounters dp_drops{*reg, "fulcrum_dataplane_drops_total", "Frames dropped, by reason"};
+    Gauges ct_entries{*reg, "fulcrum_conntable_entries", "Connection-table entries, by queue"};
+    Gauges ct_capacity{*reg, "fulcrum_conntable_capacity", "Connection-table capacity, by queue"};
+    MirroredCounters ct_evictions{*reg, "fulcrum_conntable_evictions_total", "Live entries evicted to make room"};
+    MirroredCounters ct_full{*reg, "fulcrum_conntable_full_total", "Inserts refused because the bucket was full"};
+
+    MirroredCounters port_rx{*reg, "fulcrum_port_received_packets_total", "Packets received by the port"};
+    MirroredCounters port_tx{*reg, "fulcrum_port_transmitted_packets_total", "Packets sent by the port"};
+    MirroredCounters port_rx_bytes{*reg, "fulcrum_port_received_bytes_total", "Bytes received by the port"};
+    MirroredCounters port_tx_bytes{*reg, "fulcrum_port_transmitted_bytes_total", "Bytes sent by the port"};
+    MirroredCounters port_missed{*reg, "fulcrum_port_missed_packets_total", "Packets the port dropped for lack of RX descriptors"};
+    MirroredCounters port_errors{*reg, "fulcrum_port_errors_total", "Port errors, by direction"};
+};
+
+Metrics::Metrics(const std::string& listen) : impl_(std::make_unique<Impl>()), listen_(listen) {
+    try {
+        impl_->exposer = std::make_unique<prometheus::Exposer>(listen, 2);
+    } catch (const std::exception& e) {
+        throw std::runtime_error("cannot serve metrics on " + listen + ": " + e.what() +
+                                 " (is the address local and the port free?)");
+    }
+    impl_->exposer->RegisterCollectable(impl_->reg);
+}
+
+Metrics::~Metrics() = default;
+
+void Metrics::update(const MetricsInput& in) {
+    Impl& m = *impl_;
+    m.dataplane_up.set({}, in.dataplane ? 1 : 0);
+    m.generation.set({}, static_cast<double>(in.published_generation));
+    m.publishes.set_total({}, in.publishes);
+    m.publish_errors.set_total({}, in.publish_errors);
+    m.reloads.set_total({}, in.reloads);
+    m.reload_errors.set_total({}, in.reload_errors);
+
+    // Per server: state from the model, traffic from the dataplane.
+    std::map<std::string, const nlohmann::json*> dp_servers;
+    if (in.dataplane)
+        for (const auto& s : (*in.dataplane)["servers"]) {
+            const std::string addr = s["address"].get<std::string>();
+            const std::string a = addr.find(':') != std::string::npos ? "[" + addr + "]" : addr;
+            dp_servers[s["service"].get<std::string>() + "/" + a + ":" + std::to_string(s["port"].get<int>())] = &s;
+        }
+    if (in.model) {
+        for (const auto& [key, sm] : in.model->servers) {
+            const std::string addr = sm.cfg.address.is_v6() ? "[" + sm.cfg.address.str() + "]" : sm.cfg.address.str();
+            const Labels l{{"service", sm.service}, {"server", addr + ":" + std::to_string(sm.port)}};
+            m.srv_up.set(l, sm.state() == ServerState::up ? 1 : 0);
+            m.srv_healthy.set(l, sm.healthy() ? 1 : 0);
+            m.srv_weight.set(l, sm.weight());
+            m.srv_latency.set(l, sm.check_latency_ms / 1000.0);
+            Labels ok = l, bad = l;
+            ok["result"] = "ok";
+            bad["result"] = "failed";
+            m.srv_checks.set_total(ok, sm.checks_ok);
+            m.srv_checks.set_total(bad, sm.checks_failed);
+            auto it = dp_servers.find(key);
+            if (it != dp_servers.end()) {
+                const auto& s = *it->second;
+                m.srv_packets.set_total(l, u64(s, "packets"));
+                m.srv_bytes.set_total(l, u64(s, "bytes"));
+                m.srv_conns.set_total(l, u64(s, "new_connections"));
+                m.srv_active.set(l, static_cast<double>(u64(s, "active_connections")));
+            }
+        }
+    }
+    if (in.dataplane) {
+        const auto& d = *in.dataplane;
+        m.dp_generation.set({}, static_cast<double>(u64(d, "generation")));
+        for (const auto& s : d["services"]) {
+            const Labels l{{"service", s["name"].get<std::string>()}};
+            m.svc_packets.set_total(l, u64(s, "packets"));
+            m.svc_bytes.set_total(l, u64(s, "bytes"));
+            m.svc_conns.set_total(l, u64(s, "new_connections"));
+        }
+        for (const auto& q : d["queues"]) {
+            const std::string qn = std::to_string(q["queue"].get<int>());
+            m.dp_rx.set_total({{"queue", qn}}, u64(q, "rx"));
+            m.dp_fwd.set_total({{"queue", qn}}, u64(q, "forwarded"));
+            m.dp_replied.set_total({{"queue", qn}}, u64(q, "replied"));
+            m.dp_kernel.set_total({{"queue", qn}, {"direction", "to_kernel"}}, u64(q, "kernel_tx"));
+            m.dp_kernel.set_total({{"queue", qn}, {"direction", "from_kernel"}}, u64(q, "kernel_rx"));
+        }
+        for (auto it = d["drops"].begin(); it != d["drops"].end(); ++it)
+            m.dp_drops.set_total({{"reason", it.key()}}, it.value().get<uint64_t>());
+        for (const auto& c : d["conntables"]) {
+            const Labels l{{"queue", std::to_string(c["queue"].get<int>())}};
+            m.ct_entries.set(l, static_cast<double>(u64(c, "entries")));
+            m.ct_capacity.set(l, static_cast<double>(u64(c, "capacity")));
+            m.ct_evictions.set_total(l, u64(c, "evictions"));
+            m.ct_full.set_total(l, u64(c, "full"));
+        }
+        for (const auto& p : d["ports"]) {
+            const Labels l{{"port", p["name"].get<std::string>()}, {"role", p["role"].get<std::string>()}};
+            m.port_rx.set_total(l, u64(p, "rx_packets"));
+            m.port_tx.set_total(l, u64(p, "tx_packets"));
+            m.port_rx_bytes.set_total(l, u64(p, "rx_bytes"));
+            m.port_tx_bytes.set_total(l, u64(p, "tx_bytes"));
+            m.port_missed.set_total(l, u64(p, "rx_missed"));
+            Labels rx = l, tx = l;
+            rx["direction"] = "rx";
+            tx["direction"] = "tx";
+            m.port_errors.set_total(rx, u64(p, "rx_errors"));
+            m.port_errors.set_total(tx, u64(p, "tx_errors"));
+        }
+    }
+    for (auto* g : {&m.srv_up, &m.srv_healthy, &m.srv_weight, &m.srv_latency}) g->sweep();
+    m.srv_checks.sweep();
+    // Traffic series follow the dataplane; while it is unreachable they keep their values.
+    if (in.dataplane) {
+        m.srv_active.sweep();
+        for (auto* c : {&m.srv_packets, &m.srv_bytes, &m.srv_conns, &m.svc_packets, &m.svc_bytes, &m.svc_conns})
+            c->sweep();
+    }
+}
+
+}  // namespace fulcrum::control

@@ -1,0 +1,225 @@
+"""End to end: real clients and servers in network namespaces, the DPDK dataplane on a
+veth, fulcrumd health-checking and publishing."""
+import collections
+import json
+import threading
+import time
+
+import pytest
+
+import fulcrumlab
+from conftest import SERVERS3, VIP, web_service
+
+NAMES = {v: k for k, v in SERVERS3.items()}
+
+
+def distribution(lab, n, port=80):
+    c = collections.Counter()
+    for _ in range(n):
+        c[fulcrumlab.connect_once(lab.client, VIP, port)] += 1
+    return c
+
+
+def wait_state(lab, service, address, state, timeout):
+    """Waits until fulcrumd shows the server in `state` and the dataplane runs a snapshot
+    published after that."""
+    fulcrumlab.wait_for(lambda: lab.servers_state(service)[address]["state"] == state, timeout, 0.05,
+                        what=f"{address} to be {state}")
+    lab.wait_published(timeout)
+
+
+@pytest.mark.parametrize("scheduler", ["maglev", "wrr"])
+def test_distribution_follows_the_weights(lab3, scheduler):
+    weights = {"s1": 1, "s2": 2, "s3": 3}
+    lab3.start_fulcrumd(lab3.write_config(lab3.config([web_service(SERVERS3, weights, scheduler)])))
+    n = 3000
+    c = distribution(lab3, n)
+    total = sum(weights.values())
+    for host, w in weights.items():
+        share = c[host] / n
+        assert abs(share - w / total) <= 0.05, f"{scheduler}: {dict(c)} over {n} connections"
+    if scheduler == "wrr":  # smooth WRR is exact over every window of sum(weights)
+        for host, w in weights.items():
+            assert abs(c[host] - n * w / total) <= total
+
+
+def test_stopped_server_leaves_within_fall_interval_and_comes_back_after_rise(lab3):
+    health = {"type": "tcp", "interval": "500ms", "timeout": "300ms", "rise": 3, "fall": 2}
+    lab3.start_fulcrumd(lab3.write_config(lab3.config([web_service(SERVERS3)], health=health)))
+    assert set(distribution(lab3, 60)) == set(SERVERS3)
+    lab3.stop_backend("s2")
+    t0 = time.monotonic()
+    wait_state(lab3, "web", SERVERS3["s2"], "down", 5)
+    took = time.monotonic() - t0
+    assert took <= 2 * 0.5 + 1.0, f"s2 taken out after {took:.2f}s (fall x interval + 1 s = 2.0 s)"
+    assert lab3.servers_state("web")[SERVERS3["s2"]]["reason"] == "connection refused"
+    # Published at once: no new connection reaches s2 (it is not even listening; a
+    # connection sent there would fail).
+    c = distribution(lab3, 200)
+    assert "s2" not in c and sum(c.values()) == 200
+    lab3.start_backend("s2")
+    t0 = time.monotonic()
+    wait_state(lab3, "web", SERVERS3["s2"], "up", 5)
+    took = time.monotonic() - t0
+    assert 2 * 0.5 - 0.3 <= took <= 3 * 0.5 + 1.0, f"s2 back after {took:.2f}s (rise x interval = 1.5 s)"
+    assert "s2" in distribution(lab3, 200)
+
+
+def test_backups_serve_only_while_every_primary_is_down(lab3):
+    health = {"type": "http", "path": "/health", "port": 8080, "interval": "500ms", "timeout": "300ms",
+              "rise": 1, "fall": 1}
+    svc = web_service(SERVERS3, backups=("s3",), health=health)
+    lab3.start_fulcrumd(lab3.write_config(lab3.config([svc])))
+    assert set(distribution(lab3, 100)) == {"s1", "s2"}
+    lab3.set_unhealthy("s1")
+    wait_state(lab3, "web", SERVERS3["s1"], "down", 5)
+    assert set(distribution(lab3, 60)) == {"s2"}
+    lab3.set_unhealthy("s2")
+    wait_state(lab3, "web", SERVERS3["s2"], "down", 5)
+    assert set(distribution(lab3, 60)) == {"s3"}, "the backup takes over only now"
+    assert "HTTP status 503" in lab3.servers_state("web")[SERVERS3["s1"]]["reason"]
+    lab3.set_unhealthy("s1", False)
+    wait_state(lab3, "web", SERVERS3["s1"], "up", 5)
+    assert set(distribution(lab3, 60)) == {"s1"}, "the backup stops as soon as a primary is back"
+
+
+def test_drain_keeps_long_lived_connections_and_moves_new_ones(lab3):
+    lab3.start_fulcrumd(lab3.write_config(lab3.config([web_service(SERVERS3)])))
+    held = [fulcrumlab.HeldConnection(lab3.client, VIP, 80) for _ in range(30)]
+    try:
+        on_s1 = [h for h in held if h.server == "s1"]
+        assert on_s1, "no connection landed on s1"
+        r = lab3.ctl("drain", "web", SERVERS3["s1"])
+        assert r.returncode == 0, r.stderr
+        assert "draining" in r.stdout
+        wait_state(lab3, "web", SERVERS3["s1"], "draining", 3)
+        c = distribution(lab3, 200)
+        assert "s1" not in c
+        assert all(h.alive() for h in held), "a long-lived connection broke during the drain"
+        assert lab3.servers_state("web")[SERVERS3["s1"]]["active_connections"] >= len(on_s1)
+        r = lab3.ctl("enable", "web", SERVERS3["s1"])
+        assert r.returncode == 0, r.stderr
+        wait_state(lab3, "web", SERVERS3["s1"], "up", 3)
+        assert "s1" in distribution(lab3, 200)
+    finally:
+        for h in held:
+            h.close()
+
+
+def test_reload_with_changed_pool_keeps_connections_and_refuses_invalid(lab3):
+    two = {k: SERVERS3[k] for k in ("s1", "s2")}
+    cfg_path = lab3.write_config(lab3.config([web_service(SERVERS3)]))
+    lab3.start_fulcrumd(cfg_path)
+    held = [fulcrumlab.HeldConnection(lab3.client, VIP, 80) for _ in range(30)]
+    try:
+        assert any(h.server == "s3" for h in held)
+        gen0 = lab3.status()["published_generation"]
+        # s3 leaves the pool: its connections stay, new ones avoid it.
+        lab3.write_config(lab3.config([web_service(two, {"s1": 1, "s2": 3})]))
+        r = lab3.ctl("reload")
+        assert r.returncode == 0, r.stderr
+        assert lab3.servers_state("web")[SERVERS3["s3"]]["state"] == "retired"
+        lab3.wait_published()
+        assert lab3.status()["published_generation"] > gen0
+        assert all(h.alive() for h in held), "a connection broke on reload"
+        c = distribution(lab3, 200)
+        assert set(c) <= {"s1", "s2"}
+        # An invalid file is refused with its messages; nothing changes.
+        gen1 = lab3.status()["published_generation"]
+        cfg_path.write_text("services:\n  - name: web\n    vip: 198.18.0.300\n    port: 80\n")
+        r = lab3.ctl("reload")
+        assert r.returncode != 0
+        assert "fulcrum.yaml:3:" in r.stderr and "198.18.0.300" in r.stderr, r.stderr
+        st = lab3.status()
+        assert st["published_generation"] == gen1
+        assert st["reload_errors"] == 1
+        assert set(lab3.servers_state("web")) == set(SERVERS3.values())
+        assert all(h.alive() for h in held)
+        # SIGHUP reloads too (here: the valid two-server file again).
+        lab3.write_config(lab3.config([web_service(two)]))
+        lab3.fulcrumd.proc.send_signal(1)
+        fulcrumlab.wait_for(lambda: lab3.status()["reloads"] == 2, 5, what="SIGHUP reload")
+    finally:
+        for h in held:
+            h.close()
+
+
+def test_restarting_fulcrumd_does_not_interrupt_forwarding(lab3):
+    cfg = lab3.write_config(lab3.config([web_service(SERVERS3)]))
+    lab3.start_fulcrumd(cfg)
+    gen = lab3.status()["published_generation"]
+    held = [fulcrumlab.HeldConnection(lab3.client, VIP, 80) for _ in range(20)]
+    failures = []
+    stop = threading.Event()
+
+    def traffic():
+        while not stop.is_set():
+            try:
+                fulcrumlab.connect_once(lab3.client, VIP, 80, timeout=3)
+            except OSError as e:
+                failures.append(str(e))
+            time.sleep(0.01)
+
+    t = threading.Thread(target=traffic)
+    t.start()
+    try:
+        lab3.stop_fulcrumd()
+        time.sleep(1.0)  # nothing manages the dataplane now
+        lab3.start_fulcrumd(cfg)
+        time.sleep(1.0)
+    finally:
+        stop.set()
+        t.join()
+    try:
+        assert not failures, failures[:3]
+        assert all(h.alive() for h in held)
+        st = lab3.status()
+        assert st["published_generation"] > gen
+        assert st["dataplane"]["connected"]
+    finally:
+        for h in held:
+            h.close()
+
+
+def test_restarted_dataplane_gets_the_snapshot_again(lab3):
+    lab3.start_fulcrumd(lab3.write_config(lab3.config([web_service(SERVERS3)])))
+    assert set(distribution(lab3, 30)) == set(SERVERS3)
+    held = [fulcrumlab.HeldConnection(lab3.client, VIP, 80) for _ in range(10)]
+    try:
+        old_pid = lab3.status()["dataplane"]["pid"]
+        assert lab3.stop_dataplane() == 0
+        lab3.start_dataplane()
+        fulcrumlab.wait_for(lambda: lab3.status()["dataplane"].get("pid", old_pid) != old_pid and
+                            lab3.dataplane.counters()["generation"] > 0, 10, what="re-publish to the new dataplane")
+        assert set(distribution(lab3, 30)) == set(SERVERS3)
+        # The new dataplane has no connection table, but the Maglev table is the same: the
+        # established connections are picked up mid-stream on the same servers.
+        assert all(h.alive() for h in held)
+    finally:
+        for h in held:
+            h.close()
+
+
+def test_udp_service_end_to_end(lab3):
+    svc = web_service(SERVERS3, name="dns", port=53, protocol="udp", health={"type": "tcp", "port": 80})
+    lab3.start_fulcrumd(lab3.write_config(lab3.config([svc])))
+    seen = collections.Counter()
+    for i in range(60):
+        seen[fulcrumlab.udp_once(lab3.client, VIP, 53, payload=f"q{i}".encode())] += 1
+    assert set(seen) == set(SERVERS3), dict(seen)
+    c = lab3.dataplane.counters()
+    assert sum(s["new_connections"] for s in c["servers"]) >= 60
+
+
+def test_metrics_endpoint(lab3):
+    lab3.start_fulcrumd(lab3.write_config(lab3.config([web_service(SERVERS3)])))
+    distribution(lab3, 30)
+    time.sleep(1.5)  # metrics follow the dataplane once a second
+    text = lab3.metrics()
+    for name in ("fulcrum_server_up", "fulcrum_server_active_connections", "fulcrum_server_new_connections_total",
+                 "fulcrum_service_packets_total", "fulcrum_dataplane_drops_total", "fulcrum_snapshot_generation",
+                 "fulcrum_publish_errors_total", "fulcrum_server_check_latency_seconds", "fulcrum_dataplane_up"):
+        assert name in text, f"{name} missing from /metrics"
+    assert f'fulcrum_server_up{{server="{SERVERS3["s1"]}:80",service="web"}} 1' in text
+    conns = [line for line in text.splitlines() if line.startswith("fulcrum_service_new_connections_total")]
+    assert conns and float(conns[0].split()[-1]) >= 30
