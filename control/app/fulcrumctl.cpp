@@ -86,10 +86,12 @@ void print_human(const std::string& cmd, const json& r) {
             rows.push_back({cell(s["service"]), cell(s["address"]) + ":" + cell(s["port"]),
                             cell(s["state"]) + (s["backup"].get<bool>() ? " (backup)" : ""), weight,
                             cell(s["health_check"]) + " " + cell(s["check_latency_ms"]) + " ms",
-                            cell(s["active_connections"]), cell(s["new_connections"]), cell(s["packets"]),
-                            cell(s["reason"])});
+                            cell(s["active_connections"]), cell(s["inactive_connections"]),
+                            cell(s["new_connections"]), cell(s["packets"]), cell(s["reason"])});
         }
-        table({"SERVICE", "SERVER", "STATE", "WEIGHT", "CHECK", "ACTIVE", "CONNECTIONS", "PACKETS", "REASON"}, rows);
+        table({"SERVICE", "SERVER", "STATE", "WEIGHT", "CHECK", "ACTIVE", "INACTIVE", "CONNECTIONS", "PACKETS",
+               "REASON"},
+              rows);
         return;
     }
     if (cmd == "reload") {

@@ -591,6 +591,7 @@ json Daemon::servers_json(const std::string& service) {
             auto it = dp.find(key);
             j["in_rotation"] = it != dp.end() && it->second["in_rotation"].get<bool>();
             j["active_connections"] = it != dp.end() ? it->second["active_connections"].get<uint64_t>() : 0;
+            j["inactive_connections"] = it != dp.end() ? it->second.value("inactive_connections", uint64_t{0}) : 0;
             j["packets"] = it != dp.end() ? it->second["packets"].get<uint64_t>() : 0;
             j["bytes"] = it != dp.end() ? it->second["bytes"].get<uint64_t>() : 0;
             j["new_connections"] = it != dp.end() ? it->second["new_connections"].get<uint64_t>() : 0;

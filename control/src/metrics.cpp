@@ -113,7 +113,10 @@ struct Metrics::Impl {
     MirroredCounters srv_packets{*reg, "fulcrum_server_packets_total", "Packets forwarded to the server"};
     MirroredCounters srv_bytes{*reg, "fulcrum_server_bytes_total", "Bytes forwarded to the server"};
     MirroredCounters srv_conns{*reg, "fulcrum_server_new_connections_total", "New connections sent to the server"};
-    Gauges srv_active{*reg, "fulcrum_server_active_connections", "Connection-table entries pointing at the server"};
+    Gauges srv_active{*reg, "fulcrum_server_active_connections",
+                      "Open connections to the server (opening, established, UDP flows)"};
+    Gauges srv_inactive{*reg, "fulcrum_server_inactive_connections",
+                        "Closing connections to the server (FIN or RST seen, entry not yet expired)"};
     Gauges srv_up{*reg, "fulcrum_server_up", "1 if the server takes new connections (healthy, enabled, weight > 0)"};
     Gauges srv_healthy{*reg, "fulcrum_server_healthy", "1 if the server passes its health check and is resolved"};
     Gauges srv_weight{*reg, "fulcrum_server_weight", "Effective weight of the server"};
@@ -188,6 +191,7 @@ void Metrics::update(const MetricsInput& in) {
                 m.srv_bytes.set_total(l, u64(s, "bytes"));
                 m.srv_conns.set_total(l, u64(s, "new_connections"));
                 m.srv_active.set(l, static_cast<double>(u64(s, "active_connections")));
+                m.srv_inactive.set(l, static_cast<double>(u64(s, "inactive_connections")));
             }
         }
     }
@@ -236,6 +240,7 @@ void Metrics::update(const MetricsInput& in) {
     // Traffic series follow the dataplane; while it is unreachable they keep their values.
     if (in.dataplane) {
         m.srv_active.sweep();
+        m.srv_inactive.sweep();
         for (auto* c : {&m.srv_packets, &m.srv_bytes, &m.srv_conns, &m.svc_packets, &m.svc_bytes, &m.svc_conns})
             c->sweep();
     }

@@ -156,14 +156,24 @@ TEST_F(Forward, ConnectionStateFollowsTcpFlags) {
     EXPECT_EQ(w.conns().state(w.conns().find(k, h, now)), ConnState::tcp_new);
     run(to_vip(40001, tcpflag::kAck).build());
     EXPECT_EQ(w.conns().state(w.conns().find(k, h, now)), ConnState::tcp_established);
+    auto sum = [&](auto member) {
+        int64_t t = 0;
+        for (int i = 0; i < 3; ++i) t += (w.counters().servers[i].*member).get_signed();
+        return t;
+    };
+    EXPECT_EQ(sum(&ServerCounters::active), 1);
+    EXPECT_EQ(sum(&ServerCounters::inactive), 0);
     run(to_vip(40001, tcpflag::kFin | tcpflag::kAck).build());
     EXPECT_EQ(w.conns().state(w.conns().find(k, h, now)), ConnState::tcp_closing);
+    EXPECT_EQ(sum(&ServerCounters::active), 0);  // closing connections count as inactive
+    EXPECT_EQ(sum(&ServerCounters::inactive), 1);
+    run(to_vip(40001, tcpflag::kAck).build());   // the last ACK of the close
+    EXPECT_EQ(sum(&ServerCounters::inactive), 1);
     // The closing entry times out much sooner than an established one.
     now += w.conns().timeouts().tcp_closing;
     EXPECT_EQ(w.conns().find(k, h, now), ConnTable::kNone);
-    EXPECT_EQ(w.counters().servers[0].active.get_signed() + w.counters().servers[1].active.get_signed() +
-                  w.counters().servers[2].active.get_signed(),
-              0);
+    EXPECT_EQ(sum(&ServerCounters::active), 0);
+    EXPECT_EQ(sum(&ServerCounters::inactive), 0);
 }
 
 TEST_F(Forward, NoServiceAndNoServerAreCountedDrops) {

@@ -102,9 +102,11 @@ Worker::Worker(const WorkerConfig& cfg)
     ip_id_ = static_cast<uint16_t>(cfg.worker_id * 7919);
 }
 
-void Worker::on_remove(void* ctx, const ConnEntry& e, ConnState) {
+void Worker::on_remove(void* ctx, const ConnEntry& e, ConnState st) {
     auto* w = static_cast<Worker*>(ctx);
-    if (e.server < w->ctr_.max_servers) w->ctr_.servers[e.server].active.sub();
+    if (e.server >= w->ctr_.max_servers) return;
+    ServerCounters& c = w->ctr_.servers[e.server];
+    (st == ConnState::tcp_closing ? c.inactive : c.active).sub();
 }
 
 void Worker::process_burst(std::span<Frame> frames, Verdict* out, LoadedSnapshot* snap, uint32_t now) {
@@ -201,7 +203,12 @@ Verdict Worker::to_service(Frame& f, Pending& k, LoadedSnapshot& s, uint32_t now
                             (p.tcp_flags & (tcpflag::kSyn | tcpflag::kAck)) == tcpflag::kSyn;
         if (valid && !reopen) {
             slot = e.server;
-            conns_.touch(ci, now, tcp ? tcp_next_state(st, p.tcp_flags) : ConnState::udp);
+            const ConnState next = tcp ? tcp_next_state(st, p.tcp_flags) : ConnState::udp;
+            conns_.touch(ci, now, next);
+            if (next == ConnState::tcp_closing && st != ConnState::tcp_closing && slot < ctr_.max_servers) {
+                ctr_.servers[slot].active.sub();
+                ctr_.servers[slot].inactive.add();
+            }
         } else {
             conns_.erase(ci);
         }
@@ -213,7 +220,7 @@ Verdict Worker::to_service(Frame& f, Pending& k, LoadedSnapshot& s, uint32_t now
         const ConnState st = tcp ? tcp_initial_state(p.tcp_flags) : ConnState::udp;
         const bool in_range = slot < ctr_.max_servers;
         if (conns_.insert(k.key, k.hash, st, now, slot, srv.tag) != ConnTable::kNone && in_range)
-            ctr_.servers[slot].active.add();
+            (st == ConnState::tcp_closing ? ctr_.servers[slot].inactive : ctr_.servers[slot].active).add();
         if (svc.id < ctr_.max_services) ctr_.services[svc.id].new_conns.add();
         if (in_range) ctr_.servers[slot].new_conns.add();
     }

@@ -431,13 +431,14 @@ nlohmann::json Dataplane::counters() const {
         for (uint32_t slot = 0; slot < srv.size(); ++slot) {
             if (!(srv[slot].flags & FL_SERVER_PRESENT)) continue;
             uint64_t p = 0, b = 0, n = 0;
-            int64_t act = 0;
+            int64_t act = 0, inact = 0;
             for (const auto& w : workers_) {
                 const auto& sc = w->core->counters().servers[slot];
                 p += sc.packets.get();
                 b += sc.bytes.get();
                 n += sc.new_conns.get();
                 act += sc.active.get_signed();
+                inact += sc.inactive.get_signed();
             }
             const auto& e = srv[slot];
             IpAddr a = e.family == FL_AF_INET ? IpAddr::v4(e.addr) : IpAddr::v6(e.addr);
@@ -450,7 +451,8 @@ nlohmann::json Dataplane::counters() const {
                                {"packets", p},
                                {"bytes", b},
                                {"new_connections", n},
-                               {"active_connections", std::max<int64_t>(0, act)}});
+                               {"active_connections", std::max<int64_t>(0, act)},
+                               {"inactive_connections", std::max<int64_t>(0, inact)}});
         }
     }
     out["services"] = services;

@@ -88,7 +88,10 @@ struct ServiceCounters {
 };
 struct ServerCounters {
     Counter packets, bytes, new_conns;
-    Counter active;  // signed gauge: connection entries pointing at this server
+    // Signed gauges of connection entries pointing at this server, like IPVS's ActiveConn
+    // and InActConn: active = opening, established or UDP; inactive = closing (FIN/RST seen).
+    Counter active;
+    Counter inactive;
 };
 struct WorkerCounters {
     Counter rx, forwarded, replied, to_kernel, dropped, fragments_sent;
