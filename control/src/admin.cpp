@@ -30,11 +30,19 @@ sockaddr_un make_addr(const std::string& path) {
 
 std::string reply_line(const nlohmann::json& j) { return j.dump() + "\n"; }
 
+// Creates the socket's directory (one level, e.g. /run/fulcrum) when it does not exist yet.
+void make_parent_dir(const std::string& path) {
+    const auto slash = path.rfind('/');
+    if (slash == std::string::npos || slash == 0) return;
+    ::mkdir(path.substr(0, slash).c_str(), 0755);
+}
+
 nlohmann::json error_json(const std::string& m) { return {{"ok", false}, {"error", m}}; }
 }  // namespace
 
 AdminServer::AdminServer(std::string path, Handler handler) : path_(std::move(path)), handler_(std::move(handler)) {
     sockaddr_un addr = make_addr(path_);
+    make_parent_dir(path_);
     struct stat st{};
     if (::lstat(path_.c_str(), &st) == 0) {
         if (!S_ISSOCK(st.st_mode))

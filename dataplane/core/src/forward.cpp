@@ -85,7 +85,9 @@ Expected<std::unique_ptr<LoadedSnapshot>> LoadedSnapshot::load(std::span<const u
     ls->index_.build(ls->view_);
     ls->encap_ = EncapParams::from(ls->view_.header());
     ls->wrr_.resize(std::max(1u, n_workers));
-    for (auto& w : ls->wrr_) w.assign(std::max<size_t>(1, ls->view_.header().n_members), 0);
+    // Each worker's row is padded by a cache line on both sides: workers write their rows on
+    // every WRR pick and must not share lines.
+    for (auto& w : ls->wrr_) w.assign(std::max<size_t>(1, ls->view_.header().n_members) + 2 * kWrrPad, 0);
     return ls;
 }
 

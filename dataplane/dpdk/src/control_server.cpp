@@ -35,6 +35,9 @@ ControlServer::ControlServer(std::string path, Handler handler, uint32_t max_fra
                                  std::to_string(sizeof addr.sun_path - 1) + " bytes");
     addr.sun_family = AF_UNIX;
     std::memcpy(addr.sun_path, path_.c_str(), path_.size() + 1);
+    // Create the socket's directory (one level, e.g. /run/fulcrum) when it does not exist yet.
+    if (const auto slash = path_.rfind('/'); slash != std::string::npos && slash > 0)
+        ::mkdir(path_.substr(0, slash).c_str(), 0755);
     // Is another process already serving this path?
     struct stat st{};
     if (::lstat(path_.c_str(), &st) == 0) {

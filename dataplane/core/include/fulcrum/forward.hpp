@@ -62,6 +62,7 @@ private:
 // A validated snapshot with its lookup structures, ready for workers.
 class LoadedSnapshot {
 public:
+    static constexpr size_t kWrrPad = 64 / sizeof(int64_t);
     static Expected<std::unique_ptr<LoadedSnapshot>> load(std::span<const uint8_t> bytes,
                                                          unsigned n_workers,
                                                          size_t max_bytes = kSnapshotDefaultMaxBytes);
@@ -69,7 +70,7 @@ public:
     const ServiceIndex& index() const { return index_; }
     uint64_t generation() const { return view_.generation(); }
     // This worker's smooth-WRR accumulators, one per member (indexed like the members array).
-    int64_t* wrr_state(unsigned worker) { return wrr_[worker].data(); }
+    int64_t* wrr_state(unsigned worker) { return wrr_[worker].data() + kWrrPad; }
     unsigned workers() const { return static_cast<unsigned>(wrr_.size()); }
     // Encapsulation parameters from the header; mtu 0 when the snapshot sets none.
     const EncapParams& encap() const { return encap_; }
