@@ -1,31 +1,57 @@
 #include "fulcrum/checksum.hpp"
 
 #include <array>
+#include <cstring>
 
 #include "fulcrum/bytes.hpp"
 
 namespace fulcrum {
 
 uint32_t csum_partial(const uint8_t* data, size_t len, uint32_t sum) {
-    uint64_t acc = sum;
-    // 4 bytes at a time into a 64-bit accumulator: no carries lost for len < 2^34.
-    while (len >= 4) {
-        acc += load_be32(data);
+    // RFC 1071 2.(B): the ones' complement sum is byte-order independent, so native
+    // (little-endian) 64-bit words are summed with end-around carry and the folded result is
+    // byte-swapped once at the end, instead of swapping every 16-bit word.
+    uint64_t acc = 0;
+    auto add = [&acc](uint64_t w) {
+        acc += w;
+        acc += acc < w;  // end-around carry
+    };
+    while (len >= 32) {
+        add(load_u64(data));
+        add(load_u64(data + 8));
+        add(load_u64(data + 16));
+        add(load_u64(data + 24));
+        data += 32;
+        len -= 32;
+    }
+    while (len >= 8) {
+        add(load_u64(data));
+        data += 8;
+        len -= 8;
+    }
+    if (len >= 4) {
+        add(load_u32(data));
         data += 4;
         len -= 4;
     }
     if (len >= 2) {
-        acc += load_be16(data);
+        uint16_t w;
+        std::memcpy(&w, data, 2);
+        add(w);
         data += 2;
         len -= 2;
     }
-    if (len) acc += uint32_t{data[0]} << 8;
-    while (acc >> 32) acc = (acc & 0xFFFFFFFF) + (acc >> 32);
-    // Reduce to at most 17 bits so callers can keep adding without overflow.
+    if (len) add(data[0]);  // the odd byte is the high byte of a big-endian word: low byte here
+    acc = (acc & 0xFFFFFFFF) + (acc >> 32);
+    acc = (acc & 0xFFFFFFFF) + (acc >> 32);
     uint32_t s = static_cast<uint32_t>(acc);
     s = (s & 0xFFFF) + (s >> 16);
     s = (s & 0xFFFF) + (s >> 16);
-    return s;
+    s = static_cast<uint16_t>((s >> 8) | (s << 8));  // back to big-endian word order
+    uint64_t t = uint64_t{s} + sum;
+    t = (t & 0xFFFF) + (t >> 16);
+    t = (t & 0xFFFF) + (t >> 16);
+    return static_cast<uint32_t>(t);
 }
 
 uint16_t ipv4_header_checksum(const uint8_t* ip, size_t ihl) {

@@ -66,10 +66,9 @@ inline uint32_t match_tags(const uint16_t* tags, uint16_t tag) {
 }
 }  // namespace
 
-uint32_t ConnTable::find(const FlowKey& key, uint64_t hash, uint32_t now) {
-    const uint32_t b = bucket_of(hash);
+uint32_t ConnTable::find_in(uint32_t b, const FlowKey& key, uint16_t tag, uint32_t now, bool& expired_removed) {
     BucketMeta& m = meta_[b];
-    uint32_t mask = match_tags(m.tag, tag_of(hash));
+    uint32_t mask = match_tags(m.tag, tag);
     while (mask) {
         const uint32_t w = static_cast<uint32_t>(__builtin_ctz(mask));
         mask &= mask - 1;
@@ -78,6 +77,7 @@ uint32_t ConnTable::find(const FlowKey& key, uint64_t hash, uint32_t now) {
             if (expired(m, w, now)) {
                 stats_.expired.add();
                 remove(b, w);
+                expired_removed = true;
                 return kNone;
             }
             return idx;
@@ -86,44 +86,71 @@ uint32_t ConnTable::find(const FlowKey& key, uint64_t hash, uint32_t now) {
     return kNone;
 }
 
+uint32_t ConnTable::find(const FlowKey& key, uint64_t hash, uint32_t now) {
+    const uint16_t tag = tag_of(hash);
+    bool gone = false;
+    const uint32_t b1 = bucket_of(hash);
+    const uint32_t i = find_in(b1, key, tag, now, gone);
+    if (i != kNone || gone) return i;
+    const uint32_t b2 = bucket2_of(hash);
+    return b2 == b1 ? kNone : find_in(b2, key, tag, now, gone);
+}
+
 uint32_t ConnTable::insert(const FlowKey& key, uint64_t hash, ConnState state, uint32_t now,
                            uint32_t server, uint32_t server_tag) {
-    const uint32_t b = bucket_of(hash);
-    BucketMeta& m = meta_[b];
-    // Victim choice: an empty way; else an expired one; else the least recently used way
-    // this insert may replace (a new connection may only replace another new one).
+    // Victim choice over both buckets' ways: an empty way; else an expired one; else the least
+    // recently used way this insert may replace (a new connection may only replace another
+    // new one). Ties favour the first bucket.
     const bool is_new = state == ConnState::tcp_new;
-    int victim = -1;
+    const uint32_t buckets[2] = {bucket_of(hash), bucket2_of(hash)};
+    const int nb = buckets[0] == buckets[1] ? 1 : 2;
+    int vb = -1, vw = -1;
     int rank = 4;
     uint32_t victim_age = 0;
-    for (uint32_t w = 0; w < kWays; ++w) {
-        if (m.tag[w] == 0) {
-            victim = static_cast<int>(w);
-            rank = 0;
-            break;
-        }
-        const uint32_t age = now - m.last_seen[w];
-        const auto st = static_cast<ConnState>(m.state[w]);
-        int r;
-        if (age >= timeouts_.of(st))
-            r = 1;
-        else if (st == ConnState::tcp_new)
-            r = 2;
-        else if (!is_new)
-            r = 3;
-        else
-            continue;  // protected from new-connection inserts
-        if (r < rank || (r == rank && age > victim_age)) {
-            victim = static_cast<int>(w);
-            rank = r;
-            victim_age = age;
+    // Power of two choices: an empty way in the emptier bucket keeps both balanced.
+    const uint32_t empty0 = match_tags(meta_[buckets[0]].tag, 0);
+    const uint32_t empty1 = nb == 2 ? match_tags(meta_[buckets[1]].tag, 0) : 0;
+    if (empty0 | empty1) {
+        const bool second = __builtin_popcount(empty1) > __builtin_popcount(empty0);
+        vb = second ? 1 : 0;
+        vw = __builtin_ctz(second ? empty1 : empty0);
+        rank = 0;
+    }
+    for (int k = 0; k < nb && rank > 0; ++k) {
+        const BucketMeta& m = meta_[buckets[k]];
+        for (uint32_t w = 0; w < kWays; ++w) {
+            if (m.tag[w] == 0) {
+                vb = k;
+                vw = static_cast<int>(w);
+                rank = 0;
+                break;
+            }
+            const uint32_t age = now - m.last_seen[w];
+            const auto st = static_cast<ConnState>(m.state[w]);
+            int r;
+            if (age >= timeouts_.of(st))
+                r = 1;
+            else if (st == ConnState::tcp_new)
+                r = 2;
+            else if (!is_new)
+                r = 3;
+            else
+                continue;  // protected from new-connection inserts
+            if (r < rank || (r == rank && age > victim_age)) {
+                vb = k;
+                vw = static_cast<int>(w);
+                rank = r;
+                victim_age = age;
+            }
         }
     }
-    if (victim < 0) {
+    if (vb < 0) {
         stats_.full.add();
         return kNone;
     }
-    const auto w = static_cast<uint32_t>(victim);
+    const uint32_t b = buckets[vb];
+    const auto w = static_cast<uint32_t>(vw);
+    BucketMeta& m = meta_[b];
     if (rank == 1) {
         stats_.expired.add();
         remove(b, w);

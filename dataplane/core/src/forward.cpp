@@ -101,6 +101,7 @@ Worker::Worker(const WorkerConfig& cfg)
     ctr_.services.reset(new ServiceCounters[cfg.max_services]);
     ctr_.servers.reset(new ServerCounters[cfg.max_servers]);
     conns_.set_remove_hook(&Worker::on_remove, this);
+    pend_.reset(new Pending[kMaxBurst]);
     ip_id_ = static_cast<uint16_t>(cfg.worker_id * 7919);
 }
 
@@ -112,7 +113,7 @@ void Worker::on_remove(void* ctx, const ConnEntry& e, ConnState st) {
 }
 
 void Worker::process_burst(std::span<Frame> frames, Verdict* out, LoadedSnapshot* snap, uint32_t now) {
-    Pending pend[kMaxBurst];
+    Pending* pend = pend_.get();
     const size_t n = std::min<size_t>(frames.size(), kMaxBurst);
     const uint64_t seed = snap ? snap->view().header().hash_seed : 0;
     // Pass 1: parse, find the service, hash the flow and prefetch its connection bucket.

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <bit>
+#include <cstddef>
 #include <cstdint>
 #include <cstring>
 
@@ -34,16 +35,28 @@ static_assert(sizeof(FlowKey) == 40);
 
 inline FlowKey make_key(const uint8_t* src, const uint8_t* dst, bool v6, uint8_t proto,
                         uint16_t sport, uint16_t dport) {
+    // Built as five 64-bit words and stored whole: flow_hash reads the key back as 64-bit
+    // words, and narrow stores followed by wide loads would stall store forwarding.
+    uint64_t w[5];
+    if (v6) {
+        w[0] = load_u64(src);
+        w[1] = load_u64(src + 8);
+        w[2] = load_u64(dst);
+        w[3] = load_u64(dst + 8);
+    } else {
+        w[0] = load_u32(src);
+        w[1] = 0;
+        w[2] = load_u32(dst);
+        w[3] = 0;
+    }
+    // sport, dport, proto, is_v6, pad in their little-endian places (asserted below).
+    w[4] = uint64_t{sport} | (uint64_t{dport} << 16) | (uint64_t{proto} << 32) | (uint64_t{v6} << 40);
     FlowKey k;
-    std::memset(&k, 0, sizeof k);
-    std::memcpy(k.src, src, v6 ? 16 : 4);
-    std::memcpy(k.dst, dst, v6 ? 16 : 4);
-    k.sport = sport;
-    k.dport = dport;
-    k.proto = proto;
-    k.is_v6 = v6;
+    std::memcpy(&k, w, sizeof k);
     return k;
 }
+static_assert(offsetof(FlowKey, sport) == 32 && offsetof(FlowKey, dport) == 34 &&
+              offsetof(FlowKey, proto) == 36 && offsetof(FlowKey, is_v6) == 37);
 
 // The key of a parsed packet. Fragments (first and later) are keyed on
 // (source, destination, protocol) with zero ports, so every fragment of a datagram

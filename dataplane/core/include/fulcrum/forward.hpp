@@ -182,6 +182,7 @@ private:
     WorkerConfig cfg_;
     ParseOptions popt_;
     ConnTable conns_;
+    std::unique_ptr<Pending[]> pend_;  // per-burst scratch, allocated once
     WorkerCounters ctr_;
     uint16_t ip_id_ = 0;
 };
