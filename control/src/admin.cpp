@@ -1,5 +1,7 @@
 #include "fulcrum/control/admin.hpp"
 
+#include "fulcrum/unix_socket.hpp"
+
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
@@ -30,41 +32,11 @@ sockaddr_un make_addr(const std::string& path) {
 
 std::string reply_line(const nlohmann::json& j) { return j.dump() + "\n"; }
 
-// Creates the socket's directory (one level, e.g. /run/fulcrum) when it does not exist yet.
-void make_parent_dir(const std::string& path) {
-    const auto slash = path.rfind('/');
-    if (slash == std::string::npos || slash == 0) return;
-    ::mkdir(path.substr(0, slash).c_str(), 0755);
-}
-
 nlohmann::json error_json(const std::string& m) { return {{"ok", false}, {"error", m}}; }
 }  // namespace
 
 AdminServer::AdminServer(std::string path, Handler handler) : path_(std::move(path)), handler_(std::move(handler)) {
-    sockaddr_un addr = make_addr(path_);
-    make_parent_dir(path_);
-    struct stat st{};
-    if (::lstat(path_.c_str(), &st) == 0) {
-        if (!S_ISSOCK(st.st_mode))
-            throw std::runtime_error("admin socket path " + path_ + " exists and is not a socket; remove it or choose another");
-        const int probe = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        const bool live = probe >= 0 && ::connect(probe, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
-        if (probe >= 0) ::close(probe);
-        if (live) throw std::runtime_error("another process serves the admin socket " + path_ + " (is fulcrumd already running?)");
-        ::unlink(path_.c_str());
-    }
-    listen_fd_ = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    if (listen_fd_ < 0) throw std::runtime_error(std::string("cannot create the admin socket: ") + std::strerror(errno));
-    const mode_t old = ::umask(0177);
-    const int rc = ::bind(listen_fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
-    ::umask(old);
-    if (rc != 0 || ::listen(listen_fd_, 16) != 0) {
-        const std::string e = std::strerror(errno);
-        ::close(listen_fd_);
-        throw std::runtime_error("cannot listen on the admin socket " + path_ + ": " + e +
-                                 " (does the directory exist and is it writable?)");
-    }
-    ::chmod(path_.c_str(), 0600);
+    listen_fd_ = listen_private_unix(path_, "admin socket", "is fulcrumd already running?");
     wake_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     thread_ = std::thread([this] { run(); });
 }

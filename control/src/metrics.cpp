@@ -23,25 +23,16 @@ std::string label_key(const Labels& l) {
     return k;
 }
 
-// A counter family fed from running totals: adds the increase since the last value seen.
-class MirroredCounters {
+// The series of one metric family, by label set; series not set since the previous sweep
+// (servers or services gone) are removed from the family.
+template <class Metric, class Value>
+class Series {
 public:
-    MirroredCounters(prometheus::Registry& r, const std::string& name, const std::string& help)
-        : fam_(&prometheus::BuildCounter().Name(name).Help(help).Register(r)) {}
-
-    void set_total(const Labels& l, uint64_t total) {
-        auto& e = entries_[label_key(l)];
-        if (!e.counter) e.counter = &fam_->Add(l);
-        const uint64_t delta = total >= e.last ? total - e.last : total;  // a restart resets totals
-        if (delta) e.counter->Increment(static_cast<double>(delta));
-        e.last = total;
-        seen_.insert(label_key(l));
-    }
-    // Forgets label sets not set since the previous sweep (servers or services removed).
+    explicit Series(Family<Metric>& fam) : fam_(&fam) {}
     void sweep() {
         for (auto it = entries_.begin(); it != entries_.end();) {
             if (!seen_.count(it->first)) {
-                fam_->Remove(it->second.counter);
+                fam_->Remove(it->second.metric);
                 it = entries_.erase(it);
             } else {
                 ++it;
@@ -50,42 +41,43 @@ public:
         seen_.clear();
     }
 
-private:
+protected:
     struct Entry {
-        Counter* counter = nullptr;
-        uint64_t last = 0;
+        Metric* metric = nullptr;
+        Value last{};
     };
-    Family<Counter>* fam_;
+    Entry& entry(const Labels& l) {
+        const std::string k = label_key(l);
+        seen_.insert(k);
+        Entry& e = entries_[k];
+        if (!e.metric) e.metric = &fam_->Add(l);
+        return e;
+    }
+
+private:
+    Family<Metric>* fam_;
     std::map<std::string, Entry> entries_;
     std::set<std::string> seen_;
 };
 
-class Gauges {
+// A counter family fed from running totals: adds the increase since the last value seen.
+class MirroredCounters : public Series<Counter, uint64_t> {
+public:
+    MirroredCounters(prometheus::Registry& r, const std::string& name, const std::string& help)
+        : Series(prometheus::BuildCounter().Name(name).Help(help).Register(r)) {}
+    void set_total(const Labels& l, uint64_t total) {
+        Entry& e = entry(l);
+        const uint64_t delta = total >= e.last ? total - e.last : total;  // a restart resets totals
+        if (delta) e.metric->Increment(static_cast<double>(delta));
+        e.last = total;
+    }
+};
+
+class Gauges : public Series<Gauge, double> {
 public:
     Gauges(prometheus::Registry& r, const std::string& name, const std::string& help)
-        : fam_(&prometheus::BuildGauge().Name(name).Help(help).Register(r)) {}
-    void set(const Labels& l, double v) {
-        auto& g = entries_[label_key(l)];
-        if (!g) g = &fam_->Add(l);
-        g->Set(v);
-        seen_.insert(label_key(l));
-    }
-    void sweep() {
-        for (auto it = entries_.begin(); it != entries_.end();) {
-            if (!seen_.count(it->first)) {
-                fam_->Remove(it->second);
-                it = entries_.erase(it);
-            } else {
-                ++it;
-            }
-        }
-        seen_.clear();
-    }
-
-private:
-    Family<Gauge>* fam_;
-    std::map<std::string, Gauge*> entries_;
-    std::set<std::string> seen_;
+        : Series(prometheus::BuildGauge().Name(name).Help(help).Register(r)) {}
+    void set(const Labels& l, double v) { entry(l).metric->Set(v); }
 };
 
 uint64_t u64(const nlohmann::json& j, const char* k) {

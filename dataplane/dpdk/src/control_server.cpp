@@ -1,5 +1,7 @@
 #include "fulcrum/dpdk/control_server.hpp"
 
+#include "fulcrum/unix_socket.hpp"
+
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/socket.h>
@@ -18,7 +20,6 @@ namespace fulcrum::dpdk {
 namespace {
 constexpr size_t kMaxClients = 64;
 
-std::string errno_text() { return std::strerror(errno); }
 
 void error_reply(std::vector<uint8_t>& out, const std::string& msg) {
     const std::string body = nlohmann::json{{"error", msg}}.dump();
@@ -29,47 +30,7 @@ void error_reply(std::vector<uint8_t>& out, const std::string& msg) {
 
 ControlServer::ControlServer(std::string path, Handler handler, uint32_t max_frame)
     : path_(std::move(path)), handler_(std::move(handler)), max_frame_(max_frame) {
-    sockaddr_un addr{};
-    if (path_.empty() || path_.size() >= sizeof addr.sun_path)
-        throw std::runtime_error("control socket path '" + path_ + "' is empty or longer than " +
-                                 std::to_string(sizeof addr.sun_path - 1) + " bytes");
-    addr.sun_family = AF_UNIX;
-    std::memcpy(addr.sun_path, path_.c_str(), path_.size() + 1);
-    // Create the socket's directory (one level, e.g. /run/fulcrum) when it does not exist yet.
-    if (const auto slash = path_.rfind('/'); slash != std::string::npos && slash > 0)
-        ::mkdir(path_.substr(0, slash).c_str(), 0755);
-    // Is another process already serving this path?
-    struct stat st{};
-    if (::lstat(path_.c_str(), &st) == 0) {
-        if (!S_ISSOCK(st.st_mode))
-            throw std::runtime_error("control socket path " + path_ +
-                                     " exists and is not a socket; remove it or choose another path");
-        const int probe = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        const bool live = probe >= 0 && ::connect(probe, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
-        if (probe >= 0) ::close(probe);
-        if (live)
-            throw std::runtime_error("another process is serving the control socket " + path_ +
-                                     "; stop it or pass a different --control-socket");
-        ::unlink(path_.c_str());  // stale, left by a process that died
-    }
-    listen_fd_ = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    if (listen_fd_ < 0) throw std::runtime_error("cannot create the control socket: " + errno_text());
-    const mode_t old = ::umask(0177);  // the socket file is created 0600: root-only control
-    const int rc = ::bind(listen_fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
-    ::umask(old);
-    if (rc != 0) {
-        const std::string e = errno_text();
-        ::close(listen_fd_);
-        throw std::runtime_error("cannot bind the control socket " + path_ + ": " + e +
-                                 " (does its directory exist and is it writable?)");
-    }
-    ::chmod(path_.c_str(), 0600);
-    if (::listen(listen_fd_, 16) != 0) {
-        const std::string e = errno_text();
-        ::close(listen_fd_);
-        ::unlink(path_.c_str());
-        throw std::runtime_error("cannot listen on the control socket " + path_ + ": " + e);
-    }
+    listen_fd_ = listen_private_unix(path_, "control socket", "stop it or pass a different --control-socket");
 }
 
 ControlServer::~ControlServer() {
