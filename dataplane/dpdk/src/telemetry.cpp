@@ -1,11 +1,12 @@
 // DPDK telemetry commands, readable with dpdk-telemetry.py (-f FILE_PREFIX):
 //   /fulcrum/stats     totals and drops by reason
 //   /fulcrum/services  per service counters
-//   /fulcrum/servers   per server counters (optionally: ,SERVICE_NAME)
+//   /fulcrum/servers   per server counters, keyed SERVICE_slotN (optionally: ,SERVICE_NAME)
 //   /fulcrum/ports     port counters
 //   /fulcrum/health    process health
 #include <rte_telemetry.h>
 
+#include <cctype>
 #include <mutex>
 #include <string>
 
@@ -30,6 +31,14 @@ void add_value(rte_tel_data* d, const std::string& key, const nlohmann::json& v)
         rte_tel_data_add_dict_string(d, key.c_str(), v.get<std::string>().c_str());
 }
 
+// Telemetry names may only hold letters, digits and '_' (DPDK refuses others silently).
+std::string tel_name(const std::string& in) {
+    std::string out = in;
+    for (char& c : out)
+        if (!std::isalnum(static_cast<unsigned char>(c))) c = '_';
+    return out;
+}
+
 // A dict of dicts: one container per array element, named by `key_of`.
 template <class KeyOf>
 void add_table(rte_tel_data* d, const nlohmann::json& arr, KeyOf key_of, const std::string& filter = {}) {
@@ -42,7 +51,7 @@ void add_table(rte_tel_data* d, const nlohmann::json& arr, KeyOf key_of, const s
         if (!c) break;
         rte_tel_data_start_dict(c);
         for (auto it = e.begin(); it != e.end(); ++it) add_value(c, it.key(), it.value());
-        rte_tel_data_add_dict_container(d, key_of(e).c_str(), c, 0);
+        if (rte_tel_data_add_dict_container(d, tel_name(key_of(e)).c_str(), c, 0) != 0) rte_tel_data_free(c);
     }
 }
 
@@ -69,7 +78,7 @@ int cmd_servers(const char*, const char* params, rte_tel_data* d) {
     add_table(
         d, g_dp->counters()["servers"],
         [](const nlohmann::json& e) {
-            return e["service"].get<std::string>() + "/" + e["address"].get<std::string>();
+            return e["service"].get<std::string>() + "_slot" + std::to_string(e["slot"].get<unsigned>());
         },
         params ? params : "");
     return 0;
