@@ -16,12 +16,10 @@ def telemetry(prefix, *commands):
         pytest.skip("dpdk-telemetry.py not installed (Debian package dpdk-dev)")
     out = subprocess.run(["/usr/bin/python3", tool, "-f", prefix], input="\n".join(commands) + "\n",
                          capture_output=True, text=True, timeout=30).stdout
-    replies = {}
-    for line in out.splitlines():
-        line = line.strip()
-        if line.startswith("{"):
-            replies.update(json.loads(line))
-    return replies
+    # One JSON reply per command, in order, keyed by the command without its parameter.
+    replies = [json.loads(line) for line in (x.strip() for x in out.splitlines()) if line.startswith("{")]
+    assert len(replies) == len(commands), out
+    return {cmd: next(iter(rep.values())) for cmd, rep in zip(commands, replies)}
 
 
 def test_counters_are_dpdk_telemetry_commands(tmp_path):
