@@ -144,9 +144,14 @@ void Daemon::apply_config(Config cfg) {
 }
 
 json Daemon::reload() {
+    std::string path;
+    {
+        std::lock_guard lk(mu_);
+        path = cfg_.path;
+    }
     Config next;
     try {
-        next = load_config_file(cfg_.path);
+        next = load_config_file(path);
     } catch (const ConfigError& e) {
         std::lock_guard lk(mu_);
         ++reload_errors_;
@@ -156,7 +161,7 @@ json Daemon::reload() {
             last_reload_error_ += (last_reload_error_.empty() ? "" : "\n") + m;
         }
         return {{"ok", false},
-                {"error", "configuration " + cfg_.path + " refused; the running configuration stays"},
+                {"error", "configuration " + path + " refused; the running configuration stays"},
                 {"messages", e.messages()}};
     }
     std::lock_guard lk(mu_);
@@ -454,7 +459,7 @@ int Daemon::run() {
             signalfd_siginfo si;
             while (::read(sfd, &si, sizeof si) == sizeof si) {
                 if (si.ssi_signo == SIGHUP) {
-                    spdlog::info("SIGHUP: reloading {}", cfg_.path);
+                    spdlog::info("SIGHUP: reloading the configuration");
                     reload();
                 } else {
                     spdlog::info("signal {}: stopping; the dataplane keeps forwarding with generation {}",
