@@ -22,7 +22,7 @@ std::string cell(const json& v) {
         return o.str();
     }
     if (v.is_null()) return "-";
-    return v.dump();
+    return v.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
 std::string human_bytes(uint64_t b) {

@@ -30,7 +30,7 @@ sockaddr_un make_addr(const std::string& path) {
     return a;
 }
 
-std::string reply_line(const nlohmann::json& j) { return j.dump() + "\n"; }
+std::string reply_line(const nlohmann::json& j) { return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n"; }
 
 nlohmann::json error_json(const std::string& m) { return {{"ok", false}, {"error", m}}; }
 }  // namespace
@@ -77,18 +77,18 @@ void AdminServer::run() {
                     while ((nl = c.in.find('\n')) != std::string::npos) {
                         const std::string line = c.in.substr(0, nl);
                         c.in.erase(0, nl + 1);
-                        nlohmann::json reply;
+                        std::string out;
                         try {
                             const auto req = nlohmann::json::parse(line);
                             if (!req.is_object()) throw std::invalid_argument("not an object");
-                            reply = handler_(req);
+                            out = reply_line(handler_(req));
                         } catch (const nlohmann::json::parse_error& e) {
-                            reply = error_json(std::string("request is not valid JSON: ") + e.what());
+                            out = reply_line(error_json(std::string("request is not valid JSON: ") + e.what()));
                         } catch (const std::exception& e) {
-                            reply = error_json(std::string("bad request: ") + e.what() +
-                                               " (expected a JSON object such as {\"command\": \"status\"})");
+                            out = reply_line(error_json(std::string("bad request: ") + e.what() +
+                                                        " (expected a JSON object such as {\"command\": \"status\"})"));
                         }
-                        c.out += reply_line(reply);
+                        c.out += out;
                     }
                     if (c.in.size() > kMaxRequest) {
                         c.out += reply_line(error_json("request longer than 1 MiB without a newline"));
@@ -147,7 +147,7 @@ Expected<nlohmann::json> admin_request(const std::string& path, const nlohmann::
         return Error{"cannot connect to fulcrumd's admin socket " + path + ": " + e +
                      " (is fulcrumd running? is --socket right? are you root?)"};
     }
-    const std::string line = request.dump() + "\n";
+    const std::string line = request.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
     if (::send(fd, line.data(), line.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(line.size())) {
         ::close(fd);
         return Error{"cannot send to " + path};

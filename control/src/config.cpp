@@ -1149,6 +1149,12 @@ std::optional<ServiceConfig> Parser::service(const Field& f, const MergedHealth&
                             " source addresses are taken from); set it, e.g. '" +
                             (v4 ? "source_v4: 198.18.255.0/24" : "source_v6: 2001:db8:ffff::/64") +
                             "'");
+            // IPv6 clients must be able to send 1280 bytes (RFC 8200) once encapsulated.
+            const unsigned need = 1280 + (*v == Forwarding::gue ? 48 : 40);
+            if (!v4 && cfg.mtu != 0 && cfg.mtu < need)
+                d.error(x->at, x->path + ": " + forwarding_name(*v) + " over IPv6 needs dataplane.mtu of at least " +
+                                   std::to_string(need) + " (the IPv6 minimum of 1280 plus the outer headers), not " +
+                                   std::to_string(cfg.mtu) + "; raise the MTU towards the servers or use dsr");
         }
     }
     meta.table_at = meta.item;

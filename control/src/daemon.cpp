@@ -174,7 +174,8 @@ json Daemon::reload() {
         warnings.push_back("metrics.listen changed: restart fulcrumd to apply; still serving " + cfg_.metrics_listen);
         next.metrics_listen = cfg_.metrics_listen;
     }
-    if (next.dataplane_socket != cfg_.dataplane_socket) dp_.reset();  // reconnect to the new one
+    // The main loop owns the dataplane connection; ask it to reconnect to the new socket.
+    if (next.dataplane_socket != cfg_.dataplane_socket) reconnect_dp_ = true;
     apply_config(std::move(next));
     ++reloads_;
     last_reload_error_.clear();
@@ -227,6 +228,7 @@ void Daemon::resolve_all() {
                 spdlog::info("server {} reachable at {} via {}", key, d.mac->str(), d.ifname.empty() ? "?" : d.ifname);
             else
                 spdlog::warn("server {} unreachable: {}", key, d.reason);
+            if (d.mac) sm.last_mac = d.mac;
             sm.mac = d.mac;
             sm.l2_reason = d.reason;
             dirty_ = true;
@@ -239,6 +241,15 @@ void Daemon::sync_dataplane() {
     {
         std::lock_guard lk(mu_);
         socket = cfg_.dataplane_socket;
+    }
+    {
+        std::lock_guard lk(mu_);
+        if (reconnect_dp_) {
+            reconnect_dp_ = false;
+            dp_.reset();
+            dp_up_ = false;
+            dp_pid_ = -1;
+        }
     }
     auto fail = [&](const std::string& why) {
         if (dp_up_) spdlog::warn("lost the dataplane at {}: {}", socket, why);
@@ -288,6 +299,7 @@ void Daemon::sync_dataplane() {
                         slots_.adopt(server_key(v->services()[srv->service].name, a, srv->port), slot);
                     }
                     published_gen_ = std::max(published_gen_, v->generation());
+                    adopt_retired(v.value());
                     spdlog::info("adopted the server slots of the running snapshot (generation {})", v->generation());
                 }
             }
@@ -314,6 +326,42 @@ void Daemon::sync_dataplane() {
     }
 }
 
+void Daemon::adopt_retired(const SnapshotView& v) {
+    // Servers the running snapshot has but our configuration does not (removed while fulcrumd
+    // was down): keep them retired so their connections end where they are, as after a reload.
+    // Servers of services we no longer have are let go.
+    for (uint32_t slot = 0; slot < v.servers().size(); ++slot) {
+        const fl_snap_server* srv = v.server(slot);
+        if (!srv) continue;
+        const std::string service = v.services()[srv->service].name;
+        const IpAddr a = srv->family == FL_AF_INET ? IpAddr::v4(srv->addr) : IpAddr::v6(srv->addr);
+        const std::string key = server_key(service, a, srv->port);
+        if (model_.servers.count(key)) continue;
+        auto svc = std::find_if(model_.services.begin(), model_.services.end(),
+                                [&](const ServiceModel& s) { return s.cfg.name == service; });
+        if (svc == model_.services.end()) {
+            slots_.release(key);
+            continue;
+        }
+        ServerModel sm;
+        sm.service = service;
+        sm.cfg.address = a;
+        sm.cfg.port = srv->port;
+        sm.cfg.weight = srv->weight;
+        sm.cfg.backup = (srv->flags & FL_SERVER_BACKUP) != 0;
+        sm.port = srv->port;
+        sm.key = key;
+        MacAddr mac;
+        std::copy(srv->mac, srv->mac + 6, mac.bytes.begin());
+        if (!mac.is_zero()) sm.mac = sm.last_mac = mac;
+        sm.retired = true;
+        sm.retired_at = Clock::now();
+        model_.servers[key] = sm;
+        svc->servers.push_back(key);
+        spdlog::info("server {} runs in the dataplane but is not configured: retired, serving its connections", key);
+    }
+}
+
 void Daemon::publish() {
     if (!dp_up_ || !dp_) return;
     std::vector<uint8_t> bytes;
@@ -324,7 +372,7 @@ void Daemon::publish() {
         // Give the first health checks a chance, so a restarted fulcrumd does not publish
         // every server down while the dataplane still forwards with the last snapshot.
         if (!first_publish_done_ && !health_->all_checked() && Clock::now() < checks_deadline_) return;
-        gen = std::max(published_gen_, dp_generation_) + 1;
+        gen = std::max(published_gen_, dp_generation_.load()) + 1;
         try {
             bytes = build_snapshot(make_snapshot_spec(model_, gen, slots_, service_ids_));
         } catch (const std::exception& e) {
@@ -376,12 +424,13 @@ void Daemon::tick() {
             it->second.checks_failed = st.failures;
         }
         // Retired servers leave once their grace period is over or no connection remains.
-        std::map<std::string, uint64_t> active;
+        std::map<std::string, uint64_t> active;  // open and closing connections
         if (dp_counters_.contains("servers"))
             for (const auto& s : dp_counters_["servers"]) {
                 const auto a = IpAddr::parse(s["address"].get<std::string>());
-                if (a) active[server_key(s["service"].get<std::string>(), *a, s["port"].get<uint16_t>())] =
-                    s["active_connections"].get<uint64_t>();
+                if (a)
+                    active[server_key(s["service"].get<std::string>(), *a, s["port"].get<uint16_t>())] =
+                        s["active_connections"].get<uint64_t>() + s.value("inactive_connections", uint64_t{0});
             }
         for (auto it = model_.servers.begin(); it != model_.servers.end();) {
             const ServerModel& sm = it->second;
@@ -509,10 +558,10 @@ json Daemon::status_json() {
     size_t up = 0;
     for (const auto& [k, sm] : model_.servers) up += sm.state() == ServerState::up;
     const auto uptime = std::chrono::duration_cast<std::chrono::seconds>(Clock::now() - started_).count();
-    json dp = {{"socket", cfg_.dataplane_socket}, {"connected", dp_up_}};
+    json dp = {{"socket", cfg_.dataplane_socket}, {"connected", dp_up_.load()}};
     if (dp_up_) {
-        dp["pid"] = dp_pid_;
-        dp["generation"] = dp_generation_;
+        dp["pid"] = dp_pid_.load();
+        dp["generation"] = dp_generation_.load();
     } else {
         dp["error"] = dp_error_;
     }

@@ -108,7 +108,12 @@ SnapshotSpec make_snapshot_spec(const Model& m, uint64_t generation, IdAllocator
             out.slot = slots.assign(key);
             out.addr = sm.cfg.address;
             out.port = sm.port;
-            if (sm.mac) out.mac = *sm.mac;
+            // While unresolved the server takes no new connections, but the connections it
+            // has keep reaching its last known MAC.
+            if (sm.mac)
+                out.mac = *sm.mac;
+            else if (sm.last_mac)
+                out.mac = *sm.last_mac;
             out.weight = sm.weight();
             out.backup = sm.cfg.backup;
             out.healthy = sm.healthy();

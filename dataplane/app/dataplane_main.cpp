@@ -28,7 +28,7 @@ std::atomic<bool> g_stop{false};
 void on_signal(int) { g_stop.store(true); }
 
 void reply_json(std::vector<uint8_t>& out, const nlohmann::json& j) {
-    const std::string s = j.dump();
+    const std::string s = j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
     out.assign(s.begin(), s.end());
 }
 }  // namespace

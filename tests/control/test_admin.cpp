@@ -99,3 +99,18 @@ TEST(Admin, StaleSocketFileIsReplaced) {
     AdminServer srv(path, [](const json&) { return json{{"ok", true}}; });
     EXPECT_TRUE(admin_request(path, {{"command", "status"}}));
 }
+
+TEST(Admin, InvalidUtf8GetsAnErrorAndTheServerStays) {
+    const std::string path = temp_socket() + "3";
+    AdminServer srv(path, [](const json& r) { return json{{"ok", true}, {"echo", r}}; });
+    const std::string reply = raw_exchange(path, std::string("{\"command\":\"\xff\"}\n"));
+    ASSERT_FALSE(reply.empty());
+    EXPECT_FALSE(json::parse(reply)["ok"].get<bool>());
+    // A handler reply holding invalid UTF-8 is sent with replacement characters.
+    const std::string bad = std::string("\xfe\xff");
+    AdminServer srv2(path + "b", [bad](const json&) { return json{{"ok", true}, {"text", bad}}; });
+    auto r = admin_request(path + "b", {{"command", "x"}});
+    ASSERT_TRUE(r) << r.error();
+    EXPECT_TRUE(r.value()["ok"].get<bool>());
+    EXPECT_TRUE(admin_request(path, {{"command", "status"}}));
+}

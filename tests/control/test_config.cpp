@@ -1207,5 +1207,24 @@ TEST(ConfigErrors, LocationFormat) {
     EXPECT_STREQ(check_type_name(CheckType::none), "none");
 }
 
+
+TEST(ConfigErrors, Ipv6EncapsulationNeedsRoomForTheMinimumMtu) {
+    EXPECT_EQ(error(R"(
+dataplane:
+  mtu: 1300
+  encapsulation:
+    source_v6: 2001:db8:ffff::/64
+services:
+  - name: web6
+    vip: 2001:db8::100
+    port: 80
+    forwarding: gue
+    servers:
+      - address: 2001:db8::11
+)"),
+              "test.yaml:9:17: services[0].forwarding: gue over IPv6 needs dataplane.mtu of at least 1328 (the IPv6 "
+              "minimum of 1280 plus the outer headers), not 1300; raise the MTU towards the servers or use dsr");
+}
+
 }  // namespace
 }  // namespace fulcrum::control

@@ -121,6 +121,8 @@ def test_icmp_cases(tmp_path):
     assert len(p[IPv6]) <= 1280
 
     assert counters["replied"] == 4
-    assert counters["drops"]["too_big"] == 2
+    assert counters["too_big_replies"] == 2
+    assert counters["drops"]["too_big"] == 0
+    assert counters["rx"] == counters["forwarded"] + counters["replied"] + counters["to_kernel"] + counters["dropped"]
     frag = sum(q["fragments"] for q in counters["queues"])
     assert frag == 1

@@ -151,7 +151,7 @@ TEST_F(Forward, ConnectionStateFollowsTcpFlags) {
         parse_packet(f, p);
         return flow_key_of(p);
     }();
-    const uint64_t h = flow_hash(k, 1234);
+    const uint64_t h = flow_hash(k, Worker::kConnHashSeed);
     run(to_vip(40001, tcpflag::kSyn).build());
     EXPECT_EQ(w.conns().state(w.conns().find(k, h, now)), ConnState::tcp_new);
     run(to_vip(40001, tcpflag::kAck).build());
@@ -440,7 +440,9 @@ TEST_F(Forward, IpipEncapsulatesAndHandlesMtu) {
     EXPECT_EQ(q.icmp_code, 4);
     EXPECT_EQ(q.icmp_mtu, 1480u);
     EXPECT_EQ(load_be32(q.dst), 0xC6120007u);
-    EXPECT_EQ(drops(Drop::too_big), 1u);
+    EXPECT_EQ(w.counters().too_big_replies.get(), 1u);
+    EXPECT_EQ(w.counters().replied.get(), 1u);
+    EXPECT_EQ(drops(Drop::too_big), 0u);  // answered, not dropped
     // Too big without DF: forwarded for fragmentation.
     b.df = false;
     FrameBuf frag(b.build(), 4096);
@@ -456,6 +458,70 @@ TEST_F(Forward, ActiveGaugeTracksEvictionAndExpiry) {
     active = 0;
     for (int s = 0; s < 3; ++s) active += w.counters().servers[s].active.get_signed();
     EXPECT_EQ(active, 0);
+}
+
+TEST_F(Forward, NewHashSeedKeepsEstablishedConnections) {
+    std::map<uint16_t, int> pinned;
+    for (uint16_t p = 1; p <= 300; ++p) run(to_vip(p).build(), &pinned[p]);
+    auto spec = base_spec();
+    spec.hash_seed = 999999;  // re-deals the Maglev tables
+    snap = load(spec);
+    int moved_new = 0;
+    for (auto [port, s] : pinned) {
+        int now_s = -1;
+        run(to_vip(port, tcpflag::kAck).build(), &now_s);
+        EXPECT_EQ(now_s, s) << "established connection moved on a seed change";
+    }
+    // ...while the same ports as brand-new flows now follow the new table somewhere else.
+    for (uint16_t p = 1; p <= 300; ++p) {
+        int a = -1;
+        PacketBuilder b = to_vip(p);
+        b.src = ip("198.18.0.8");
+        run(b.build(), &a);
+        moved_new += a != pinned[p];
+    }
+    EXPECT_GT(moved_new, 0);
+    EXPECT_EQ(w.conns().size(), 600u);
+}
+
+TEST_F(Forward, FinOrRstWithoutAConnectionIsForwardedButNotRemembered) {
+    int s = -1;
+    ASSERT_EQ(run(to_vip(77, tcpflag::kRst).build(), &s).action, Action::forward);
+    EXPECT_GE(s, 0);
+    ASSERT_EQ(run(to_vip(78, tcpflag::kFin | tcpflag::kAck).build()).action, Action::forward);
+    EXPECT_EQ(w.conns().size(), 0u);
+}
+
+TEST_F(Forward, ServerWithoutMacIsNotUsedForExistingConnections) {
+    std::map<uint16_t, int> pinned;
+    for (uint16_t p = 1; p <= 100; ++p) run(to_vip(p).build(), &pinned[p]);
+    auto spec = base_spec();
+    spec.services[0].servers[0].mac = MacAddr{};  // neighbour entry lost, no MAC known
+    spec.services[0].servers[0].healthy = false;
+    snap = load(spec);
+    for (auto [port, s] : pinned) {
+        int now_s = -1;
+        ASSERT_EQ(run(to_vip(port, tcpflag::kAck).build(), &now_s).action, Action::forward);
+        EXPECT_NE(now_s, 0);
+        if (s != 0) {
+            EXPECT_EQ(now_s, s);
+        }
+    }
+}
+
+TEST_F(Forward, OuterIpIdOnlyForFragmentableDatagrams) {
+    auto spec = base_spec();
+    spec.services[0].forwarding = Forwarding::ipip;
+    snap = load(spec);
+    auto b = to_vip(9, tcpflag::kAck);
+    FrameBuf df(b.build());
+    ASSERT_EQ(run(df).action, Action::forward);
+    EXPECT_EQ(load_be16(df.f.data + 14 + 4), 0);  // DF set: an atomic datagram
+    b.df = false;
+    FrameBuf a(b.build()), c(b.build());
+    run(a);
+    run(c);
+    EXPECT_NE(load_be16(a.f.data + 14 + 4), load_be16(c.f.data + 14 + 4));
 }
 
 TEST(LoadedSnapshotTest, RejectsCorruptAndOversized) {

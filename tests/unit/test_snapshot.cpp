@@ -303,6 +303,35 @@ TEST(SnapshotReader, RejectsBadRecords) {
     b = good;
     reinterpret_cast<uint32_t*>(b.data() + to)[5] = FL_NO_SERVER;
     expect_rejected(b, "has holes");
+    b = good;
+    svc(b, 0).vip[9] = 1;
+    expect_rejected(b, "IPv4 VIP with non-zero padding");
+    b = good;
+    srv(b, 0).addr[12] = 1;
+    expect_rejected(b, "IPv4 address with non-zero padding");
+    b = good;
+    svc(b, 0).name[1] = '"';
+    expect_rejected(b, "name has characters other than");
+    b = good;
+    svc(b, 1).forwarding = FL_FWD_GUE;
+    hdr(b).gue_port = 0;
+    expect_rejected(b, "GUE without a GUE port");
+    b = good;
+    hdr(b).mtu = 500;
+    expect_rejected(b, "MTU 500 below 576");
+}
+
+TEST(SnapshotReader, EmptySectionsDoNotHideOverlaps) {
+    // No members at all (every server down), so the members section is empty; put the
+    // Maglev tables inside the server records: still an overlap.
+    auto spec = sample();
+    for (auto& svc : spec.services)
+        for (auto& srv : svc.servers) srv.healthy = false;
+    auto b = build(spec);
+    ASSERT_EQ(hdr(b).n_members, 0u);
+    hdr(b).members_off = hdr(b).servers_off + 64;
+    hdr(b).tables_off = hdr(b).servers_off + 128;
+    expect_rejected(b, "overlap");
 }
 
 TEST(SnapshotReaderProperty, RandomCorruptionNeverCrashes) {

@@ -115,8 +115,7 @@ void Worker::on_remove(void* ctx, const ConnEntry& e, ConnState st) {
 void Worker::process_burst(std::span<Frame> frames, Verdict* out, LoadedSnapshot* snap, uint32_t now) {
     Pending* pend = pend_.get();
     const size_t n = std::min<size_t>(frames.size(), kMaxBurst);
-    const uint64_t seed = snap ? snap->view().header().hash_seed : 0;
-    // Pass 1: parse, find the service, hash the flow and prefetch its connection bucket.
+    // Pass 1: parse, find the service, hash the flow and prefetch its connection buckets.
     for (size_t i = 0; i < n; ++i) {
         Pending& k = pend[i];
         k.svc = ServiceIndex::kNone;
@@ -126,7 +125,7 @@ void Worker::process_burst(std::span<Frame> frames, Verdict* out, LoadedSnapshot
         k.svc = snap->index().find(k.p.dst, k.p.is_v6(), k.p.dport, k.p.l4_proto);
         if (k.svc < 0) continue;
         k.key = flow_key_of(k.p);
-        k.hash = flow_hash(k.key, seed);
+        k.hash = flow_hash(k.key, kConnHashSeed);
         conns_.prefetch(k.hash);
     }
     // Pass 2: decide and rewrite.
@@ -156,7 +155,7 @@ Verdict Worker::finish(Frame& f, Pending& k, LoadedSnapshot* snap, uint32_t now)
             if (s < 0) return drop(Drop::no_service);
             k.svc = s;
             k.key = flow_key_of(p);
-            k.hash = flow_hash(k.key, snap->view().header().hash_seed);
+            k.hash = flow_hash(k.key, kConnHashSeed);
             return to_service(f, k, *snap, now);
         }
         case ipproto::kIcmp:
@@ -170,7 +169,14 @@ Verdict Worker::finish(Frame& f, Pending& k, LoadedSnapshot* snap, uint32_t now)
     }
 }
 
-uint32_t Worker::pick(LoadedSnapshot& s, const fl_snap_service& svc, uint64_t hash) {
+uint32_t Worker::maglev(const LoadedSnapshot& s, const fl_snap_service& svc, const FlowKey& key) {
+    // Maglev hashes with the configured seed, equal on both balancers of a pair, so they pick
+    // the same servers.
+    const uint64_t h = flow_hash(key, s.view().header().hash_seed);
+    return s.view().table(svc)[hash_to_range(h, svc.table_size)];
+}
+
+uint32_t Worker::pick(LoadedSnapshot& s, const fl_snap_service& svc, const FlowKey& key) {
     if (svc.n_members == 0) return FL_NO_SERVER;
     if (svc.scheduler == FL_SCHED_WRR) {
         const auto members = s.view().members(svc);
@@ -179,8 +185,15 @@ uint32_t Worker::pick(LoadedSnapshot& s, const fl_snap_service& svc, uint64_t ha
             members.size(), [&](size_t i) { return members[i].weight; }, cur);
         return m < 0 ? FL_NO_SERVER : members[static_cast<size_t>(m)].server;
     }
-    return s.view().table(svc)[hash_to_range(hash, svc.table_size)];
+    return maglev(s, svc, key);
 }
+
+namespace {
+// A server whose MAC was never resolved cannot receive frames (its MAC is all zero).
+inline bool has_mac(const fl_snap_server& srv) {
+    return (srv.mac[0] | srv.mac[1] | srv.mac[2] | srv.mac[3] | srv.mac[4] | srv.mac[5]) != 0;
+}
+}  // namespace
 
 Verdict Worker::to_service(Frame& f, Pending& k, LoadedSnapshot& s, uint32_t now) {
     const Parsed& p = k.p;
@@ -189,7 +202,7 @@ Verdict Worker::to_service(Frame& f, Pending& k, LoadedSnapshot& s, uint32_t now
     uint32_t slot = FL_NO_SERVER;
     if (p.frag != Frag::none) {
         // Fragments are not tracked: every fragment of a datagram hashes on the 3-tuple.
-        slot = view.table(svc)[hash_to_range(k.hash, svc.table_size)];
+        slot = maglev(s, svc, k.key);
         if (slot == FL_NO_SERVER) return drop(Drop::no_server);
         return send_to_server(f, p, s, svc, slot, k.hash, true);
     }
@@ -200,7 +213,7 @@ Verdict Worker::to_service(Frame& f, Pending& k, LoadedSnapshot& s, uint32_t now
         const ConnState st = conns_.state(ci);
         const fl_snap_server* srv = view.server(e.server);
         const bool valid = srv && srv->tag == e.server_tag &&
-                           srv->service == static_cast<uint32_t>(k.svc);
+                           srv->service == static_cast<uint32_t>(k.svc) && has_mac(*srv);
         // A bare SYN on a closing entry opens a new connection on a reused 4-tuple.
         const bool reopen = tcp && st == ConnState::tcp_closing &&
                             (p.tcp_flags & (tcpflag::kSyn | tcpflag::kAck)) == tcpflag::kSyn;
@@ -217,13 +230,20 @@ Verdict Worker::to_service(Frame& f, Pending& k, LoadedSnapshot& s, uint32_t now
         }
     }
     if (slot == FL_NO_SERVER) {
-        slot = pick(s, svc, k.hash);
+        const ConnState st = tcp ? tcp_initial_state(p.tcp_flags) : ConnState::udp;
+        if (st == ConnState::tcp_closing) {
+            // A FIN or RST for a connection we do not know: forward it where Maglev says, but
+            // do not let such packets (often spoofed) take room in the table.
+            slot = maglev(s, svc, k.key);
+            if (slot == FL_NO_SERVER) return drop(Drop::no_server);
+            return send_to_server(f, p, s, svc, slot, k.hash, true);
+        }
+        slot = pick(s, svc, k.key);
         if (slot == FL_NO_SERVER) return drop(Drop::no_server);
         const fl_snap_server& srv = view.servers()[slot];
-        const ConnState st = tcp ? tcp_initial_state(p.tcp_flags) : ConnState::udp;
         const bool in_range = slot < ctr_.max_servers;
         if (conns_.insert(k.key, k.hash, st, now, slot, srv.tag) != ConnTable::kNone && in_range)
-            (st == ConnState::tcp_closing ? ctr_.servers[slot].inactive : ctr_.servers[slot].active).add();
+            ctr_.servers[slot].active.add();
         if (svc.id < ctr_.max_services) ctr_.services[svc.id].new_conns.add();
         if (in_range) ctr_.servers[slot].new_conns.add();
     }
@@ -243,16 +263,20 @@ Verdict Worker::send_to_server(Frame& f, const Parsed& p, LoadedSnapshot& s,
         const uint32_t mtu = e.mtu ? std::min<uint32_t>(e.mtu, cfg_.mtu) : cfg_.mtu;
         const uint32_t oh = encap_overhead(svc.forwarding, p.is_v6());
         if (p.l3_len + oh > mtu) {
+            if (mtu <= oh + 68) return drop(Drop::too_big);  // nothing useful fits
             if (p.is_v6() || p.df) {
                 if (!allow_reply) return drop(Drop::too_big);
                 if (!make_too_big_reply(f, p, mtu - oh)) return drop(Drop::no_headroom);
-                drop(Drop::too_big);
+                ctr_.too_big_replies.add();
                 ctr_.replied.add();
-                return {Action::reply, Drop::too_big};
+                return {Action::reply, Drop::none};
             }
             action = Action::forward_fragments;  // the client allows fragmentation
         }
-        if (!encapsulate(f, p, svc.forwarding, srv.addr, e, hash, ++ip_id_))
+        // Outer IPv4 identification: only a datagram that may be fragmented (inner DF clear)
+        // needs a fresh one (RFC 6864); atomic ones carry 0.
+        const uint16_t ip_id = p.is_v6() || p.df ? 0 : ++ip_id_;
+        if (!encapsulate(f, p, svc.forwarding, srv.addr, e, hash, ip_id))
             return drop(Drop::no_headroom);
         set_macs(f.data, srv.mac, cfg_.own_mac.bytes.data());
     }
@@ -292,16 +316,16 @@ Verdict Worker::icmp_to_vip(Frame& f, const Parsed& p, LoadedSnapshot& s, uint32
             const SnapshotView& view = s.view();
             const fl_snap_service& svc = view.services()[static_cast<size_t>(si)];
             const FlowKey key = make_key(q.dst, q.src, v6, q.proto, q.dport, q.sport);
-            const uint64_t h = flow_hash(key, view.header().hash_seed);
+            const uint64_t h = flow_hash(key, kConnHashSeed);
             uint32_t slot = FL_NO_SERVER;
             const uint32_t ci = conns_.find(key, h, now);
             if (ci != ConnTable::kNone) {
                 const ConnEntry& e = conns_.entry(ci);
                 const fl_snap_server* srv = view.server(e.server);
-                if (srv && srv->tag == e.server_tag && srv->service == static_cast<uint32_t>(si))
+                if (srv && srv->tag == e.server_tag && srv->service == static_cast<uint32_t>(si) && has_mac(*srv))
                     slot = e.server;
             }
-            if (slot == FL_NO_SERVER) slot = view.table(svc)[hash_to_range(h, svc.table_size)];
+            if (slot == FL_NO_SERVER) slot = maglev(s, svc, key);
             if (slot == FL_NO_SERVER) return drop(Drop::no_server);
             return send_to_server(f, p, s, svc, slot, h, false);
         }

@@ -233,7 +233,7 @@ Drop parse_packet(std::span<const uint8_t> pkt, Parsed& o, const ParseOptions& o
     const size_t n = pkt.size();
     if (n < eth::kHeaderLen) return Drop::eth_truncated;
     // Frames longer than 64 KiB cannot be described by our 16-bit offsets.
-    if (n > 65535 + eth::kHeaderLen + 2 * eth::kVlanLen) return Drop::frame_too_long;
+    if (n > 65535) return Drop::frame_too_long;
     uint16_t et = load_be16(p + 12);
     size_t off = eth::kHeaderLen;
     while (et == eth::kVlan || et == eth::kQinQ) {

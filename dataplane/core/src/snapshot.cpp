@@ -105,6 +105,7 @@ std::vector<uint8_t> build_snapshot(const SnapshotSpec& spec) {
         const std::string label = svc_label(i, s.name);
         if (s.name.size() >= FL_NAME_LEN)
             fail(label + ": name longer than " + std::to_string(FL_NAME_LEN - 1) + " bytes");
+        if (!valid_service_name(s.name)) fail(label + ": name may only hold A-Z a-z 0-9 _ . -");
         if (s.id >= FL_MAX_SERVICES)
             fail(label + ": id " + std::to_string(s.id) + " not below " +
                  std::to_string(FL_MAX_SERVICES));
@@ -255,6 +256,17 @@ namespace {
 
 Error err(std::string m) { return Error{"snapshot rejected: " + std::move(m)}; }
 
+}  // namespace
+
+bool valid_service_name(std::string_view name) {
+    return std::all_of(name.begin(), name.end(), [](char c) {
+        return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+               c == '.' || c == '-';
+    });
+}
+
+namespace {
+
 bool section_ok(size_t total, size_t off, size_t count, size_t elem, size_t min_off) {
     if (off % FL_SNAP_ALIGN != 0 || off < min_off || off > total) return false;
     return count <= (total - off) / elem;
@@ -309,10 +321,15 @@ Expected<SnapshotView> SnapshotView::open(std::span<const uint8_t> b, size_t max
                   {h->servers_off, size_t{h->n_servers} * sizeof(fl_snap_server), "servers"},
                   {h->members_off, size_t{h->n_members} * sizeof(fl_snap_member), "members"},
                   {h->tables_off, size_t{h->n_table_entries} * sizeof(uint32_t), "tables"}};
-    std::sort(std::begin(secs), std::end(secs), [](const Sec& x, const Sec& y) { return x.off < y.off; });
-    for (size_t i = 1; i < 4; ++i)
-        if (secs[i - 1].len && secs[i].len && secs[i - 1].off + secs[i - 1].len > secs[i].off)
-            return err(std::string("sections ") + secs[i - 1].name + " and " + secs[i].name + " overlap");
+    // Empty sections take no room; the others, in offset order, must not overlap.
+    std::vector<Sec> used;
+    for (const Sec& x : secs)
+        if (x.len) used.push_back(x);
+    std::sort(used.begin(), used.end(), [](const Sec& x, const Sec& y) { return x.off < y.off; });
+    for (size_t i = 1; i < used.size(); ++i)
+        if (used[i - 1].off + used[i - 1].len > used[i].off)
+            return err(std::string("sections ") + used[i - 1].name + " and " + used[i].name + " overlap");
+    if (h->mtu != 0 && h->mtu < 576) return err("MTU " + std::to_string(h->mtu) + " below 576");
 
     SnapshotView v;
     v.bytes_ = b;
@@ -332,6 +349,8 @@ Expected<SnapshotView> SnapshotView::open(std::span<const uint8_t> b, size_t max
         if (s.service >= h->n_services) return err(l + ": service index out of range");
         if (s.family != v.services_[s.service].family)
             return err(l + ": address family differs from its service's VIP");
+        if (s.family == FL_AF_INET && !std::all_of(s.addr + 4, s.addr + 16, [](uint8_t x) { return x == 0; }))
+            return err(l + ": IPv4 address with non-zero padding");
         if (s.tag == 0) return err(l + ": zero tag");
     }
     // Services, their members and tables.
@@ -346,6 +365,7 @@ Expected<SnapshotView> SnapshotView::open(std::span<const uint8_t> b, size_t max
         const fl_snap_service& s = v.services_[i];
         std::string l = "service #" + std::to_string(i);
         if (std::memchr(s.name, 0, FL_NAME_LEN) == nullptr) return err(l + ": name not terminated");
+        if (!valid_service_name(s.name)) return err(l + ": name has characters other than A-Z a-z 0-9 _ . -");
         if (s.name[0]) l += " '" + std::string(s.name) + "'";
         if (s.family != FL_AF_INET && s.family != FL_AF_INET6) return err(l + ": bad address family");
         if (s.proto != FL_PROTO_TCP && s.proto != FL_PROTO_UDP) return err(l + ": bad protocol");
@@ -353,6 +373,9 @@ Expected<SnapshotView> SnapshotView::open(std::span<const uint8_t> b, size_t max
         if (s.forwarding < FL_FWD_DSR || s.forwarding > FL_FWD_GUE) return err(l + ": bad forwarding mode");
         if (s.flags != 0) return err(l + ": unknown flags");
         if (s.port == 0) return err(l + ": port 0");
+        if (s.family == FL_AF_INET && !std::all_of(s.vip + 4, s.vip + 16, [](uint8_t x) { return x == 0; }))
+            return err(l + ": IPv4 VIP with non-zero padding");
+        if (s.forwarding == FL_FWD_GUE && h->gue_port == 0) return err(l + ": GUE without a GUE port");
         if (s.id >= FL_MAX_SERVICES || !ids.insert(s.id).second) return err(l + ": bad or duplicate id");
         std::array<uint8_t, 16> vip{};
         std::memcpy(vip.data(), s.vip, 16);

@@ -22,7 +22,7 @@ constexpr size_t kMaxClients = 64;
 
 
 void error_reply(std::vector<uint8_t>& out, const std::string& msg) {
-    const std::string body = nlohmann::json{{"error", msg}}.dump();
+    const std::string body = nlohmann::json{{"error", msg}}.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
     ctl::encode(out, static_cast<uint8_t>(ctl::Status::error),
                 {reinterpret_cast<const uint8_t*>(body.data()), body.size()});
 }
@@ -117,7 +117,7 @@ void ControlServer::dispatch(Conn& c) {
             handler_(op, {c.in.data() + 5, len - 1}, st, reply);
         } catch (const std::exception& e) {
             st = ctl::Status::error;
-            const std::string body = nlohmann::json{{"error", std::string("internal error: ") + e.what()}}.dump();
+            const std::string body = nlohmann::json{{"error", std::string("internal error: ") + e.what()}}.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
             reply.assign(body.begin(), body.end());
         }
         ctl::encode(c.out, static_cast<uint8_t>(st), reply);

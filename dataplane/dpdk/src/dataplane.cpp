@@ -182,6 +182,8 @@ void Dataplane::setup_port(uint16_t port, uint16_t nq, bool rss, const char* rol
         throw fail(name + " has at most " + std::to_string(std::min(info.max_rx_queues, info.max_tx_queues)) +
                    " queue pairs but " + std::to_string(nq) + " workers need one each: use fewer lcores (-l)");
     rte_eth_conf conf{};
+    // Without this, configure() resets the port to 1500 while the workers would use mtu_.
+    conf.rxmode.mtu = mtu_;
     if (rss && nq > 1) {
         const uint64_t want = RTE_ETH_RSS_IP | RTE_ETH_RSS_TCP | RTE_ETH_RSS_UDP;
         const uint64_t got = want & info.flow_type_rss_offloads;
@@ -208,11 +210,9 @@ void Dataplane::setup_port(uint16_t port, uint16_t nq, bool rss, const char* rol
     if (nrx != opt_.rx_desc || ntx != opt_.tx_desc)
         spdlog::info("{}: descriptors trimmed to the device's limits: rx {} (asked {}), tx {} (asked {})", name,
                      nrx, opt_.rx_desc, ntx, opt_.tx_desc);
-    if (opt_.mtu || port != uplink_) {
-        if (int rc = rte_eth_dev_set_mtu(port, mtu_); rc != 0 && rc != -ENOTSUP)
-            throw fail(name + ": cannot set MTU " + std::to_string(mtu_) + " (device range " +
-                       std::to_string(info.min_mtu) + ".." + std::to_string(info.max_mtu) + "): " + rte_strerror(-rc));
-    }
+    if (int rc = rte_eth_dev_set_mtu(port, mtu_); rc != 0 && rc != -ENOTSUP)
+        throw fail(name + ": cannot set MTU " + std::to_string(mtu_) + " (device range " +
+                   std::to_string(info.min_mtu) + ".." + std::to_string(info.max_mtu) + "): " + rte_strerror(-rc));
     const int socket = std::max(0, rte_eth_dev_socket_id(port));
     rte_eth_rxconf rxc = info.default_rxconf;
     rxc.offloads = conf.rxmode.offloads;
@@ -292,6 +292,7 @@ Expected<uint64_t> Dataplane::load_snapshot(std::span<const uint8_t> bytes) {
                      " is older than the running generation " + std::to_string(cur->generation())};
     const uint64_t gen = next->generation();
     LoadedSnapshot* old = current_.exchange(next.release(), std::memory_order_acq_rel);
+    generation_.store(gen);
     free_snapshot_after_grace(old);
     spdlog::info("snapshot generation {} loaded: {} services, {} server slots", gen, v.services().size(),
                  v.servers().size());
@@ -314,10 +315,7 @@ std::vector<uint8_t> Dataplane::snapshot_bytes() const {
     return {b.begin(), b.end()};
 }
 
-uint64_t Dataplane::generation() const {
-    const LoadedSnapshot* cur = current_.load();
-    return cur ? cur->generation() : 0;
-}
+uint64_t Dataplane::generation() const { return generation_.load(); }
 
 namespace {
 nlohmann::json port_stats(uint16_t p) {
@@ -342,8 +340,11 @@ nlohmann::json port_stats(uint16_t p) {
 
 nlohmann::json Dataplane::counters() const {
     using nlohmann::json;
+    // One reader at a time: ethdev statistics calls are not thread-safe, and the snapshot
+    // metadata must not be freed underneath (swaps hold this lock too).
+    std::lock_guard lk(control_mu_);
     json out;
-    uint64_t rx = 0, fwd = 0, rep = 0, tok = 0, drp = 0;
+    uint64_t rx = 0, fwd = 0, rep = 0, tok = 0, drp = 0, too_big = 0;
     std::vector<uint64_t> drops(kDropReasons, 0);
     json queues = json::array();
     json conns = json::array();
@@ -354,6 +355,7 @@ nlohmann::json Dataplane::counters() const {
         rep += c.replied.get();
         tok += c.to_kernel.get();
         drp += c.dropped.get();
+        too_big += c.too_big_replies.get();
         for (unsigned d = 0; d < kDropReasons; ++d) drops[d] += c.drops[d].get();
         drops[static_cast<unsigned>(Drop::kernel_full)] += w->kernel_drop.get();
         drops[static_cast<unsigned>(Drop::tx_full)] += w->tx_drop_up.get() + w->tx_drop_tap.get();
@@ -386,6 +388,7 @@ nlohmann::json Dataplane::counters() const {
     out["replied"] = rep;
     out["to_kernel"] = tok;
     out["dropped"] = drp + extra_drops;
+    out["too_big_replies"] = too_big;
     json dj = json::object();
     for (unsigned d = 1; d < kDropReasons; ++d) dj[std::string(drop_name(static_cast<Drop>(d)))] = drops[d];
     out["drops"] = dj;
@@ -400,7 +403,6 @@ nlohmann::json Dataplane::counters() const {
     }
     out["ports"] = ports;
 
-    std::lock_guard lk(control_mu_);
     const LoadedSnapshot* snap = current_.load();
     out["generation"] = snap ? snap->generation() : 0;
     json services = json::array();
@@ -461,12 +463,12 @@ nlohmann::json Dataplane::counters() const {
 }
 
 nlohmann::json Dataplane::health() const {
+    std::lock_guard lk(control_mu_);
     const uint64_t hz = rte_get_tsc_hz();
     rte_eth_link link{};
     rte_eth_link_get_nowait(uplink_, &link);
     rte_ether_addr mac;
     rte_eth_macaddr_get(uplink_, &mac);
-    std::lock_guard lk(control_mu_);
     const LoadedSnapshot* snap = current_.load();
     return {{"status", running_ ? "running" : "stopped"},
             {"uplink_mac", mac_str(mac)},

@@ -3,6 +3,7 @@
 // metrics endpoint. If fulcrumd stops, the dataplane keeps forwarding with the last snapshot.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <memory>
@@ -15,6 +16,7 @@
 #include "fulcrum/control/config.hpp"
 #include "fulcrum/control/publisher.hpp"
 #include "fulcrum/ctl_protocol.hpp"
+#include "fulcrum/snapshot.hpp"
 
 namespace fulcrum::control {
 
@@ -50,6 +52,7 @@ private:
     void on_health(const std::string& key, const CheckStatus& st);
     void tick();
     void resolve_all();
+    void adopt_retired(const SnapshotView& v);
     void sync_dataplane();
     void publish();
     void wake();
@@ -72,11 +75,13 @@ private:
     std::chrono::steady_clock::time_point checks_deadline_;
     bool first_publish_done_ = false;
 
-    // dataplane link (main loop thread only, except the cached values under mu_)
+    // dataplane link: the connection belongs to the main loop thread; the state below is
+    // also read by the admin thread
     std::optional<ctl::Client> dp_;
-    bool dp_up_ = false;
-    int64_t dp_pid_ = -1;
-    uint64_t dp_generation_ = 0;
+    std::atomic<bool> dp_up_{false};
+    std::atomic<int64_t> dp_pid_{-1};
+    std::atomic<uint64_t> dp_generation_{0};
+    bool reconnect_dp_ = false;  // under mu_: the dataplane socket changed on reload
     bool adopted_ = false;
     nlohmann::json dp_counters_;  // under mu_
     std::string dp_error_;        // under mu_

@@ -56,7 +56,8 @@ struct ServerModel {
     double check_latency_ms = 0;
     uint64_t checks_ok = 0, checks_failed = 0;
     // reachability
-    std::optional<MacAddr> mac;
+    std::optional<MacAddr> mac;       // resolved now
+    std::optional<MacAddr> last_mac;  // last resolved: established connections keep using it
     std::string l2_reason;
     // operator overrides (survive reloads while the server exists)
     std::optional<uint32_t> weight_override;

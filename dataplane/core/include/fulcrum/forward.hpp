@@ -95,7 +95,10 @@ struct ServerCounters {
     Counter inactive;
 };
 struct WorkerCounters {
-    Counter rx, forwarded, replied, to_kernel, dropped, fragments_sent;
+    // Every frame counts once in rx and once in exactly one of forwarded, replied, to_kernel
+    // and dropped (dropped is the sum of drops[]).
+    Counter rx, forwarded, replied, to_kernel, dropped;
+    Counter too_big_replies;  // replied: fragmentation needed / packet too big
     Counter drops[kDropReasons];
     std::unique_ptr<ServiceCounters[]> services;  // by service id
     std::unique_ptr<ServerCounters[]> servers;    // by server slot
@@ -131,6 +134,10 @@ struct WorkerConfig {
 
 class Worker {
 public:
+    // Connection-table lookups hash with this fixed seed, not the snapshot's: a new hash seed
+    // (which re-deals Maglev tables) must not make established connections unreachable.
+    static constexpr uint64_t kConnHashSeed = 0x636f6e6e2d74626cull;
+
     explicit Worker(const WorkerConfig& cfg);
     Worker(const Worker&) = delete;
     Worker& operator=(const Worker&) = delete;
@@ -176,7 +183,8 @@ private:
     Verdict icmp_to_vip(Frame& f, const Parsed& p, LoadedSnapshot& s, uint32_t now);
     Verdict send_to_server(Frame& f, const Parsed& p, LoadedSnapshot& s, const fl_snap_service& svc,
                            uint32_t slot, uint64_t hash, bool allow_reply);
-    uint32_t pick(LoadedSnapshot& s, const fl_snap_service& svc, uint64_t hash);
+    uint32_t pick(LoadedSnapshot& s, const fl_snap_service& svc, const FlowKey& key);
+    static uint32_t maglev(const LoadedSnapshot& s, const fl_snap_service& svc, const FlowKey& key);
     static void on_remove(void* ctx, const ConnEntry& e, ConnState st);
 
     WorkerConfig cfg_;

@@ -8,6 +8,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "fulcrum/addr.hpp"
@@ -24,6 +25,8 @@ enum class Forwarding : uint8_t { dsr = FL_FWD_DSR, ipip = FL_FWD_IPIP, gue = FL
 const char* scheduler_name(Scheduler s);
 const char* forwarding_name(Forwarding f);
 const char* proto_name(uint8_t proto);  // "tcp", "udp", or "?"
+// Service names: letters, digits, '_', '.', '-' (so they are safe in JSON, metrics, telemetry).
+bool valid_service_name(std::string_view name);
 
 // ---- identity -----------------------------------------------------------------------------
 

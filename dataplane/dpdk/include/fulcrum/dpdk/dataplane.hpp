@@ -84,7 +84,8 @@ private:
     std::atomic<LoadedSnapshot*> current_{nullptr};
     mutable std::mutex control_mu_;  // snapshot swaps vs. readers of snapshot metadata
     std::atomic<bool> quit_{false};
-    bool running_ = false;
+    std::atomic<bool> running_{false};
+    std::atomic<uint64_t> generation_{0};  // of the published snapshot
     bool ports_started_ = false;
     uint64_t started_tsc_ = 0;
 
