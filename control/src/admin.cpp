@@ -19,6 +19,7 @@ namespace fulcrum::control {
 namespace {
 constexpr size_t kMaxRequest = 1 << 20;
 constexpr size_t kMaxClients = 32;
+constexpr size_t kMaxPendingReplies = 64 << 20;
 
 sockaddr_un make_addr(const std::string& path) {
     sockaddr_un a{};
@@ -89,6 +90,10 @@ void AdminServer::run() {
                                                         " (expected a JSON object such as {\"command\": \"status\"})"));
                         }
                         c.out += out;
+                        if (c.out.size() > kMaxPendingReplies) {  // never reads its replies
+                            drop[i] = true;
+                            break;
+                        }
                     }
                     if (c.in.size() > kMaxRequest) {
                         c.out += reply_line(error_json("request longer than 1 MiB without a newline"));

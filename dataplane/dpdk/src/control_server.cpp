@@ -122,6 +122,13 @@ void ControlServer::dispatch(Conn& c) {
         }
         ctl::encode(c.out, static_cast<uint8_t>(st), reply);
         c.in.erase(c.in.begin(), c.in.begin() + 4 + len);
+        if (c.out.size() - c.out_off > 2 * size_t{max_frame_}) {
+            // A client that sends requests but does not read its replies: let it go.
+            c.out.clear();
+            c.out_off = 0;
+            c.close_after_write = true;
+            break;
+        }
     }
     if (c.in.capacity() > (1u << 20) && c.in.empty()) std::vector<uint8_t>().swap(c.in);
 }
