@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "fulcrum/control/admin.hpp"
+#include "fulcrum/control/placement.hpp"
 
 using nlohmann::json;
 
@@ -130,9 +131,42 @@ int main(int argc, char** argv) {
         sc->add_option("server", server, "address or address:port")->required();
     }
     app.add_subcommand("reload", "re-read the configuration file (refused with its errors if invalid)");
+    std::string nic;
+    unsigned workers = 0;
+    auto* topo = app.add_subcommand("topology", "plan the dataplane's cores next to a NIC (hwloc; runs locally)");
+    topo->add_option("--nic", nic, "interface name or PCI address of the uplink NIC");
+    topo->add_option("--workers", workers, "worker count (default: one per physical core near the NIC, but one)");
+    int numa = -1;
+    topo->add_option("--numa-node", numa, "place near this NUMA node (when the NIC's node is unknown)");
     CLI11_PARSE(app, argc, argv);
 
     const std::string cmd = app.get_subcommands().front()->get_name();
+    if (cmd == "topology") {
+        try {
+            const auto p = fulcrum::control::plan_placement({nic, workers, numa, ""});
+            if (as_json) {
+                std::cout << p.to_json().dump(2) << "\n";
+                return 0;
+            }
+            auto list = [](const std::vector<unsigned>& v) {
+                std::string s;
+                for (unsigned x : v) s += (s.empty() ? "" : ",") + std::to_string(x);
+                return s;
+            };
+            std::cout << "NIC             " << p.nic << "\n"
+                      << "NUMA node       " << (p.numa_node < 0 ? std::string("unknown") : std::to_string(p.numa_node))
+                      << " (" << p.cores_on_node << " physical cores near the NIC)\n"
+                      << "main lcore      cpu " << p.main_cpu << "\n"
+                      << "workers         cpus " << list(p.worker_cpus) << " (one per physical core)\n"
+                      << "fulcrumd        taskset -c " << list(p.control_cpus) << "\n"
+                      << "EAL options     " << p.eal_args() << "\n";
+            for (const auto& n : p.notes) std::cout << "note: " << n << "\n";
+            return 0;
+        } catch (const std::exception& e) {
+            std::cerr << "fulcrumctl: " << e.what() << "\n";
+            return 1;
+        }
+    }
     json req = {{"command", cmd}};
     if (!service.empty()) req["service"] = service;
     if (!server.empty()) req["server"] = server;
