@@ -75,7 +75,8 @@ TEST(Placement, ClearErrors) {
 TEST(Placement, ThisMachine) {
     const Placement p = plan_placement({});
     EXPECT_FALSE(p.worker_cpus.empty());
-    if (p.cores_on_node > 1)
+    if (p.cores_on_node > 1) {
         for (unsigned c : p.worker_cpus) EXPECT_NE(c, p.main_cpu);
+    }
     EXPECT_NE(p.to_json()["eal_args"].get<std::string>().find("--main-lcore"), std::string::npos);
 }
