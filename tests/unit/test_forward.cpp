@@ -202,6 +202,17 @@ TEST_F(Forward, MalformedPacketsAreDroppedByReason) {
     EXPECT_EQ(drops(Drop::ipv4_bad_checksum), 1u);
 }
 
+TEST_F(Forward, ChecksumCheckSkippedOnlyForFramesTheNicVerified) {
+    PacketBuilder b = to_vip(1);
+    b.bad_ip_checksum = true;
+    FrameBuf trusted(b.build());
+    trusted.f.ipv4_csum_good = true;  // the NIC said good: the parser does not look again
+    EXPECT_EQ(run(trusted).action, Action::forward);
+    FrameBuf unknown(b.build());      // no verdict from the NIC: verified in software
+    EXPECT_EQ(run(unknown).drop, Drop::ipv4_bad_checksum);
+    EXPECT_EQ(drops(Drop::ipv4_bad_checksum), 1u);
+}
+
 TEST_F(Forward, MaglevSpreadsByWeight) {
     auto spec = base_spec();
     spec.services[0].servers[0].weight = 1;

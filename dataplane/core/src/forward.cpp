@@ -96,6 +96,7 @@ Expected<std::unique_ptr<LoadedSnapshot>> LoadedSnapshot::load(std::span<const u
 Worker::Worker(const WorkerConfig& cfg)
     : cfg_(cfg), conns_(cfg.conn_capacity, cfg.timeouts, cfg.conn_memory) {
     popt_.verify_ipv4_checksum = cfg.verify_ipv4_checksum;
+    hw_checked_.verify_ipv4_checksum = false;
     ctr_.max_services = cfg.max_services;
     ctr_.max_servers = cfg.max_servers;
     ctr_.services.reset(new ServiceCounters[cfg.max_services]);
@@ -119,7 +120,7 @@ void Worker::process_burst(std::span<Frame> frames, Verdict* out, LoadedSnapshot
     for (size_t i = 0; i < n; ++i) {
         Pending& k = pend[i];
         k.svc = ServiceIndex::kNone;
-        k.parse = parse_packet(frames[i].bytes(), k.p, popt_);
+        k.parse = parse_packet(frames[i].bytes(), k.p, frames[i].ipv4_csum_good ? hw_checked_ : popt_);
         if (k.parse != Drop::none || !snap || k.p.frag != Frag::none) continue;
         if (k.p.l4_proto != ipproto::kTcp && k.p.l4_proto != ipproto::kUdp) continue;
         k.svc = snap->index().find(k.p.dst, k.p.is_v6(), k.p.dport, k.p.l4_proto);

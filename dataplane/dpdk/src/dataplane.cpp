@@ -147,7 +147,6 @@ Dataplane::Dataplane(const DataplaneOptions& opt) : opt_(opt) {
         wc.mtu = mtu_;
         wc.conn_capacity = opt_.conn_capacity;
         wc.timeouts = opt_.timeouts;
-        wc.verify_ipv4_checksum = !rx_ipv4_cksum_;
         wc.max_services = opt_.max_services;
         wc.max_servers = opt_.max_servers;
         wc.conn_memory = w->conn_mem;
@@ -358,6 +357,7 @@ nlohmann::json Dataplane::counters() const {
         too_big += c.too_big_replies.get();
         for (unsigned d = 0; d < kDropReasons; ++d) drops[d] += c.drops[d].get();
         drops[static_cast<unsigned>(Drop::kernel_full)] += w->kernel_drop.get();
+        drops[static_cast<unsigned>(Drop::multi_segment)] += w->kernel_rx_drop.get();
         drops[static_cast<unsigned>(Drop::tx_full)] += w->tx_drop_up.get() + w->tx_drop_tap.get();
         queues.push_back({{"queue", w->id},
                           {"lcore", w->lcore},
@@ -368,6 +368,7 @@ nlohmann::json Dataplane::counters() const {
                           {"dropped", c.dropped.get()},
                           {"uplink_tx", w->uplink_tx.get()},
                           {"kernel_rx", w->kernel_rx.get()},
+                          {"kernel_rx_dropped", w->kernel_rx_drop.get()},
                           {"kernel_tx", w->kernel_tx.get()},
                           {"fragments", w->fragments.get()},
                           {"polls", w->polls.get()},
@@ -382,7 +383,7 @@ nlohmann::json Dataplane::counters() const {
                          {"full", cs.full.get()}});
     }
     uint64_t extra_drops = 0;
-    for (const auto& w : workers_) extra_drops += w->kernel_drop.get() + w->tx_drop_up.get() + w->tx_drop_tap.get();
+    for (const auto& w : workers_) extra_drops += w->kernel_drop.get() + w->kernel_rx_drop.get() + w->tx_drop_up.get() + w->tx_drop_tap.get();
     out["rx"] = rx;
     out["forwarded"] = fwd;
     out["replied"] = rep;

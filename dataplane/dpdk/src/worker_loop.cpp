@@ -37,6 +37,7 @@ struct WorkerLoop {
     uint16_t uplink;
     int tap;
     rte_mempool* pool;
+    bool hw_ipv4_cksum;  // the uplink's RX IPv4 checksum offload is on
 
     void drop_early(rte_mbuf* m, Drop d) {
         WorkerCounters& c = w.core->counters();
@@ -54,7 +55,9 @@ struct WorkerLoop {
     void send_fragments(rte_mbuf* m, Frame& f, const Verdict& v) {
         rte_mbuf* extra[kMaxFragments];
         WorkerCounters& c = w.core->counters();
+        // The core counted the frame as forwarded; a frame that cannot be sent is a drop.
         if (rte_pktmbuf_alloc_bulk(pool, extra, kMaxFragments) != 0) {
+            c.forwarded.sub();
             c.drops[static_cast<unsigned>(Drop::alloc_failed)].add();
             c.dropped.add();
             rte_pktmbuf_free(m);
@@ -64,6 +67,7 @@ struct WorkerLoop {
         for (unsigned i = 0; i < kMaxFragments; ++i) outs[i] = frame_of(extra[i]);
         const int n = fragment_ipv4(f, v.l3_off, v.mtu, {outs, kMaxFragments});
         if (n < 0) {
+            c.forwarded.sub();
             c.drops[static_cast<unsigned>(Drop::too_big)].add();
             c.dropped.add();
             rte_pktmbuf_free(m);
@@ -88,7 +92,10 @@ struct WorkerLoop {
         Verdict verdicts[kBurst];
         rte_mbuf* taken[kBurst];
         unsigned k = 0;
-        const bool hw_cksum = !w.core->config().verify_ipv4_checksum;
+        // With the RX IPv4 checksum offload on, a frame the NIC marks bad is dropped here and
+        // one it marks good skips the software check; any other (unknown, not IPv4) is
+        // verified by the parser.
+        const bool hw_cksum = hw_ipv4_cksum;
         for (uint16_t i = 0; i < n; ++i) {
             rte_mbuf* m = pkts[i];
             if (i + 1 < n) rte_prefetch0(rte_pktmbuf_mtod(pkts[i + 1], void*));
@@ -101,6 +108,8 @@ struct WorkerLoop {
                 continue;
             }
             frames[k] = frame_of(m);
+            frames[k].ipv4_csum_good =
+                hw_cksum && (m->ol_flags & RTE_MBUF_F_RX_IP_CKSUM_MASK) == RTE_MBUF_F_RX_IP_CKSUM_GOOD;
             taken[k++] = m;
         }
         w.core->process_burst({frames, k}, verdicts, snap, now);
@@ -138,13 +147,13 @@ struct WorkerLoop {
         const uint16_t n = rte_eth_rx_burst(static_cast<uint16_t>(tap), static_cast<uint16_t>(w.id), pkts, kBurst);
         for (uint16_t i = 0; i < n; ++i) {
             if (pkts[i]->nb_segs != 1 && rte_pktmbuf_linearize(pkts[i]) != 0) {
-                w.core->counters().drops[static_cast<unsigned>(Drop::multi_segment)].add();
+                w.kernel_rx_drop.add();
                 rte_pktmbuf_free(pkts[i]);
                 continue;
             }
+            w.kernel_rx.add();
             to_uplink(pkts[i]);
         }
-        w.kernel_rx.add(n);
         return n;
     }
 
@@ -157,7 +166,7 @@ struct WorkerLoop {
 int worker_main(void* arg) {
     WorkerSlot& w = *static_cast<WorkerSlot*>(arg);
     Dataplane& dp = *w.dp;
-    WorkerLoop loop{w, dp, dp.uplink_, dp.tap_, dp.pool_};
+    WorkerLoop loop{w, dp, dp.uplink_, dp.tap_, dp.pool_, dp.rx_ipv4_cksum_};
     rte_rcu_qsbr_thread_register(dp.qsbr_, w.id);
     rte_rcu_qsbr_thread_online(dp.qsbr_, w.id);
     const uint64_t hz = rte_get_tsc_hz();

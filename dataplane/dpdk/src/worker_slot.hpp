@@ -24,6 +24,7 @@ struct alignas(64) WorkerSlot {
     Counter kernel_rx;    // frames from the kernel (TAP) sent out of the uplink
     Counter kernel_tx;    // frames handed to the kernel
     Counter kernel_drop;  // exception frames dropped: no TAP configured
+    Counter kernel_rx_drop;  // frames from the kernel not sent: multi-segment, cannot linearize
     Counter tx_drop_up;   // uplink transmit queue full
     Counter tx_drop_tap;  // TAP transmit queue full
     Counter uplink_tx;    // frames queued for the uplink

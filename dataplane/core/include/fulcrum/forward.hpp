@@ -126,7 +126,7 @@ struct WorkerConfig {
     uint16_t mtu = 1500;          // uplink MTU (IP packet size)
     size_t conn_capacity = 1 << 20;
     ConnTimeouts timeouts;
-    bool verify_ipv4_checksum = true;
+    bool verify_ipv4_checksum = true;  // in software, unless a frame says the NIC verified it
     uint32_t max_services = FL_MAX_SERVICES;
     uint32_t max_servers = FL_MAX_SERVERS;
     void* conn_memory = nullptr;  // optional: ConnTable::memory_bytes(conn_capacity), 64-aligned
@@ -189,6 +189,7 @@ private:
 
     WorkerConfig cfg_;
     ParseOptions popt_;
+    ParseOptions hw_checked_;  // for frames whose IPv4 checksum the NIC verified
     ConnTable conns_;
     std::unique_ptr<Pending[]> pend_;  // per-burst scratch, allocated once
     WorkerCounters ctr_;

@@ -18,6 +18,9 @@ struct Frame {
     uint32_t len = 0;
     uint32_t headroom = 0;
     uint32_t tailroom = 0;
+    // Set by the port adapter when the NIC verified the IPv4 header checksum as good: the
+    // parser then skips its own check. Left false, the checksum is verified in software.
+    bool ipv4_csum_good = false;
 
     std::span<const uint8_t> bytes() const { return {data, len}; }
     bool prepend(uint32_t n) {
