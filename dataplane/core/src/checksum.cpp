@@ -54,12 +54,6 @@ uint32_t csum_partial(const uint8_t* data, size_t len, uint32_t sum) {
     return static_cast<uint32_t>(t);
 }
 
-uint16_t ipv4_header_checksum(const uint8_t* ip, size_t ihl) {
-    uint32_t sum = csum_partial(ip, 10, 0);
-    sum = csum_partial(ip + 12, ihl - 12, sum);
-    return csum_fold(sum);
-}
-
 uint32_t pseudo_sum_v4(const uint8_t* src, const uint8_t* dst, uint8_t proto, uint32_t len) {
     uint32_t sum = csum_partial(src, 4, 0);
     sum = csum_partial(dst, 4, sum);

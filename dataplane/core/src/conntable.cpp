@@ -66,7 +66,8 @@ inline uint32_t match_tags(const uint16_t* tags, uint16_t tag) {
 }
 }  // namespace
 
-uint32_t ConnTable::find_in(uint32_t b, const FlowKey& key, uint16_t tag, uint32_t now, bool& expired_removed) {
+// Inlined into find(): it runs for every packet of a known flow.
+__attribute__((always_inline)) inline uint32_t ConnTable::find_in(uint32_t b, const FlowKey& key, uint16_t tag, uint32_t now, bool& expired_removed) {
     BucketMeta& m = meta_[b];
     uint32_t mask = match_tags(m.tag, tag);
     while (mask) {

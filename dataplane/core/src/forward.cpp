@@ -10,29 +10,6 @@ namespace fulcrum {
 
 // ---- ServiceIndex -------------------------------------------------------------------------
 
-ServiceIndex::Key ServiceIndex::make(const uint8_t* addr, bool v6, uint16_t port, uint8_t proto) {
-    Key k;
-    k.a = load_u64(addr);
-    k.b = v6 ? load_u64(addr + 8) : 0;
-    if (!v6) k.a &= 0xFFFFFFFFull;
-    k.c = (uint32_t{port} << 16) | (uint32_t{proto} << 8) | (v6 ? 2u : 0u) | 1u;
-    return k;
-}
-
-uint64_t ServiceIndex::hash(const Key& k) {
-    return detail::mum(k.a ^ detail::kP0, k.b ^ detail::kP1 ^ (uint64_t{k.c} * detail::kP2));
-}
-
-const ServiceIndex::Slot* ServiceIndex::lookup(const std::vector<Slot>& t, const Key& k) const {
-    if (t.empty()) return nullptr;
-    const size_t mask = t.size() - 1;
-    for (size_t i = hash(k) & mask;; i = (i + 1) & mask) {
-        const Slot& s = t[i];
-        if (s.key.c == 0) return nullptr;
-        if (s.key == k) return &s;
-    }
-}
-
 ServiceIndex::Slot& ServiceIndex::insert(std::vector<Slot>& t, const Key& k) {
     const size_t mask = t.size() - 1;
     for (size_t i = hash(k) & mask;; i = (i + 1) & mask) {
@@ -50,6 +27,7 @@ void ServiceIndex::build(const SnapshotView& snap) {
     const size_t size = std::bit_ceil(std::max<size_t>(16, svcs.size() * 2));
     services_.assign(size, Slot{});
     vips_.assign(size, Slot{});
+    mask_ = size - 1;
     for (size_t i = 0; i < svcs.size(); ++i) {
         const fl_snap_service& s = svcs[i];
         const bool v6 = s.family == FL_AF_INET6;
@@ -58,16 +36,6 @@ void ServiceIndex::build(const SnapshotView& snap) {
         int32_t& f = s.proto == FL_PROTO_TCP ? v.vip.frag_tcp : v.vip.frag_udp;
         f = f == kNone ? static_cast<int32_t>(i) : kAmbiguous;
     }
-}
-
-int32_t ServiceIndex::find(const uint8_t* addr, bool v6, uint16_t port, uint8_t proto) const {
-    const Slot* s = lookup(services_, make(addr, v6, port, proto));
-    return s ? s->service : kNone;
-}
-
-const ServiceIndex::Vip* ServiceIndex::find_vip(const uint8_t* addr, bool v6) const {
-    const Slot* s = lookup(vips_, make(addr, v6, 0, 0));
-    return s ? &s->vip : nullptr;
 }
 
 // ---- LoadedSnapshot -----------------------------------------------------------------------
@@ -196,7 +164,9 @@ inline bool has_mac(const fl_snap_server& srv) {
 }
 }  // namespace
 
-Verdict Worker::to_service(Frame& f, Pending& k, LoadedSnapshot& s, uint32_t now) {
+// to_service and send_to_server are inlined into their callers: they run for every packet to a
+// service, and the calls cost as much as some of their work.
+__attribute__((always_inline)) inline Verdict Worker::to_service(Frame& f, Pending& k, LoadedSnapshot& s, uint32_t now) {
     const Parsed& p = k.p;
     const SnapshotView& view = s.view();
     const fl_snap_service& svc = view.services()[static_cast<size_t>(k.svc)];
@@ -251,7 +221,7 @@ Verdict Worker::to_service(Frame& f, Pending& k, LoadedSnapshot& s, uint32_t now
     return send_to_server(f, p, s, svc, slot, k.hash, true);
 }
 
-Verdict Worker::send_to_server(Frame& f, const Parsed& p, LoadedSnapshot& s,
+__attribute__((always_inline)) inline Verdict Worker::send_to_server(Frame& f, const Parsed& p, LoadedSnapshot& s,
                                const fl_snap_service& svc, uint32_t slot, uint64_t hash,
                                bool allow_reply) {
     const fl_snap_server& srv = s.view().servers()[slot];

@@ -1,6 +1,8 @@
 #include "fulcrum/parse.hpp"
 
+#include <cstddef>
 #include <cstring>
+#include <type_traits>
 
 #include "fulcrum/bytes.hpp"
 #include "fulcrum/checksum.hpp"
@@ -52,6 +54,7 @@ Drop skip_ipv6_ext(const uint8_t* p, size_t end, uint8_t& nh, size_t& cur, Frag&
 // Parses the packet quoted in an ICMP error starting at `q`, up to `end`.
 Drop parse_quoted(const uint8_t* p, size_t q, size_t end, bool v6, Parsed& o) {
     QuotedFlow& f = o.quoted;
+    f = QuotedFlow{};
     o.quoted_off = static_cast<uint16_t>(q);
     size_t l4 = 0;
     uint8_t proto = 0;
@@ -177,7 +180,7 @@ Drop parse_ipv4(const uint8_t* p, size_t off, size_t n, Parsed& o, const ParseOp
     if (n - off < ihl) return Drop::ipv4_truncated;
     const size_t tot = load_be16(ip + 2);
     if (tot < ihl || tot > n - off) return Drop::ipv4_bad_length;
-    if (opt.verify_ipv4_checksum && csum_fold(csum_partial(ip, ihl, 0)) != 0)
+    if (opt.verify_ipv4_checksum && !ipv4_header_checksum_ok(ip, ihl))
         return Drop::ipv4_bad_checksum;
     const uint16_t ff = load_be16(ip + 6);
     o.df = (ff & 0x4000) != 0;
@@ -228,7 +231,11 @@ Drop parse_ipv6(const uint8_t* p, size_t off, size_t n, Parsed& o) {
 }  // namespace
 
 Drop parse_packet(std::span<const uint8_t> pkt, Parsed& o, const ParseOptions& opt) {
-    o = Parsed{};
+    // Resets every field but `quoted` (38 bytes that only ICMP errors use; parse_quoted sets
+    // it): this runs for every packet.
+    static_assert(std::is_standard_layout_v<Parsed> && std::is_trivially_copyable_v<Parsed>);
+    static constexpr Parsed kEmpty{};
+    std::memcpy(static_cast<void*>(&o), &kEmpty, offsetof(Parsed, quoted));
     const uint8_t* p = pkt.data();
     const size_t n = pkt.size();
     if (n < eth::kHeaderLen) return Drop::eth_truncated;

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "fulcrum/addr.hpp"
+#include "fulcrum/bytes.hpp"
 #include "fulcrum/conntable.hpp"
 #include "fulcrum/counter.hpp"
 #include "fulcrum/drop.hpp"
@@ -50,14 +51,42 @@ private:
         int32_t service = kNone;
         Vip vip;
     };
-    static Key make(const uint8_t* addr, bool v6, uint16_t port, uint8_t proto);
-    static uint64_t hash(const Key& k);
-    const Slot* lookup(const std::vector<Slot>& t, const Key& k) const;
+    static Key make(const uint8_t* addr, bool v6, uint16_t port, uint8_t proto) {
+        Key k;
+        k.a = v6 ? load_u64(addr) : load_u32(addr);
+        k.b = v6 ? load_u64(addr + 8) : 0;
+        k.c = (uint32_t{port} << 16) | (uint32_t{proto} << 8) | (v6 ? 2u : 0u) | 1u;
+        return k;
+    }
+    static uint64_t hash(const Key& k) {
+        return detail::mum(k.a ^ detail::kP0, k.b ^ detail::kP1 ^ (uint64_t{k.c} * detail::kP2));
+    }
+    // Inline: every packet to a VIP takes one lookup.
+    const Slot* lookup(const std::vector<Slot>& t, const Key& k) const {
+        if (t.empty()) return nullptr;
+        const Slot* slots = t.data();
+        for (size_t i = hash(k) & mask_;; i = (i + 1) & mask_) {
+            const Slot& s = slots[i];
+            if (s.key == k) return &s;
+            if (s.key.c == 0) return nullptr;
+        }
+    }
     static Slot& insert(std::vector<Slot>& t, const Key& k);
 
-    std::vector<Slot> services_;  // open addressing, power-of-two size
+    std::vector<Slot> services_;  // open addressing, power-of-two size (mask_ + 1)
     std::vector<Slot> vips_;
+    size_t mask_ = 0;
 };
+
+inline int32_t ServiceIndex::find(const uint8_t* addr, bool v6, uint16_t port, uint8_t proto) const {
+    const Slot* s = lookup(services_, make(addr, v6, port, proto));
+    return s ? s->service : kNone;
+}
+
+inline const ServiceIndex::Vip* ServiceIndex::find_vip(const uint8_t* addr, bool v6) const {
+    const Slot* s = lookup(vips_, make(addr, v6, 0, 0));
+    return s ? &s->vip : nullptr;
+}
 
 // A validated snapshot with its lookup structures, ready for workers.
 class LoadedSnapshot {

@@ -96,8 +96,10 @@ struct Parsed {
     uint8_t icmp_type = 0;
     uint8_t icmp_code = 0;
     uint32_t icmp_mtu = 0;   // fragmentation-needed next-hop MTU / packet-too-big MTU
-    QuotedFlow quoted{};     // valid when icmp == error
-    uint16_t quoted_off = 0; // offset of the quoted IP header
+    uint16_t quoted_off = 0; // offset of the quoted IP header (icmp == error)
+    // Last, so that parse_packet() can reset the fields before it without touching this one:
+    // it is valid (and set) only when icmp == error.
+    QuotedFlow quoted{};
 
     bool is_ip() const { return l3 == L3::ipv4 || l3 == L3::ipv6; }
     bool is_v6() const { return l3 == L3::ipv6; }
