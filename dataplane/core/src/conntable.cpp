@@ -30,7 +30,8 @@ size_t ConnTable::memory_bytes(size_t capacity) {
     return nb * sizeof(BucketMeta) + nb * kWays * sizeof(ConnEntry);
 }
 
-ConnTable::ConnTable(size_t capacity, ConnTimeouts timeouts, void* memory) : timeouts_(timeouts) {
+ConnTable::ConnTable(size_t capacity, ConnTimeouts timeouts, void* memory) {
+    set_timeouts(timeouts);
     if (capacity == 0 || capacity > size_t{0xFFFFFFFFu} - kWays)
         throw std::invalid_argument("connection table capacity " + std::to_string(capacity) +
                                     " out of range (1 .. 4294967287)");
@@ -107,7 +108,6 @@ uint32_t ConnTable::insert(const FlowKey& key, uint64_t hash, ConnState state, u
     const int nb = buckets[0] == buckets[1] ? 1 : 2;
     int vb = -1, vw = -1;
     int rank = 4;
-    uint32_t victim_age = 0;
     // Power of two choices: an empty way in the emptier bucket keeps both balanced.
     const uint32_t empty0 = match_tags(meta_[buckets[0]].tag, 0);
     const uint32_t empty1 = nb == 2 ? match_tags(meta_[buckets[1]].tag, 0) : 0;
@@ -117,32 +117,32 @@ uint32_t ConnTable::insert(const FlowKey& key, uint64_t hash, ConnState state, u
         vw = __builtin_ctz(second ? empty1 : empty0);
         rank = 0;
     }
-    for (int k = 0; k < nb && rank > 0; ++k) {
-        const BucketMeta& m = meta_[buckets[k]];
-        for (uint32_t w = 0; w < kWays; ++w) {
-            if (m.tag[w] == 0) {
-                vb = k;
-                vw = static_cast<int>(w);
-                rank = 0;
-                break;
+    if (rank > 0) {
+        // No empty way: score every way of both buckets and take the highest score. Expired
+        // ways score above new ones, new above other live ones, and within a class the older
+        // way scores higher; a way this insert may not replace scores 0. Branch-free per
+        // way: this scan is the bulk of a new connection's cost under a SYN flood.
+        uint64_t best = 0;
+        int best_at = -1;
+        for (int k = 0; k < nb; ++k) {
+            const BucketMeta& m = meta_[buckets[k]];
+            for (uint32_t w = 0; w < kWays; ++w) {
+                const uint32_t age = now - m.last_seen[w];
+                const uint8_t st = m.state[w];
+                const bool exp = age >= timeout_of(st);
+                const bool young = st == static_cast<uint8_t>(ConnState::tcp_new);
+                const uint64_t cls = exp ? 3 : young ? 2 : 1;  // = 4 - rank
+                const bool allowed = exp || young || !is_new;
+                const uint64_t score = allowed ? (cls << 32) | age : 0;
+                const bool better = score > best;  // ties keep the first way (bucket 0 first)
+                best = better ? score : best;
+                best_at = better ? k * static_cast<int>(kWays) + static_cast<int>(w) : best_at;
             }
-            const uint32_t age = now - m.last_seen[w];
-            const auto st = static_cast<ConnState>(m.state[w]);
-            int r;
-            if (age >= timeouts_.of(st))
-                r = 1;
-            else if (st == ConnState::tcp_new)
-                r = 2;
-            else if (!is_new)
-                r = 3;
-            else
-                continue;  // protected from new-connection inserts
-            if (r < rank || (r == rank && age > victim_age)) {
-                vb = k;
-                vw = static_cast<int>(w);
-                rank = r;
-                victim_age = age;
-            }
+        }
+        if (best_at >= 0) {
+            vb = best_at / static_cast<int>(kWays);
+            vw = best_at % static_cast<int>(kWays);
+            rank = 4 - static_cast<int>(best >> 32);
         }
     }
     if (vb < 0) {

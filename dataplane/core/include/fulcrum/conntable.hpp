@@ -113,7 +113,10 @@ public:
         hook_ = hook;
         hook_ctx_ = ctx;
     }
-    void set_timeouts(const ConnTimeouts& t) { timeouts_ = t; }
+    void set_timeouts(const ConnTimeouts& t) {
+        timeouts_ = t;
+        for (unsigned i = 0; i < 8; ++i) timeout_of_[i] = t.of(static_cast<ConnState>(i));
+    }
     const ConnTimeouts& timeouts() const { return timeouts_; }
 
     size_t capacity() const { return size_t{nbuckets_} * kWays; }
@@ -185,8 +188,10 @@ private:
         return t ? t : 1;
     }
     bool expired(const BucketMeta& m, uint32_t w, uint32_t now) const {
-        return now - m.last_seen[w] >= timeouts_.of(static_cast<ConnState>(m.state[w]));
+        return now - m.last_seen[w] >= timeout_of(m.state[w]);
     }
+    // Timeout by stored state byte: a load instead of a switch on the per-packet paths.
+    uint32_t timeout_of(uint8_t state) const { return timeout_of_[state & 7]; }
     void remove(uint32_t b, uint32_t w);
 
     uint32_t nbuckets_;
@@ -194,6 +199,7 @@ private:
     ConnEntry* entries_;
     void* owned_ = nullptr;
     ConnTimeouts timeouts_;
+    uint32_t timeout_of_[8] = {};  // timeouts_ by state; 0 (always expired) for invalid states
     uint32_t sweep_cursor_ = 0;
     ConnTableStats stats_;
     RemoveHook hook_ = nullptr;
