@@ -6,9 +6,6 @@
 #include <stdexcept>
 #include <string>
 
-#if defined(__SSE2__)
-#include <emmintrin.h>
-#endif
 
 namespace fulcrum {
 
@@ -51,26 +48,11 @@ ConnTable::~ConnTable() {
     if (owned_) ::operator delete(owned_, std::align_val_t{64});
 }
 
-namespace {
-// Bitmask (bit w set) of the ways whose tag equals `tag`.
-inline uint32_t match_tags(const uint16_t* tags, uint16_t tag) {
-#if defined(__SSE2__)
-    const __m128i t = _mm_load_si128(reinterpret_cast<const __m128i*>(tags));
-    const __m128i eq = _mm_cmpeq_epi16(t, _mm_set1_epi16(static_cast<short>(tag)));
-    // Pack the 16-bit lane results to bytes so movemask yields one bit per way.
-    return static_cast<uint32_t>(_mm_movemask_epi8(_mm_packs_epi16(eq, _mm_setzero_si128())));
-#else
-    uint32_t m = 0;
-    for (uint32_t w = 0; w < ConnTable::kWays; ++w) m |= uint32_t{tags[w] == tag} << w;
-    return m;
-#endif
-}
-}  // namespace
 
 // Inlined into find(): it runs for every packet of a known flow.
 __attribute__((always_inline)) inline uint32_t ConnTable::find_in(uint32_t b, const FlowKey& key, uint16_t tag, uint32_t now, bool& expired_removed) {
     BucketMeta& m = meta_[b];
-    uint32_t mask = match_tags(m.tag, tag);
+    uint32_t mask = detail::match_tags(m.tag, tag);
     while (mask) {
         const uint32_t w = static_cast<uint32_t>(__builtin_ctz(mask));
         mask &= mask - 1;
@@ -109,8 +91,8 @@ uint32_t ConnTable::insert(const FlowKey& key, uint64_t hash, ConnState state, u
     int vb = -1, vw = -1;
     int rank = 4;
     // Power of two choices: an empty way in the emptier bucket keeps both balanced.
-    const uint32_t empty0 = match_tags(meta_[buckets[0]].tag, 0);
-    const uint32_t empty1 = nb == 2 ? match_tags(meta_[buckets[1]].tag, 0) : 0;
+    const uint32_t empty0 = detail::match_tags(meta_[buckets[0]].tag, 0);
+    const uint32_t empty1 = nb == 2 ? detail::match_tags(meta_[buckets[1]].tag, 0) : 0;
     if (empty0 | empty1) {
         const bool second = __builtin_popcount(empty1) > __builtin_popcount(empty0);
         vb = second ? 1 : 0;

@@ -97,6 +97,10 @@ void Worker::process_burst(std::span<Frame> frames, Verdict* out, LoadedSnapshot
         k.hash = flow_hash(k.key, kConnHashSeed);
         conns_.prefetch(k.hash);
     }
+    // Pass 1b: the bucket lines requested first have had a burst's worth of time to arrive;
+    // prefetch the matching entries.
+    for (size_t i = 0; i < n; ++i)
+        if (pend[i].svc >= 0) conns_.prefetch_entry(pend[i].hash);
     // Pass 2: decide and rewrite.
     for (size_t i = 0; i < n; ++i) out[i] = finish(frames[i], pend[i], snap, now);
 }

@@ -19,6 +19,10 @@
 #include "fulcrum/counter.hpp"
 #include "fulcrum/flow.hpp"
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 namespace fulcrum {
 
 enum class ConnState : uint8_t {
@@ -31,6 +35,22 @@ enum class ConnState : uint8_t {
 };
 
 const char* conn_state_name(ConnState s);
+
+namespace detail {
+// Bitmask (bit w set) of the ways whose tag equals `tag`.
+inline uint32_t match_tags(const uint16_t* tags, uint16_t tag) {
+#if defined(__SSE2__)
+    const __m128i t = _mm_load_si128(reinterpret_cast<const __m128i*>(tags));
+    const __m128i eq = _mm_cmpeq_epi16(t, _mm_set1_epi16(static_cast<short>(tag)));
+    // Pack the 16-bit lane results to bytes so movemask yields one bit per way.
+    return static_cast<uint32_t>(_mm_movemask_epi8(_mm_packs_epi16(eq, _mm_setzero_si128())));
+#else
+    uint32_t m = 0;
+    for (uint32_t w = 0; w < 8; ++w) m |= uint32_t{tags[w] == tag} << w;
+    return m;
+#endif
+}
+}  // namespace detail
 
 struct ConnTimeouts {  // milliseconds
     uint32_t tcp_new = 10'000;
@@ -126,6 +146,22 @@ public:
     void prefetch(uint64_t hash) const {
         __builtin_prefetch(&meta_[bucket_of(hash)], 1, 3);
         __builtin_prefetch(&meta_[bucket2_of(hash)], 1, 3);
+    }
+
+    // Once the bucket metadata has arrived (a while after prefetch()): prefetches the entry
+    // whose tag matches, so the key comparison of find() does not wait for memory either.
+    void prefetch_entry(uint64_t hash) const {
+        const uint16_t tag = tag_of(hash);
+        uint32_t b = bucket_of(hash);
+        uint32_t m = detail::match_tags(meta_[b].tag, tag);
+        if (!m) {
+            b = bucket2_of(hash);
+            m = detail::match_tags(meta_[b].tag, tag);
+            if (!m) return;
+        }
+        const auto* e = reinterpret_cast<const uint8_t*>(&entries_[size_t{b} * kWays + static_cast<uint32_t>(__builtin_ctz(m))]);
+        __builtin_prefetch(e, 1, 3);
+        __builtin_prefetch(e + sizeof(ConnEntry) - 1, 1, 3);  // 48-byte entries may straddle two lines
     }
 
     // Returns the index of the live entry for `key`, or kNone. An expired entry for the key

@@ -174,8 +174,9 @@ public:
     static constexpr unsigned kMaxBurst = 64;
 
     // Decides what to do with each frame and rewrites it accordingly: out[i] is the verdict
-    // for frames[i]. The burst is processed in two passes (parse, hash and prefetch the
-    // connection buckets; then decide), so memory latency overlaps. At most kMaxBurst frames.
+    // for frames[i]. The burst is processed in three passes (parse, hash and prefetch
+    // the connection buckets; prefetch the matching entries; then decide), so memory latency
+    // overlaps. At most kMaxBurst frames.
     // `snap` may be null (no snapshot yet). `now` is in milliseconds from any fixed origin.
     void process_burst(std::span<Frame> frames, Verdict* out, LoadedSnapshot* snap, uint32_t now);
 
