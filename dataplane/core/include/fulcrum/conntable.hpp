@@ -159,6 +159,12 @@ public:
             m = detail::match_tags(meta_[b].tag, tag);
             if (!m) return;
         }
+#if defined(__GNUC__)
+        // GCC 12 at -O2/-O3 deletes the prefetches below when their address comes from this
+        // movemask through a branch (checked in the generated code); an empty asm hides the
+        // value's origin.
+        asm volatile("" : "+r"(m));
+#endif
         const auto* e = reinterpret_cast<const uint8_t*>(&entries_[size_t{b} * kWays + static_cast<uint32_t>(__builtin_ctz(m))]);
         __builtin_prefetch(e, 1, 3);
         __builtin_prefetch(e + sizeof(ConnEntry) - 1, 1, 3);  // 48-byte entries may straddle two lines
