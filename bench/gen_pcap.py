@@ -1,0 +1,108 @@
+#!/usr/bin/python3
+"""Writes the input pcaps and snapshot specs of bench/throughput.sh and bench/instructions.sh.
+
+    gen_pcap.py OUTDIR [--flows 16384] [--syns 1048576] [--dut-mac 02:00:00:00:00:01]
+
+Makes, in OUTDIR:
+  established_dsr.pcap   one TCP ACK of each of --flows flows (198.19.0.0/16 clients, ports
+                         from 1024) to the DSR service 198.18.1.1:80, in a shuffled order
+  established_ipip.pcap  the same flows to the IPIP service 198.18.1.2:80
+  unique_syn.pcap        --syns TCP SYNs, each from a distinct (source address, port), to
+                         198.18.1.1:80
+  spec.json              fulcrum-snapshot build input: both services, 16 servers each
+All frames are 60 bytes (Ethernet II + IPv4 + TCP, no payload, zero padded: 64 bytes on the
+wire with the FCS) with valid IPv4 and TCP checksums, addressed to --dut-mac. Raw struct
+packing, no scapy: a million frames take a few seconds.
+"""
+import argparse
+import json
+import pathlib
+import random
+import struct
+
+VIP_DSR = bytes([198, 18, 1, 1])
+VIP_IPIP = bytes([198, 18, 1, 2])
+PORT = 80
+CLIENT_MAC = bytes.fromhex("020000000002")
+SERVERS = 16
+
+
+def mac_bytes(s):
+    return bytes(int(x, 16) for x in s.split(":"))
+
+
+def fold(s):
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return s
+
+
+def sum16(b):
+    return sum(struct.unpack(f"!{len(b) // 2}H", b))
+
+
+def frame(dut_mac, src, dst, sport, flags, seq):
+    ip = bytearray(struct.pack("!BBHHHBBH4s4s", 0x45, 0, 40, 1, 0x4000, 64, 6, 0, src, dst))
+    struct.pack_into("!H", ip, 10, (~fold(sum16(ip))) & 0xFFFF)
+    tcp = bytearray(struct.pack("!HHIIBBHHH", sport, PORT, seq, 1 if flags & 0x10 else 0,
+                                0x50, flags, 65535, 0, 0))
+    pseudo = sum16(src) + sum16(dst) + 6 + 20
+    struct.pack_into("!H", tcp, 16, (~fold(pseudo + sum16(tcp))) & 0xFFFF)
+    f = dut_mac + CLIENT_MAC + b"\x08\x00" + bytes(ip) + bytes(tcp)
+    return f + bytes(60 - len(f))
+
+
+def client(i):
+    """Flow i: client 198.19.x.y (256 flows per address), source port 1024 + i % 256."""
+    a = i >> 8
+    return bytes([198, 19, (a >> 8) & 0xFF, a & 0xFF]), 1024 + (i & 0xFF)
+
+
+def write_pcap(path, frames):
+    with open(path, "wb") as f:
+        f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
+        for i, fr in enumerate(frames):
+            f.write(struct.pack("<IIII", i // 1000000, i % 1000000, len(fr), len(fr)))
+            f.write(fr)
+
+
+def spec():
+    def servers(base):
+        return [{"slot": base + i, "address": f"198.18.{2 + base // 16}.{i + 1}",
+                 "mac": f"02:00:00:00:{2 + base // 16:02x}:{i + 1:02x}", "weight": 1}
+                for i in range(SERVERS)]
+    return {"generation": 1, "hash_seed": 2024, "mtu": 1500,
+            "encap": {"source_v4": "198.18.255.0/24", "ttl": 64},
+            "services": [
+                {"id": 1, "name": "dsr", "vip": "198.18.1.1", "port": PORT, "protocol": "tcp",
+                 "scheduler": "maglev", "forwarding": "dsr", "table_size": 65537,
+                 "servers": servers(0)},
+                {"id": 2, "name": "ipip", "vip": "198.18.1.2", "port": PORT, "protocol": "tcp",
+                 "scheduler": "maglev", "forwarding": "ipip", "table_size": 65537,
+                 "servers": servers(SERVERS)}]}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("outdir")
+    ap.add_argument("--flows", type=int, default=16384)
+    ap.add_argument("--syns", type=int, default=1 << 20)
+    ap.add_argument("--dut-mac", default="02:00:00:00:00:01")
+    a = ap.parse_args()
+    if not 1 <= a.flows <= 1 << 24 or not 1 <= a.syns <= 1 << 24:
+        ap.error("--flows and --syns must be in 1..16777216 (198.19.0.0/16 x 256 ports)")
+    out = pathlib.Path(a.outdir)
+    out.mkdir(parents=True, exist_ok=True)
+    mac = mac_bytes(a.dut_mac)
+    order = list(range(a.flows))
+    random.Random(1).shuffle(order)
+    for name, vip in (("established_dsr", VIP_DSR), ("established_ipip", VIP_IPIP)):
+        write_pcap(out / f"{name}.pcap",
+                   [frame(mac, client(i)[0], vip, client(i)[1], 0x10, 1000 + i) for i in order])
+    write_pcap(out / "unique_syn.pcap",
+               [frame(mac, client(i)[0], VIP_DSR, client(i)[1], 0x02, i) for i in range(a.syns)])
+    (out / "spec.json").write_text(json.dumps(spec(), indent=1))
+
+
+if __name__ == "__main__":
+    main()

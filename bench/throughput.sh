@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# Dataplane throughput on one worker core over a memif pair, against testpmd's macswap
+# forwarder on the identical set-up (docs/benchmarks.md, "Dataplane throughput").
+#
+#   bench/throughput.sh [--runs N] [--seconds S] [--warmup W] [--cases a,b,c] [--quick]
+#                       [--hugepages] [--build-dir DIR] [--keep DIR]
+#
+#   --runs N       runs per DUT and case, fulcrum and macswap alternating (default 5)
+#   --seconds S    measurement window per run (default 20), after --warmup W seconds (default 5)
+#   --cases LIST   established_dsr,established_ipip,unique_syn (default: all three)
+#   --quick        smoke test: 1 run of 3 s (1 s warm-up) per DUT and case, 262,144-SYN pcap
+#   --hugepages    both DUTs on 2 MiB hugepages instead of --no-huge (reserves 512 pages with
+#                  scripts/hugepages.sh when fewer are free, and gives them back at exit)
+#   --build-dir    release build with DPDK (default build-bench; configured and built if missing)
+#   --keep DIR     keep the pcaps, logs and results.json in DIR (default: a temporary directory,
+#                  removed at exit)
+#
+# Needs: dpdk-testpmd and the net_memif, net_pcap and net_null drivers (Debian: dpdk),
+# meson, ninja, /usr/bin/python3, timeout(1), root (DPDK with --no-huge still wants it).
+# Uses CPUs 0 and 1: the generator forwards on CPU 0, the DUT on CPU 1. Every process it
+# starts runs under timeout(1) and is stopped by PID on exit, also on Ctrl-C.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+RUNS=5 SECONDS_=20 WARMUP=5 CASES=established_dsr,established_ipip,unique_syn QUICK=0
+BUILD=build-bench KEEP= HUGE=0
+SYNS=1048576 FLOWS=16384
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --runs) RUNS=$2; shift 2 ;;
+    --seconds) SECONDS_=$2; shift 2 ;;
+    --warmup) WARMUP=$2; shift 2 ;;
+    --cases) CASES=$2; shift 2 ;;
+    --quick) QUICK=1; shift ;;
+    --hugepages) HUGE=1; shift ;;
+    --build-dir) BUILD=$2; shift 2 ;;
+    --keep) KEEP=$2; shift 2 ;;
+    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
+    *) echo "throughput.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
+  esac
+done
+if [ "$QUICK" = 1 ]; then RUNS=1 SECONDS_=3 WARMUP=1 SYNS=262144; fi
+case "$RUNS" in ''|*[!0-9]*|0) echo "throughput.sh: --runs must be a positive integer" >&2; exit 2 ;; esac
+
+commit_desc() {  # "abc1234", "abc1234 (modified)" or "unknown (not a git checkout)"
+  local c
+  c=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null) || { echo "unknown (not a git checkout)"; return; }
+  git -C "$ROOT" diff --quiet HEAD -- 2>/dev/null && echo "$c" || echo "$c (modified)"
+}
+die() { echo "throughput.sh: $*" >&2; exit 1; }
+[ "$(id -u)" = 0 ] || die "run as root (DPDK needs it, even with --no-huge)"
+[ "$(nproc)" -ge 2 ] || die "needs 2 CPUs (generator and DUT on separate cores); this host has $(nproc)"
+for t in dpdk-testpmd meson ninja timeout stdbuf /usr/bin/python3; do
+  command -v "$t" >/dev/null || die "'$t' not found (Debian: apt-get install dpdk meson ninja-build python3)"
+done
+PMDS=$(pkg-config --variable=pmdsdir libdpdk 2>/dev/null || true)
+[ -n "$PMDS" ] || PMDS=$(ls -d /usr/lib/*/dpdk/pmds-* 2>/dev/null | head -n1)
+for drv in memif pcap null; do
+  ls "$PMDS"/librte_net_"$drv".so* >/dev/null 2>&1 || die "DPDK driver net_$drv not found in '$PMDS' (Debian: apt-get install dpdk)"
+done
+
+cd "$ROOT"
+if [ ! -f "$BUILD/build.ninja" ]; then
+  echo "== configuring $BUILD (release, DPDK)"
+  meson setup "$BUILD" --buildtype=release -Dcontrol=disabled >/dev/null
+fi
+echo "== building fulcrum-dataplane and fulcrum-snapshot in $BUILD"
+ninja -C "$BUILD" -j2 dataplane/app/fulcrum-dataplane dataplane/fulcrum-snapshot >/dev/null ||
+  die "build failed (run: ninja -C $BUILD -j2 dataplane/app/fulcrum-dataplane); is DPDK enabled in $BUILD?"
+DP="$ROOT/$BUILD/dataplane/app/fulcrum-dataplane"
+SNAPTOOL="$ROOT/$BUILD/dataplane/fulcrum-snapshot"
+[ -x "$DP" ] || die "$DP missing: $BUILD was configured without DPDK (meson configure $BUILD -Ddpdk=enabled)"
+
+if [ -n "$KEEP" ]; then mkdir -p "$KEEP"; WORK=$(cd "$KEEP" && pwd); else WORK=$(mktemp -d /tmp/fulcrum-tput.XXXXXX); fi
+DRIVER= HUGE_BEFORE= HUGE_MOUNTED=0
+cleanup() {
+  if [ -n "$DRIVER" ] && kill -0 "$DRIVER" 2>/dev/null; then
+    kill -TERM "$DRIVER" 2>/dev/null || true
+    for _ in $(seq 1 40); do kill -0 "$DRIVER" 2>/dev/null || break; sleep 0.5; done
+    kill -KILL "$DRIVER" 2>/dev/null || true
+  fi
+  rm -f "$WORK"/*.sock
+  [ -n "$KEEP" ] || rm -rf "$WORK"
+  if [ -n "$HUGE_BEFORE" ]; then echo "$HUGE_BEFORE" >/proc/sys/vm/nr_hugepages || true; fi
+  if [ "$HUGE_MOUNTED" = 1 ]; then umount /dev/hugepages 2>/dev/null || true; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM HUP
+
+HUGEOPT=
+if [ "$HUGE" = 1 ]; then
+  if [ "$(awk '/HugePages_Free/ {print $2}' /proc/meminfo)" -lt 512 ]; then
+    HUGE_BEFORE=$(cat /proc/sys/vm/nr_hugepages)
+    mountpoint -q /dev/hugepages || HUGE_MOUNTED=1
+    "$ROOT/scripts/hugepages.sh" $((HUGE_BEFORE + 512)) >/dev/null
+    [ "$(awk '/HugePages_Free/ {print $2}' /proc/meminfo)" -ge 512 ] || die "could not reserve 512 free 2 MiB hugepages"
+  fi
+  HUGEOPT=--hugepages
+fi
+
+echo "== writing pcaps ($FLOWS flows, $SYNS unique SYNs) and the snapshot into $WORK"
+/usr/bin/python3 "$ROOT/bench/gen_pcap.py" "$WORK" --flows "$FLOWS" --syns "$SYNS"
+"$SNAPTOOL" build "$WORK/spec.json" -o "$WORK/bench.snap" >/dev/null
+
+echo "== $(date -u +%FT%TZ) commit $(commit_desc), $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg)"
+SYNCAP=131072
+[ "$QUICK" = 1 ] && SYNCAP=32768
+/usr/bin/python3 "$ROOT/bench/throughput.py" --workdir "$WORK" --dataplane "$DP" --snapshot "$WORK/bench.snap" \
+  --cases "$CASES" --runs "$RUNS" --seconds "$SECONDS_" --warmup "$WARMUP" --syn-capacity "$SYNCAP" \
+  --frames "{\"established_dsr\": $FLOWS, \"established_ipip\": $FLOWS, \"unique_syn\": $SYNS}" \
+  --json "$WORK/results.json" $HUGEOPT &
+DRIVER=$!
+RC=0
+wait "$DRIVER" || RC=$?
+DRIVER=
+exit $RC
