@@ -1,5 +1,7 @@
 #include <gtest/gtest.h>
 
+#include <random>
+
 #include <set>
 
 #include "fulcrum/bytes.hpp"
@@ -114,6 +116,39 @@ TEST(Rewrite, OuterSourceSpreadsInsideThePrefix) {
         s6.insert({out, out + 16});
     }
     EXPECT_EQ(s6.size(), 1000u);
+}
+
+TEST(Rewrite, OuterSourceKeepsExactlyThePrefixBits) {
+    // Reference: bit by bit, prefix bits from the configured address, the rest from the host
+    // part (which the implementation derives from the hash).
+    std::mt19937_64 rng(5);
+    for (unsigned len : {0u, 1u, 7u, 8u, 21u, 24u, 31u, 32u}) {
+        EncapParams e = params();
+        e.src4_len = static_cast<uint8_t>(len);
+        for (int i = 0; i < 200; ++i) {
+            uint8_t a[4], b[4];
+            encap_source_v4(e, rng(), a);
+            encap_source_v4(e, rng(), b);
+            for (unsigned bit = 0; bit < len; ++bit)
+                ASSERT_EQ((a[bit / 8] >> (7 - bit % 8)) & 1, (e.src4[bit / 8] >> (7 - bit % 8)) & 1) << len;
+            if (len < 32) continue;
+            EXPECT_EQ(0, std::memcmp(a, b, 4));  // /32: always the configured address
+        }
+    }
+    for (unsigned len : {0u, 9u, 48u, 64u, 65u, 100u, 127u, 128u}) {
+        EncapParams e = params();
+        e.src6_len = static_cast<uint8_t>(len);
+        std::set<std::vector<uint8_t>> seen;
+        for (int i = 0; i < 200; ++i) {
+            uint8_t a[16];
+            encap_source_v6(e, rng(), a);
+            for (unsigned bit = 0; bit < len; ++bit)
+                ASSERT_EQ((a[bit / 8] >> (7 - bit % 8)) & 1, (e.src6[bit / 8] >> (7 - bit % 8)) & 1) << len;
+            seen.insert({a, a + 16});
+        }
+        // The host bits vary with the hash (/127 leaves one of them, /128 none).
+        EXPECT_EQ(seen.size(), len == 128 ? 1u : len == 127 ? 2u : 200u) << len;
+    }
 }
 
 TEST(Rewrite, Ipv6InIpv6) {

@@ -20,34 +20,31 @@ EncapParams EncapParams::from(const fl_snap_header& h) {
 }
 
 namespace {
-// Keeps the first `len` bits of `prefix`, fills the rest from `host`.
-void apply_prefix(const uint8_t* prefix, unsigned len, const uint8_t* host, uint8_t* out, unsigned n) {
-    for (unsigned i = 0; i < n; ++i) {
-        const unsigned bit = i * 8;
-        uint8_t mask;
-        if (len >= bit + 8)
-            mask = 0xFF;
-        else if (len <= bit)
-            mask = 0;
-        else
-            mask = static_cast<uint8_t>(0xFF << (8 - (len - bit)));
-        out[i] = static_cast<uint8_t>((prefix[i] & mask) | (host[i] & ~mask));
-    }
+// The first `len` bits set (len 0..64), most significant first.
+inline uint64_t prefix_mask64(unsigned len) { return len == 0 ? 0 : ~uint64_t{0} << (64 - std::min(len, 64u)); }
+
+inline uint64_t load_be64(const uint8_t* p) { return (uint64_t{load_be32(p)} << 32) | load_be32(p + 4); }
+inline void store_be64(uint8_t* p, uint64_t v) {
+    store_be32(p, static_cast<uint32_t>(v >> 32));
+    store_be32(p + 4, static_cast<uint32_t>(v));
 }
 }  // namespace
 
+// Outer source addresses: the configured prefix's bits, the rest from the flow hash. Whole
+// words with a mask: these run for every encapsulated packet.
 void encap_source_v4(const EncapParams& e, uint64_t hash, uint8_t out[4]) {
-    uint8_t host[4];
-    store_be32(host, static_cast<uint32_t>(hash ^ (hash >> 32)));
-    apply_prefix(e.src4, e.src4_len, host, out, 4);
+    const auto m = static_cast<uint32_t>(prefix_mask64(e.src4_len) >> 32);
+    const auto host = static_cast<uint32_t>(hash ^ (hash >> 32));
+    store_be32(out, (load_be32(e.src4) & m) | (host & ~m));
 }
 
 void encap_source_v6(const EncapParams& e, uint64_t hash, uint8_t out[16]) {
-    uint8_t host[16];
-    const uint64_t mixed = hash * 0x9E3779B97F4A7C15ull;
-    std::memcpy(host, &hash, 8);
-    std::memcpy(host + 8, &mixed, 8);
-    apply_prefix(e.src6, e.src6_len, host, out, 16);
+    const uint64_t host[2] = {hash, hash * 0x9E3779B97F4A7C15ull};
+    const unsigned len = e.src6_len;
+    const uint64_t m0 = prefix_mask64(len);
+    const uint64_t m1 = prefix_mask64(len > 64 ? len - 64 : 0);
+    store_be64(out, (load_be64(e.src6) & m0) | (host[0] & ~m0));
+    store_be64(out + 8, (load_be64(e.src6 + 8) & m1) | (host[1] & ~m1));
 }
 
 bool encapsulate(Frame& f, const Parsed& p, uint8_t forwarding, const uint8_t* server_addr,
@@ -57,7 +54,12 @@ bool encapsulate(Frame& f, const Parsed& p, uint8_t forwarding, const uint8_t* s
     const uint32_t oh = encap_overhead(forwarding, v6);
     const uint32_t l2 = p.l3_off;
     if (!f.prepend(oh)) return false;
-    std::memmove(f.data, f.data + oh, l2);
+    // Move the L2 header (14, 18 or 22 bytes) to the new front with one fixed-size copy: the
+    // bytes it carries past the header land where the outer IP header is written next.
+    static_assert(eth::kHeaderLen + 2 * eth::kVlanLen == 22);
+    uint8_t l2hdr[22];
+    std::memcpy(l2hdr, f.data + oh, sizeof l2hdr);
+    std::memcpy(f.data, l2hdr, sizeof l2hdr);
     uint8_t* ip = f.data + l2;
     const uint32_t inner_len = p.l3_len;
     const bool gue = forwarding == FL_FWD_GUE;
