@@ -224,38 +224,58 @@ class Bench:
                                                   "--idle-sleep-us", "0"],
                       logf, self.a.limit)
             d.sock = sock
-            deadline = time.time() + 60
+        else:
+            d = Testpmd(eal, ["--forward-mode=macswap", "--port-topology=loop", "--nb-cores=1",
+                              "--total-num-mbufs=16384", "--record-burst-stats", "--record-core-cycles"], logf, self.a.limit)
+        d.prefix = prefix
+        try:
+            self.wait_dut_ready(d, kind)
+        except BaseException:
+            d.stop()
+            remove_runtime_dir(prefix)
+            raise
+        return d
+
+    def wait_dut_ready(self, d, kind):
+        deadline = time.time() + 60
+        if kind == "fulcrum":
             while True:
                 if not d.alive():
                     raise RuntimeError(f"fulcrum-dataplane exited ({d.proc.returncode}):\n{d.text()[-3000:]}")
                 try:
-                    h = dp_request(sock, 3)
+                    h = dp_request(d.sock, 3)
                     if h.get("status") == "running" and h.get("snapshot_loaded") and h.get("uplink_link_up"):
-                        break
+                        return
                 except (OSError, RuntimeError, ValueError):
                     pass
                 if time.time() > deadline:
                     raise RuntimeError(f"fulcrum-dataplane not forwarding with its memif link up after 60 s:\n{d.text()[-3000:]}")
                 time.sleep(0.1)
-        else:
-            d = Testpmd(eal, ["--forward-mode=macswap", "--port-topology=loop", "--nb-cores=1",
-                              "--total-num-mbufs=16384", "--record-burst-stats", "--record-core-cycles"], logf, self.a.limit)
-            d.wait_for(r"testpmd> ", 1, 60, "macswap testpmd")
-            d.cmd("start")
-            deadline = time.time() + 60
-            while True:
-                d.cmd("show port info 0")
-                t = d.wait_for(r"Link status: ", 1, 30, "macswap link")
-                if t.rstrip().count("Link status: up") >= 1:
-                    break
-                if time.time() > deadline:
-                    raise RuntimeError("macswap testpmd: memif link not up after 60 s")
-                time.sleep(0.3)
-        d.prefix = prefix
-        return d
+        d.wait_for(r"testpmd> ", 1, 60, "macswap testpmd")
+        d.cmd("start")
+        while True:
+            d.cmd("show port info 0")
+            t = d.wait_for(r"Link status: ", 1, 30, "macswap link")
+            if t.rstrip().count("Link status: up") >= 1:
+                return
+            if time.time() > deadline:
+                raise RuntimeError("macswap testpmd: memif link not up after 60 s")
+            time.sleep(0.3)
+
+    def start_dut_retrying(self, kind, case, attempts=3):
+        # The memif client occasionally fails to connect right after the previous DUT left
+        # (the generator's listener is still tearing that connection down): try again.
+        for attempt in range(1, attempts + 1):
+            try:
+                return self.start_dut(kind, case)
+            except RuntimeError as e:
+                if attempt == attempts or "memif" not in str(e):
+                    raise
+                log(f"  ({kind} did not connect to the generator's memif, attempt {attempt} of {attempts}; retrying)")
+                time.sleep(2)
 
     def run_one(self, g, case, kind):
-        d = self.start_dut(kind, case)
+        d = self.start_dut_retrying(kind, case)
         try:
             g.cmd("start")
             time.sleep(self.a.warmup)
