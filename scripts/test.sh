@@ -104,7 +104,31 @@ else
   record e2e end-to-end skip "fulcrumd or fulcrum-dataplane was not built"
 fi
 
-# 6. Fuzzers, each for a bounded time.
+# 6. Benchmarks still run (not timed: a short smoke run of each kind, figures ignored).
+if [ -x build/bench/core-bench ]; then
+  echo "== bench-core (smoke)"
+  if timeout --kill-after=30 600 build/bench/core-bench --benchmark_min_time=0.01 \
+       --benchmark_filter='^(Parse/ipv4_tcp|Pipeline/established_dsr|Pipeline/unique_syn)$' \
+       >"$RESULTS/bench-core.log" 2>&1 && grep -q "fwd=1" "$RESULTS/bench-core.log"; then
+    record bench-core "core-bench runs and forwards" pass
+  else
+    tail -n 30 "$RESULTS/bench-core.log"
+    record bench-core "core-bench runs and forwards" fail "core-bench failed (log: build/test-results/bench-core.log)"
+  fi
+fi
+if [ -x build/dataplane/app/fulcrum-dataplane ] && command -v dpdk-testpmd >/dev/null; then
+  echo "== bench-throughput (smoke: bench/throughput.sh --quick, one case)"
+  if timeout --kill-after=30 900 bench/throughput.sh --quick --cases established_dsr --build-dir build \
+       >"$RESULTS/bench-throughput.log" 2>&1 &&
+     grep -Eq '^established_dsr +[0-9.]+ +[0-9.]+ +[0-9.]+ +[0-9.]+ +[0-9.]+$' "$RESULTS/bench-throughput.log"; then
+    record bench-throughput "throughput.sh runs both DUTs" pass
+  else
+    tail -n 30 "$RESULTS/bench-throughput.log"
+    record bench-throughput "throughput.sh runs both DUTs" fail "bench/throughput.sh --quick failed (log: build/test-results/bench-throughput.log)"
+  fi
+fi
+
+# 7. Fuzzers, each for a bounded time.
 for target in parse snapshot; do
   echo "== fuzz-$target (${FUZZ_SECONDS}s)"
   if timeout --kill-after=30 $((FUZZ_SECONDS + 600)) scripts/fuzz.sh "$target" "$FUZZ_SECONDS" \
