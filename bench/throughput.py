@@ -269,7 +269,8 @@ class Bench:
             try:
                 return self.start_dut(kind, case)
             except RuntimeError as e:
-                if attempt == attempts or "memif" not in str(e):
+                msg = str(e)
+                if attempt == attempts or not ("Failed to connect socket" in msg or "memif link not up" in msg):
                     raise
                 log(f"  ({kind} did not connect to the generator's memif, attempt {attempt} of {attempts}; retrying)")
                 time.sleep(2)
@@ -395,7 +396,8 @@ def main():
     a = ap.parse_args()
     a.gen_main_cpu = a.dut_cpu
     a.dut_main_cpu = a.gen_cpu
-    a.limit = int(a.runs * 2 * (a.seconds + a.warmup + 40) + 300)  # backstop per process
+    # Backstop per process: every run of a case, with up to 3 start attempts of 90 s per DUT.
+    a.limit = int(a.runs * 2 * (a.seconds + a.warmup + 40 + 3 * 90) + 300)
     for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(s, lambda *_: (stop_all(), sys.exit(130)))
     b = Bench(a)

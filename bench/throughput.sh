@@ -76,7 +76,8 @@ DRIVER= HUGE_BEFORE= HUGE_MOUNTED=0
 cleanup() {
   if [ -n "$DRIVER" ] && kill -0 "$DRIVER" 2>/dev/null; then
     kill -TERM "$DRIVER" 2>/dev/null || true
-    for _ in $(seq 1 40); do kill -0 "$DRIVER" 2>/dev/null || break; sleep 0.5; done
+    # The driver stops its DPDK processes (up to 2 x 15 s each) before it exits.
+    for _ in $(seq 1 150); do kill -0 "$DRIVER" 2>/dev/null || break; sleep 0.5; done
     kill -KILL "$DRIVER" 2>/dev/null || true
   fi
   rm -f "$WORK"/*.sock

@@ -457,7 +457,25 @@ TEST_F(Forward, IpipEncapsulatesAndHandlesMtu) {
     // Too big without DF: forwarded for fragmentation.
     b.df = false;
     FrameBuf frag(b.build(), 4096);
-    EXPECT_EQ(run(frag).action, Action::forward_fragments);
+    const uint32_t frame_len = frag.f.len;
+    const WorkerCounters& c = w.counters();
+    const uint64_t fwd = c.forwarded.get(), dropped = c.dropped.get();
+    const Verdict v = run(frag);
+    ASSERT_EQ(v.action, Action::forward_fragments);
+    const uint32_t sid = v.service, slot = v.server;
+    ASSERT_LT(slot, 3u);
+    EXPECT_EQ(v.bytes, frame_len);  // counted as received, before encapsulation
+    const uint64_t spk = c.services[sid].packets.get(), sby = c.services[sid].bytes.get();
+    const uint64_t pk = c.servers[slot].packets.get(), by = c.servers[slot].bytes.get();
+    // An adapter that cannot send the fragments takes every count back and records a drop.
+    w.uncount_forward(v, Drop::alloc_failed);
+    EXPECT_EQ(c.forwarded.get(), fwd);
+    EXPECT_EQ(c.dropped.get(), dropped + 1);
+    EXPECT_EQ(drops(Drop::alloc_failed), 1u);
+    EXPECT_EQ(c.services[sid].packets.get(), spk - 1);
+    EXPECT_EQ(c.services[sid].bytes.get(), sby - frame_len);
+    EXPECT_EQ(c.servers[slot].packets.get(), pk - 1);
+    EXPECT_EQ(c.servers[slot].bytes.get(), by - frame_len);
 }
 
 TEST_F(Forward, ActiveGaugeTracksEvictionAndExpiry) {

@@ -146,6 +146,13 @@ TEST(Rewrite, OuterSourceKeepsExactlyThePrefixBits) {
                 ASSERT_EQ((a[bit / 8] >> (7 - bit % 8)) & 1, (e.src6[bit / 8] >> (7 - bit % 8)) & 1) << len;
             seen.insert({a, a + 16});
         }
+        if (len == 64) {  // the host half is the remixed hash as laid out in memory, as before
+            const uint64_t h = rng();
+            const uint64_t mixed = h * 0x9E3779B97F4A7C15ull;
+            uint8_t a[16];
+            encap_source_v6(e, h, a);
+            EXPECT_EQ(0, std::memcmp(a + 8, &mixed, 8));
+        }
         // The host bits vary with the hash (/127 leaves one of them, /128 none).
         EXPECT_EQ(seen.size(), len == 128 ? 1u : len == 127 ? 2u : 200u) << len;
     }

@@ -266,7 +266,7 @@ __attribute__((always_inline)) inline Verdict Worker::send_to_server(Frame& f, c
     ctr_.forwarded.add();
     if (action == Action::forward_fragments) {
         const uint32_t mtu = s.encap().mtu ? std::min<uint32_t>(s.encap().mtu, cfg_.mtu) : cfg_.mtu;
-        return {action, Drop::none, p.l3_off, static_cast<uint16_t>(mtu)};
+        return {action, Drop::none, p.l3_off, static_cast<uint16_t>(mtu), static_cast<uint16_t>(svc.id), slot, bytes};
     }
     return {action, Drop::none};
 }

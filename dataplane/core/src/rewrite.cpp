@@ -39,12 +39,17 @@ void encap_source_v4(const EncapParams& e, uint64_t hash, uint8_t out[4]) {
 }
 
 void encap_source_v6(const EncapParams& e, uint64_t hash, uint8_t out[16]) {
-    const uint64_t host[2] = {hash, hash * 0x9E3779B97F4A7C15ull};
+    // The host bits are the hash and a remix of it as laid out in memory (as in earlier
+    // releases, so a flow keeps its outer source across an upgrade).
+    uint8_t host[16];
+    const uint64_t mixed = hash * 0x9E3779B97F4A7C15ull;
+    std::memcpy(host, &hash, 8);
+    std::memcpy(host + 8, &mixed, 8);
     const unsigned len = e.src6_len;
     const uint64_t m0 = prefix_mask64(len);
     const uint64_t m1 = prefix_mask64(len > 64 ? len - 64 : 0);
-    store_be64(out, (load_be64(e.src6) & m0) | (host[0] & ~m0));
-    store_be64(out + 8, (load_be64(e.src6 + 8) & m1) | (host[1] & ~m1));
+    store_be64(out, (load_be64(e.src6) & m0) | (load_be64(host) & ~m0));
+    store_be64(out + 8, (load_be64(e.src6 + 8) & m1) | (load_be64(host + 8) & ~m1));
 }
 
 bool encapsulate(Frame& f, const Parsed& p, uint8_t forwarding, const uint8_t* server_addr,

@@ -54,12 +54,9 @@ struct WorkerLoop {
 
     void send_fragments(rte_mbuf* m, Frame& f, const Verdict& v) {
         rte_mbuf* extra[kMaxFragments];
-        WorkerCounters& c = w.core->counters();
         // The core counted the frame as forwarded; a frame that cannot be sent is a drop.
         if (rte_pktmbuf_alloc_bulk(pool, extra, kMaxFragments) != 0) {
-            c.forwarded.sub();
-            c.drops[static_cast<unsigned>(Drop::alloc_failed)].add();
-            c.dropped.add();
+            w.core->uncount_forward(v, Drop::alloc_failed);
             rte_pktmbuf_free(m);
             return;
         }
@@ -67,9 +64,7 @@ struct WorkerLoop {
         for (unsigned i = 0; i < kMaxFragments; ++i) outs[i] = frame_of(extra[i]);
         const int n = fragment_ipv4(f, v.l3_off, v.mtu, {outs, kMaxFragments});
         if (n < 0) {
-            c.forwarded.sub();
-            c.drops[static_cast<unsigned>(Drop::too_big)].add();
-            c.dropped.add();
+            w.core->uncount_forward(v, Drop::too_big);
             rte_pktmbuf_free(m);
             rte_pktmbuf_free_bulk(extra, kMaxFragments);
             return;

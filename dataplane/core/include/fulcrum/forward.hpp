@@ -147,6 +147,11 @@ struct Verdict {
     Drop drop = Drop::none;
     uint16_t l3_off = 0;  // forward_fragments: where the outer IPv4 header starts
     uint16_t mtu = 0;     // forward_fragments: largest fragment (IP bytes)
+    // forward_fragments: what was counted for the frame, so that an adapter that cannot send
+    // it can take the counts back (Worker::uncount_forward).
+    uint16_t service = 0;
+    uint32_t server = 0;
+    uint32_t bytes = 0;
 };
 
 struct WorkerConfig {
@@ -194,6 +199,23 @@ public:
     WorkerCounters& counters() { return ctr_; }
     const WorkerConfig& config() const { return cfg_; }
     void set_parse_checksum(bool verify) { popt_.verify_ipv4_checksum = verify; }
+
+    // A forward_fragments frame the adapter could not send (no buffers, fragmentation
+    // failed): takes back its forwarded, service and server counts, which then count it as a
+    // drop with `reason`.
+    void uncount_forward(const Verdict& v, Drop reason) {
+        ctr_.forwarded.sub();
+        if (v.service < ctr_.max_services) {
+            ctr_.services[v.service].packets.sub();
+            ctr_.services[v.service].bytes.sub(v.bytes);
+        }
+        if (v.server < ctr_.max_servers) {
+            ctr_.servers[v.server].packets.sub();
+            ctr_.servers[v.server].bytes.sub(v.bytes);
+        }
+        ctr_.drops[static_cast<unsigned>(reason)].add();
+        ctr_.dropped.add();
+    }
 
 private:
     Verdict drop(Drop d) {
