@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <filesystem>
 #include <map>
 #include <random>
 #include <set>
@@ -267,6 +268,10 @@ int main(int argc, char** argv) {
     }
     spdlog::set_level(spdlog::level::warn);
     const int rc = RUN_ALL_TESTS();
+    // EAL leaves its runtime directory (/var/run/dpdk/PREFIX) behind: remove it.
+    const std::string runtime_dir = rte_eal_get_runtime_dir();
     rte_eal_cleanup();
+    std::error_code ec;
+    std::filesystem::remove_all(runtime_dir, ec);
     return rc;
 }

@@ -117,6 +117,9 @@ def test_second_dataplane_on_the_same_socket_is_refused(dp, tmp_path):
                  "-l", "0-1", "--vdev", f"net_pcap0,rx_pcap={tmp_path}/e2.pcap,tx_pcap={tmp_path}/o2.pcap",
                  "--", "--uplink", "net_pcap0", "--control-socket", str(dp.socket)],
             log=tmp_path / "d2.log")
-        d2.proc.wait(30)
+        try:
+            d2.proc.wait(30)
+        finally:
+            d2.stop()
         raise RuntimeError(d2.log())
     assert dp.alive()

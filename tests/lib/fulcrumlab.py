@@ -29,6 +29,17 @@ _live_processes = []
 _live_namespaces = []
 
 
+def remove_dpdk_runtime_dir(prefix):
+    """Removes the EAL runtime directory of a stopped DPDK process (EAL leaves it behind)."""
+    d = pathlib.Path("/var/run/dpdk") / prefix
+    if d.is_dir():
+        for f in d.iterdir():
+            with contextlib.suppress(OSError):
+                f.unlink()
+        with contextlib.suppress(OSError):
+            d.rmdir()
+
+
 def unique(prefix):
     """A name unique to this process and call (for namespaces, file prefixes, sockets)."""
     return f"{prefix}{os.getpid() % 100000}x{next(_counter)}"
@@ -191,6 +202,11 @@ class Dataplane(Process):
             time.sleep(0.1)
         self.stop()
         raise RuntimeError(f"fulcrum-dataplane not ready after {timeout}s:\n{self.log()}")
+
+    def stop(self, timeout=15):
+        rc = super().stop(timeout)
+        remove_dpdk_runtime_dir(self.prefix)
+        return rc
 
     def client(self):
         return DpClient(self.socket)
