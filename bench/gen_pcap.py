@@ -19,6 +19,10 @@ import json
 import pathlib
 import random
 import struct
+import sys
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "tests" / "lib"))
+from fulcrumlab import write_pcap  # noqa: E402
 
 VIP_DSR = bytes([198, 18, 1, 1])
 VIP_IPIP = bytes([198, 18, 1, 2])
@@ -56,14 +60,6 @@ def client(i):
     """Flow i: client 198.19.x.y (256 flows per address), source port 1024 + i % 256."""
     a = i >> 8
     return bytes([198, 19, (a >> 8) & 0xFF, a & 0xFF]), 1024 + (i & 0xFF)
-
-
-def write_pcap(path, frames):
-    with open(path, "wb") as f:
-        f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
-        for i, fr in enumerate(frames):
-            f.write(struct.pack("<IIII", i // 1000000, i % 1000000, len(fr), len(fr)))
-            f.write(fr)
 
 
 def spec():

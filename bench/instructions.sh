@@ -39,26 +39,14 @@ while [ $# -gt 0 ]; do
     *) echo "instructions.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
-commit_desc() {  # "abc1234", "abc1234 (modified)" or "unknown (not a git checkout)"
-  local c
-  c=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null) || { echo "unknown (not a git checkout)"; return; }
-  git -C "$ROOT" diff --quiet HEAD -- 2>/dev/null && echo "$c" || echo "$c (modified)"
-}
-die() { echo "instructions.sh: $*" >&2; exit 1; }
+NAME=instructions.sh
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
 [ "$(id -u)" = 0 ] || die "run as root (DPDK needs it, even with --no-huge)"
 for t in valgrind callgrind_annotate dpdk-testpmd meson ninja timeout /usr/bin/python3; do
   command -v "$t" >/dev/null || die "'$t' not found (Debian: apt-get install valgrind dpdk meson ninja-build python3)"
 done
-cd "$ROOT"
-if [ ! -f "$BUILD/build.ninja" ]; then
-  echo "== configuring $BUILD (release, DPDK)"
-  meson setup "$BUILD" --buildtype=release -Dcontrol=disabled >/dev/null
-fi
-echo "== building fulcrum-dataplane and fulcrum-snapshot in $BUILD"
-ninja -C "$BUILD" -j2 dataplane/app/fulcrum-dataplane dataplane/fulcrum-snapshot >/dev/null ||
-  die "build failed (run: ninja -C $BUILD -j2 dataplane/app/fulcrum-dataplane); is DPDK enabled in $BUILD?"
-DP="$ROOT/$BUILD/dataplane/app/fulcrum-dataplane"
-[ -x "$DP" ] || die "$DP missing: $BUILD was configured without DPDK"
+build_dataplane
 
 if [ -n "$KEEP" ]; then mkdir -p "$KEEP"; WORK=$(cd "$KEEP" && pwd); else WORK=$(mktemp -d /tmp/fulcrum-instr.XXXXXX); fi
 PID= PREFIX=
@@ -83,21 +71,19 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM HUP
 
 /usr/bin/python3 "$ROOT/bench/gen_pcap.py" "$WORK" --flows 16384 --syns 131072 >/dev/null
-"$ROOT/$BUILD/dataplane/fulcrum-snapshot" build "$WORK/spec.json" -o "$WORK/bench.snap" >/dev/null
+"$SNAPTOOL" build "$WORK/spec.json" -o "$WORK/bench.snap" >/dev/null
 LIMIT=$((LONG + 400))
 VG=(valgrind --tool=callgrind --separate-threads=yes --fair-sched=yes)
 EAL_COMMON=(-l 0-1 --no-huge -m 1024 --no-pci --iova-mode=va --log-level '*:warning')
 
 counters() {  # counters of the dataplane at socket $1 as "rx polls busy_polls inserts evictions"
-  /usr/bin/python3 - "$1" <<'EOF'
-import json, socket, struct, sys
-s = socket.socket(socket.AF_UNIX); s.settimeout(60); s.connect(sys.argv[1]); s.sendall(struct.pack("<IB", 1, 2))
-b = b""
-while len(b) < 5 or len(b) < 4 + struct.unpack("<I", b[:4])[0]:
-    c = s.recv(1 << 16)
-    if not c: break
-    b += c
-c = json.loads(b[5:]); q = c["queues"][0]; t = c["conntables"][0]
+  /usr/bin/python3 - "$1" "$ROOT/tests/lib" <<'EOF'
+import sys
+sys.path.insert(0, sys.argv[2])
+from fulcrumlab import DpClient
+with DpClient(sys.argv[1], timeout=60) as client:
+    c = client.counters()
+q, t = c["queues"][0], c["conntables"][0]
 print(c["rx"], q["polls"], q["busy_polls"], t["inserts"], t["evictions"])
 EOF
 }

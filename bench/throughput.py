@@ -25,12 +25,13 @@ import os
 import pathlib
 import re
 import signal
-import socket
 import statistics
-import struct
 import subprocess
 import sys
 import time
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "tests" / "lib"))
+from fulcrumlab import ControlError, DpClient, remove_dpdk_runtime_dir  # noqa: E402
 
 CHILDREN = []
 
@@ -139,32 +140,9 @@ class Testpmd(Child):
         return self.stop()
 
 
-def dp_request(path, op):
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.settimeout(10)
-    s.connect(str(path))
-    try:
-        s.sendall(struct.pack("<IB", 1, op))
-
-        def read(n):
-            b = b""
-            while len(b) < n:
-                c = s.recv(n - len(b))
-                if not c:
-                    raise RuntimeError("control socket closed")
-                b += c
-            return b
-        length, status = struct.unpack("<IB", read(5))
-        body = read(length - 1)
-        if status != 0:
-            raise RuntimeError(body.decode(errors="replace"))
-        return json.loads(body)
-    finally:
-        s.close()
-
-
 def fulcrum_counters(path):
-    c = dp_request(path, 2)
+    with DpClient(path) as client:
+        c = client.counters()
     q = c["queues"][0]
     ct = c["conntables"][0]
     return {"rx": c["rx"], "forwarded": c["forwarded"], "dropped": c["dropped"], "polls": q["polls"],
@@ -232,7 +210,7 @@ class Bench:
             self.wait_dut_ready(d, kind)
         except BaseException:
             d.stop()
-            remove_runtime_dir(prefix)
+            remove_dpdk_runtime_dir(prefix)
             raise
         return d
 
@@ -243,10 +221,11 @@ class Bench:
                 if not d.alive():
                     raise RuntimeError(f"fulcrum-dataplane exited ({d.proc.returncode}):\n{d.text()[-3000:]}")
                 try:
-                    h = dp_request(d.sock, 3)
+                    with DpClient(d.sock) as client:
+                        h = client.health()
                     if h.get("status") == "running" and h.get("snapshot_loaded") and h.get("uplink_link_up"):
                         return
-                except (OSError, RuntimeError, ValueError):
+                except (OSError, ControlError, ValueError):
                     pass
                 if time.time() > deadline:
                     raise RuntimeError(f"fulcrum-dataplane not forwarding with its memif link up after 60 s:\n{d.text()[-3000:]}")
@@ -330,7 +309,7 @@ class Bench:
                 d.stop()
             else:
                 d.quit()
-            remove_runtime_dir(d.prefix)
+            remove_dpdk_runtime_dir(d.prefix)
 
     def run_case(self, case, pcap, frames):
         log(f"\n== case {case}: {frames} frames in {pcap.name}, {self.a.runs} runs of {self.a.seconds} s "
@@ -354,22 +333,8 @@ class Bench:
                         f"generator produced {res['offered_mpps']:.3f})  {extra}")
         finally:
             g.quit()
-            remove_runtime_dir(g.prefix)
+            remove_dpdk_runtime_dir(g.prefix)
         return rows
-
-
-def remove_runtime_dir(prefix):
-    d = pathlib.Path("/var/run/dpdk") / prefix
-    if d.is_dir():
-        for f in d.iterdir():
-            try:
-                f.unlink()
-            except OSError:
-                pass
-        try:
-            d.rmdir()
-        except OSError:
-            pass
 
 
 def main():

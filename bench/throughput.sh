@@ -42,12 +42,9 @@ done
 if [ "$QUICK" = 1 ]; then RUNS=1 SECONDS_=3 WARMUP=1 SYNS=262144; fi
 case "$RUNS" in ''|*[!0-9]*|0) echo "throughput.sh: --runs must be a positive integer" >&2; exit 2 ;; esac
 
-commit_desc() {  # "abc1234", "abc1234 (modified)" or "unknown (not a git checkout)"
-  local c
-  c=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null) || { echo "unknown (not a git checkout)"; return; }
-  git -C "$ROOT" diff --quiet HEAD -- 2>/dev/null && echo "$c" || echo "$c (modified)"
-}
-die() { echo "throughput.sh: $*" >&2; exit 1; }
+NAME=throughput.sh
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
 [ "$(id -u)" = 0 ] || die "run as root (DPDK needs it, even with --no-huge)"
 [ "$(nproc)" -ge 2 ] || die "needs 2 CPUs (generator and DUT on separate cores); this host has $(nproc)"
 for t in dpdk-testpmd meson ninja timeout stdbuf /usr/bin/python3; do
@@ -59,17 +56,7 @@ for drv in memif pcap null; do
   ls "$PMDS"/librte_net_"$drv".so* >/dev/null 2>&1 || die "DPDK driver net_$drv not found in '$PMDS' (Debian: apt-get install dpdk)"
 done
 
-cd "$ROOT"
-if [ ! -f "$BUILD/build.ninja" ]; then
-  echo "== configuring $BUILD (release, DPDK)"
-  meson setup "$BUILD" --buildtype=release -Dcontrol=disabled >/dev/null
-fi
-echo "== building fulcrum-dataplane and fulcrum-snapshot in $BUILD"
-ninja -C "$BUILD" -j2 dataplane/app/fulcrum-dataplane dataplane/fulcrum-snapshot >/dev/null ||
-  die "build failed (run: ninja -C $BUILD -j2 dataplane/app/fulcrum-dataplane); is DPDK enabled in $BUILD?"
-DP="$ROOT/$BUILD/dataplane/app/fulcrum-dataplane"
-SNAPTOOL="$ROOT/$BUILD/dataplane/fulcrum-snapshot"
-[ -x "$DP" ] || die "$DP missing: $BUILD was configured without DPDK (meson configure $BUILD -Ddpdk=enabled)"
+build_dataplane
 
 if [ -n "$KEEP" ]; then mkdir -p "$KEEP"; WORK=$(cd "$KEEP" && pwd); else WORK=$(mktemp -d /tmp/fulcrum-tput.XXXXXX); fi
 DRIVER= HUGE_BEFORE= HUGE_MOUNTED=0

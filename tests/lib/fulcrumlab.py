@@ -40,6 +40,15 @@ def remove_dpdk_runtime_dir(prefix):
             d.rmdir()
 
 
+def write_pcap(path, frames):
+    """Writes raw Ethernet frames as a pcap file, without scapy (fast for large inputs)."""
+    with open(path, "wb") as f:
+        f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
+        for i, fr in enumerate(frames):
+            f.write(struct.pack("<IIII", i // 1000000, i % 1000000, len(fr), len(fr)))
+            f.write(fr)
+
+
 def unique(prefix):
     """A name unique to this process and call (for namespaces, file prefixes, sockets)."""
     return f"{prefix}{os.getpid() % 100000}x{next(_counter)}"
