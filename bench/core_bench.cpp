@@ -169,28 +169,19 @@ void add_parse(const std::string& name, std::vector<uint8_t> frame, bool verify_
 constexpr size_t kHashKeys = 4096;  // a key set that stays in L1/L2: the hash alone
 
 void add_hash() {
-    benchmark::RegisterBenchmark("Hash/flow_hash_v4", [](benchmark::State& st) {
-        std::vector<FlowKey> keys;
-        for (size_t i = 0; i < kHashKeys; ++i) keys.push_back(key_v4(i * 7919));
-        size_t i = 0;
-        for (auto _ : st) {
-            uint64_t h = flow_hash(keys[i], kSeed);
-            benchmark::DoNotOptimize(h);
-            i = (i + 1) & (kHashKeys - 1);
-        }
-        st.SetItemsProcessed(st.iterations());
-    });
-    benchmark::RegisterBenchmark("Hash/flow_hash_v6", [](benchmark::State& st) {
-        std::vector<FlowKey> keys;
-        for (size_t i = 0; i < kHashKeys; ++i) keys.push_back(key_v6(i * 7919));
-        size_t i = 0;
-        for (auto _ : st) {
-            uint64_t h = flow_hash(keys[i], kSeed);
-            benchmark::DoNotOptimize(h);
-            i = (i + 1) & (kHashKeys - 1);
-        }
-        st.SetItemsProcessed(st.iterations());
-    });
+    for (const auto& [name, make] : {std::pair{"Hash/flow_hash_v4", &key_v4}, std::pair{"Hash/flow_hash_v6", &key_v6}}) {
+        benchmark::RegisterBenchmark(name, [make = make](benchmark::State& st) {
+            std::vector<FlowKey> keys;
+            for (size_t i = 0; i < kHashKeys; ++i) keys.push_back(make(i * 7919));
+            size_t i = 0;
+            for (auto _ : st) {
+                uint64_t h = flow_hash(keys[i], kSeed);
+                benchmark::DoNotOptimize(h);
+                i = (i + 1) & (kHashKeys - 1);
+            }
+            st.SetItemsProcessed(st.iterations());
+        });
+    }
     benchmark::RegisterBenchmark("Hash/hash_to_range", [](benchmark::State& st) {
         std::vector<uint64_t> hashes;
         for (size_t i = 0; i < kHashKeys; ++i) hashes.push_back(flow_hash(key_v4(i), kSeed));
