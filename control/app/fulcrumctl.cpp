@@ -60,7 +60,14 @@ void print_human(const std::string& cmd, const json& r) {
                   << "services        " << cell(r["services"]) << "\n"
                   << "servers up      " << cell(r["servers_up"]) << " of " << cell(r["servers"]) << "\n"
                   << "dataplane       " << (dp["connected"].get<bool>() ? "connected (pid " + cell(dp["pid"]) + ", generation " + cell(dp["generation"]) + ")" : "NOT connected: " + cell(dp["error"])) << " at " << cell(dp["socket"]) << "\n"
-                  << "published       generation " << cell(r["published_generation"]) << " (" << cell(r["publishes"]) << " publishes, " << cell(r["publish_errors"]) << " errors)\n";
+                  << "published       generation " << cell(r["published_generation"]) << " applied (" << cell(r["publishes"]) << " publishes, " << cell(r["publish_errors"]) << " errors)\n";
+        if (r.contains("publish")) {
+            const auto& p = r["publish"];
+            std::string s = cell(p["state"]);
+            if (!p["in_flight_generation"].is_null()) s += " (generation " + cell(p["in_flight_generation"]) + " being loaded)";
+            else if (p["changes_pending"].get<bool>()) s += " (changes not yet sent)";
+            std::cout << "publish         " << s << "\n";
+        }
         if (!r["last_publish_error"].get<std::string>().empty())
             std::cout << "last publish error  " << cell(r["last_publish_error"]) << "\n";
         std::cout << "reloads         " << cell(r["reloads"]) << " applied, " << cell(r["reload_errors"]) << " refused\n";
@@ -96,11 +103,13 @@ void print_human(const std::string& cmd, const json& r) {
         return;
     }
     if (cmd == "reload") {
-        std::cout << "configuration reloaded (" << cell(r["services"]) << " services)\n";
+        std::cout << "configuration reloaded (" << cell(r["services"]) << " services), dataplane runs generation "
+                  << cell(r["generation"]) << "\n";
         for (const auto& w : r["warnings"]) std::cout << "warning: " << cell(w) << "\n";
         return;
     }
-    std::cout << cell(r["server"]) << ": " << cell(r["state"]) << ", weight " << cell(r["weight"]) << "\n";
+    std::cout << cell(r["server"]) << ": " << cell(r["state"]) << ", weight " << cell(r["weight"])
+              << ", applied in generation " << cell(r["generation"]) << "\n";
 }
 
 }  // namespace

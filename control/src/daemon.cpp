@@ -1,5 +1,6 @@
 #include "fulcrum/control/daemon.hpp"
 
+#include <malloc.h>
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/signalfd.h>
@@ -12,6 +13,7 @@
 #include <spdlog/spdlog.h>
 
 #include "fulcrum/control/admin.hpp"
+#include "fulcrum/control/admin_api.hpp"
 #include "fulcrum/control/health.hpp"
 #include "fulcrum/control/metrics.hpp"
 #include "fulcrum/control/neighbors.hpp"
@@ -26,15 +28,19 @@ namespace {
 
 constexpr auto kTick = std::chrono::milliseconds(1000);
 
-std::string addr_port(const IpAddr& a, uint16_t port) {
-    return (a.is_v6() ? "[" + a.str() + "]" : a.str()) + ":" + std::to_string(port);
-}
-
 Millis longest_first_check(const Config& c) {
     Millis m{0};
     for (const auto& s : c.services)
         for (const auto& v : s.servers) m = std::max(m, v.health.interval + v.health.timeout);
     return m;
+}
+
+// How far back a down verdict's failing checks reach: `fall` failures, one interval apart,
+// each taking up to its timeout (plus a little for scheduling). A verdict is only believed if
+// the dataplane path was up for all of it.
+Clock::duration evidence_window(const ServerConfig& v) {
+    const auto fall = std::max(1u, v.health.fall);
+    return v.health.interval * (fall - 1) + v.health.timeout + std::chrono::milliseconds(200);
 }
 
 }  // namespace
@@ -52,6 +58,7 @@ void Daemon::block_signals() {
 Daemon::Daemon(Config cfg) {
     started_ = Clock::now();
     wake_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    link_ = std::make_unique<DataplaneLink>(cfg.dataplane_socket);
     neighbors_ = std::make_unique<NeighborResolver>();
     health_ = std::make_unique<HealthChecker>([this](const std::string& key, const CheckStatus& st) { on_health(key, st); });
     {
@@ -60,13 +67,23 @@ Daemon::Daemon(Config cfg) {
         checks_deadline_ = started_ + longest_first_check(cfg_) + std::chrono::seconds(2);
     }
     if (!cfg_.metrics_listen.empty()) metrics_ = std::make_unique<Metrics>(cfg_.metrics_listen);
-    admin_ = std::make_unique<AdminServer>(cfg_.admin_socket, [this](const json& r) { return handle_admin(r); });
+    api_ = std::make_unique<AdminApi>(*this);
+    admin_ = std::make_unique<AdminServer>(cfg_.admin_socket, [this](const json& r) { return api_->handle_sync(r); });
     spdlog::info("fulcrumd: {} services from {}; admin socket {}; metrics {}; dataplane {}", cfg_.services.size(),
                  cfg_.path, cfg_.admin_socket, cfg_.metrics_listen.empty() ? "off" : "http://" + cfg_.metrics_listen + "/metrics",
                  cfg_.dataplane_socket);
 }
 
 Daemon::~Daemon() {
+    // Anyone waiting for a change hears why it will not be confirmed (before the admin thread,
+    // which may be waiting for such an answer, is joined).
+    {
+        std::lock_guard lk(mu_);
+        stopping_ = true;
+    }
+    Applied a;
+    a.error = "fulcrumd is stopping; the change was not confirmed by the dataplane";
+    finish_waiters(~uint64_t{0}, a);
     admin_.reset();
     health_.reset();
     metrics_.reset();
@@ -77,6 +94,8 @@ void Daemon::wake() {
     const uint64_t one = 1;
     (void)!::write(wake_fd_, &one, sizeof one);
 }
+
+void Daemon::mark_changed() { ++change_seq_; }
 
 // ---- configuration -------------------------------------------------------------------------
 
@@ -140,7 +159,8 @@ void Daemon::apply_config(Config cfg) {
         targets.push_back(std::move(t));
     }
     health_->set_targets(std::move(targets));
-    dirty_ = true;
+    link_->set_socket(cfg_.dataplane_socket);
+    mark_changed();
 }
 
 json Daemon::reload() {
@@ -153,6 +173,7 @@ json Daemon::reload() {
     try {
         next = load_config_file(path);
     } catch (const ConfigError& e) {
+        ::malloc_trim(0);  // give back what parsing the refused file took
         std::lock_guard lk(mu_);
         ++reload_errors_;
         last_reload_error_.clear();
@@ -174,18 +195,16 @@ json Daemon::reload() {
         warnings.push_back("metrics.listen changed: restart fulcrumd to apply; still serving " + cfg_.metrics_listen);
         next.metrics_listen = cfg_.metrics_listen;
     }
-    // The main loop owns the dataplane connection; ask it to reconnect to the new socket.
-    if (next.dataplane_socket != cfg_.dataplane_socket) reconnect_dp_ = true;
-    apply_config(std::move(next));
+    apply_config(std::move(next));  // a changed dataplane socket: the link reconnects there
     ++reloads_;
     last_reload_error_.clear();
     for (const auto& w : warnings) spdlog::warn("{}", w.get<std::string>());
     spdlog::info("configuration {} reloaded: {} services", cfg_.path, cfg_.services.size());
     wake();
-    return {{"ok", true}, {"services", cfg_.services.size()}, {"warnings", warnings}};
+    return {{"ok", true}, {"services", cfg_.services.size()}, {"warnings", warnings}, {"seq", change_seq_}};
 }
 
-// ---- events --------------------------------------------------------------------------------
+// ---- health --------------------------------------------------------------------------------
 
 void Daemon::on_health(const std::string& key, const CheckStatus& st) {
     {
@@ -193,16 +212,96 @@ void Daemon::on_health(const std::string& key, const CheckStatus& st) {
         auto it = model_.servers.find(key);
         if (it == model_.servers.end()) return;
         ServerModel& sm = it->second;
-        const bool was = sm.health_up;
-        sm.health_up = st.up;
-        sm.health_checked = st.checked;
-        sm.health_reason = st.reason;
+        sm.health_checked = sm.health_checked || st.checked;
         sm.check_latency_ms = st.last_latency_ms;
         sm.checks_ok = st.successes;
         sm.checks_failed = st.failures;
-        if (was != st.up || !first_publish_done_) dirty_ = true;
+        if (!st.up && sm.health_up) {
+            // Health checks travel through the dataplane's exception interface: the failure
+            // may be our own path missing, not the server. The main loop decides, after asking
+            // the dataplane (settle_health).
+            sm.health_down_pending = true;
+            sm.health_reason = st.reason;
+            health_pending_ = true;
+        } else {
+            const bool was = sm.health_up;
+            sm.health_up = st.up;
+            sm.health_held = false;
+            sm.health_down_pending = false;
+            held_failures_at_return_.erase(key);
+            sm.health_reason = st.reason;
+            if (was != st.up || !first_publish_done_) mark_changed();
+        }
     }
     wake();
+}
+
+// Down verdicts are believed only if the dataplane answers now and was up for the whole time
+// the failing checks took; otherwise the server is held in its last state until checks run
+// again with the path in place (release_held_health).
+void Daemon::settle_health() {
+    {
+        std::lock_guard lk(mu_);
+        if (!health_pending_) return;
+        health_pending_ = false;
+    }
+    sync_dataplane();  // a fresh answer: has the dataplane gone away?
+    const DataplaneStatus dp = link_->status();
+    std::lock_guard lk(mu_);
+    for (auto& [key, sm] : model_.servers) {
+        if (!sm.health_down_pending) continue;
+        sm.health_down_pending = false;
+        const bool path_was_up = dp.connected && Clock::now() - dp.up_since >= evidence_window(sm.cfg);
+        if (!path_was_up) {
+            if (!sm.health_held)
+                spdlog::warn("server {} failed its checks while the dataplane path was away or just back ({}): "
+                             "holding its last state until checks run again",
+                             key, sm.health_reason);
+            sm.health_held = true;
+            continue;
+        }
+        sm.health_up = false;
+        sm.health_held = false;
+        held_failures_at_return_.erase(key);
+        mark_changed();
+    }
+}
+
+// Servers held up during a dataplane outage: once the dataplane is back, a server whose checks
+// have failed `fall` more times since then is down for real; one that passes again clears
+// through on_health.
+void Daemon::release_held_health() {
+    const DataplaneStatus dp = link_->status();
+    const auto checks = health_->status();
+    std::lock_guard lk(mu_);
+    for (auto& [key, sm] : model_.servers) {
+        if (!sm.health_held) continue;
+        auto st = checks.find(key);
+        if (st == checks.end()) {
+            sm.health_held = false;
+            continue;
+        }
+        if (st->second.up) {  // passed again: the transition already cleared it, or will
+            sm.health_held = false;
+            held_failures_at_return_.erase(key);
+            continue;
+        }
+        if (!dp.connected) {
+            held_failures_at_return_.erase(key);
+            continue;
+        }
+        auto [base, fresh] = held_failures_at_return_.emplace(key, st->second.failures);
+        (void)fresh;
+        if (st->second.failures - base->second >= std::max(1u, sm.cfg.health.fall) &&
+            Clock::now() - dp.up_since >= evidence_window(sm.cfg)) {
+            spdlog::info("server {} still fails its checks with the dataplane back: down ({})", key, st->second.reason);
+            sm.health_up = false;
+            sm.health_held = false;
+            sm.health_reason = st->second.reason;
+            held_failures_at_return_.erase(base);
+            mark_changed();
+        }
+    }
 }
 
 void Daemon::resolve_all() {
@@ -218,11 +317,17 @@ void Daemon::resolve_all() {
     }
     std::vector<std::pair<std::string, L2Destination>> results;
     for (const auto& [key, addr, onlink] : todo) results.emplace_back(key, neighbors_->resolve(addr, onlink));
+    // Servers are reached through the dataplane's exception interface: while it is away (or
+    // its neighbour entries are being learned again) a failed resolution is our path missing,
+    // not the server; the last MAC stays.
+    const DataplaneStatus dp = link_->status();
+    const bool path_settled = dp.connected && Clock::now() - dp.up_since >= std::chrono::seconds(3);
     std::lock_guard lk(mu_);
     for (auto& [key, d] : results) {
         auto it = model_.servers.find(key);
         if (it == model_.servers.end()) continue;
         ServerModel& sm = it->second;
+        if (!d.mac && sm.mac && !path_settled) continue;
         if (sm.mac != d.mac || sm.l2_reason != d.reason) {
             if (d.mac)
                 spdlog::info("server {} reachable at {} via {}", key, d.mac->str(), d.ifname.empty() ? "?" : d.ifname);
@@ -231,99 +336,59 @@ void Daemon::resolve_all() {
             if (d.mac) sm.last_mac = d.mac;
             sm.mac = d.mac;
             sm.l2_reason = d.reason;
-            dirty_ = true;
+            mark_changed();
         }
     }
 }
 
+// ---- the dataplane -------------------------------------------------------------------------
+
 void Daemon::sync_dataplane() {
-    std::string socket;
-    {
-        std::lock_guard lk(mu_);
-        socket = cfg_.dataplane_socket;
-    }
-    {
-        std::lock_guard lk(mu_);
-        if (reconnect_dp_) {
-            reconnect_dp_ = false;
-            dp_.reset();
-            dp_up_ = false;
-            dp_pid_ = -1;
+    const DataplaneStatus before = link_->status();
+    const DataplaneStatus now = link_->poll();
+    if (!now.connected) {
+        if (before.connected) {
+            // In-flight confirmations cannot come any more.
+            Applied a;
+            a.error = "lost the dataplane at " + now.socket + " (" + now.error +
+                      "): the change is kept and will be applied when it reconnects";
+            finish_waiters(~uint64_t{0}, a);
         }
+        return;
     }
-    auto fail = [&](const std::string& why) {
-        if (dp_up_) spdlog::warn("lost the dataplane at {}: {}", socket, why);
-        dp_.reset();
-        dp_up_ = false;
+    if (now.pid != adopted_pid_) {
+        // A dataplane we have not published to: adopt its server slots and service ids so its
+        // established connections keep their servers, then publish.
+        if (!adopted_any_ && now.generation > 0)
+            if (auto running = link_->running_snapshot()) adopt(*running);
+        adopted_any_ = true;
+        adopted_pid_ = now.pid;
         std::lock_guard lk(mu_);
-        dp_error_ = why;
-        dp_counters_ = json();
-    };
-    if (!dp_) {
-        auto c = ctl::Client::connect(socket, std::chrono::seconds(5));
-        if (!c) {
-            std::lock_guard lk(mu_);
-            if (dp_error_ != c.error()) spdlog::warn("{} (retrying every second)", c.error());
-            dp_error_ = c.error();
-            return;
-        }
-        dp_.emplace(std::move(c.value()));
+        republish_ = true;
     }
-    auto h = dp_->request(ctl::Op::health);
-    if (!h || h->status != ctl::Status::ok) return fail(h ? h->text() : h.error());
-    json health;
-    try {
-        health = json::parse(h->text());
-    } catch (const std::exception& e) {
-        return fail(std::string("malformed health reply: ") + e.what());
+    std::lock_guard lk(mu_);
+    // The dataplane restarted (generation 0) or runs something else: publish ours again.
+    if (first_publish_done_ && now.generation != published_gen_ && in_flight_gen_ == 0) republish_ = true;
+}
+
+void Daemon::adopt(const std::vector<uint8_t>& running) {
+    SnapshotBuffer buf(running);
+    auto v = SnapshotView::open(buf.bytes());
+    if (!v) {
+        spdlog::warn("the dataplane's running snapshot cannot be read ({}): not adopting its server slots", v.error());
+        return;
     }
-    const int64_t pid = health.value("pid", int64_t{-1});
-    dp_generation_ = health.value("generation", uint64_t{0});
-    if (!dp_up_) spdlog::info("dataplane at {} (pid {}) runs generation {}", socket, pid, dp_generation_);
-    dp_up_ = true;
-    if (pid != dp_pid_) {
-        // A dataplane we have not published to: adopt its server slots and service ids so
-        // its established connections keep their servers, then publish.
-        if (!adopted_ && dp_generation_ > 0) {
-            auto snap = dp_->request(ctl::Op::get_snapshot);
-            if (snap && snap->status == ctl::Status::ok) {
-                SnapshotBuffer buf(snap->body);
-                auto v = SnapshotView::open(buf.bytes());
-                if (v) {
-                    std::lock_guard lk(mu_);
-                    for (const auto& s : v->services()) service_ids_.adopt(s.name, s.id);
-                    for (uint32_t slot = 0; slot < v->servers().size(); ++slot) {
-                        const fl_snap_server* srv = v->server(slot);
-                        if (!srv) continue;
-                        const IpAddr a = srv->family == FL_AF_INET ? IpAddr::v4(srv->addr) : IpAddr::v6(srv->addr);
-                        slots_.adopt(server_key(v->services()[srv->service].name, a, srv->port), slot);
-                    }
-                    published_gen_ = std::max(published_gen_, v->generation());
-                    adopt_retired(v.value());
-                    spdlog::info("adopted the server slots of the running snapshot (generation {})", v->generation());
-                }
-            }
-        }
-        adopted_ = true;
-        dp_pid_ = pid;
-        std::lock_guard lk(mu_);
-        dirty_ = true;
+    std::lock_guard lk(mu_);
+    for (const auto& s : v->services()) service_ids_.adopt(s.name, s.id);
+    for (uint32_t slot = 0; slot < v->servers().size(); ++slot) {
+        const fl_snap_server* srv = v->server(slot);
+        if (!srv) continue;
+        const IpAddr a = srv->family == FL_AF_INET ? IpAddr::v4(srv->addr) : IpAddr::v6(srv->addr);
+        slots_.adopt(server_key(v->services()[srv->service].name, a, srv->port), slot);
     }
-    {
-        std::lock_guard lk(mu_);
-        // The dataplane restarted (generation 0) or runs something else: publish ours again.
-        if (first_publish_done_ && dp_generation_ != published_gen_) dirty_ = true;
-        dp_error_.clear();
-    }
-    auto c = dp_->request(ctl::Op::counters);
-    if (!c || c->status != ctl::Status::ok) return fail(c ? c->text() : c.error());
-    try {
-        auto counters = json::parse(c->text());
-        std::lock_guard lk(mu_);
-        dp_counters_ = std::move(counters);
-    } catch (const std::exception& e) {
-        return fail(std::string("malformed counters reply: ") + e.what());
-    }
+    published_gen_ = std::max(published_gen_, v->generation());
+    adopt_retired(v.value());
+    spdlog::info("adopted the server slots of the running snapshot (generation {})", v->generation());
 }
 
 void Daemon::adopt_retired(const SnapshotView& v) {
@@ -363,56 +428,162 @@ void Daemon::adopt_retired(const SnapshotView& v) {
 }
 
 void Daemon::publish() {
-    if (!dp_up_ || !dp_) return;
+    if (!link_->status().connected) return;
     std::vector<uint8_t> bytes;
-    uint64_t gen;
+    uint64_t gen, seq;
+    Applied a;
     {
         std::lock_guard lk(mu_);
-        if (!dirty_) return;
+        if ((change_seq_ == applied_seq_ || change_seq_ == unbuildable_seq_) && !republish_) return;
         // Give the first health checks a chance, so a restarted fulcrumd does not publish
         // every server down while the dataplane still forwards with the last snapshot.
         if (!first_publish_done_ && !health_->all_checked() && Clock::now() < checks_deadline_) return;
-        gen = std::max(published_gen_, dp_generation_.load()) + 1;
+        gen = std::max(published_gen_, link_->status().generation) + 1;
+        seq = change_seq_;
         try {
             bytes = build_snapshot(make_snapshot_spec(model_, gen, slots_, service_ids_));
         } catch (const std::exception& e) {
             ++publish_errors_;
             last_publish_error_ = e.what();
             spdlog::error("cannot build a snapshot: {}", e.what());
-            return;
+            unbuildable_seq_ = seq;  // nothing to retry until the model changes again
+            republish_ = false;
+            a.error = std::string("the change cannot be published (the dataplane keeps the previous generation): ") +
+                      e.what();
         }
-        dirty_ = false;
     }
-    auto r = dp_->request(ctl::Op::load_snapshot, bytes);
-    std::lock_guard lk(mu_);
-    if (!r || r->status != ctl::Status::ok) {
-        std::string why = r ? r->text() : r.error();
-        try {
-            if (r) why = json::parse(why).value("error", why);
-        } catch (const std::exception&) {
-        }
-        ++publish_errors_;
-        last_publish_error_ = why;
-        dirty_ = true;  // retry next tick
-        spdlog::error("publishing generation {} failed: {}", gen, why);
-        if (!r) {
-            dp_.reset();
-            dp_up_ = false;
-        }
+    if (!a.error.empty()) {
+        finish_waiters(seq, a);
         return;
     }
-    published_gen_ = gen;
-    dp_generation_ = gen;
-    ++publishes_;
-    first_publish_done_ = true;
-    last_publish_error_.clear();
-    size_t up = 0;
-    for (const auto& [k, sm] : model_.servers) up += sm.state() == ServerState::up;
-    spdlog::info("published generation {}: {} of {} servers up", gen, up, model_.servers.size());
+    {
+        std::lock_guard lk(mu_);
+        in_flight_seq_ = seq;
+        in_flight_gen_ = gen;
+        republish_ = false;
+    }
+    auto r = link_->publish(bytes);
+    bytes = {};
+    {
+        std::lock_guard lk(mu_);
+        in_flight_seq_ = 0;
+        in_flight_gen_ = 0;
+        if (!r) {
+            ++publish_errors_;
+            last_publish_error_ = r.error();
+            republish_ = true;  // retry at the next tick
+            spdlog::error("publishing generation {} failed: {}", gen, r.error());
+            a.error = "generation " + std::to_string(gen) + " was not applied: " + r.error() +
+                      "; the change is kept and fulcrumd retries every second";
+        } else {
+            published_gen_ = gen;
+            applied_seq_ = std::max(applied_seq_, seq);
+            ++publishes_;
+            first_publish_done_ = true;
+            last_publish_error_.clear();
+            size_t up = 0;
+            for (const auto& [k, sm] : model_.servers) up += sm.state() == ServerState::up;
+            spdlog::info("published generation {}: {} of {} servers up", gen, up, model_.servers.size());
+            a.ok = true;
+            a.generation = gen;
+        }
+    }
+    finish_waiters(seq, a);
+}
+
+// ---- confirmations -------------------------------------------------------------------------
+
+void Daemon::when_applied(uint64_t seq, Done done, std::chrono::milliseconds wait) {
+    Applied now;
+    {
+        std::lock_guard lk(mu_);
+        if (applied_seq_ >= seq) {
+            now.ok = true;
+            now.generation = published_gen_;
+        } else if (stopping_) {
+            now.error = "fulcrumd is stopping; the change was not confirmed by the dataplane";
+        } else if (const DataplaneStatus dp = link_->status(); !dp.connected) {
+            now.error = "the dataplane at " + dp.socket + " is not connected (" + dp.error +
+                        "): the change is kept and will be applied when it reconnects";
+        } else {
+            waiters_.push_back({seq, Clock::now() + wait, std::move(done)});
+            wake();
+            return;
+        }
+    }
+    done(now);
+}
+
+void Daemon::finish_waiters(uint64_t up_to_seq, const Applied& a) {
+    std::vector<Waiter> ready;
+    {
+        std::lock_guard lk(mu_);
+        auto mid = std::stable_partition(waiters_.begin(), waiters_.end(),
+                                         [&](const Waiter& w) { return w.seq > up_to_seq; });
+        std::move(mid, waiters_.end(), std::back_inserter(ready));
+        waiters_.erase(mid, waiters_.end());
+    }
+    for (auto& w : ready) w.done(a);
+}
+
+void Daemon::expire_waiters() {
+    std::vector<Waiter> late;
+    uint64_t in_flight = 0;
+    {
+        std::lock_guard lk(mu_);
+        const auto now = Clock::now();
+        auto mid = std::stable_partition(waiters_.begin(), waiters_.end(), [&](const Waiter& w) { return w.deadline > now; });
+        std::move(mid, waiters_.end(), std::back_inserter(late));
+        waiters_.erase(mid, waiters_.end());
+        in_flight = in_flight_gen_;
+    }
+    for (auto& w : late) {
+        Applied a;
+        a.error = in_flight ? "not confirmed yet: generation " + std::to_string(in_flight) +
+                                  " is still being loaded by the dataplane (see fulcrumctl status)"
+                            : "not applied yet: the first publish waits for the first health checks, or the "
+                              "dataplane is busy (see fulcrumctl status)";
+        w.done(a);
+    }
+}
+
+PublishStatus Daemon::publish_status() const {
+    PublishStatus p;
+    p.applied_generation = published_gen_;
+    p.in_flight_generation = in_flight_gen_;
+    p.changes_pending = change_seq_ > std::max(applied_seq_, in_flight_seq_);
+    p.publishes = publishes_;
+    p.publish_errors = publish_errors_;
+    p.last_error = last_publish_error_;
+    if (in_flight_gen_) p.state = "in_flight";
+    else if (change_seq_ == applied_seq_ && !republish_) p.state = "idle";
+    else if (change_seq_ == unbuildable_seq_ && !republish_) p.state = "failed";
+    else if (!link_->status().connected) p.state = "waiting_for_dataplane";
+    else if (!first_publish_done_) p.state = "waiting_for_health_checks";
+    else p.state = "pending";
+    return p;
+}
+
+// ---- main loop -----------------------------------------------------------------------------
+
+void Daemon::update_metrics() {
+    if (!metrics_) return;
+    const auto counters = link_->counters();
+    std::lock_guard lk(mu_);
+    MetricsInput in;
+    in.model = &model_;
+    in.dataplane = counters.get();
+    in.published_generation = published_gen_;
+    in.publishes = publishes_;
+    in.publish_errors = publish_errors_;
+    in.reloads = reloads_;
+    in.reload_errors = reload_errors_;
+    metrics_->update(in);
 }
 
 void Daemon::tick() {
     const auto now = Clock::now();
+    const auto counters = link_->counters();
     {
         std::lock_guard lk(mu_);
         // Sync health counters for display and metrics.
@@ -424,24 +595,17 @@ void Daemon::tick() {
             it->second.checks_failed = st.failures;
         }
         // Retired servers leave once their grace period is over or no connection remains.
-        std::map<std::string, uint64_t> active;  // open and closing connections
-        if (dp_counters_.contains("servers"))
-            for (const auto& s : dp_counters_["servers"]) {
-                const auto a = IpAddr::parse(s["address"].get<std::string>());
-                if (a)
-                    active[server_key(s["service"].get<std::string>(), *a, s["port"].get<uint16_t>())] =
-                        s["active_connections"].get<uint64_t>() + s.value("inactive_connections", uint64_t{0});
-            }
         for (auto it = model_.servers.begin(); it != model_.servers.end();) {
             const ServerModel& sm = it->second;
-            const bool idle = active.count(sm.key) && active[sm.key] == 0 && dp_up_;
+            const ServerTraffic* t = counters ? counters->find_server(sm.key) : nullptr;
+            const bool idle = t && t->active_connections + t->inactive_connections == 0;
             if (sm.retired && (now - sm.retired_at >= cfg_.retire_after || idle)) {
                 spdlog::info("retired server {} removed ({})", sm.key, idle ? "no connections left" : "grace period over");
                 for (auto& svc : model_.services)
                     svc.servers.erase(std::remove(svc.servers.begin(), svc.servers.end(), sm.key), svc.servers.end());
                 slots_.release(sm.key);
                 it = model_.servers.erase(it);
-                dirty_ = true;
+                mark_changed();
             } else {
                 ++it;
             }
@@ -449,19 +613,9 @@ void Daemon::tick() {
     }
     resolve_all();
     sync_dataplane();
+    release_held_health();
     publish();
-    if (metrics_) {
-        std::lock_guard lk(mu_);
-        MetricsInput in;
-        in.model = &model_;
-        in.dataplane = dp_up_ && !dp_counters_.is_null() ? &dp_counters_ : nullptr;
-        in.published_generation = published_gen_;
-        in.publishes = publishes_;
-        in.publish_errors = publish_errors_;
-        in.reloads = reloads_;
-        in.reload_errors = reload_errors_;
-        metrics_->update(in);
-    }
+    update_metrics();
 }
 
 int Daemon::run() {
@@ -479,21 +633,29 @@ int Daemon::run() {
     bool stop = false;
     while (!stop) {
         const auto now = Clock::now();
+        settle_health();
         bool dirty;
         {
             std::lock_guard lk(mu_);
-            dirty = dirty_;
+            dirty = change_seq_ != applied_seq_ || republish_;
+        }
+        if (dirty) {
+            // Health or operator changes publish at once, not at the next tick.
+            resolve_all();
+            if (!link_->status().connected) sync_dataplane();
+            publish();
         }
         if (now >= next_tick) {
             tick();
             next_tick = now + kTick;
-        } else if (dirty) {
-            // Health or operator changes publish at once, not at the next tick.
-            resolve_all();
-            if (!dp_up_) sync_dataplane();
-            publish();
         }
-        const auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(next_tick - Clock::now()).count();
+        expire_waiters();
+        auto wake_at = next_tick;
+        {
+            std::lock_guard lk(mu_);
+            for (const auto& w : waiters_) wake_at = std::min(wake_at, w.deadline);
+        }
+        const auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(wake_at - Clock::now()).count();
         pollfd pfds[3] = {{sfd, POLLIN, 0}, {wake_fd_, POLLIN, 0}, {neighbors_->event_fd(), POLLIN, 0}};
         ::poll(pfds, 3, static_cast<int>(std::clamp<long long>(wait, 0, 1000)));
         if (pfds[1].revents & POLLIN) {
@@ -502,7 +664,7 @@ int Daemon::run() {
         }
         if (pfds[2].revents & POLLIN && neighbors_->process_events()) {
             std::lock_guard lk(mu_);
-            dirty_ = true;  // re-resolve and publish if anything moved
+            mark_changed();  // re-resolve and publish if anything moved
         }
         if (pfds[0].revents & POLLIN) {
             signalfd_siginfo si;
@@ -522,204 +684,61 @@ int Daemon::run() {
     return 0;
 }
 
-// ---- admin API -----------------------------------------------------------------------------
+// ---- for the admin API ---------------------------------------------------------------------
 
-ServerModel* Daemon::find_server(const std::string& service, const std::string& server, std::string& error) {
+Daemon::View Daemon::view(bool fresh_counters) {
+    View v;
+    v.counters = fresh_counters ? link_->fetch_counters() : link_->counters();
+    v.dataplane = link_->status();
+    std::lock_guard lk(mu_);
+    v.config_path = cfg_.path;
+    v.metrics_listen = cfg_.metrics_listen;
+    v.model = model_;
+    v.model.config = nullptr;  // the copy must not point into our configuration
+    v.slots = slots_.assigned();
+    v.publish = publish_status();
+    v.uptime_seconds = std::chrono::duration_cast<std::chrono::seconds>(Clock::now() - started_).count();
+    v.reloads = reloads_;
+    v.reload_errors = reload_errors_;
+    v.last_reload_error = last_reload_error_;
+    return v;
+}
+
+Expected<Daemon::Change> Daemon::change_server(const std::string& service, const std::string& server, ServerOp op,
+                                               uint32_t weight) {
+    std::lock_guard lk(mu_);
     bool service_found = false;
     std::vector<ServerModel*> matches;
     for (auto& [key, sm] : model_.servers) {
         if (sm.service != service) continue;
         service_found = true;
-        const std::string ap = addr_port(sm.cfg.address, sm.port);
-        if (server == ap || server == sm.cfg.address.str() || server == key) matches.push_back(&sm);
+        const std::string a = sm.cfg.address.is_v6() ? "[" + sm.cfg.address.str() + "]" : sm.cfg.address.str();
+        if (server == a + ":" + std::to_string(sm.port) || server == sm.cfg.address.str() || server == key)
+            matches.push_back(&sm);
     }
     if (!service_found) {
         const bool exists = std::any_of(model_.services.begin(), model_.services.end(),
                                         [&](const ServiceModel& s) { return s.cfg.name == service; });
-        error = exists ? "service '" + service + "' has no servers" : "no service named '" + service + "'";
-        return nullptr;
+        return Error{exists ? "service '" + service + "' has no servers" : "no service named '" + service + "'"};
     }
-    if (matches.empty()) {
-        error = "service '" + service + "' has no server '" + server + "' (give its address, or address:port)";
-        return nullptr;
+    if (matches.empty())
+        return Error{"service '" + service + "' has no server '" + server + "' (give its address, or address:port)"};
+    if (matches.size() > 1) return Error{"'" + server + "' matches several servers of '" + service + "'; give address:port"};
+    ServerModel& sm = *matches[0];
+    if (sm.retired) return Error{"server " + sm.key + " was removed from the configuration and is retiring"};
+    switch (op) {
+        case ServerOp::set_weight: sm.weight_override = weight; break;
+        case ServerOp::drain: sm.weight_override = 0; break;
+        case ServerOp::disable: sm.admin_disabled = true; break;
+        case ServerOp::enable:  // back in service, at the configured weight
+            sm.admin_disabled = false;
+            if (sm.weight_override && *sm.weight_override == 0) sm.weight_override.reset();
+            break;
     }
-    if (matches.size() > 1) {
-        error = "'" + server + "' matches several servers of '" + service + "'; give address:port";
-        return nullptr;
-    }
-    if (matches[0]->retired) {
-        error = "server " + matches[0]->key + " was removed from the configuration and is retiring";
-        return nullptr;
-    }
-    return matches[0];
-}
-
-json Daemon::status_json() {
-    size_t up = 0;
-    for (const auto& [k, sm] : model_.servers) up += sm.state() == ServerState::up;
-    const auto uptime = std::chrono::duration_cast<std::chrono::seconds>(Clock::now() - started_).count();
-    json dp = {{"socket", cfg_.dataplane_socket}, {"connected", dp_up_.load()}};
-    if (dp_up_) {
-        dp["pid"] = dp_pid_.load();
-        dp["generation"] = dp_generation_.load();
-    } else {
-        dp["error"] = dp_error_;
-    }
-    return {{"ok", true},
-            {"config", cfg_.path},
-            {"uptime_seconds", uptime},
-            {"services", model_.services.size()},
-            {"servers", model_.servers.size()},
-            {"servers_up", up},
-            {"published_generation", published_gen_},
-            {"publish_pending", dirty_},
-            {"publishes", publishes_},
-            {"publish_errors", publish_errors_},
-            {"last_publish_error", last_publish_error_},
-            {"reloads", reloads_},
-            {"reload_errors", reload_errors_},
-            {"last_reload_error", last_reload_error_},
-            {"metrics", cfg_.metrics_listen},
-            {"dataplane", dp}};
-}
-
-json Daemon::services_json() {
-    std::map<std::string, json> dp;
-    if (dp_counters_.contains("services"))
-        for (const auto& s : dp_counters_["services"]) dp[s["name"].get<std::string>()] = s;
-    std::map<std::string, uint64_t> active;
-    if (dp_counters_.contains("servers"))
-        for (const auto& s : dp_counters_["servers"]) active[s["service"].get<std::string>()] += s["active_connections"].get<uint64_t>();
-    json out = json::array();
-    for (const auto& svc : model_.services) {
-        size_t up = 0;
-        for (const auto& k : svc.servers) up += model_.servers.at(k).state() == ServerState::up;
-        const auto& c = svc.cfg;
-        json j = {{"name", c.name},
-                  {"vip", c.vip.str()},
-                  {"port", c.port},
-                  {"protocol", proto_name(c.proto)},
-                  {"scheduler", scheduler_name(c.scheduler)},
-                  {"forwarding", forwarding_name(c.forwarding)},
-                  {"servers", svc.servers.size()},
-                  {"servers_up", up},
-                  {"active_connections", active[c.name]}};
-        auto it = dp.find(c.name);
-        j["packets"] = it != dp.end() ? it->second["packets"].get<uint64_t>() : 0;
-        j["bytes"] = it != dp.end() ? it->second["bytes"].get<uint64_t>() : 0;
-        j["new_connections"] = it != dp.end() ? it->second["new_connections"].get<uint64_t>() : 0;
-        out.push_back(j);
-    }
-    return {{"ok", true}, {"services", out}};
-}
-
-json Daemon::servers_json(const std::string& service) {
-    std::map<std::string, json> dp;
-    if (dp_counters_.contains("servers"))
-        for (const auto& s : dp_counters_["servers"]) {
-            const auto a = IpAddr::parse(s["address"].get<std::string>());
-            if (a) dp[server_key(s["service"].get<std::string>(), *a, s["port"].get<uint16_t>())] = s;
-        }
-    json out = json::array();
-    bool found = service.empty();
-    for (const auto& svc : model_.services) {
-        if (!service.empty() && svc.cfg.name != service) continue;
-        found = true;
-        for (const auto& key : svc.servers) {
-            const ServerModel& sm = model_.servers.at(key);
-            json j = {{"service", sm.service},
-                      {"address", sm.cfg.address.str()},
-                      {"port", sm.port},
-                      {"state", server_state_name(sm.state())},
-                      {"reason", sm.reason()},
-                      {"weight", sm.weight()},
-                      {"configured_weight", sm.cfg.weight},
-                      {"backup", sm.cfg.backup},
-                      {"health_check", check_type_name(sm.cfg.health.type)},
-                      {"healthy", sm.health_up},
-                      {"check_latency_ms", sm.check_latency_ms},
-                      {"checks_ok", sm.checks_ok},
-                      {"checks_failed", sm.checks_failed},
-                      {"mac", sm.mac ? sm.mac->str() : ""},
-                      {"slot", slots_.find(key) ? json(*slots_.find(key)) : json(nullptr)}};
-            auto it = dp.find(key);
-            j["in_rotation"] = it != dp.end() && it->second["in_rotation"].get<bool>();
-            j["active_connections"] = it != dp.end() ? it->second["active_connections"].get<uint64_t>() : 0;
-            j["inactive_connections"] = it != dp.end() ? it->second.value("inactive_connections", uint64_t{0}) : 0;
-            j["packets"] = it != dp.end() ? it->second["packets"].get<uint64_t>() : 0;
-            j["bytes"] = it != dp.end() ? it->second["bytes"].get<uint64_t>() : 0;
-            j["new_connections"] = it != dp.end() ? it->second["new_connections"].get<uint64_t>() : 0;
-            out.push_back(j);
-        }
-    }
-    if (!found) return {{"ok", false}, {"error", "no service named '" + service + "'"}};
-    return {{"ok", true}, {"servers", out}};
-}
-
-json Daemon::handle_admin(const json& req) {
-    static const char* kCommands = "status, services, servers, set-weight, drain, disable, enable, reload";
-    if (!req.contains("command") || !req["command"].is_string())
-        return {{"ok", false}, {"error", std::string("missing \"command\" (one of: ") + kCommands + ")"}};
-    const std::string cmd = req["command"].get<std::string>();
-    auto str_arg = [&](const char* k) -> std::optional<std::string> {
-        if (!req.contains(k)) return std::nullopt;
-        if (!req[k].is_string()) return std::nullopt;
-        return req[k].get<std::string>();
-    };
-    if (cmd == "reload") return reload();
-    if (cmd == "servers" || cmd == "services") {
-        // Fresh traffic counters on a connection of our own (the main loop's is not shared);
-        // the cached ones (at most a second old) serve if the dataplane does not answer.
-        std::string socket;
-        {
-            std::lock_guard lk(mu_);
-            socket = cfg_.dataplane_socket;
-        }
-        if (auto c = ctl::Client::connect(socket, std::chrono::seconds(2))) {
-            if (auto r = c->request(ctl::Op::counters); r && r->status == ctl::Status::ok) {
-                try {
-                    auto counters = json::parse(r->text());
-                    std::lock_guard lk(mu_);
-                    dp_counters_ = std::move(counters);
-                } catch (const std::exception&) {
-                }
-            }
-        }
-    }
-    std::lock_guard lk(mu_);
-    if (cmd == "status") return status_json();
-    if (cmd == "services") return services_json();
-    if (cmd == "servers") return servers_json(str_arg("service").value_or(""));
-    if (cmd == "set-weight" || cmd == "drain" || cmd == "disable" || cmd == "enable") {
-        const auto service = str_arg("service");
-        const auto server = str_arg("server");
-        if (!service || !server)
-            return {{"ok", false}, {"error", cmd + " needs \"service\" and \"server\" (strings)"}};
-        std::string error;
-        ServerModel* sm = find_server(*service, *server, error);
-        if (!sm) return {{"ok", false}, {"error", error}};
-        if (cmd == "set-weight") {
-            if (!req.contains("weight") || !req["weight"].is_number_integer() || req["weight"].get<int64_t>() < 0 ||
-                req["weight"].get<int64_t>() > 65535)
-                return {{"ok", false}, {"error", "set-weight needs \"weight\": an integer from 0 to 65535"}};
-            sm->weight_override = static_cast<uint32_t>(req["weight"].get<int64_t>());
-        } else if (cmd == "drain") {
-            sm->weight_override = 0;
-        } else if (cmd == "disable") {
-            sm->admin_disabled = true;
-        } else {  // enable: back in service, at the configured weight
-            sm->admin_disabled = false;
-            if (sm->weight_override && *sm->weight_override == 0) sm->weight_override.reset();
-        }
-        spdlog::info("admin: {} {} -> state {}, weight {}", cmd, sm->key, server_state_name(sm->state()), sm->weight());
-        dirty_ = true;
-        wake();
-        return {{"ok", true},
-                {"server", sm->key},
-                {"state", server_state_name(sm->state())},
-                {"weight", sm->weight()}};
-    }
-    return {{"ok", false}, {"error", "unknown command '" + cmd + "' (known: " + kCommands + ")"}};
+    mark_changed();
+    spdlog::info("admin: {} -> state {}, weight {}", sm.key, server_state_name(sm.state()), sm.weight());
+    wake();
+    return Change{sm.key, server_state_name(sm.state()), sm.weight(), change_seq_};
 }
 
 }  // namespace fulcrum::control

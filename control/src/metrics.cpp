@@ -80,10 +80,6 @@ public:
     void set(const Labels& l, double v) { entry(l).metric->Set(v); }
 };
 
-uint64_t u64(const nlohmann::json& j, const char* k) {
-    auto it = j.find(k);
-    return it != j.end() && it->is_number() ? it->get<uint64_t>() : 0;
-}
 
 }  // namespace
 
@@ -156,13 +152,6 @@ void Metrics::update(const MetricsInput& in) {
     m.reload_errors.set_total({}, in.reload_errors);
 
     // Per server: state from the model, traffic from the dataplane.
-    std::map<std::string, const nlohmann::json*> dp_servers;
-    if (in.dataplane)
-        for (const auto& s : (*in.dataplane)["servers"]) {
-            const std::string addr = s["address"].get<std::string>();
-            const std::string a = addr.find(':') != std::string::npos ? "[" + addr + "]" : addr;
-            dp_servers[s["service"].get<std::string>() + "/" + a + ":" + std::to_string(s["port"].get<int>())] = &s;
-        }
     if (in.model) {
         for (const auto& [key, sm] : in.model->servers) {
             const std::string addr = sm.cfg.address.is_v6() ? "[" + sm.cfg.address.str() + "]" : sm.cfg.address.str();
@@ -176,55 +165,52 @@ void Metrics::update(const MetricsInput& in) {
             bad["result"] = "failed";
             m.srv_checks.set_total(ok, sm.checks_ok);
             m.srv_checks.set_total(bad, sm.checks_failed);
-            auto it = dp_servers.find(key);
-            if (it != dp_servers.end()) {
-                const auto& s = *it->second;
-                m.srv_packets.set_total(l, u64(s, "packets"));
-                m.srv_bytes.set_total(l, u64(s, "bytes"));
-                m.srv_conns.set_total(l, u64(s, "new_connections"));
-                m.srv_active.set(l, static_cast<double>(u64(s, "active_connections")));
-                m.srv_inactive.set(l, static_cast<double>(u64(s, "inactive_connections")));
+            if (const ServerTraffic* s = in.dataplane ? in.dataplane->find_server(key) : nullptr) {
+                m.srv_packets.set_total(l, s->packets);
+                m.srv_bytes.set_total(l, s->bytes);
+                m.srv_conns.set_total(l, s->new_connections);
+                m.srv_active.set(l, static_cast<double>(s->active_connections));
+                m.srv_inactive.set(l, static_cast<double>(s->inactive_connections));
             }
         }
     }
     if (in.dataplane) {
-        const auto& d = *in.dataplane;
-        m.dp_generation.set({}, static_cast<double>(u64(d, "generation")));
-        for (const auto& s : d["services"]) {
-            const Labels l{{"service", s["name"].get<std::string>()}};
-            m.svc_packets.set_total(l, u64(s, "packets"));
-            m.svc_bytes.set_total(l, u64(s, "bytes"));
-            m.svc_conns.set_total(l, u64(s, "new_connections"));
+        const DataplaneCounters& d = *in.dataplane;
+        m.dp_generation.set({}, static_cast<double>(d.generation));
+        for (const auto& s : d.services) {
+            const Labels l{{"service", s.name}};
+            m.svc_packets.set_total(l, s.packets);
+            m.svc_bytes.set_total(l, s.bytes);
+            m.svc_conns.set_total(l, s.new_connections);
         }
-        for (const auto& q : d["queues"]) {
-            const std::string qn = std::to_string(q["queue"].get<int>());
-            m.dp_rx.set_total({{"queue", qn}}, u64(q, "rx"));
-            m.dp_fwd.set_total({{"queue", qn}}, u64(q, "forwarded"));
-            m.dp_replied.set_total({{"queue", qn}}, u64(q, "replied"));
-            m.dp_kernel.set_total({{"queue", qn}, {"direction", "to_kernel"}}, u64(q, "kernel_tx"));
-            m.dp_kernel.set_total({{"queue", qn}, {"direction", "from_kernel"}}, u64(q, "kernel_rx"));
+        for (const auto& q : d.queues) {
+            const std::string qn = std::to_string(q.queue);
+            m.dp_rx.set_total({{"queue", qn}}, q.rx);
+            m.dp_fwd.set_total({{"queue", qn}}, q.forwarded);
+            m.dp_replied.set_total({{"queue", qn}}, q.replied);
+            m.dp_kernel.set_total({{"queue", qn}, {"direction", "to_kernel"}}, q.kernel_tx);
+            m.dp_kernel.set_total({{"queue", qn}, {"direction", "from_kernel"}}, q.kernel_rx);
         }
-        for (auto it = d["drops"].begin(); it != d["drops"].end(); ++it)
-            m.dp_drops.set_total({{"reason", it.key()}}, it.value().get<uint64_t>());
-        for (const auto& c : d["conntables"]) {
-            const Labels l{{"queue", std::to_string(c["queue"].get<int>())}};
-            m.ct_entries.set(l, static_cast<double>(u64(c, "entries")));
-            m.ct_capacity.set(l, static_cast<double>(u64(c, "capacity")));
-            m.ct_evictions.set_total(l, u64(c, "evictions"));
-            m.ct_full.set_total(l, u64(c, "full"));
+        for (const auto& [reason, n] : d.drops) m.dp_drops.set_total({{"reason", reason}}, n);
+        for (const auto& c : d.conntables) {
+            const Labels l{{"queue", std::to_string(c.queue)}};
+            m.ct_entries.set(l, static_cast<double>(c.entries));
+            m.ct_capacity.set(l, static_cast<double>(c.capacity));
+            m.ct_evictions.set_total(l, c.evictions);
+            m.ct_full.set_total(l, c.full);
         }
-        for (const auto& p : d["ports"]) {
-            const Labels l{{"port", p["name"].get<std::string>()}, {"role", p["role"].get<std::string>()}};
-            m.port_rx.set_total(l, u64(p, "rx_packets"));
-            m.port_tx.set_total(l, u64(p, "tx_packets"));
-            m.port_rx_bytes.set_total(l, u64(p, "rx_bytes"));
-            m.port_tx_bytes.set_total(l, u64(p, "tx_bytes"));
-            m.port_missed.set_total(l, u64(p, "rx_missed"));
+        for (const auto& p : d.ports) {
+            const Labels l{{"port", p.name}, {"role", p.role}};
+            m.port_rx.set_total(l, p.rx_packets);
+            m.port_tx.set_total(l, p.tx_packets);
+            m.port_rx_bytes.set_total(l, p.rx_bytes);
+            m.port_tx_bytes.set_total(l, p.tx_bytes);
+            m.port_missed.set_total(l, p.rx_missed);
             Labels rx = l, tx = l;
             rx["direction"] = "rx";
             tx["direction"] = "tx";
-            m.port_errors.set_total(rx, u64(p, "rx_errors"));
-            m.port_errors.set_total(tx, u64(p, "tx_errors"));
+            m.port_errors.set_total(rx, p.rx_errors);
+            m.port_errors.set_total(tx, p.tx_errors);
         }
     }
     for (auto* g : {&m.srv_up, &m.srv_healthy, &m.srv_weight, &m.srv_latency}) g->sweep();

@@ -112,8 +112,9 @@ int main(int argc, char** argv) {
                             }
                             return;
                         }
-                        case Op::counters: reply_json(out, dp.counters()); return;
+                        case Op::counters: reply_json(out, nlohmann::json(dp.counters())); return;
                         case Op::health: reply_json(out, dp.health()); return;
+                        case Op::hello: reply_json(out, {{"ok", true}}); return;  // slot kept by ControlServer
                         case Op::get_snapshot:
                             out = dp.snapshot_bytes();
                             if (out.empty()) {

@@ -2,6 +2,8 @@
 veth, fulcrumd health-checking and publishing."""
 import collections
 import json
+import os
+import signal
 import threading
 import time
 
@@ -91,19 +93,59 @@ def test_drain_keeps_long_lived_connections_and_moves_new_ones(lab3):
         assert on_s1, "no connection landed on s1"
         r = lab3.ctl("drain", "web", SERVERS3["s1"])
         assert r.returncode == 0, r.stderr
-        assert "draining" in r.stdout
-        wait_state(lab3, "web", SERVERS3["s1"], "draining", 3)
+        assert "draining" in r.stdout and "applied in generation" in r.stdout, r.stdout
+        # Acknowledged means applied: new connections right after the reply avoid s1.
         c = distribution(lab3, 200)
         assert "s1" not in c
         assert all(h.alive() for h in held), "a long-lived connection broke during the drain"
         assert lab3.servers_state("web")[SERVERS3["s1"]]["active_connections"] >= len(on_s1)
-        r = lab3.ctl("enable", "web", SERVERS3["s1"])
-        assert r.returncode == 0, r.stderr
-        wait_state(lab3, "web", SERVERS3["s1"], "up", 3)
+        r = lab3.admin({"command": "enable", "service": "web", "server": SERVERS3["s1"]})
+        assert r["ok"], r
+        assert lab3.dataplane.counters()["generation"] >= r["generation"]
         assert "s1" in distribution(lab3, 200)
     finally:
         for h in held:
             h.close()
+
+
+def test_set_weight_zero_applies_before_the_reply(lab3):
+    lab3.start_fulcrumd(lab3.write_config(lab3.config([web_service(SERVERS3)])))
+    for name in ("s2", "s3"):
+        r = lab3.admin({"command": "set-weight", "service": "web", "server": SERVERS3[name], "weight": 0})
+        assert r["ok"], r
+        assert r["state"] == "draining" and r["weight"] == 0
+        assert lab3.dataplane.counters()["generation"] >= r["generation"]
+        st = lab3.status()
+        assert st["published_generation"] >= r["generation"]
+    # At once, without waiting for anything: every new connection goes to s1.
+    assert set(distribution(lab3, 100)) == {"s1"}
+    st = lab3.status()
+    assert st["publish"]["state"] == "idle" and not st["publish_pending"], st
+
+
+def test_publish_in_flight_is_visible_in_status(lab3):
+    """While the dataplane has not acknowledged a generation, status says it is in flight (here
+    the dataplane is stopped with SIGSTOP, so the publish cannot finish until SIGCONT)."""
+    cfg = lab3.write_config(lab3.config([web_service(SERVERS3)]))
+    lab3.start_fulcrumd(cfg)
+    gen0 = lab3.status()["published_generation"]
+    assert lab3.status()["publish"]["state"] == "idle"
+    lab3.write_config(lab3.config([web_service(SERVERS3, {"s1": 7})]))
+    os.kill(lab3.dataplane.proc.pid, signal.SIGSTOP)
+    try:
+        lab3.fulcrumd.proc.send_signal(signal.SIGHUP)  # reload and publish run in fulcrumd's loop
+        fulcrumlab.wait_for(lambda: lab3.status()["publish"]["state"] == "in_flight", 4, 0.01,
+                            what="status to show the publish in flight")
+        st = lab3.status()
+        assert st["publish"]["in_flight_generation"] > st["published_generation"] == gen0, st
+        assert st["publish_pending"]
+    finally:
+        os.kill(lab3.dataplane.proc.pid, signal.SIGCONT)
+    fulcrumlab.wait_for(lambda: lab3.status()["publish"]["state"] == "idle", 10, 0.02,
+                        what="the publish to finish after SIGCONT")
+    st = lab3.status()
+    assert st["published_generation"] > gen0
+    assert lab3.dataplane.counters()["generation"] == st["published_generation"]
 
 
 def test_reload_with_changed_pool_keeps_connections_and_refuses_invalid(lab3):
@@ -116,11 +158,12 @@ def test_reload_with_changed_pool_keeps_connections_and_refuses_invalid(lab3):
         gen0 = lab3.status()["published_generation"]
         # s3 leaves the pool: its connections stay, new ones avoid it.
         lab3.write_config(lab3.config([web_service(two, {"s1": 1, "s2": 3})]))
-        r = lab3.ctl("reload")
-        assert r.returncode == 0, r.stderr
+        r = lab3.admin({"command": "reload"})
+        assert r["ok"], r
+        # The reply comes once the dataplane runs the new pool: no waiting needed.
+        assert r["generation"] > gen0
+        assert lab3.dataplane.counters()["generation"] >= r["generation"]
         assert lab3.servers_state("web")[SERVERS3["s3"]]["state"] == "retired"
-        lab3.wait_published()
-        assert lab3.status()["published_generation"] > gen0
         assert all(h.alive() for h in held), "a connection broke on reload"
         c = distribution(lab3, 200)
         assert set(c) <= {"s1", "s2"}
@@ -223,3 +266,29 @@ def test_metrics_endpoint(lab3):
     assert f'fulcrum_server_up{{server="{SERVERS3["s1"]}:80",service="web"}} 1' in text
     conns = [line for line in text.splitlines() if line.startswith("fulcrum_service_new_connections_total")]
     assert conns and float(conns[0].split()[-1]) >= 30
+
+
+def test_dataplane_outage_does_not_mark_servers_down(lab3):
+    """Health checks travel through the dataplane's fl0: while it is away they fail, but that is
+    our own path missing, not the servers. fulcrumd holds their state and the restarted
+    dataplane gets every server in rotation."""
+    lab3.start_fulcrumd(lab3.write_config(lab3.config([web_service(SERVERS3)])))
+    fulcrumlab.wait_for(lambda: lab3.status()["servers_up"] == 3, 10, what="three servers up")
+    old_pid = lab3.status()["dataplane"]["pid"]
+    log_before = len(lab3.fulcrumd.log())
+    assert lab3.stop_dataplane() == 0
+    fulcrumlab.wait_for(lambda: not lab3.status()["dataplane"]["connected"], 10, what="fulcrumd to see the outage")
+    # fall (2) checks at 500 ms fail while fl0 is gone: every server is held, none goes down.
+    fulcrumlab.wait_for(lambda: all(s["health_held"] for s in lab3.servers_state("web").values()), 10, 0.05,
+                        what="the failing checks to be held")
+    assert lab3.status()["servers_up"] == 3
+    lab3.start_dataplane()
+    fulcrumlab.wait_for(lambda: lab3.status()["dataplane"].get("pid", old_pid) != old_pid and
+                        lab3.status()["publish"]["state"] == "idle", 15, what="re-publish to the new dataplane")
+    assert all(s["in_rotation"] for s in lab3.dataplane.counters()["servers"]), lab3.dataplane.counters()["servers"]
+    assert set(distribution(lab3, 30)) == set(SERVERS3)
+    # The checks pass again through the new fl0: the hold ends without a down in between.
+    fulcrumlab.wait_for(lambda: not any(s["health_held"] for s in lab3.servers_state("web").values()), 15, 0.05,
+                        what="the hold to end")
+    published = [l for l in lab3.fulcrumd.log()[log_before:].splitlines() if "published generation" in l]
+    assert published and all(" 3 of 3 servers up" in l for l in published), published

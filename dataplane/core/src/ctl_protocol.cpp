@@ -16,6 +16,7 @@ const char* op_name(uint8_t op) {
         case Op::counters: return "counters";
         case Op::health: return "health";
         case Op::get_snapshot: return "get_snapshot";
+        case Op::hello: return "hello";
     }
     return "unknown";
 }

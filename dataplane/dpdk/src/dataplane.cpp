@@ -317,149 +317,126 @@ std::vector<uint8_t> Dataplane::snapshot_bytes() const {
 uint64_t Dataplane::generation() const { return generation_.load(); }
 
 namespace {
-nlohmann::json port_stats(uint16_t p) {
+PortCounters port_stats(uint16_t p, const char* role) {
     rte_eth_stats st{};
     rte_eth_stats_get(p, &st);
     rte_eth_link link{};
     rte_eth_link_get_nowait(p, &link);
-    return {{"name", port_name(p)},
-            {"port", p},
-            {"link_up", link.link_status == RTE_ETH_LINK_UP},
-            {"speed_mbps", link.link_speed},
-            {"rx_packets", st.ipackets},
-            {"tx_packets", st.opackets},
-            {"rx_bytes", st.ibytes},
-            {"tx_bytes", st.obytes},
-            {"rx_missed", st.imissed},
-            {"rx_errors", st.ierrors},
-            {"tx_errors", st.oerrors},
-            {"rx_nombuf", st.rx_nombuf}};
+    PortCounters c;
+    c.name = port_name(p);
+    c.role = role;
+    c.port = p;
+    c.link_up = link.link_status == RTE_ETH_LINK_UP;
+    c.speed_mbps = link.link_speed;
+    c.rx_packets = st.ipackets;
+    c.tx_packets = st.opackets;
+    c.rx_bytes = st.ibytes;
+    c.tx_bytes = st.obytes;
+    c.rx_missed = st.imissed;
+    c.rx_errors = st.ierrors;
+    c.tx_errors = st.oerrors;
+    c.rx_nombuf = st.rx_nombuf;
+    return c;
 }
 }  // namespace
 
-nlohmann::json Dataplane::counters() const {
-    using nlohmann::json;
+DataplaneCounters Dataplane::counters() const {
     // One reader at a time: ethdev statistics calls are not thread-safe, and the snapshot
     // metadata must not be freed underneath (swaps hold this lock too).
     std::lock_guard lk(control_mu_);
-    json out;
-    uint64_t rx = 0, fwd = 0, rep = 0, tok = 0, drp = 0, too_big = 0;
+    DataplaneCounters out;
     std::vector<uint64_t> drops(kDropReasons, 0);
-    json queues = json::array();
-    json conns = json::array();
+    uint64_t drp = 0, extra_drops = 0;
     for (const auto& w : workers_) {
         const WorkerCounters& c = w->core->counters();
-        rx += c.rx.get();
-        fwd += c.forwarded.get();
-        rep += c.replied.get();
-        tok += c.to_kernel.get();
+        out.rx += c.rx.get();
+        out.forwarded += c.forwarded.get();
+        out.replied += c.replied.get();
+        out.to_kernel += c.to_kernel.get();
         drp += c.dropped.get();
-        too_big += c.too_big_replies.get();
+        out.too_big_replies += c.too_big_replies.get();
         for (unsigned d = 0; d < kDropReasons; ++d) drops[d] += c.drops[d].get();
         drops[static_cast<unsigned>(Drop::kernel_full)] += w->kernel_drop.get();
         drops[static_cast<unsigned>(Drop::multi_segment)] += w->kernel_rx_drop.get();
         drops[static_cast<unsigned>(Drop::tx_full)] += w->tx_drop_up.get() + w->tx_drop_tap.get();
-        queues.push_back({{"queue", w->id},
-                          {"lcore", w->lcore},
-                          {"rx", c.rx.get()},
-                          {"forwarded", c.forwarded.get()},
-                          {"replied", c.replied.get()},
-                          {"to_kernel", c.to_kernel.get()},
-                          {"dropped", c.dropped.get()},
-                          {"uplink_tx", w->uplink_tx.get()},
-                          {"kernel_rx", w->kernel_rx.get()},
-                          {"kernel_rx_dropped", w->kernel_rx_drop.get()},
-                          {"kernel_tx", w->kernel_tx.get()},
-                          {"fragments", w->fragments.get()},
-                          {"polls", w->polls.get()},
-                          {"busy_polls", w->busy_polls.get()}});
+        extra_drops += w->kernel_drop.get() + w->kernel_rx_drop.get() + w->tx_drop_up.get() + w->tx_drop_tap.get();
+        QueueCounters q;
+        q.queue = w->id;
+        q.lcore = w->lcore;
+        q.rx = c.rx.get();
+        q.forwarded = c.forwarded.get();
+        q.replied = c.replied.get();
+        q.to_kernel = c.to_kernel.get();
+        q.dropped = c.dropped.get();
+        q.uplink_tx = w->uplink_tx.get();
+        q.kernel_rx = w->kernel_rx.get();
+        q.kernel_rx_dropped = w->kernel_rx_drop.get();
+        q.kernel_tx = w->kernel_tx.get();
+        q.fragments = w->fragments.get();
+        q.polls = w->polls.get();
+        q.busy_polls = w->busy_polls.get();
+        out.queues.push_back(q);
         const ConnTableStats& cs = w->core->conns().stats();
-        conns.push_back({{"queue", w->id},
-                         {"capacity", w->core->conns().capacity()},
-                         {"entries", cs.live.get()},
-                         {"inserts", cs.inserts.get()},
-                         {"evictions", cs.evictions.get()},
-                         {"expired", cs.expired.get()},
-                         {"full", cs.full.get()}});
+        ConnTableCounters ct;
+        ct.queue = w->id;
+        ct.capacity = w->core->conns().capacity();
+        ct.entries = cs.live.get();
+        ct.inserts = cs.inserts.get();
+        ct.evictions = cs.evictions.get();
+        ct.expired = cs.expired.get();
+        ct.full = cs.full.get();
+        out.conntables.push_back(ct);
     }
-    uint64_t extra_drops = 0;
-    for (const auto& w : workers_) extra_drops += w->kernel_drop.get() + w->kernel_rx_drop.get() + w->tx_drop_up.get() + w->tx_drop_tap.get();
-    out["rx"] = rx;
-    out["forwarded"] = fwd;
-    out["replied"] = rep;
-    out["to_kernel"] = tok;
-    out["dropped"] = drp + extra_drops;
-    out["too_big_replies"] = too_big;
-    json dj = json::object();
-    for (unsigned d = 1; d < kDropReasons; ++d) dj[std::string(drop_name(static_cast<Drop>(d)))] = drops[d];
-    out["drops"] = dj;
-    out["queues"] = queues;
-    out["conntables"] = conns;
-    json ports = json::array();
-    ports.push_back(port_stats(uplink_));
-    ports.back()["role"] = "uplink";
-    if (tap_ >= 0) {
-        ports.push_back(port_stats(static_cast<uint16_t>(tap_)));
-        ports.back()["role"] = "exception";
-    }
-    out["ports"] = ports;
+    out.dropped = drp + extra_drops;
+    for (unsigned d = 1; d < kDropReasons; ++d) out.drops[std::string(drop_name(static_cast<Drop>(d)))] = drops[d];
+    out.ports.push_back(port_stats(uplink_, "uplink"));
+    if (tap_ >= 0) out.ports.push_back(port_stats(static_cast<uint16_t>(tap_), "exception"));
 
     const LoadedSnapshot* snap = current_.load();
-    out["generation"] = snap ? snap->generation() : 0;
-    json services = json::array();
-    json servers = json::array();
-    if (snap) {
-        const SnapshotView& v = snap->view();
-        for (const auto& s : v.services()) {
-            uint64_t p = 0, b = 0, n = 0;
-            for (const auto& w : workers_) {
-                const auto& sc = w->core->counters().services[s.id];
-                p += sc.packets.get();
-                b += sc.bytes.get();
-                n += sc.new_conns.get();
-            }
-            IpAddr vip = s.family == FL_AF_INET ? IpAddr::v4(s.vip) : IpAddr::v6(s.vip);
-            services.push_back({{"id", s.id},
-                                {"name", s.name},
-                                {"vip", vip.str()},
-                                {"port", s.port},
-                                {"protocol", proto_name(s.proto)},
-                                {"scheduler", scheduler_name(static_cast<Scheduler>(s.scheduler))},
-                                {"forwarding", forwarding_name(static_cast<Forwarding>(s.forwarding))},
-                                {"packets", p},
-                                {"bytes", b},
-                                {"new_connections", n}});
+    out.generation = snap ? snap->generation() : 0;
+    if (!snap) return out;
+    const SnapshotView& v = snap->view();
+    for (const auto& s : v.services()) {
+        ServiceTraffic t;
+        for (const auto& w : workers_) {
+            const auto& sc = w->core->counters().services[s.id];
+            t.packets += sc.packets.get();
+            t.bytes += sc.bytes.get();
+            t.new_connections += sc.new_conns.get();
         }
-        const auto srv = v.servers();
-        for (uint32_t slot = 0; slot < srv.size(); ++slot) {
-            if (!(srv[slot].flags & FL_SERVER_PRESENT)) continue;
-            uint64_t p = 0, b = 0, n = 0;
-            int64_t act = 0, inact = 0;
-            for (const auto& w : workers_) {
-                const auto& sc = w->core->counters().servers[slot];
-                p += sc.packets.get();
-                b += sc.bytes.get();
-                n += sc.new_conns.get();
-                act += sc.active.get_signed();
-                inact += sc.inactive.get_signed();
-            }
-            const auto& e = srv[slot];
-            IpAddr a = e.family == FL_AF_INET ? IpAddr::v4(e.addr) : IpAddr::v6(e.addr);
-            servers.push_back({{"slot", slot},
-                               {"service", v.services()[e.service].name},
-                               {"address", a.str()},
-                               {"port", e.port},
-                               {"weight", e.weight},
-                               {"in_rotation", (e.flags & FL_SERVER_IN_ROTATION) != 0},
-                               {"packets", p},
-                               {"bytes", b},
-                               {"new_connections", n},
-                               {"active_connections", std::max<int64_t>(0, act)},
-                               {"inactive_connections", std::max<int64_t>(0, inact)}});
-        }
+        t.id = s.id;
+        t.name = s.name;
+        t.vip = (s.family == FL_AF_INET ? IpAddr::v4(s.vip) : IpAddr::v6(s.vip)).str();
+        t.port = s.port;
+        t.protocol = proto_name(s.proto);
+        t.scheduler = scheduler_name(static_cast<Scheduler>(s.scheduler));
+        t.forwarding = forwarding_name(static_cast<Forwarding>(s.forwarding));
+        out.services.push_back(std::move(t));
     }
-    out["services"] = services;
-    out["servers"] = servers;
+    const auto srv = v.servers();
+    for (uint32_t slot = 0; slot < srv.size(); ++slot) {
+        if (!(srv[slot].flags & FL_SERVER_PRESENT)) continue;
+        ServerTraffic t;
+        int64_t act = 0, inact = 0;
+        for (const auto& w : workers_) {
+            const auto& sc = w->core->counters().servers[slot];
+            t.packets += sc.packets.get();
+            t.bytes += sc.bytes.get();
+            t.new_connections += sc.new_conns.get();
+            act += sc.active.get_signed();
+            inact += sc.inactive.get_signed();
+        }
+        const auto& e = srv[slot];
+        t.slot = slot;
+        t.service = v.services()[e.service].name;
+        t.address = (e.family == FL_AF_INET ? IpAddr::v4(e.addr) : IpAddr::v6(e.addr)).str();
+        t.port = e.port;
+        t.weight = e.weight;
+        t.in_rotation = (e.flags & FL_SERVER_IN_ROTATION) != 0;
+        t.active_connections = static_cast<uint64_t>(std::max<int64_t>(0, act));
+        t.inactive_connections = static_cast<uint64_t>(std::max<int64_t>(0, inact));
+        out.servers.push_back(std::move(t));
+    }
     return out;
 }
 
@@ -475,6 +452,7 @@ nlohmann::json Dataplane::health() const {
             {"uplink_mac", mac_str(mac)},
             {"pid", static_cast<int64_t>(::getpid())},
             {"uptime_seconds", hz ? (rte_rdtsc() - started_tsc_) / hz : 0},
+            {"uptime_ms", hz ? (rte_rdtsc() - started_tsc_) / (hz / 1000) : 0},
             {"workers", workers_.size()},
             {"uplink", uplink_name_},
             {"uplink_link_up", link.link_status == RTE_ETH_LINK_UP},

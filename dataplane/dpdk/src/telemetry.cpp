@@ -58,17 +58,19 @@ void add_table(rte_tel_data* d, const nlohmann::json& arr, KeyOf key_of, const s
 int cmd_stats(const char*, const char*, rte_tel_data* d) {
     std::lock_guard lk(g_mu);
     if (!g_dp) return -1;
-    const auto c = g_dp->counters();
+    const DataplaneCounters c = g_dp->counters();
     rte_tel_data_start_dict(d);
-    for (const char* k : {"rx", "forwarded", "replied", "to_kernel", "dropped", "generation"}) add_value(d, k, c[k]);
-    for (auto it = c["drops"].begin(); it != c["drops"].end(); ++it) add_value(d, "drop_" + it.key(), it.value());
+    for (const auto& [k, v] : {std::pair<const char*, uint64_t>{"rx", c.rx}, {"forwarded", c.forwarded}, {"replied", c.replied},
+                               {"to_kernel", c.to_kernel}, {"dropped", c.dropped}, {"generation", c.generation}})
+        add_value(d, k, v);
+    for (const auto& [reason, n] : c.drops) add_value(d, "drop_" + reason, n);
     return 0;
 }
 
 int cmd_services(const char*, const char*, rte_tel_data* d) {
     std::lock_guard lk(g_mu);
     if (!g_dp) return -1;
-    add_table(d, g_dp->counters()["services"], [](const nlohmann::json& e) { return e["name"].get<std::string>(); });
+    add_table(d, nlohmann::json(g_dp->counters().services), [](const nlohmann::json& e) { return e["name"].get<std::string>(); });
     return 0;
 }
 
@@ -76,7 +78,7 @@ int cmd_servers(const char*, const char* params, rte_tel_data* d) {
     std::lock_guard lk(g_mu);
     if (!g_dp) return -1;
     add_table(
-        d, g_dp->counters()["servers"],
+        d, nlohmann::json(g_dp->counters().servers),
         [](const nlohmann::json& e) {
             return e["service"].get<std::string>() + "_slot" + std::to_string(e["slot"].get<unsigned>());
         },
@@ -87,7 +89,7 @@ int cmd_servers(const char*, const char* params, rte_tel_data* d) {
 int cmd_ports(const char*, const char*, rte_tel_data* d) {
     std::lock_guard lk(g_mu);
     if (!g_dp) return -1;
-    add_table(d, g_dp->counters()["ports"], [](const nlohmann::json& e) { return e["role"].get<std::string>(); });
+    add_table(d, nlohmann::json(g_dp->counters().ports), [](const nlohmann::json& e) { return e["role"].get<std::string>(); });
     return 0;
 }
 

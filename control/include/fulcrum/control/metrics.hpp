@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "fulcrum/control/publisher.hpp"
+#include "fulcrum/dp_counters.hpp"
 
 namespace prometheus {
 class Exposer;
@@ -21,7 +22,7 @@ namespace fulcrum::control {
 
 struct MetricsInput {
     const Model* model = nullptr;
-    const nlohmann::json* dataplane = nullptr;  // the dataplane's counters; null if unreachable
+    const DataplaneCounters* dataplane = nullptr;  // null while the dataplane is unreachable
     uint64_t published_generation = 0;
     uint64_t publishes = 0;
     uint64_t publish_errors = 0;

@@ -55,6 +55,10 @@ struct ServerModel {
     std::string health_reason;
     double check_latency_ms = 0;
     uint64_t checks_ok = 0, checks_failed = 0;
+    // The checker says down, but its checks ran while fulcrumd's path through the dataplane
+    // was away: health_up keeps the last state until checks can run again.
+    bool health_held = false;
+    bool health_down_pending = false;  // a down verdict the main loop has not settled yet
     // reachability
     std::optional<MacAddr> mac;       // resolved now
     std::optional<MacAddr> last_mac;  // last resolved: established connections keep using it

@@ -22,6 +22,7 @@ enum class Op : uint8_t {
     counters = 2,       // reply: counters JSON
     health = 3,         // reply: process health JSON
     get_snapshot = 4,   // reply: the running snapshot's bytes
+    hello = 5,          // body: {"role": "controller", "pid": N}; reply: {"ok": true}
 };
 
 enum class Status : uint8_t { ok = 0, error = 1 };

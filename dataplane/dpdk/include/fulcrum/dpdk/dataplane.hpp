@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "fulcrum/conntable.hpp"
+#include "fulcrum/dp_counters.hpp"
 #include "fulcrum/expected.hpp"
 
 struct rte_mempool;
@@ -60,7 +61,7 @@ public:
     std::vector<uint8_t> snapshot_bytes() const;  // empty if none
     uint64_t generation() const;
 
-    nlohmann::json counters() const;
+    DataplaneCounters counters() const;
     nlohmann::json health() const;
 
     unsigned workers() const { return static_cast<unsigned>(workers_.size()); }

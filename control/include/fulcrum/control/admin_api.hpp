@@ -1,0 +1,37 @@
+// fulcrumd's admin commands (the requests fulcrumctl sends over the admin socket): views of
+// services, servers and status, and the commands that change state. A state-changing command
+// replies once the dataplane runs a generation containing the change ("generation" in the
+// reply), or with an error saying why it is not applied (the dataplane is down: the change is
+// kept and applied when it reconnects).
+#pragma once
+
+#include <functional>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+namespace fulcrum::control {
+
+class Daemon;
+
+class AdminApi {
+public:
+    explicit AdminApi(Daemon& daemon) : d_(daemon) {}
+
+    using Reply = std::function<void(nlohmann::json)>;
+    // Answers `request` through `reply`, exactly once: at once for views and refusals, later
+    // (from fulcrumd's main loop thread) for state changes. Never throws.
+    void handle(const nlohmann::json& request, Reply reply);
+    // The same, waiting for the answer.
+    nlohmann::json handle_sync(const nlohmann::json& request);
+
+    static const char* commands();
+
+private:
+    nlohmann::json status();
+    nlohmann::json services();
+    nlohmann::json servers(const std::string& service);
+    Daemon& d_;
+};
+
+}  // namespace fulcrum::control
