@@ -149,19 +149,25 @@ DecodeResult decode_advert(std::span<const uint8_t> msg, const IpContext& ip,
                         std::to_string(expected));
     }
     const uint16_t stored = load_be16(msg.data() + 6);
-    const uint16_t with_ph =
-        advert_checksum(msg, ip.source, ip.destination, ChecksumForm::pseudo_header);
+    // RFC 1071 verification: the sum over everything, the stored checksum included, is all
+    // ones. Unlike comparing with a recomputed value, this also takes 0xffff for 0x0000 (the
+    // two zeros of ones' complement), which some senders store.
+    const auto verifies = [&](ChecksumForm f) {
+        return csum_fold(sum_without_checksum(msg, ip.source, ip.destination, f) + stored) == 0;
+    };
     ChecksumForm form = ChecksumForm::pseudo_header;
     bool ok = false;
     if (ip.family == Family::v6 || opt.v4_checksum != V4ChecksumAccept::message_only)
-        ok = stored == with_ph;
-    uint16_t msg_only = 0;
+        ok = verifies(ChecksumForm::pseudo_header);
     if (!ok && ip.family == Family::v4 && opt.v4_checksum != V4ChecksumAccept::pseudo_header_only) {
-        msg_only = advert_checksum(msg, ip.source, ip.destination, ChecksumForm::message_only);
-        ok = stored == msg_only;
+        ok = verifies(ChecksumForm::message_only);
         form = ChecksumForm::message_only;
     }
     if (!ok) {
+        const uint16_t with_ph =
+            advert_checksum(msg, ip.source, ip.destination, ChecksumForm::pseudo_header);
+        const uint16_t msg_only =
+            advert_checksum(msg, ip.source, ip.destination, ChecksumForm::message_only);
         std::string m = "VRRP advert" + from() + " to " + ip.destination.str() + " has checksum " +
                         hex16(stored) + "; expected " + hex16(with_ph) + " (with pseudo-header)";
         if (ip.family == Family::v4) {

@@ -302,6 +302,26 @@ TEST(VrrpPacket, EveryDecodeError) {
     EXPECT_EQ(error_of(decode_advert(int0, ctx4())), DecodeError::bad_interval);
 }
 
+TEST(VrrpPacket, AcceptsEitherOnesComplementZeroAsChecksum) {
+    // Adjust the last word of an address by the checksum so that the computed checksum
+    // becomes 0x0000; then 0xffff (the other zero) must verify too.
+    Bytes m = hand_v4();
+    const uint32_t c = (uint32_t{m[6]} << 8) | m[7];
+    uint32_t w = ((uint32_t{m[14]} << 8) | m[15]) + c;
+    w = (w & 0xFFFF) + (w >> 16);
+    m[14] = static_cast<uint8_t>(w >> 8);
+    m[15] = static_cast<uint8_t>(w);
+    set_checksum(m, kSrc4, kGroup4);
+    ASSERT_EQ(m[6], 0);
+    ASSERT_EQ(m[7], 0);
+    EXPECT_TRUE(std::holds_alternative<Advert>(decode_advert(m, ctx4())));
+    m[6] = m[7] = 0xFF;
+    DecodeOptions strict;
+    strict.v4_checksum = V4ChecksumAccept::pseudo_header_only;
+    auto r = decode_advert(m, ctx4(), strict);
+    EXPECT_TRUE(std::holds_alternative<Advert>(r)) << failure(r)->message;
+}
+
 TEST(VrrpPacket, ReservedBitsAreIgnoredOnReceipt) {
     Bytes m = hand_v4();
     m[4] |= 0xA0;

@@ -17,7 +17,7 @@
 //   makes it Backup (VIPs released). shutdown sends a priority-0 advert.
 //   Skew_Time = ((256 - Priority) * Master_Adver_Interval) / 256,
 //   Master_Down_Interval = 3 * Master_Adver_Interval + Skew_Time, both kept in microseconds
-//   so that short intervals keep their skew (10 cs at priority 100 skews by 60.9375 ms).
+//   so that short intervals keep their skew (10 cs at priority 100 skews by 60.937 ms).
 //
 // Beyond the RFC (each one as keepalived does it, unless said otherwise):
 // - heal split: a Master hearing an advert it wins against (lower priority, or equal priority
