@@ -1,8 +1,8 @@
 // VRRPv3 tests: the advert codec against packets built by hand from the RFC 5798 5.1 layout
-// (checksums by an RFC 1071 sum written here, independent of the core's) and against bytes
-// produced once by scapy 2.5 (an independent implementation), and the state machine through
-// every transition of RFC 5798 6.4 plus Fulcrum's fault, hold and heal-split rules. Time is a
-// plain value passed in: no clock, no sleeps.
+// (checksums by an RFC 1071 sum written here, independent of the core's), against bytes
+// produced once by scapy 2.5 and captured once from keepalived 2.2.7, and the state machine
+// through every transition of RFC 5798 6.4 plus Fulcrum's fault, hold and heal-split rules.
+// Time is a plain value passed in: no clock, no sleeps.
 #include <gtest/gtest.h>
 
 #include <chrono>
@@ -150,6 +150,51 @@ TEST(VrrpPacket, MatchesScapyBytes) {
     for (const auto& a : a6.addresses) hand.insert(hand.end(), a.bytes.begin(), a.bytes.end());
     set_checksum(hand, kSrc6, kGroup6);
     EXPECT_EQ(hand, scapy6);
+}
+
+// Adverts of keepalived 2.2.7 (vrrp_version 3), captured once between two network namespaces
+// (198.18.99.1 -> 224.0.0.18 multicast; 2001:db8:99::1 -> 2001:db8:99::2 unicast), VRRP
+// part only. keepalived sums the IPv4 pseudo-header and sends its unicast IPv6 adverts with
+// hop limit 64; on stopping it sends priority 0.
+TEST(VrrpPacket, InteroperatesWithKeepalivedBytes) {
+    const IpContext k4{Family::v4, ip("198.18.99.1"), kGroup4, 255};
+    const IpContext k6{Family::v6, ip("2001:db8:99::1"), ip("2001:db8:99::2"), 64};
+    DecodeOptions strict4;
+    strict4.v4_checksum = V4ChecksumAccept::pseudo_header_only;
+    DecodeOptions unicast;
+    unicast.require_ttl_255 = false;
+    struct Case {
+        const char* hex;
+        const IpContext& ctx;
+        const DecodeOptions& opt;
+        uint8_t vrid, priority;
+        uint16_t interval_cs;
+        std::vector<IpAddr> addresses;
+    };
+    const std::vector<IpAddr> vips4 = {ip("198.18.99.100"), ip("198.18.99.101")};
+    const std::vector<IpAddr> vips6 = {ip("2001:db8:99::100")};
+    const Case cases[] = {
+        {"313396020064dbcfc6126364c6126365", k4, strict4, 51, 150, 100, vips4},
+        {"31330002006471d0c6126364c6126365", k4, strict4, 51, 0, 100, vips4},
+        {"313478010032ca1620010db8009900000000000000000100", k6, unicast, 52, 120, 50, vips6},
+        {"313400010032421720010db8009900000000000000000100", k6, unicast, 52, 0, 50, vips6},
+    };
+    for (const Case& c : cases) {
+        SCOPED_TRACE(c.hex);
+        const Bytes wire = from_hex(c.hex);
+        auto r = decode_advert(wire, c.ctx, c.opt);
+        ASSERT_TRUE(std::holds_alternative<Advert>(r)) << failure(r)->message;
+        const Advert& a = std::get<Advert>(r);
+        EXPECT_EQ(a.vrid, c.vrid);
+        EXPECT_EQ(a.priority, c.priority);
+        EXPECT_EQ(a.max_advert_int_cs, c.interval_cs);
+        EXPECT_EQ(a.addresses, c.addresses);
+        EXPECT_EQ(a.checksum_form, ChecksumForm::pseudo_header);
+        // What we send to keepalived is byte for byte what it sends.
+        EXPECT_EQ(encode_advert(a, c.ctx.source, c.ctx.destination), wire);
+    }
+    // With the default TTL check, keepalived's unicast IPv6 adverts are refused.
+    EXPECT_EQ(error_of(decode_advert(from_hex(cases[2].hex), k6)), DecodeError::bad_ttl);
 }
 
 TEST(VrrpPacket, DecodesIpv4BothChecksumFormsUnderAcceptBoth) {

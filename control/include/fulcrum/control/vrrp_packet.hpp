@@ -76,7 +76,8 @@ struct IpContext {
 struct DecodeOptions {
     V4ChecksumAccept v4_checksum = V4ChecksumAccept::both;
     // RFC 5798 7.1 requires TTL / hop limit 255, which proves the sender is on the link.
-    // keepalived skips the check for unicast peers, which may be routed; so may the caller.
+    // keepalived skips the check for unicast peers, which may be routed, and (2.2.7, seen on
+    // the wire) sends its unicast IPv6 adverts with hop limit 64: turn it off for unicast.
     bool require_ttl_255 = true;
 };
 
