@@ -135,9 +135,33 @@ void Router::send(uint8_t priority, Step& out) {
     if (priority == 0) ++stats_.priority_zero_sent;
 }
 
-void Router::arm_master_down(TimePoint now, microseconds after, std::string cause) {
+void Router::arm_master_down(TimePoint now, microseconds after, DownCause cause,
+                             const IpAddr& peer) {
     master_down_at_ = now + after;
-    down_cause_ = std::move(cause);
+    down_ = {cause, peer, 0, after};
+}
+
+std::string Router::down_reason() const {
+    const std::string peer = down_.peer.str();
+    switch (down_.cause) {
+        case DownCause::startup:
+            return "no advert within Master_Down_Interval (" + ms_text(down_.after) +
+                   ") after startup";
+        case DownCause::master_silent:
+            return "no advert from master " + peer + " within Master_Down_Interval (" +
+                   ms_text(down_.after) + ")";
+        case DownCause::master_resigned:
+            return "master " + peer + " resigned (priority 0 advert), Skew_Time " +
+                   ms_text(down_.after) + " passed";
+        case DownCause::preempt:
+            return "preempted lower-priority master " + peer + " (priority " +
+                   std::to_string(down_.peer_priority) + " < " + std::to_string(cfg_.priority) +
+                   ")";
+        case DownCause::fault_cleared:
+            return "no advert within Master_Down_Interval (" + ms_text(down_.after) +
+                   ") after the fault cleared";
+    }
+    return "master down timer expired";
 }
 
 void Router::to_master(TimePoint now, std::string reason, Step& out) {
@@ -176,9 +200,7 @@ Step Router::startup(TimePoint now) {
     } else if (cfg_.priority == 255) {
         why += " as address owner held in backup (" + hold_reason_ + ")";
     }
-    arm_master_down(now, master_down_interval(),
-                    "no advert within Master_Down_Interval (" + ms_text(master_down_interval()) +
-                        ") after startup");
+    arm_master_down(now, master_down_interval(), DownCause::startup);
     to_backup(now, std::move(why), out);
     return finish(std::move(out));
 }
@@ -220,19 +242,12 @@ Step Router::advert_received(TimePoint now, const PeerAdvert& a) {
         return finish(std::move(out));
     }
     if (a.priority == 0) ++stats_.priority_zero_received;
-    const std::string peer = a.source.str();
-    const std::string prio = std::to_string(a.priority);
-    const std::string ours = std::to_string(cfg_.priority);
 
     if (state_ == State::backup) {
         if (a.priority == 0) {
             // RFC 5798 6.4.2: the master resigned; take over after Skew_Time unless a
             // higher-priority backup speaks first.
-            if (!faulted()) {
-                arm_master_down(now, skew_time(),
-                                "master " + peer + " resigned (priority 0 advert), Skew_Time " +
-                                    ms_text(skew_time()) + " passed");
-            }
+            if (!faulted()) arm_master_down(now, skew_time(), DownCause::master_resigned, a.source);
             master_addr_.reset();
             master_prio_ = 0;
             lower_master_since_.reset();
@@ -242,17 +257,14 @@ Step Router::advert_received(TimePoint now, const PeerAdvert& a) {
             master_prio_ = a.priority;
             if (a.priority >= cfg_.priority) lower_master_since_.reset();
             if (!faulted()) {
-                arm_master_down(now, master_down_interval(),
-                                "no advert from master " + peer + " within Master_Down_Interval (" +
-                                    ms_text(master_down_interval()) + ")");
+                arm_master_down(now, master_down_interval(), DownCause::master_silent, a.source);
             }
         } else {
             // Discarded: the Master_Down_Timer keeps running and makes us Master.
             ++stats_.preempt_discards;
             master_addr_ = a.source;
             master_prio_ = a.priority;
-            down_cause_ = "preempted lower-priority master " + peer + " (priority " + prio + " < " +
-                          ours + ")";
+            down_ = {DownCause::preempt, a.source, a.priority, down_.after};
         }
         return finish(std::move(out));
     }
@@ -270,12 +282,12 @@ Step Router::advert_received(TimePoint now, const PeerAdvert& a) {
             master_addr_ = a.source;
             master_prio_ = a.priority;
             lower_master_since_.reset();
-            arm_master_down(now, master_down_interval(),
-                            "no advert from master " + peer + " within Master_Down_Interval (" +
-                                ms_text(master_down_interval()) + ")");
+            arm_master_down(now, master_down_interval(), DownCause::master_silent, a.source);
+            const std::string peer = a.source.str();
+            const std::string prio = std::to_string(a.priority);
             to_backup(now,
                       higher ? "advert from " + peer + " with higher priority (" + prio + " > " +
-                                   ours + ")"
+                                   std::to_string(cfg_.priority) + ")"
                              : "advert from " + peer + " with equal priority " + prio +
                                    " and a higher primary address",
                       out);
@@ -295,7 +307,7 @@ Step Router::advert_received(TimePoint now, const PeerAdvert& a) {
 Step Router::tick(TimePoint now) {
     Step out;
     if (state_ == State::backup && !faulted() && now >= master_down_at_) {
-        to_master(now, down_cause_, out);
+        to_master(now, down_reason(), out);
     } else if (state_ == State::master && now >= advert_at_) {
         send(cfg_.priority, out);
         // From now, not from the missed deadline: a late caller sends one advert, not a burst.
@@ -320,9 +332,7 @@ Step Router::set_fault(TimePoint now, std::string_view source, bool active) {
         if (cfg_.priority == 255 && !hold_) {
             to_master(now, "fault cleared (" + std::string(source) + "), address owner", out);
         } else {
-            arm_master_down(now, master_down_interval(),
-                            "no advert within Master_Down_Interval (" +
-                                ms_text(master_down_interval()) + ") after the fault cleared");
+            arm_master_down(now, master_down_interval(), DownCause::fault_cleared);
         }
     }
     return finish(std::move(out));

@@ -164,7 +164,24 @@ class Router {
     void to_master(TimePoint now, std::string reason, Step& out);
     void to_backup(TimePoint now, std::string reason, Step& out);
     void send(uint8_t priority, Step& out);
-    void arm_master_down(TimePoint now, std::chrono::microseconds after, std::string cause);
+    // What will have happened if the Master_Down_Timer fires: the reason of that transition,
+    // kept as data and turned into text only then (adverts arrive every interval).
+    enum class DownCause : uint8_t {
+        startup,
+        master_silent,
+        master_resigned,
+        preempt,
+        fault_cleared
+    };
+    struct PendingDown {
+        DownCause cause = DownCause::startup;
+        IpAddr peer;
+        uint8_t peer_priority = 0;
+        std::chrono::microseconds after{0};
+    };
+    void arm_master_down(TimePoint now, std::chrono::microseconds after, DownCause cause,
+                         const IpAddr& peer = {});
+    std::string down_reason() const;
     bool preemption_blocked(TimePoint now);
     void record(State to, TimePoint now, std::string reason);
     Step finish(Step s) const;
@@ -174,7 +191,7 @@ class Router {
     uint16_t master_adver_int_cs_;
     TimePoint master_down_at_{};
     TimePoint advert_at_{};
-    std::string down_cause_;  // why the Master_Down_Timer will make us Master if it fires
+    PendingDown down_;
     std::optional<IpAddr> master_addr_;
     uint8_t master_prio_ = 0;
     std::optional<TimePoint> lower_master_since_;  // preempt_delay clock
