@@ -366,8 +366,11 @@ Expected<size_t> Dataplane::save_state(const std::string& path) {
     if (running_) return Error{"cannot save the connection state while the workers run: stop them first"};
     ConnStateData d;
     d.snapshot = snapshot_bytes();
-    if (d.snapshot.empty())
-        return Error{"no snapshot is running, so no connection can be handed over; " + path + " not written"};
+    if (d.snapshot.empty()) {
+        // Without a snapshot no packet reached a service: there is nothing to hand over.
+        spdlog::info("no snapshot is running: no connection state to hand over ({} not written)", path);
+        return size_t{0};
+    }
     d.workers = workers();
     d.rss_fingerprint = rss_fingerprint_;
     const uint32_t now = now_ms();
