@@ -9,10 +9,10 @@
 #include <filesystem>
 #include <map>
 
+#include "frame_buf.hpp"
 #include "fulcrum/checksum.hpp"
 #include "fulcrum/conn_state.hpp"
 #include "fulcrum/forward.hpp"
-#include "frame_buf.hpp"
 #include "packet_builder.hpp"
 
 using namespace fulcrum;
@@ -70,7 +70,8 @@ std::string refused(const std::vector<uint8_t>& b) {
 }
 
 std::string temp_path(const std::string& name) {
-    return (std::filesystem::temp_directory_path() / (name + "." + std::to_string(::getpid()))).string();
+    return (std::filesystem::temp_directory_path() / (name + "." + std::to_string(::getpid())))
+        .string();
 }
 
 }  // namespace
@@ -135,7 +136,8 @@ TEST(ConnState, EveryCorruptionIsRefused) {
 
     // Counts that would overflow a size computation.
     b = good;
-    set_field<uint64_t>(b, offsetof(ConnStateHeader, entries), ~uint64_t{0} / sizeof(ConnStateRecord) + 1);
+    set_field<uint64_t>(b, offsetof(ConnStateHeader, entries),
+                        ~uint64_t{0} / sizeof(ConnStateRecord) + 1);
     reseal(b);
     EXPECT_NE(refused(b).find("more than the file"), std::string::npos);
     b = good;
@@ -144,8 +146,9 @@ TEST(ConnState, EveryCorruptionIsRefused) {
     EXPECT_NE(refused(b).find("more than the file"), std::string::npos);
 
     // A flipped bit anywhere (header field, snapshot, entry, checksum) fails the checksum.
-    for (size_t off : {offsetof(ConnStateHeader, workers), offsetof(ConnStateHeader, written_unix_ms),
-                       offsetof(ConnStateHeader, checksum), sizeof(ConnStateHeader) + 3, good.size() - 5}) {
+    for (size_t off :
+         {offsetof(ConnStateHeader, workers), offsetof(ConnStateHeader, written_unix_ms),
+          offsetof(ConnStateHeader, checksum), sizeof(ConnStateHeader) + 3, good.size() - 5}) {
         b = good;
         b[off] ^= 0x10;
         EXPECT_NE(refused(b).find("checksum mismatch"), std::string::npos) << off;
@@ -174,7 +177,8 @@ TEST(ConnState, FileWriteIsAtomicAndReadChecksEverything) {
     ASSERT_TRUE(n) << n.error();
     EXPECT_EQ(n.value(), std::filesystem::file_size(path));
     // Nothing left beside it (the temporary file was renamed).
-    for (const auto& e : std::filesystem::directory_iterator(std::filesystem::path(path).parent_path()))
+    for (const auto& e :
+         std::filesystem::directory_iterator(std::filesystem::path(path).parent_path()))
         EXPECT_EQ(e.path().string().find(path + ".tmp"), std::string::npos) << e.path();
     auto back = read_conn_state_file(path, 1 << 20, missing);
     ASSERT_TRUE(back) << back.error();
@@ -252,9 +256,12 @@ TEST(ConnTableHandover, ExportAndRestoreKeepRemainingTimeouts) {
     ConnTable fresh(1024, to);
     const uint32_t t1 = 50;
     for (const auto& e : ex)
-        EXPECT_EQ(fresh.restore(e.entry, flow_hash(e.entry.key, 1), e.state, e.idle_ms, t1), ConnRestore::restored);
+        EXPECT_EQ(fresh.restore(e.entry, flow_hash(e.entry.key, 1), e.state, e.idle_ms, t1),
+                  ConnRestore::restored);
     EXPECT_EQ(fresh.size(), 4u);
-    auto find = [&](uint32_t n, uint32_t now) { return fresh.find(key(n), flow_hash(key(n), 1), now); };
+    auto find = [&](uint32_t n, uint32_t now) {
+        return fresh.find(key(n), flow_hash(key(n), 1), now);
+    };
     const uint32_t i1 = find(1, t1 + 999);
     ASSERT_NE(i1, ConnTable::kNone);
     EXPECT_EQ(fresh.entry(i1).server, 1u);
@@ -266,15 +273,17 @@ TEST(ConnTableHandover, ExportAndRestoreKeepRemainingTimeouts) {
     EXPECT_NE(find(4, t1 + 4899), ConnTable::kNone);
     // The sweep expires restored entries by their remaining time as well.
     EXPECT_EQ(fresh.sweep(t1 + 600, fresh.capacity()), 1u);  // entry 3 (0.5 s left)
-    EXPECT_EQ(fresh.size(), 1u);                              // only 4 remains
+    EXPECT_EQ(fresh.size(), 1u);                             // only 4 remains
     EXPECT_EQ(fresh.sweep(t1 + 4900, fresh.capacity()), 1u);
     EXPECT_EQ(fresh.size(), 0u);
 
     // Refusals: already expired under this table's timeouts, not a connection state, present.
     const ConnEntry e{key(9), 1, 2};
-    EXPECT_EQ(fresh.restore(e, flow_hash(e.key, 1), ConnState::tcp_new, 1000, t1), ConnRestore::expired);
+    EXPECT_EQ(fresh.restore(e, flow_hash(e.key, 1), ConnState::tcp_new, 1000, t1),
+              ConnRestore::expired);
     EXPECT_EQ(fresh.restore(e, flow_hash(e.key, 1), ConnState::empty, 0, t1), ConnRestore::invalid);
-    EXPECT_EQ(fresh.restore(e, flow_hash(e.key, 1), ConnState::count_, 0, t1), ConnRestore::invalid);
+    EXPECT_EQ(fresh.restore(e, flow_hash(e.key, 1), ConnState::count_, 0, t1),
+              ConnRestore::invalid);
     EXPECT_EQ(fresh.restore(e, flow_hash(e.key, 1), ConnState::udp, 0, t1), ConnRestore::restored);
     EXPECT_EQ(fresh.restore(e, flow_hash(e.key, 1), ConnState::udp, 0, t1), ConnRestore::duplicate);
     EXPECT_EQ(fresh.size(), 1u);
@@ -296,10 +305,12 @@ TEST(ConnTableHandover, RestoreIntoAFullTableSaysSo) {
     ConnTable est(8);
     for (uint32_t n = 1; n <= 8; ++n) {
         const ConnEntry e{key(n), n, n};
-        ASSERT_EQ(est.restore(e, flow_hash(e.key, 1), ConnState::tcp_established, 0, 10), ConnRestore::restored);
+        ASSERT_EQ(est.restore(e, flow_hash(e.key, 1), ConnState::tcp_established, 0, 10),
+                  ConnRestore::restored);
     }
     const ConnEntry extra{key(99), 1, 1};
-    EXPECT_EQ(est.restore(extra, flow_hash(extra.key, 1), ConnState::tcp_new, 0, 10), ConnRestore::full);
+    EXPECT_EQ(est.restore(extra, flow_hash(extra.key, 1), ConnState::tcp_new, 0, 10),
+              ConnRestore::full);
 }
 
 namespace {
@@ -324,7 +335,8 @@ SnapshotSpec spec_with_weights(uint64_t gen, uint32_t w0, uint32_t w1, uint32_t 
     s.port = 80;
     s.proto = FL_PROTO_TCP;
     s.table_size = 4099;
-    s.servers = {server(0, "198.18.2.1", w0), server(1, "198.18.2.2", w1), server(2, "198.18.2.3", w2)};
+    s.servers = {server(0, "198.18.2.1", w0), server(1, "198.18.2.2", w1),
+                 server(2, "198.18.2.3", w2)};
     spec.services.push_back(s);
     return spec;
 }
@@ -384,19 +396,21 @@ TEST(WorkerHandover, RestoredConnectionsKeepTheirServersAfterAWeightChange) {
     size_t moved_by_maglev = 0;
     {
         Worker blank(wcfg());
-        for (const auto& [sport, srv] : first) moved_by_maglev += send(blank, *s2.value(), sport, tcpflag::kAck, 7) != srv;
+        for (const auto& [sport, srv] : first)
+            moved_by_maglev += send(blank, *s2.value(), sport, tcpflag::kAck, 7) != srv;
     }
     EXPECT_GT(moved_by_maglev, kFlows / 4);  // what a restart without handover breaks
 
     Worker fresh(wcfg());
     for (const auto& r : back->entries)
-        EXPECT_EQ(fresh.restore_connection({r.key, r.server, r.server_tag}, static_cast<ConnState>(r.state),
-                                           r.idle_ms, 7),
+        EXPECT_EQ(fresh.restore_connection({r.key, r.server, r.server_tag},
+                                           static_cast<ConnState>(r.state), r.idle_ms, 7),
                   ConnRestore::restored);
     int64_t active = 0;
     for (uint32_t s = 0; s < 3; ++s) active += fresh.counters().servers[s].active.get_signed();
     EXPECT_EQ(active, kFlows);
-    for (const auto& [sport, srv] : first) EXPECT_EQ(send(fresh, *s2.value(), sport, tcpflag::kAck, 8), srv) << sport;
+    for (const auto& [sport, srv] : first)
+        EXPECT_EQ(send(fresh, *s2.value(), sport, tcpflag::kAck, 8), srv) << sport;
     // A FIN moves the gauge from active to inactive, and expiry takes it back.
     send(fresh, *s2.value(), 20000, tcpflag::kFin | tcpflag::kAck, 9);
     EXPECT_EQ(fresh.counters().servers[first[20000]].inactive.get_signed(), 1);

@@ -19,7 +19,9 @@ namespace {
 constexpr size_t kHeader = sizeof(ConnStateHeader);
 constexpr size_t kRecord = sizeof(ConnStateRecord);
 
-size_t pad8(size_t n) { return (n + 7) & ~size_t{7}; }
+size_t pad8(size_t n) {
+    return (n + 7) & ~size_t{7};
+}
 
 uint32_t checksum_of(std::span<const uint8_t> bytes) {
     constexpr size_t off = offsetof(ConnStateHeader, checksum);
@@ -63,8 +65,10 @@ std::vector<uint8_t> encode_conn_state(const ConnStateData& d) {
     h.rss_fingerprint = d.rss_fingerprint;
     h.written_unix_ms = d.written_unix_ms;
     std::memcpy(out.data(), &h, kHeader);
-    if (!d.snapshot.empty()) std::memcpy(out.data() + kHeader, d.snapshot.data(), d.snapshot.size());
-    if (!d.entries.empty()) std::memcpy(out.data() + kHeader + snap_len, d.entries.data(), d.entries.size() * kRecord);
+    if (!d.snapshot.empty())
+        std::memcpy(out.data() + kHeader, d.snapshot.data(), d.snapshot.size());
+    if (!d.entries.empty())
+        std::memcpy(out.data() + kHeader + snap_len, d.entries.data(), d.entries.size() * kRecord);
     const uint32_t sum = checksum_of(out);
     std::memcpy(out.data() + offsetof(ConnStateHeader, checksum), &sum, 4);
     return out;
@@ -84,31 +88,35 @@ Expected<ConnStateData> decode_conn_state(std::span<const uint8_t> bytes) {
                    std::to_string(kConnStateVersion) + " only (written by another release)");
     if (h.header_bytes != kHeader || h.record_bytes != kRecord)
         return err("header of " + std::to_string(h.header_bytes) + " bytes and records of " +
-                   std::to_string(h.record_bytes) + " bytes, expected " + std::to_string(kHeader) + " and " +
-                   std::to_string(kRecord));
+                   std::to_string(h.record_bytes) + " bytes, expected " + std::to_string(kHeader) +
+                   " and " + std::to_string(kRecord));
     // Sizes in 64-bit arithmetic bounded by the length first, so no product can overflow.
     const uint64_t len = bytes.size();
     if (h.snapshot_bytes > len || h.entries > len / kRecord)
-        return err("the header announces " + std::to_string(h.snapshot_bytes) + " snapshot bytes and " +
-                   std::to_string(h.entries) + " entries, more than the file's " + std::to_string(len) +
+        return err("the header announces " + std::to_string(h.snapshot_bytes) +
+                   " snapshot bytes and " + std::to_string(h.entries) +
+                   " entries, more than the file's " + std::to_string(len) +
                    " bytes hold (truncated or corrupt)");
     const uint64_t snap_len = pad8(h.snapshot_bytes);
     const uint64_t want = kHeader + snap_len + h.entries * kRecord;
     if (want != len)
-        return err("the file has " + std::to_string(len) + " bytes but its header describes " + std::to_string(want) +
-                   (len < want ? " (truncated)" : " (trailing bytes)"));
+        return err("the file has " + std::to_string(len) + " bytes but its header describes " +
+                   std::to_string(want) + (len < want ? " (truncated)" : " (trailing bytes)"));
     const uint32_t sum = checksum_of(bytes);
     if (sum != h.checksum) return err("checksum mismatch: the content is corrupt");
     ConnStateData d;
     d.workers = h.workers;
     d.rss_fingerprint = h.rss_fingerprint;
     d.written_unix_ms = h.written_unix_ms;
-    d.snapshot.assign(bytes.begin() + kHeader, bytes.begin() + static_cast<ptrdiff_t>(kHeader + h.snapshot_bytes));
+    d.snapshot.assign(bytes.begin() + kHeader,
+                      bytes.begin() + static_cast<ptrdiff_t>(kHeader + h.snapshot_bytes));
     d.entries.resize(h.entries);
-    if (h.entries) std::memcpy(d.entries.data(), bytes.data() + kHeader + snap_len, h.entries * kRecord);
+    if (h.entries)
+        std::memcpy(d.entries.data(), bytes.data() + kHeader + snap_len, h.entries * kRecord);
     for (size_t i = 0; i < d.entries.size(); ++i) {
         const uint8_t st = d.entries[i].state;
-        if (st == static_cast<uint8_t>(ConnState::empty) || st >= static_cast<uint8_t>(ConnState::count_))
+        if (st == static_cast<uint8_t>(ConnState::empty) ||
+            st >= static_cast<uint8_t>(ConnState::count_))
             return err("entry " + std::to_string(i) + " has invalid state " + std::to_string(st));
     }
     return d;
@@ -120,7 +128,8 @@ Expected<size_t> write_conn_state_file(const std::string& path, const ConnStateD
     const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (fd < 0) return Error{sys_error("cannot create the connection state file", tmp)};
     const bool ok = write_all(fd, bytes.data(), bytes.size()) && ::fsync(fd) == 0;
-    const std::string write_err = ok ? "" : sys_error("cannot write the connection state file", tmp);
+    const std::string write_err =
+        ok ? "" : sys_error("cannot write the connection state file", tmp);
     if (::close(fd) != 0 && ok) {
         const std::string e = sys_error("cannot write the connection state file", tmp);
         ::unlink(tmp.c_str());
@@ -138,7 +147,8 @@ Expected<size_t> write_conn_state_file(const std::string& path, const ConnStateD
     return bytes.size();
 }
 
-Expected<ConnStateData> read_conn_state_file(const std::string& path, size_t max_bytes, bool& missing) {
+Expected<ConnStateData> read_conn_state_file(const std::string& path, size_t max_bytes,
+                                             bool& missing) {
     missing = false;
     const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
@@ -153,8 +163,9 @@ Expected<ConnStateData> read_conn_state_file(const std::string& path, size_t max
     const auto size = static_cast<uint64_t>(st.st_size);
     if (size > max_bytes) {
         ::close(fd);
-        return Error{"connection state file " + path + " has " + std::to_string(size) + " bytes, above the " +
-                     std::to_string(max_bytes) + " this configuration can hold (largest snapshot plus every " +
+        return Error{"connection state file " + path + " has " + std::to_string(size) +
+                     " bytes, above the " + std::to_string(max_bytes) +
+                     " this configuration can hold (largest snapshot plus every " +
                      "worker's table): refused"};
     }
     std::vector<uint8_t> bytes(size);
@@ -172,7 +183,8 @@ Expected<ConnStateData> read_conn_state_file(const std::string& path, size_t max
     return d;
 }
 
-uint32_t restored_idle_ms(const ConnStateRecord& r, uint64_t written_unix_ms, uint64_t now_unix_ms) {
+uint32_t restored_idle_ms(const ConnStateRecord& r, uint64_t written_unix_ms,
+                          uint64_t now_unix_ms) {
     const uint64_t down = now_unix_ms > written_unix_ms ? now_unix_ms - written_unix_ms : 0;
     const uint64_t idle = uint64_t{r.idle_ms} + down;
     return idle > std::numeric_limits<uint32_t>::max() ? std::numeric_limits<uint32_t>::max()
@@ -181,7 +193,8 @@ uint32_t restored_idle_ms(const ConnStateRecord& r, uint64_t written_unix_ms, ui
 
 uint64_t unix_now_ms() {
     using namespace std::chrono;
-    return static_cast<uint64_t>(duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count());
+    return static_cast<uint64_t>(
+        duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count());
 }
 
 }  // namespace fulcrum

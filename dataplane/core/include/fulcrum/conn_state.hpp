@@ -76,7 +76,8 @@ Expected<size_t> write_conn_state_file(const std::string& path, const ConnStateD
 
 // Reads and decodes `path`. A file larger than `max_bytes` is refused before it is read.
 // Sets `missing` (and returns an error) when there is no such file.
-Expected<ConnStateData> read_conn_state_file(const std::string& path, size_t max_bytes, bool& missing);
+Expected<ConnStateData> read_conn_state_file(const std::string& path, size_t max_bytes,
+                                             bool& missing);
 
 // Milliseconds of idle time a restored record has: its idle time at writing plus the time
 // since the file was written (0 if the clock went backwards), saturated at 2^32 - 1.
