@@ -220,6 +220,20 @@ TEST(ConnState, DowntimeCountsAsIdleTime) {
     EXPECT_EQ(restored_idle_ms(r, 0, ~uint64_t{0} / 2), 0xFFFFFFFFu);
 }
 
+TEST(ConnState, PlacementGoesBackToTheSameWorkerOnlyWhenRssIsKnownAndEqual) {
+    ConnStateData d;
+    d.workers = 4;
+    d.rss_fingerprint = 42;
+    EXPECT_EQ(conn_placement(1, 0, d), ConnPlacement::only_worker);
+    EXPECT_EQ(conn_placement(1, 42, d), ConnPlacement::only_worker);
+    EXPECT_EQ(conn_placement(4, 42, d), ConnPlacement::same_worker);
+    EXPECT_EQ(conn_placement(4, 43, d), ConnPlacement::every_worker);  // other key, RETA or driver
+    EXPECT_EQ(conn_placement(3, 42, d), ConnPlacement::every_worker);  // other worker count
+    EXPECT_EQ(conn_placement(4, 0, d), ConnPlacement::every_worker);   // this device cannot tell
+    d.rss_fingerprint = 0;
+    EXPECT_EQ(conn_placement(4, 0, d), ConnPlacement::every_worker);  // neither could the old one
+}
+
 TEST(ConnTableHandover, ExportAndRestoreKeepRemainingTimeouts) {
     ConnTimeouts to;
     to.tcp_new = 1000;

@@ -183,6 +183,28 @@ Expected<ConnStateData> read_conn_state_file(const std::string& path, size_t max
     return d;
 }
 
+ConnPlacement conn_placement(unsigned workers, uint64_t rss_fingerprint,
+                             const ConnStateData& saved) {
+    if (workers <= 1) return ConnPlacement::only_worker;
+    if (saved.workers == workers && rss_fingerprint != 0 &&
+        saved.rss_fingerprint == rss_fingerprint)
+        return ConnPlacement::same_worker;
+    return ConnPlacement::every_worker;
+}
+
+const char* conn_placement_text(ConnPlacement p) {
+    switch (p) {
+        case ConnPlacement::only_worker:
+            return "in the only worker's table";
+        case ConnPlacement::same_worker:
+            return "each in the table of the worker that held it (same worker count and RSS)";
+        case ConnPlacement::every_worker:
+            return "in every worker's table (the worker count or the RSS spreading differs or is "
+                   "unknown)";
+    }
+    return "?";
+}
+
 uint32_t restored_idle_ms(const ConnStateRecord& r, uint64_t written_unix_ms,
                           uint64_t now_unix_ms) {
     const uint64_t down = now_unix_ms > written_unix_ms ? now_unix_ms - written_unix_ms : 0;

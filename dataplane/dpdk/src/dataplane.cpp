@@ -438,19 +438,10 @@ size_t Dataplane::restore_state(const std::string& path) {
                          gen.error());
         }
     }
-    // Where to put each entry: a flow must be in the table of the worker its packets reach.
-    // With one worker that is the only table. With the same worker count and the same RSS
-    // spreading (fingerprint) a flow reaches the worker that held it before. Otherwise its
-    // queue is unknown and every worker gets a copy: the copy on the right worker keeps the
-    // connection, the others age out unused.
+    // With several workers and an unknown queue per flow, every worker gets a copy: the copy
+    // on the worker the flow reaches keeps the connection, the others age out unused.
     const unsigned nw = workers();
-    enum { one, same, every } where;
-    if (nw == 1)
-        where = one;
-    else if (d.workers == nw && d.rss_fingerprint != 0 && d.rss_fingerprint == rss_fingerprint_)
-        where = same;
-    else
-        where = every;
+    const ConnPlacement where = conn_placement(nw, rss_fingerprint_, d);
     // Freshest first: a key present more than once (copies left by an earlier restore into
     // every worker) is restored with its most recent use; later copies are duplicates.
     std::stable_sort(d.entries.begin(), d.entries.end(),
@@ -463,7 +454,7 @@ size_t Dataplane::restore_state(const std::string& path) {
         const ConnEntry e{r.key, r.server, r.server_tag};
         const auto cs = static_cast<ConnState>(r.state);
         const uint32_t idle = restored_idle_ms(r, d.written_unix_ms, now_unix);
-        if (where == every) {
+        if (where == ConnPlacement::every_worker) {
             bool any = false;
             ConnRestore last = ConnRestore::full;
             for (auto& w : workers_) {
@@ -473,7 +464,7 @@ size_t Dataplane::restore_state(const std::string& path) {
             ++counts[static_cast<unsigned>(any ? ConnRestore::restored : last)];
             restored_conns += any;
         } else {
-            const unsigned wi = where == one ? 0 : r.worker;
+            const unsigned wi = where == ConnPlacement::only_worker ? 0 : r.worker;
             const ConnRestore res = wi < nw ? workers_[wi]->core->restore_connection(e, cs, idle, now)
                                             : ConnRestore::invalid;
             ++counts[static_cast<unsigned>(res)];
@@ -484,10 +475,7 @@ size_t Dataplane::restore_state(const std::string& path) {
                  "{} duplicate, {} invalid); placed {}", path, restored_conns, d.entries.size(),
                  counts[static_cast<unsigned>(ConnRestore::expired)], counts[static_cast<unsigned>(ConnRestore::full)],
                  counts[static_cast<unsigned>(ConnRestore::duplicate)],
-                 counts[static_cast<unsigned>(ConnRestore::invalid)],
-                 where == one ? "in the only worker's table"
-                 : where == same ? "each in the table of the worker that held it (same workers and RSS)"
-                                 : "in every worker's table (worker count or RSS spreading differs or is unknown)");
+                 counts[static_cast<unsigned>(ConnRestore::invalid)], conn_placement_text(where));
     return restored_conns;
 }
 

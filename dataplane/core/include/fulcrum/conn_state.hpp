@@ -79,6 +79,15 @@ Expected<size_t> write_conn_state_file(const std::string& path, const ConnStateD
 Expected<ConnStateData> read_conn_state_file(const std::string& path, size_t max_bytes,
                                              bool& missing);
 
+// Which worker tables restored entries go to (a flow must be in the table of the worker whose
+// RX queue its packets reach): the only worker's; each the table of the worker that held it
+// (same worker count and a known, equal RSS fingerprint: flows reach the same queues); or,
+// when the queue of a flow is unknown, every worker's.
+enum class ConnPlacement : uint8_t { only_worker, same_worker, every_worker };
+ConnPlacement conn_placement(unsigned workers, uint64_t rss_fingerprint,
+                             const ConnStateData& saved);
+const char* conn_placement_text(ConnPlacement p);
+
 // Milliseconds of idle time a restored record has: its idle time at writing plus the time
 // since the file was written (0 if the clock went backwards), saturated at 2^32 - 1.
 uint32_t restored_idle_ms(const ConnStateRecord& r, uint64_t written_unix_ms, uint64_t now_unix_ms);
