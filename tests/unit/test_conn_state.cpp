@@ -189,7 +189,7 @@ TEST(ConnState, FileWriteIsAtomicAndReadChecksEverything) {
     auto big = read_conn_state_file(path, 100, missing);
     ASSERT_FALSE(big);
     EXPECT_FALSE(missing);
-    EXPECT_NE(big.error().find("above the 100"), std::string::npos);
+    EXPECT_NE(big.error().find("above the limit of 100 bytes"), std::string::npos);
 
     // Truncated on disk: refused with the path in the message.
     std::filesystem::resize_file(path, n.value() - 7);

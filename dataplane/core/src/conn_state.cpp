@@ -163,10 +163,11 @@ Expected<ConnStateData> read_conn_state_file(const std::string& path, size_t max
     const auto size = static_cast<uint64_t>(st.st_size);
     if (size > max_bytes) {
         ::close(fd);
-        return Error{"connection state file " + path + " has " + std::to_string(size) +
-                     " bytes, above the " + std::to_string(max_bytes) +
-                     " this configuration can hold (largest snapshot plus every " +
-                     "worker's table): refused"};
+        return Error{
+            "connection state file " + path + " has " + std::to_string(size) +
+            " bytes, above the limit of " + std::to_string(max_bytes) +
+            " bytes this configuration can use (its largest snapshot and table room): "
+            "refused; raise --conn-capacity if the previous process had far larger tables"};
     }
     std::vector<uint8_t> bytes(size);
     size_t got = 0;

@@ -404,6 +404,9 @@ size_t Dataplane::restore_state(const std::string& path) {
         spdlog::error("connection state {} not restored: the workers already run", path);
         return 0;
     }
+    // A file larger than any this configuration could use is refused unread: the largest
+    // snapshot plus four times this process's table room (a predecessor may have had more
+    // workers or larger tables; what does not fit is lost anyway).
     const size_t rec = sizeof(ConnStateRecord);
     const size_t max_bytes = sizeof(ConnStateHeader) + opt_.max_snapshot_bytes + 8 +
                              4 * workers_.size() * ConnTable::buckets_for(opt_.conn_capacity) * ConnTable::kWays * rec;
