@@ -176,7 +176,9 @@ def good_state(tmp_path_factory):
     d = tmp_path_factory.mktemp("state")
     state = d / "good.state"
     snap1 = fulcrumlab.build_snapshot(spec(1, OLD_WEIGHTS), d / "s1.snap")
-    run(d, "make", [frame(i, SYN) for i in range(100)], snapshot=snap1, state=state)
+    # Established connections (SYN, then ACK): the 900 s timeout applies.
+    run(d, "make", [frame(i, SYN) for i in range(100)] + [frame(i, ACK) for i in range(100)], snapshot=snap1,
+        state=state)
     return state.read_bytes()
 
 
@@ -196,3 +198,57 @@ def test_damaged_state_is_refused_and_the_dataplane_starts_empty(tmp_path, good_
     rejected = state.with_name(state.name + ".rejected")
     assert rejected.read_bytes() == corrupt(kind, good_state), "the refused file is kept for inspection"
     assert not state.exists()
+
+
+def crc32c(data):
+    crc = 0xFFFFFFFF
+    for b in data:
+        crc = _CRC32C[(crc ^ b) & 0xFF] ^ (crc >> 8)
+    return crc ^ 0xFFFFFFFF
+
+
+def _crc32c_table():
+    t = []
+    for i in range(256):
+        c = i
+        for _ in range(8):
+            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
+        t.append(c)
+    return t
+
+
+_CRC32C = _crc32c_table()
+WRITTEN_AT = 48  # offsetof(ConnStateHeader, written_unix_ms)
+CHECKSUM_AT = 56  # offsetof(ConnStateHeader, checksum)
+
+
+def backdate(state_bytes, ms):
+    """The state file as if it had been written `ms` milliseconds earlier (resealed)."""
+    b = bytearray(state_bytes)
+    written = struct.unpack_from("<Q", b, WRITTEN_AT)[0]
+    struct.pack_into("<Q", b, WRITTEN_AT, written - ms)
+    struct.pack_into("<I", b, CHECKSUM_AT, 0)
+    struct.pack_into("<I", b, CHECKSUM_AT, crc32c(bytes(b)))
+    return bytes(b)
+
+
+def test_crc32c_matches_the_dataplane(good_state):
+    b = bytearray(good_state)
+    stored = struct.unpack_from("<I", b, CHECKSUM_AT)[0]
+    struct.pack_into("<I", b, CHECKSUM_AT, 0)
+    assert crc32c(bytes(b)) == stored
+    assert crc32c(b"123456789") == 0xE3069283
+
+
+@pytest.mark.parametrize("down_s,restored", [(60, 100), (900, 0)])
+def test_downtime_counts_towards_the_idle_timeout(tmp_path, good_state, down_s, restored):
+    """Entries of a file written down_s seconds ago: with the 900 s established timeout, a minute
+    down keeps them, a quarter of an hour down expires every one."""
+    state = tmp_path / "dp.state"
+    state.write_bytes(backdate(good_state, down_s * 1000))
+
+    def entries(dp):
+        return dp.counters()["conntables"][0]["entries"]
+    _, n, log = run(tmp_path, "late", [], state=state, during=entries)
+    assert f"restored: {restored} of 100 connection(s) ({100 - restored} expired while down" in log, log
+    assert n == restored
