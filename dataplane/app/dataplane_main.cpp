@@ -48,6 +48,8 @@ int main(int argc, char** argv) {
     fulcrum::dpdk::DataplaneOptions opt;
     std::string control_socket;
     std::string snapshot_file;
+    std::string state_file;
+    bool no_state_file = false;
     CLI::App app{"fulcrum-dataplane: Fulcrum's DPDK forwarding process. EAL options come first, then '--', then these."};
     app.name("fulcrum-dataplane");
     app.add_option("--uplink", opt.uplink, "DPDK port (name such as net_af_packet0 or 0000:01:00.0, or index) facing clients and servers")
@@ -56,6 +58,11 @@ int main(int argc, char** argv) {
                    "create a TAP interface with this name as the exception path to the kernel (ARP, ND, VRRP, SSH, health checks)");
     app.add_option("--control-socket", control_socket, "Unix socket for snapshots, counters and health (mode 0600)");
     app.add_option("--snapshot", snapshot_file, "forwarding snapshot to load at start");
+    app.add_option("--state-file", state_file,
+                   "restart handover: connection tables and snapshot written here at SIGTERM/SIGINT and restored "
+                   "from here at start (default: next to the control socket, its name with .state for .sock)");
+    app.add_flag("--no-state-file", no_state_file, "neither restore nor save connection state")
+        ->excludes("--state-file");
     app.add_option("--conn-capacity", opt.conn_capacity, "connection table entries per worker")->check(CLI::Range(1ul, 1ul << 31));
     app.add_option("--mtu", opt.mtu, "uplink MTU (default: the device's)")->check(CLI::Range(576, 9702));
     app.add_option("--rx-desc", opt.rx_desc, "RX descriptors per queue")->check(CLI::Range(32, 16384));
@@ -80,6 +87,15 @@ int main(int argc, char** argv) {
         return rc;
     }
 
+    if (no_state_file) {
+        state_file.clear();
+    } else if (state_file.empty() && !control_socket.empty()) {
+        const std::string ext = ".sock";
+        const bool sock = control_socket.size() > ext.size() &&
+                          control_socket.compare(control_socket.size() - ext.size(), ext.size(), ext) == 0;
+        state_file = (sock ? control_socket.substr(0, control_socket.size() - ext.size()) : control_socket) + ".state";
+    }
+
     std::signal(SIGINT, on_signal);
     std::signal(SIGTERM, on_signal);
     std::signal(SIGPIPE, SIG_IGN);
@@ -94,6 +110,8 @@ int main(int argc, char** argv) {
             auto gen = dp.load_snapshot(bytes);
             if (!gen) throw std::runtime_error("--snapshot " + snapshot_file + ": " + gen.error());
         }
+        // After --snapshot: a handed-over snapshot that is at least as new replaces it.
+        if (!state_file.empty()) dp.restore_state(state_file);
         std::unique_ptr<fulcrum::dpdk::ControlServer> ctl;
         if (!control_socket.empty()) {
             ctl = std::make_unique<fulcrum::dpdk::ControlServer>(
@@ -139,6 +157,10 @@ int main(int argc, char** argv) {
         }
         spdlog::info("stopping");
         dp.stop();
+        if (!state_file.empty()) {
+            auto saved = dp.save_state(state_file);
+            if (!saved) spdlog::warn("connection state not saved: {}", saved.error());
+        }
     } catch (const std::exception& e) {
         spdlog::error("{}", e.what());
         rc = 1;

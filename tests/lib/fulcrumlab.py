@@ -608,3 +608,38 @@ class Lab:
 
     def __exit__(self, *exc):
         self.close()
+
+
+# ---- planned dataplane restart -----------------------------------------------------------
+
+def restart_dataplane(lab, handover=True, between=None):
+    """Restarts only the lab's dataplane as a planned restart or upgrade does: SIGTERM, then a
+    new process. With `handover` the new process restores the state file the old one wrote at
+    SIGTERM (its connection tables and snapshot; docs/deployment.md), else it starts empty.
+    `between()`, if given, runs while no dataplane runs. fulcrumd keeps running and reconnects
+    by itself. Returns the new Dataplane."""
+    old = lab.dataplane
+    state = old.socket.with_suffix(".state")  # the default: next to the control socket
+    rc = lab.stop_dataplane()
+    if rc != 0:
+        raise RuntimeError(f"fulcrum-dataplane exited with {rc} on SIGTERM:\n{old.log()}")
+    if not handover:
+        with contextlib.suppress(FileNotFoundError):
+            state.unlink()
+    elif not state.is_file():
+        raise RuntimeError(f"the stopped dataplane wrote no state file {state}:\n{old.log()}")
+    if between:
+        between()
+    extra = ["--state-file", str(state)] if handover else ["--no-state-file"]
+    lab.dataplane = Dataplane(lab.workdir, ["net_af_packet0,iface=eth0,qpairs=1"], "net_af_packet0",
+                              netns=lab.lb, exception="fl0", conn_capacity=lab.conn_capacity, extra=extra)
+    # As Lab.start_dataplane: the new control socket where fulcrumd looks, and the kernel's
+    # addresses on the new exception interface.
+    if lab.dp_socket.exists() or lab.dp_socket.is_symlink():
+        lab.dp_socket.unlink()
+    lab.dp_socket.symlink_to(lab.dataplane.socket)
+    sh("echo 1 > /proc/sys/net/ipv6/conf/fl0/disable_ipv6", netns=lab.lb)
+    run("ip", "addr", "add", f"{lab.LB}/24", "dev", "fl0", netns=lab.lb)
+    for vip in lab.vips:
+        run("ip", "addr", "add", f"{vip}/32", "dev", "fl0", netns=lab.lb)
+    return lab.dataplane

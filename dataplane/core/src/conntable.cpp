@@ -183,6 +183,30 @@ size_t ConnTable::sweep(uint32_t now, size_t buckets) {
     return removed;
 }
 
+void ConnTable::export_live(uint32_t now, std::vector<ConnExport>& out) const {
+    for (uint32_t b = 0; b < nbuckets_; ++b) {
+        const BucketMeta& m = meta_[b];
+        for (uint32_t w = 0; w < kWays; ++w) {
+            if (!m.tag[w] || expired(m, w, now)) continue;
+            out.push_back({entries_[size_t{b} * kWays + w], static_cast<ConnState>(m.state[w]), now - m.last_seen[w]});
+        }
+    }
+}
+
+ConnRestore ConnTable::restore(const ConnEntry& e, uint64_t hash, ConnState state, uint32_t idle_ms, uint32_t now,
+                               uint32_t* idx) {
+    if (state == ConnState::empty || state >= ConnState::count_) return ConnRestore::invalid;
+    if (idle_ms >= timeout_of(static_cast<uint8_t>(state))) return ConnRestore::expired;
+    if (find(e.key, hash, now) != kNone) return ConnRestore::duplicate;
+    const uint32_t i = insert(e.key, hash, state, now, e.server, e.server_tag);
+    if (i == kNone) return ConnRestore::full;
+    // The 32-bit clock wraps: now - idle_ms may lie "before" the new process's origin, and
+    // expiry (now - last_seen >= timeout) still comes out right.
+    meta_[i / kWays].last_seen[i % kWays] = now - idle_ms;
+    if (idx) *idx = i;
+    return ConnRestore::restored;
+}
+
 void ConnTable::clear() {
     for (uint32_t b = 0; b < nbuckets_; ++b)
         for (uint32_t w = 0; w < kWays; ++w)

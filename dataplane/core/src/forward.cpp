@@ -314,4 +314,13 @@ Verdict Worker::icmp_to_vip(Frame& f, const Parsed& p, LoadedSnapshot& s, uint32
     }
 }
 
+ConnRestore Worker::restore_connection(const ConnEntry& e, ConnState st, uint32_t idle_ms, uint32_t now) {
+    const ConnRestore r = conns_.restore(e, flow_hash(e.key, kConnHashSeed), st, idle_ms, now);
+    if (r == ConnRestore::restored && e.server < ctr_.max_servers) {
+        ServerCounters& c = ctr_.servers[e.server];
+        (st == ConnState::tcp_closing ? c.inactive : c.active).add();
+    }
+    return r;
+}
+
 }  // namespace fulcrum

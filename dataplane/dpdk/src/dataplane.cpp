@@ -12,12 +12,16 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cinttypes>
+#include <cstdio>
+#include <cstring>
 #include <stdexcept>
 #include <string>
 
 #include <spdlog/spdlog.h>
 
+#include "fulcrum/conn_state.hpp"
 #include "fulcrum/forward.hpp"
 #include "fulcrum/snapshot.hpp"
 #include "worker_slot.hpp"
@@ -224,6 +228,8 @@ void Dataplane::setup_port(uint16_t port, uint16_t nq, bool rss, const char* rol
             throw fail(name + ": TX queue " + std::to_string(q) + " setup failed: " + rte_strerror(-rc));
     }
     if (int rc = rte_eth_dev_start(port); rc != 0) throw fail(name + ": start failed: " + rte_strerror(-rc));
+    if (port == uplink_)
+        rss_fingerprint_ = read_rss_fingerprint(port, nq, info.driver_name, conf.rx_adv_conf.rss_conf.rss_hf);
     if (opt_.promiscuous || port != uplink_) rte_eth_promiscuous_enable(port);
     rte_eth_allmulticast_enable(port);  // VRRP and neighbour discovery use multicast
 }
@@ -315,6 +321,166 @@ std::vector<uint8_t> Dataplane::snapshot_bytes() const {
 }
 
 uint64_t Dataplane::generation() const { return generation_.load(); }
+
+// ---- restart handover ----------------------------------------------------------------------
+
+uint64_t Dataplane::read_rss_fingerprint(uint16_t port, uint16_t nq, const char* driver, uint64_t rss_hf) {
+    // What decides which queue (worker) a flow lands on: with one queue, nothing; otherwise
+    // the driver, the queue count, the hash types, the key and the redirection table. A device
+    // that cannot report its key or table gets 0: the queue of a flow is then unknown.
+    std::vector<uint8_t> id;
+    auto put = [&id](const void* p, size_t n) {
+        const auto* b = static_cast<const uint8_t*>(p);
+        id.insert(id.end(), b, b + n);
+    };
+    put(driver ? driver : "", driver ? std::strlen(driver) + 1 : 1);
+    put(&nq, sizeof nq);
+    if (nq > 1) {
+        rte_eth_dev_info info;
+        if (rte_eth_dev_info_get(port, &info) != 0 || info.hash_key_size == 0 || info.reta_size == 0) return 0;
+        std::vector<uint8_t> key(info.hash_key_size);
+        rte_eth_rss_conf rc{};
+        rc.rss_key = key.data();
+        rc.rss_key_len = info.hash_key_size;
+        if (rte_eth_dev_rss_hash_conf_get(port, &rc) != 0) return 0;
+        std::vector<rte_eth_rss_reta_entry64> reta((info.reta_size + RTE_ETH_RETA_GROUP_SIZE - 1) /
+                                                   RTE_ETH_RETA_GROUP_SIZE);
+        for (auto& g : reta) g.mask = ~uint64_t{0};
+        if (rte_eth_dev_rss_reta_query(port, reta.data(), info.reta_size) != 0) return 0;
+        put(&rss_hf, sizeof rss_hf);
+        put(key.data(), rc.rss_key_len);
+        for (size_t i = 0; i < info.reta_size; ++i)
+            put(&reta[i / RTE_ETH_RETA_GROUP_SIZE].reta[i % RTE_ETH_RETA_GROUP_SIZE], sizeof(uint16_t));
+    }
+    const uint64_t h = bytes_hash(id.data(), id.size(), 0x7273732d66707231ull);
+    return h ? h : 1;
+}
+
+uint32_t Dataplane::now_ms() const {
+    const uint64_t hz = rte_get_tsc_hz();
+    const uint64_t per_ms = hz / 1000 ? hz / 1000 : 1;
+    return static_cast<uint32_t>((rte_rdtsc() - started_tsc_) / per_ms);
+}
+
+Expected<size_t> Dataplane::save_state(const std::string& path) {
+    if (running_) return Error{"cannot save the connection state while the workers run: stop them first"};
+    ConnStateData d;
+    d.snapshot = snapshot_bytes();
+    if (d.snapshot.empty()) {
+        // Without a snapshot no packet reached a service: there is nothing to hand over.
+        spdlog::info("no snapshot is running: no connection state to hand over ({} not written)", path);
+        return size_t{0};
+    }
+    d.workers = workers();
+    d.rss_fingerprint = rss_fingerprint_;
+    const uint32_t now = now_ms();
+    std::vector<ConnExport> live;
+    for (const auto& w : workers_) {
+        live.clear();
+        w->core->conns().export_live(now, live);
+        d.entries.reserve(d.entries.size() + live.size());
+        for (const ConnExport& e : live) {
+            ConnStateRecord r{};
+            r.key = e.entry.key;
+            r.server = e.entry.server;
+            r.server_tag = e.entry.server_tag;
+            r.idle_ms = e.idle_ms;
+            r.worker = static_cast<uint16_t>(w->id);
+            r.state = static_cast<uint8_t>(e.state);
+            d.entries.push_back(r);
+        }
+    }
+    // Stamped last: the time spent collecting is not downtime.
+    d.written_unix_ms = unix_now_ms();
+    auto n = write_conn_state_file(path, d);
+    if (!n) return Error{n.error()};
+    spdlog::info("connection state saved to {}: snapshot generation {}, {} connection(s), {} bytes", path,
+                 generation(), d.entries.size(), n.value());
+    return d.entries.size();
+}
+
+size_t Dataplane::restore_state(const std::string& path) {
+    if (running_) {
+        spdlog::error("connection state {} not restored: the workers already run", path);
+        return 0;
+    }
+    // A file larger than any this configuration could use is refused unread: the largest
+    // snapshot plus four times this process's table room (a predecessor may have had more
+    // workers or larger tables; what does not fit is lost anyway).
+    const size_t rec = sizeof(ConnStateRecord);
+    const size_t max_bytes = sizeof(ConnStateHeader) + opt_.max_snapshot_bytes + 8 +
+                             4 * workers_.size() * ConnTable::buckets_for(opt_.conn_capacity) * ConnTable::kWays * rec;
+    bool missing = false;
+    auto st = read_conn_state_file(path, max_bytes, missing);
+    if (!st) {
+        if (missing) {
+            spdlog::info("no connection state at {}: starting with empty connection tables", path);
+            return 0;
+        }
+        const std::string rejected = path + ".rejected";
+        const bool moved = std::rename(path.c_str(), rejected.c_str()) == 0;
+        spdlog::warn("{}; starting with empty connection tables{}", st.error(),
+                     moved ? " (file kept as " + rejected + ")" : "");
+        return 0;
+    }
+    ConnStateData& d = st.value();
+    // Consumed now: whatever happens below, a restart after a crash must not find it again.
+    if (std::remove(path.c_str()) != 0)
+        spdlog::warn("cannot remove the consumed connection state file {}: {}", path, std::strerror(errno));
+    if (!d.snapshot.empty()) {
+        auto gen = load_snapshot(d.snapshot);
+        if (!gen) {
+            if (generation() == 0) {
+                spdlog::warn("connection state {} refused: its snapshot does not load ({}); starting with empty "
+                             "connection tables", path, gen.error());
+                return 0;
+            }
+            // A newer --snapshot is running; entries whose slots it reuses for other servers
+            // fail the per-packet tag check and are picked again.
+            spdlog::info("connection state {}: keeping the running snapshot generation {} ({})", path, generation(),
+                         gen.error());
+        }
+    }
+    // With several workers and an unknown queue per flow, every worker gets a copy: the copy
+    // on the worker the flow reaches keeps the connection, the others age out unused.
+    const unsigned nw = workers();
+    const ConnPlacement where = conn_placement(nw, rss_fingerprint_, d);
+    // Freshest first: a key present more than once (copies left by an earlier restore into
+    // every worker) is restored with its most recent use; later copies are duplicates.
+    std::stable_sort(d.entries.begin(), d.entries.end(),
+                     [](const ConnStateRecord& a, const ConnStateRecord& b) { return a.idle_ms < b.idle_ms; });
+    const uint64_t now_unix = unix_now_ms();
+    const uint32_t now = now_ms();
+    size_t counts[5] = {};  // by ConnRestore
+    size_t restored_conns = 0;
+    for (const ConnStateRecord& r : d.entries) {
+        const ConnEntry e{r.key, r.server, r.server_tag};
+        const auto cs = static_cast<ConnState>(r.state);
+        const uint32_t idle = restored_idle_ms(r, d.written_unix_ms, now_unix);
+        if (where == ConnPlacement::every_worker) {
+            bool any = false;
+            ConnRestore last = ConnRestore::full;
+            for (auto& w : workers_) {
+                last = w->core->restore_connection(e, cs, idle, now);
+                any |= last == ConnRestore::restored;
+            }
+            ++counts[static_cast<unsigned>(any ? ConnRestore::restored : last)];
+            restored_conns += any;
+        } else {
+            const unsigned wi = where == ConnPlacement::only_worker ? 0 : r.worker;
+            const ConnRestore res = wi < nw ? workers_[wi]->core->restore_connection(e, cs, idle, now)
+                                            : ConnRestore::invalid;
+            ++counts[static_cast<unsigned>(res)];
+            restored_conns += res == ConnRestore::restored;
+        }
+    }
+    spdlog::info("connection state {} restored: {} of {} connection(s) ({} expired while down, {} without room, "
+                 "{} duplicate, {} invalid); placed {}", path, restored_conns, d.entries.size(),
+                 counts[static_cast<unsigned>(ConnRestore::expired)], counts[static_cast<unsigned>(ConnRestore::full)],
+                 counts[static_cast<unsigned>(ConnRestore::duplicate)],
+                 counts[static_cast<unsigned>(ConnRestore::invalid)], conn_placement_text(where));
+    return restored_conns;
+}
 
 namespace {
 PortCounters port_stats(uint16_t p, const char* role) {

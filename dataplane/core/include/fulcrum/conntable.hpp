@@ -15,6 +15,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <vector>
 
 #include "fulcrum/counter.hpp"
 #include "fulcrum/flow.hpp"
@@ -92,6 +93,21 @@ struct ConnEntry {
     uint32_t server_tag;  // that server's identity tag: detects a slot reused by another server
 };
 static_assert(sizeof(ConnEntry) == 48);
+
+// A live entry as handed to the next dataplane process at a restart (see conn_state.hpp).
+struct ConnExport {
+    ConnEntry entry;
+    ConnState state;
+    uint32_t idle_ms;  // time since its last packet
+};
+
+enum class ConnRestore : uint8_t {
+    restored,
+    expired,    // idle at least as long as this table's timeout for its state
+    invalid,    // not a connection state
+    duplicate,  // the key is in the table already
+    full,       // no way this entry may take
+};
 
 struct ConnTableStats {
     Counter inserts;
@@ -204,6 +220,15 @@ public:
 
     // Removes every entry (each reported to the hook).
     void clear();
+
+    // Restart handover, outside the hot path (the owning worker must not be running).
+    // export_live appends every entry still live at `now`, with its idle time; restore puts
+    // back one entry of a previous process, idle for `idle_ms` at `now`, so it expires when it
+    // would have in the old process (under this table's timeouts). `idx`, if given, receives
+    // the restored entry's index.
+    void export_live(uint32_t now, std::vector<ConnExport>& out) const;
+    ConnRestore restore(const ConnEntry& e, uint64_t hash, ConnState state, uint32_t idle_ms, uint32_t now,
+                        uint32_t* idx = nullptr);
 
     // Visits every live entry: f(const ConnEntry&, ConnState, uint32_t last_seen).
     template <class F>

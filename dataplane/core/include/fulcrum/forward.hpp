@@ -217,6 +217,11 @@ public:
         ctr_.dropped.add();
     }
 
+    // Restart handover, while the worker does not run: puts back a connection entry of the
+    // previous dataplane process, idle for `idle_ms` at `now`, and counts it in its server's
+    // active or inactive gauge (which its removal will take back).
+    ConnRestore restore_connection(const ConnEntry& e, ConnState st, uint32_t idle_ms, uint32_t now);
+
 private:
     Verdict drop(Drop d) {
         ctr_.drops[static_cast<unsigned>(d)].add();

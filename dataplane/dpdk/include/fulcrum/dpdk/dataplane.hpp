@@ -61,6 +61,16 @@ public:
     std::vector<uint8_t> snapshot_bytes() const;  // empty if none
     uint64_t generation() const;
 
+    // Restart handover (docs/architecture.md, "Restart handover"). save_state, after stop():
+    // writes the running snapshot and every live connection entry to `path` (atomically) and
+    // returns how many entries it wrote. restore_state, before start(): loads such a file if
+    // there is one (its snapshot becomes the running one unless a newer one is loaded), puts
+    // its entries back into the workers' tables, and removes the file so a later restart
+    // after a crash cannot restore stale state; a damaged or foreign file is refused with a
+    // log line and renamed to PATH.rejected. Returns how many entries it restored.
+    Expected<size_t> save_state(const std::string& path);
+    size_t restore_state(const std::string& path);
+
     DataplaneCounters counters() const;
     nlohmann::json health() const;
 
@@ -71,6 +81,8 @@ public:
 private:
     void setup_port(uint16_t port, uint16_t queues, bool rss, const char* role);
     void free_snapshot_after_grace(LoadedSnapshot* old);
+    uint64_t read_rss_fingerprint(uint16_t port, uint16_t nq, const char* driver, uint64_t rss_hf);
+    uint32_t now_ms() const;  // the workers' connection-table clock
 
     DataplaneOptions opt_;
     uint16_t uplink_ = 0;
@@ -89,6 +101,7 @@ private:
     std::atomic<uint64_t> generation_{0};  // of the published snapshot
     bool ports_started_ = false;
     uint64_t started_tsc_ = 0;
+    uint64_t rss_fingerprint_ = 0;  // of the uplink; 0: unknown (see conn_state.hpp)
 
     friend int worker_main(void* arg);
 };
