@@ -120,13 +120,10 @@ struct WorkerLoop {
                     send_fragments(m, frames[j], verdicts[j]);
                     break;
                 case Action::to_kernel:
-                    if (tap >= 0) {
-                        w.kernel_tx.add();
-                        rte_eth_tx_buffer(static_cast<uint16_t>(tap), static_cast<uint16_t>(w.id), w.tx_tap, m);
-                    } else {
-                        w.kernel_drop.add();
-                        rte_pktmbuf_free(m);
-                    }
+                    // Only with an exception port: without one the core drops these frames
+                    // (no_exception_port), counted once (see worker_main).
+                    w.kernel_tx.add();
+                    rte_eth_tx_buffer(static_cast<uint16_t>(tap), static_cast<uint16_t>(w.id), w.tx_tap, m);
                     break;
                 case Action::drop:
                     rte_pktmbuf_free(m);
@@ -162,6 +159,10 @@ int worker_main(void* arg) {
     WorkerSlot& w = *static_cast<WorkerSlot*>(arg);
     Dataplane& dp = *w.dp;
     WorkerLoop loop{w, dp, dp.uplink_, dp.tap_, dp.pool_, dp.rx_ipv4_cksum_};
+    // The core decides the fate of frames for the kernel: with no exception port they are
+    // drops (no_exception_port), so rx = forwarded + replied + to_kernel + dropped holds
+    // without counting a frame twice.
+    w.core->set_exception_path(dp.tap_ >= 0);
     rte_rcu_qsbr_thread_register(dp.qsbr_, w.id);
     rte_rcu_qsbr_thread_online(dp.qsbr_, w.id);
     const uint64_t hz = rte_get_tsc_hz();
