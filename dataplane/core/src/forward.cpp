@@ -130,18 +130,25 @@ constexpr uint64_t kBadTcpFlags = [] {
     return m;
 }();
 
-// The per-packet checks on VIP traffic: a few compares on fields the parser has loaded, so
-// that established packets pay almost nothing. (Source = a VIP needs a lookup and is checked
-// where a packet can create state or a reply: see to_service and icmp_to_vip.)
-inline Drop edge_check(const Parsed& p) {
+// The checks every VIP packet needs, established ones included: two compares on fields the
+// parser has loaded.
+inline Drop packet_check(const Parsed& p) {
     if (p.ttl == 0) [[unlikely]]
         return Drop::ttl_exceeded;
-    if (martian_source(p)) [[unlikely]]
-        return Drop::martian_source;
     // Later fragments carry no TCP header (their flags read 0).
     if (p.l4_proto == ipproto::kTcp && p.frag != Frag::later &&
         ((kBadTcpFlags >> (p.tcp_flags & 0x3F)) & 1)) [[unlikely]]
         return Drop::tcp_bad_flags;
+    return Drop::none;
+}
+
+// The checks of the source address. A connection entry is keyed by the source, so a packet
+// that finds a valid entry has a source that passed these when the entry was made: they run
+// only for packets that can create state or draw a reply (no entry, fragments, ICMP), and
+// established packets do not pay the VIP lookup.
+inline Drop source_check(const Parsed& p, const ServiceIndex& index) {
+    if (martian_source(p)) return Drop::martian_source;
+    if (index.find_vip(p.src, p.is_v6())) return Drop::vip_source;
     return Drop::none;
 }
 
@@ -166,15 +173,15 @@ Verdict Worker::finish(Frame& f, Pending& k, LoadedSnapshot* snap, uint32_t now)
     if (k.parse != Drop::none) return drop(k.parse);
     const Parsed& p = k.p;
     if (k.svc >= 0) {
-        if (const Drop d = edge_check(p); d != Drop::none) [[unlikely]]
+        if (const Drop d = packet_check(p); d != Drop::none) [[unlikely]]
             return drop(d);
         return to_service(f, k, *snap, now);
     }
     if (!p.is_ip() || !snap) return to_kernel();
     const ServiceIndex::Vip* vip = snap->index().find_vip(p.dst, p.is_v6());
     if (!vip) return to_kernel();
-    if (const Drop d = edge_check(p); d != Drop::none) return drop(d);
-    if (snap->index().find_vip(p.src, p.is_v6())) return drop(Drop::vip_source);
+    if (Drop d = packet_check(p); d != Drop::none) return drop(d);
+    if (Drop d = source_check(p, snap->index()); d != Drop::none) return drop(d);
     switch (p.l4_proto) {
         case ipproto::kTcp:
         case ipproto::kUdp: {
@@ -261,10 +268,8 @@ __attribute__((always_inline)) inline Verdict Worker::to_service(Frame& f, Pendi
         }
     }
     if (slot == FL_NO_SERVER) {
-        // Only packets without a valid entry can create state or a reply to a new peer, so the
-        // lookup of the source among the VIPs is paid here, not by established packets (whose
-        // entry a packet from the same source passed this check to create).
-        if (s.index().find_vip(p.src, p.is_v6())) return drop(Drop::vip_source);
+        // No valid entry: this packet's source has not been checked yet (see source_check).
+        if (const Drop d = source_check(p, s.index()); d != Drop::none) return drop(d);
         const ConnState st = tcp ? tcp_initial_state(p.tcp_flags) : ConnState::udp;
         if (st == ConnState::tcp_closing) {
             // A FIN or RST for a connection we do not know: forward it where Maglev says, but
@@ -302,9 +307,10 @@ __attribute__((always_inline)) inline Verdict Worker::send_to_server(Frame& f, c
             if (p.is_v6() || p.df) {
                 if (!allow_reply) return drop(Drop::too_big);
                 if (l2_group(f)) return drop(Drop::l2_broadcast_no_reply);
-                // The entry's source was checked when it was created; a snapshot since may
-                // have made it a VIP.
-                if (s.index().find_vip(p.src, p.is_v6())) return drop(Drop::vip_source);
+                // The entry's source was checked when the entry was made, but a snapshot
+                // since may have made it a VIP (or the entry came from elsewhere): a reply is
+                // rare enough to check again.
+                if (const Drop d = source_check(p, s.index()); d != Drop::none) return drop(d);
                 if (!make_too_big_reply(f, p, mtu - oh)) return drop(Drop::no_headroom);
                 ctr_.too_big_replies.add();
                 ctr_.replied.add();
