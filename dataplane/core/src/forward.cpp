@@ -131,12 +131,14 @@ constexpr uint64_t kBadTcpFlags = [] {
 }();
 
 // The checks every VIP packet needs, established ones included: two compares on fields the
-// parser has loaded.
+// parser has loaded. The fast path (a service found in pass 1) sees no fragments and skips
+// that test.
+template <bool kMayBeFragment = true>
 inline Drop packet_check(const Parsed& p) {
     if (p.ttl == 0) [[unlikely]]
         return Drop::ttl_exceeded;
     // Later fragments carry no TCP header (their flags read 0).
-    if (p.l4_proto == ipproto::kTcp && p.frag != Frag::later &&
+    if (p.l4_proto == ipproto::kTcp && (!kMayBeFragment || p.frag != Frag::later) &&
         ((kBadTcpFlags >> (p.tcp_flags & 0x3F)) & 1)) [[unlikely]]
         return Drop::tcp_bad_flags;
     return Drop::none;
@@ -173,7 +175,7 @@ Verdict Worker::finish(Frame& f, Pending& k, LoadedSnapshot* snap, uint32_t now)
     if (k.parse != Drop::none) return drop(k.parse);
     const Parsed& p = k.p;
     if (k.svc >= 0) {
-        if (const Drop d = packet_check(p); d != Drop::none) [[unlikely]]
+        if (const Drop d = packet_check<false>(p); d != Drop::none) [[unlikely]]
             return drop(d);
         return to_service(f, k, *snap, now);
     }

@@ -108,6 +108,8 @@ struct WorkerLoop {
             taken[k++] = m;
         }
         w.core->process_burst({frames, k}, verdicts, snap, now);
+        rte_mbuf* kern[kBurst];
+        unsigned nk = 0;
         for (unsigned j = 0; j < k; ++j) {
             rte_mbuf* m = taken[j];
             switch (verdicts[j].action) {
@@ -122,15 +124,28 @@ struct WorkerLoop {
                 case Action::to_kernel:
                     // Only with an exception port: without one the core drops these frames
                     // (no_exception_port), counted once (see worker_main).
-                    w.kernel_tx.add();
-                    rte_eth_tx_buffer(static_cast<uint16_t>(tap), static_cast<uint16_t>(w.id), w.tx_tap, m);
+                    kern[nk++] = m;
                     break;
                 case Action::drop:
                     rte_pktmbuf_free(m);
                     break;
             }
         }
+        if (nk) to_kernel(kern, nk);
         return n;
+    }
+
+    // Hands the burst's to_kernel frames to the TAP at once (not through a TX buffer), so a
+    // frame the queue cannot take is known here and counted as a drop (kernel_full) instead
+    // of to_kernel: each frame counts once even when the kernel falls behind.
+    void to_kernel(rte_mbuf** pkts, unsigned n) {
+        const uint16_t sent = rte_eth_tx_burst(static_cast<uint16_t>(tap), static_cast<uint16_t>(w.id), pkts,
+                                               static_cast<uint16_t>(n));
+        w.kernel_tx.add(sent);
+        if (sent < n) {
+            w.core->uncount_to_kernel(Drop::kernel_full, n - sent);
+            rte_pktmbuf_free_bulk(pkts + sent, n - sent);
+        }
     }
 
     unsigned poll_kernel() {
@@ -151,7 +166,6 @@ struct WorkerLoop {
 
     void flush() {
         rte_eth_tx_buffer_flush(uplink, static_cast<uint16_t>(w.id), w.tx_up);
-        if (tap >= 0) rte_eth_tx_buffer_flush(static_cast<uint16_t>(tap), static_cast<uint16_t>(w.id), w.tx_tap);
     }
 };
 

@@ -221,6 +221,14 @@ public:
         ctr_.dropped.add();
     }
 
+    // `n` to_kernel frames the adapter could not hand to the kernel (its exception queue was
+    // full): they count as drops with `reason` instead.
+    void uncount_to_kernel(Drop reason, uint64_t n = 1) {
+        ctr_.to_kernel.sub(n);
+        ctr_.drops[static_cast<unsigned>(reason)].add(n);
+        ctr_.dropped.add(n);
+    }
+
 private:
     Verdict drop(Drop d) {
         ctr_.drops[static_cast<unsigned>(d)].add();
