@@ -952,6 +952,19 @@ TEST(EdgeFilter, WithoutAnExceptionPortKernelFramesAreOneDrop) {
     EXPECT_EQ(c.to_kernel.get(), 1u);
 }
 
+TEST(EdgeFilter, KernelFramesTheAdapterCannotSendBecomeDrops) {
+    EdgeWorker e;
+    for (int i = 0; i < 3; ++i)
+        ASSERT_EQ(e.run(tcp_to(kClient4, "198.18.0.100", tcpflag::kAck)).action, Action::to_kernel);
+    // The exception port's queue took one of the three.
+    e.w.uncount_to_kernel(Drop::kernel_full, 2);
+    const WorkerCounters& c = e.w.counters();
+    EXPECT_EQ(c.to_kernel.get(), 1u);
+    EXPECT_EQ(c.dropped.get(), 2u);
+    EXPECT_EQ(c.drops[static_cast<unsigned>(Drop::kernel_full)].get(), 2u);
+    EXPECT_EQ(c.rx.get(), c.forwarded.get() + c.replied.get() + c.to_kernel.get() + c.dropped.get());
+}
+
 TEST(EdgeFilter, EveryFrameCountsOnceWithAndWithoutAnExceptionPort) {
     const auto cases = edge_cases();
     size_t kernel = 0;
