@@ -962,7 +962,8 @@ TEST(EdgeFilter, KernelFramesTheAdapterCannotSendBecomeDrops) {
     EXPECT_EQ(c.to_kernel.get(), 1u);
     EXPECT_EQ(c.dropped.get(), 2u);
     EXPECT_EQ(c.drops[static_cast<unsigned>(Drop::kernel_full)].get(), 2u);
-    EXPECT_EQ(c.rx.get(), c.forwarded.get() + c.replied.get() + c.to_kernel.get() + c.dropped.get());
+    EXPECT_EQ(c.rx.get(),
+              c.forwarded.get() + c.replied.get() + c.to_kernel.get() + c.dropped.get());
 }
 
 TEST(EdgeFilter, EveryFrameCountsOnceWithAndWithoutAnExceptionPort) {
