@@ -42,3 +42,19 @@ def run_pcap(workdir, frames, spec, extra=(), timeout=120, **dp_args):
         rc = dp.stop()
     assert rc == 0, f"dataplane exited with {rc}:\n{dp.log()}"
     return read_pcap(out), counters, health
+
+
+def counter_balance(counters):
+    """The counting invariant of docs/architecture.md ("Counters"): every received frame counted
+    once, in exactly one of forwarded, replied, to_kernel and dropped, and dropped the sum of
+    the drops by reason. Returns a list of what does not hold (empty when all does)."""
+    problems = []
+    c = counters
+    total = c["forwarded"] + c["replied"] + c["to_kernel"] + c["dropped"]
+    if c["rx"] != total:
+        problems.append(f"rx {c['rx']} != forwarded {c['forwarded']} + replied {c['replied']} + "
+                        f"to_kernel {c['to_kernel']} + dropped {c['dropped']} = {total}")
+    by_reason = sum(c["drops"].values())
+    if by_reason != c["dropped"]:
+        problems.append(f"dropped {c['dropped']} != sum of drops by reason {by_reason}: {c['drops']}")
+    return problems

@@ -349,7 +349,7 @@ TEST_F(Forward, FragmentsOfADatagramTakeOnePath) {
     for (uint32_t i = 0; i < 50; ++i) {
         PacketBuilder b;
         b.from("198.18.0.7", 5000).to("198.18.1.1", 53).udp().with_payload(200);
-        b.src = IpAddr::v4(0xC6120100u + i);
+        b.src = IpAddr::v4(0xC6120300u + i);  // 198.18.3.x: clients, not the VIP's 198.18.1.x
         b.df = false;
         b.more_fragments = true;
         int first = -1, later = -1;
@@ -551,6 +551,454 @@ TEST_F(Forward, OuterIpIdOnlyForFragmentableDatagrams) {
     run(a);
     run(c);
     EXPECT_NE(load_be16(a.f.data + 14 + 4), load_be16(c.f.data + 14 + 4));
+}
+
+// ---- Edge filtering (docs/architecture.md, "Edge filtering") ------------------------------
+
+namespace {
+
+// VIPs: 198.18.1.1 (TCP 80 and UDP 53, DSR), 198.18.1.2 (TCP 80, IPIP), 2001:db8:1::1 (TCP 80,
+// DSR), 2001:db8:1::2 (TCP 80, IPv6-in-IPv6).
+SnapshotSpec edge_spec() {
+    auto spec = base_spec();
+    spec.services.push_back(service(2, "198.18.1.1", 53, FL_PROTO_UDP, {server(10, "198.18.2.1")}));
+    spec.services.push_back(service(3, "198.18.1.2", 80, FL_PROTO_TCP, {server(20, "198.18.3.1")},
+                                    Scheduler::maglev, Forwarding::ipip));
+    spec.services.push_back(
+        service(4, "2001:db8:1::1", 80, FL_PROTO_TCP, {server(30, "2001:db8:2::1")}));
+    spec.services.push_back(service(5, "2001:db8:1::2", 80, FL_PROTO_TCP,
+                                    {server(40, "2001:db8:3::1")}, Scheduler::maglev,
+                                    Forwarding::ipip));
+    return spec;
+}
+
+const std::string kVip4 = "198.18.1.1", kTunnel4 = "198.18.1.2";
+const std::string kVip6 = "2001:db8:1::1", kTunnel6 = "2001:db8:1::2";
+const std::string kClient4 = "198.18.0.7", kClient6 = "2001:db8::7";
+
+PacketBuilder tcp_to(const std::string& src, const std::string& dst,
+                     uint8_t flags = tcpflag::kSyn) {
+    PacketBuilder b;
+    b.from(src, 40000).to(dst, 80).tcp(flags);
+    return b;
+}
+
+PacketBuilder echo_to(const std::string& src, const std::string& dst) {
+    PacketBuilder b;
+    b.src = ip(src);
+    b.dst = ip(dst);
+    b.icmp_echo(9, 1).with_payload(32);
+    return b;
+}
+
+// A client's DF packet that is too big for the tunnel to `tunnel` once encapsulated: it draws
+// a fragmentation-needed / packet-too-big reply toward `src`.
+PacketBuilder too_big_to(const std::string& src, const std::string& tunnel) {
+    PacketBuilder b = tcp_to(src, tunnel);
+    b.with_payload(ip(src).is_v6() ? 1440 : 1460);  // 1500-byte IP packet
+    return b;
+}
+
+// Fragmentation needed (IPv4) / packet too big (IPv6) from a router, about the server's DSR
+// reply VIP:80 -> client:40000, advertising `mtu`.
+PacketBuilder mtu_error(const std::string& vip, uint32_t mtu) {
+    const bool v6 = ip(vip).is_v6();
+    PacketBuilder reply;
+    reply.from(vip, 80).to(v6 ? kClient6 : kClient4, 40000).tcp(tcpflag::kAck).with_payload(1200);
+    auto quoted = reply.build_ip();
+    quoted.resize(v6 ? 200 : 28);
+    PacketBuilder b;
+    b.src = ip(v6 ? "2001:db8:9::1" : "198.18.9.1");
+    b.dst = ip(vip);
+    b.icmp_error(v6 ? 2 : 3, v6 ? 0 : 4, mtu, quoted);
+    return b;
+}
+
+// Tweaks for the case table.
+PacketBuilder ttl(PacketBuilder b, uint8_t t) {
+    b.ttl = t;
+    return b;
+}
+PacketBuilder udp53(PacketBuilder b) {
+    b.udp();
+    b.dport = 53;
+    return b;
+}
+PacketBuilder first_fragment(PacketBuilder b) {
+    b.df = false;
+    b.more_fragments = true;
+    b.with_payload(64);
+    return b;
+}
+PacketBuilder later_fragment(PacketBuilder b) {
+    b.df = false;
+    b.frag_offset = 1480;
+    return b;
+}
+PacketBuilder options(PacketBuilder b, std::vector<uint8_t> o) {
+    b.ipv4_options = std::move(o);
+    return b;
+}
+PacketBuilder icmp_code(PacketBuilder b, uint8_t code) {
+    b.icmp_code = code;
+    return b;
+}
+
+struct EdgeCase {
+    std::string what;
+    PacketBuilder pkt;
+    Action action;
+    Drop drop;  // Drop::none unless action is drop
+};
+
+// Every filtered case next to the closest case that passes, so the table also shows where
+// each filter stops.
+std::vector<EdgeCase> edge_cases() {
+    using A = Action;
+    using D = Drop;
+    const int syn = tcpflag::kSyn, fin = tcpflag::kFin, rst = tcpflag::kRst, ack = tcpflag::kAck;
+    const std::string host4 = "198.18.0.100", host6 = "2001:db8::100";  // not VIPs
+    std::vector<EdgeCase> c = {
+        // clang-format off
+        // TTL / hop limit: 0 never exists on the wire. No mode decrements it, so 1 passes.
+        {"IPv4 TTL 0",                   ttl(tcp_to(kClient4, kVip4), 0),      A::drop,    D::ttl_exceeded},
+        {"IPv4 TTL 1, DSR",              ttl(tcp_to(kClient4, kVip4), 1),      A::forward, D::none},
+        {"IPv4 TTL 1, IPIP",             ttl(tcp_to(kClient4, kTunnel4), 1),   A::forward, D::none},
+        {"IPv6 hop limit 0",             ttl(tcp_to(kClient6, kVip6), 0),      A::drop,    D::ttl_exceeded},
+        {"IPv6 hop limit 1",             ttl(tcp_to(kClient6, kVip6), 1),      A::forward, D::none},
+        {"UDP TTL 0",                    ttl(udp53(tcp_to(kClient4, kVip4)), 0), A::drop,  D::ttl_exceeded},
+        {"echo TTL 0",                   ttl(echo_to(kClient4, kVip4), 0),     A::drop,    D::ttl_exceeded},
+        // Martian sources (more below, in a loop).
+        {"UDP from 255.255.255.255",     udp53(tcp_to("255.255.255.255", kVip4)), A::drop, D::martian_source},
+        {"later fragment from 127.0.0.1", later_fragment(tcp_to("127.0.0.1", kVip4)), A::drop, D::martian_source},
+        {"from 1.0.0.1 (not 0/8)",       tcp_to("1.0.0.1", kVip4),             A::forward, D::none},
+        {"from 126.255.255.255",         tcp_to("126.255.255.255", kVip4),     A::forward, D::none},
+        {"from 223.255.255.254",         tcp_to("223.255.255.254", kVip4),     A::forward, D::none},
+        {"from 169.254.1.1 (link-local)", tcp_to("169.254.1.1", kVip4),        A::forward, D::none},
+        {"from ::2",                     tcp_to("::2", kVip6),                 A::forward, D::none},
+        {"from fe80::1 (link-local)",    tcp_to("fe80::1", kVip6),             A::forward, D::none},
+        {"from fe00::1 (not ff00::/8)",  tcp_to("fe00::1", kVip6),             A::forward, D::none},
+        // Source = a VIP (this one or another), by every path that creates state or a reply.
+        {"SYN from its own VIP",         tcp_to(kVip4, kVip4),                 A::drop,    D::vip_source},
+        {"SYN from another VIP",         tcp_to(kTunnel4, kVip4),              A::drop,    D::vip_source},
+        {"ACK (no entry) from a VIP",    tcp_to(kTunnel4, kVip4, ack),         A::drop,    D::vip_source},
+        {"RST (no entry) from a VIP",    tcp_to(kTunnel4, kVip4, rst),         A::drop,    D::vip_source},
+        {"UDP from a VIP",               udp53(tcp_to(kVip4, kVip4)),          A::drop,    D::vip_source},
+        {"later fragment from a VIP",    later_fragment(tcp_to(kTunnel4, kVip4)), A::drop, D::vip_source},
+        {"echo from a VIP",              echo_to(kTunnel4, kVip4),             A::drop,    D::vip_source},
+        {"IPv6 SYN from its own VIP",    tcp_to(kVip6, kVip6),                 A::drop,    D::vip_source},
+        {"IPv6 SYN from another VIP",    tcp_to(kTunnel6, kVip6),              A::drop,    D::vip_source},
+        {"SYN from a VIP's neighbour",   tcp_to("198.18.1.3", kVip4),          A::forward, D::none},
+        // TCP flag sets no stack sends (more below, in a loop).
+        {"IPv6 SYN+FIN",                 tcp_to(kClient6, kVip6, syn | fin),   A::drop,    D::tcp_bad_flags},
+        {"first fragment SYN+FIN",       first_fragment(tcp_to(kClient4, kVip4, syn | fin)), A::drop, D::tcp_bad_flags},
+        {"later fragment (no TCP header)", later_fragment(tcp_to(kClient4, kVip4)), A::forward, D::none},
+        // Malformed IPv4 options: a parse error, whatever the destination.
+        {"option past the header, to a VIP", options(tcp_to(kClient4, kVip4), {7, 11, 4, 0, 0, 0, 0, 0}), A::drop, D::ipv4_bad_options},
+        {"option length 0, to the host", options(tcp_to(kClient4, host4), {7, 0, 0, 0}), A::drop, D::ipv4_bad_options},
+        {"router alert option",          options(tcp_to(kClient4, kVip4), {0x94, 4, 0, 0}), A::forward, D::none},
+        // Fragmentation needed / packet too big below the family's minimum MTU.
+        {"frag needed MTU 0",            mtu_error(kVip4, 0),                  A::drop,    D::icmp_bad_mtu},
+        {"frag needed MTU 67",           mtu_error(kVip4, 67),                 A::drop,    D::icmp_bad_mtu},
+        {"frag needed MTU 68",           mtu_error(kVip4, 68),                 A::forward, D::none},
+        {"packet too big MTU 0",         mtu_error(kVip6, 0),                  A::drop,    D::icmp_bad_mtu},
+        {"packet too big MTU 1279",      mtu_error(kVip6, 1279),               A::drop,    D::icmp_bad_mtu},
+        {"packet too big MTU 1280",      mtu_error(kVip6, 1280),               A::forward, D::none},
+        {"port unreachable (no MTU)",    icmp_code(mtu_error(kVip4, 0), 3),    A::forward, D::none},
+        // Not VIP traffic: the kernel's business, passed on untouched.
+        {"to the host from 127.0.0.1",   tcp_to("127.0.0.1", host4),           A::to_kernel, D::none},
+        {"to the host with TTL 0",       ttl(tcp_to(kClient4, host4), 0),      A::to_kernel, D::none},
+        {"to the host with SYN+FIN",     tcp_to(kClient4, host4, syn | fin),   A::to_kernel, D::none},
+        {"to the host from a VIP",       tcp_to(kVip4, host4),                 A::to_kernel, D::none},
+        {"IPv6 to the host from ::",     tcp_to("::", host6),                  A::to_kernel, D::none},
+        // clang-format on
+    };
+    for (const char* src : {"0.0.0.0", "0.1.2.3", "127.0.0.1", "127.9.9.9", "224.0.0.1",
+                            "239.255.255.250", "240.0.0.1", "255.255.255.255"})
+        c.push_back({std::string("from ") + src, tcp_to(src, kVip4), A::drop, D::martian_source});
+    for (const char* src : {"::", "::1", "ff02::1", "ff05::1:3", "ff0e::1"})
+        c.push_back({std::string("from ") + src, tcp_to(src, kVip6), A::drop, D::martian_source});
+    // Flag sets no stack sends: none (also with only ECE/CWR), SYN with FIN or RST, all.
+    for (int flags : {0, 0xC0, syn | fin, syn | rst, syn | fin | ack, syn | rst | ack, 0x3F, 0xFF})
+        c.push_back({"TCP flags " + std::to_string(flags),
+                     tcp_to(kClient4, kVip4, static_cast<uint8_t>(flags)), A::drop,
+                     D::tcp_bad_flags});
+    // ... and the ones real stacks send (SYN with ECE+CWR negotiates ECN).
+    for (int flags : {syn, syn | ack, ack, fin | ack, rst, rst | ack, syn | 0xC0})
+        c.push_back({"TCP flags " + std::to_string(flags) + " pass",
+                     tcp_to(kClient4, kVip4, static_cast<uint8_t>(flags)), A::forward, D::none});
+    return c;
+}
+
+}  // namespace
+
+TEST(EdgeFilter, EachCaseHasItsVerdictAndReason) {
+    auto snap = load(edge_spec());
+    for (const EdgeCase& c : edge_cases()) {
+        SCOPED_TRACE(c.what);
+        Worker w(wcfg());
+        const auto frame = c.pkt.build();
+        FrameBuf fb(frame);
+        const Verdict v = w.process(fb.f, snap.get(), 1000);
+        EXPECT_EQ(v.action, c.action);
+        EXPECT_EQ(drop_name(v.drop), drop_name(c.drop));
+        const WorkerCounters& k = w.counters();
+        EXPECT_EQ(k.rx.get(), 1u);
+        EXPECT_EQ(k.forwarded.get() + k.replied.get() + k.to_kernel.get() + k.dropped.get(), 1u);
+        if (c.action == Action::drop) {
+            EXPECT_EQ(k.drops[static_cast<unsigned>(c.drop)].get(), 1u);
+            EXPECT_EQ(w.conns().size(), 0u) << "a dropped packet created a connection entry";
+        }
+        if (c.action == Action::to_kernel) {
+            EXPECT_EQ(fb.bytes(), frame) << "frames for the kernel go unchanged";
+        }
+    }
+}
+
+TEST(EdgeFilter, TtlOneKeepsItsTtlThroughEveryMode) {
+    // No mode decrements the TTL: DSR rewrites MACs only, encapsulation adds an outer header
+    // with its own TTL and leaves the inner one as the client sent it.
+    Worker w(wcfg());
+    auto snap = load(edge_spec());
+    for (const std::string& vip : {kVip4, kTunnel4, kVip6, kTunnel6}) {
+        PacketBuilder b = tcp_to(ip(vip).is_v6() ? kClient6 : kClient4, vip);
+        b.ttl = 1;
+        FrameBuf fb(b.build());
+        ASSERT_EQ(w.process(fb.f, snap.get(), 1000).action, Action::forward) << vip;
+        Parsed p;
+        ASSERT_EQ(parse_packet(fb.f.bytes(), p), Drop::none);
+        const bool encap = vip == kTunnel4 || vip == kTunnel6;
+        if (!encap) {
+            EXPECT_EQ(p.ttl, 1) << vip;
+            continue;
+        }
+        EXPECT_EQ(p.ttl, 64) << vip << ": outer TTL";
+        const uint8_t* inner = fb.f.data + p.l4_off;
+        EXPECT_EQ(ip(vip).is_v6() ? inner[7] : inner[8], 1) << vip << ": inner TTL";
+    }
+}
+
+namespace {
+struct EdgeWorker {
+    Worker w;
+    std::unique_ptr<LoadedSnapshot> snap = load(edge_spec());
+    explicit EdgeWorker(const WorkerConfig& c = wcfg()) : w(c) {}
+    Verdict run(const PacketBuilder& b, std::vector<uint8_t>* out = nullptr) {
+        FrameBuf fb(b.build());
+        const Verdict v = w.process(fb.f, snap.get(), 1000);
+        if (out) *out = fb.bytes();
+        return v;
+    }
+    ConnState state_of(const PacketBuilder& b) {
+        Parsed p;
+        auto f = b.build();
+        if (parse_packet(f, p) != Drop::none) return ConnState::empty;
+        const FlowKey key = flow_key_of(p);
+        const uint32_t ci = w.conns().find(key, flow_hash(key, Worker::kConnHashSeed), 1000);
+        return ci == ConnTable::kNone ? ConnState::empty : w.conns().state(ci);
+    }
+};
+}  // namespace
+
+TEST(EdgeFilter, EstablishedFlowsAreFilteredPerPacket) {
+    EdgeWorker e;
+    ASSERT_EQ(e.run(tcp_to(kClient4, kVip4)).action, Action::forward);
+    ASSERT_EQ(e.run(tcp_to(kClient4, kVip4, tcpflag::kAck)).action, Action::forward);
+    ASSERT_EQ(e.state_of(tcp_to(kClient4, kVip4)), ConnState::tcp_established);
+    EXPECT_EQ(e.run(tcp_to(kClient4, kVip4, tcpflag::kSyn | tcpflag::kFin)).drop,
+              Drop::tcp_bad_flags);
+    EXPECT_EQ(e.run(tcp_to(kClient4, kVip4, tcpflag::kSyn | tcpflag::kRst)).drop,
+              Drop::tcp_bad_flags);
+    EXPECT_EQ(e.run(tcp_to(kClient4, kVip4, 0)).drop, Drop::tcp_bad_flags);
+    PacketBuilder ttl0 = tcp_to(kClient4, kVip4, tcpflag::kAck);
+    ttl0.ttl = 0;
+    EXPECT_EQ(e.run(ttl0).drop, Drop::ttl_exceeded);
+    // None of them touched the entry (an RST would have moved it to closing).
+    EXPECT_EQ(e.state_of(tcp_to(kClient4, kVip4)), ConnState::tcp_established);
+    EXPECT_EQ(e.run(tcp_to(kClient4, kVip4, tcpflag::kAck)).action, Action::forward);
+    EXPECT_EQ(e.w.counters().dropped.get(), 4u);
+}
+
+TEST(EdgeFilter, NoTooBigReplyToASourceThatBecameAVip) {
+    EdgeWorker e;
+    ASSERT_EQ(e.run(tcp_to(kClient4, kTunnel4)).action, Action::forward);
+    // A new configuration makes the client's address a VIP. Its established packets still
+    // pass (the source was checked when the entry was made), but nothing is answered to it.
+    auto spec = edge_spec();
+    spec.services.push_back(service(6, kClient4, 443, FL_PROTO_TCP, {server(50, "198.18.2.9")}));
+    e.snap = load(spec);
+    EXPECT_EQ(e.run(tcp_to(kClient4, kTunnel4, tcpflag::kAck)).action, Action::forward);
+    PacketBuilder big = too_big_to(kClient4, kTunnel4);
+    big.tcp(tcpflag::kAck);
+    EXPECT_EQ(e.run(big).drop, Drop::vip_source);
+    EXPECT_EQ(e.w.counters().replied.get(), 0u);
+    // A new flow from it is refused outright.
+    PacketBuilder fresh = tcp_to(kClient4, kTunnel4);
+    fresh.sport = 40001;
+    EXPECT_EQ(e.run(fresh).drop, Drop::vip_source);
+}
+
+// The amplifier case: echo requests (answered) and DF packets too big for a tunnel (answered
+// with fragmentation needed / packet too big) from every kind of address a reply must not go
+// to, in one burst with the same two from a unicast client, which are answered.
+TEST(EdgeFilter, NoIcmpTowardNonUnicastLoopbackUnspecifiedOrOwnAddresses) {
+    struct Src {
+        std::string addr;
+        Drop reason;
+    };
+    const std::vector<Src> sources = {
+        {"255.255.255.255", Drop::martian_source},
+        {"224.0.0.1", Drop::martian_source},
+        {"0.0.0.0", Drop::martian_source},
+        {"127.0.0.1", Drop::martian_source},
+        {"240.0.0.1", Drop::martian_source},
+        {kVip4, Drop::vip_source},
+        {kTunnel4, Drop::vip_source},
+        {"::", Drop::martian_source},
+        {"::1", Drop::martian_source},
+        {"ff02::1", Drop::martian_source},
+        {kVip6, Drop::vip_source},
+        {kTunnel6, Drop::vip_source},
+    };
+    std::vector<PacketBuilder> pkts;
+    std::vector<Drop> expect;
+    for (const Src& s : sources) {
+        const bool v6 = ip(s.addr).is_v6();
+        pkts.push_back(echo_to(s.addr, v6 ? kVip6 : kVip4));
+        expect.push_back(s.reason);
+        pkts.push_back(too_big_to(s.addr, v6 ? kTunnel6 : kTunnel4));
+        expect.push_back(s.reason);
+    }
+    for (const std::string& client : {kClient4, kClient6}) {
+        const bool v6 = ip(client).is_v6();
+        pkts.push_back(echo_to(client, v6 ? kVip6 : kVip4));
+        expect.push_back(Drop::none);
+        pkts.push_back(too_big_to(client, v6 ? kTunnel6 : kTunnel4));
+        expect.push_back(Drop::none);
+    }
+    ASSERT_LE(pkts.size(), Worker::kMaxBurst);
+    EdgeWorker e;
+    std::vector<FrameBuf> bufs;
+    bufs.reserve(pkts.size());
+    for (const auto& b : pkts) bufs.emplace_back(b.build());
+    std::vector<Frame> frames;
+    for (auto& b : bufs) frames.push_back(b.f);
+    std::vector<Verdict> out(frames.size());
+    e.w.process_burst(frames, out.data(), e.snap.get(), 1000);
+    for (size_t i = 0; i < frames.size(); ++i) {
+        SCOPED_TRACE(std::to_string(i) + ": from " + pkts[i].src.str());
+        if (expect[i] != Drop::none) {
+            EXPECT_EQ(out[i].action, Action::drop);
+            EXPECT_EQ(drop_name(out[i].drop), drop_name(expect[i]));
+            continue;
+        }
+        ASSERT_EQ(out[i].action, Action::reply);
+        Parsed p;
+        ASSERT_EQ(parse_packet(frames[i].bytes(), p), Drop::none);
+        EXPECT_TRUE(p.icmp == IcmpKind::echo_reply || p.icmp == IcmpKind::error);
+        EXPECT_EQ(0, std::memcmp(p.dst, pkts[i].src.bytes.data(), pkts[i].src.size()))
+            << "reply to the client";
+    }
+    EXPECT_EQ(e.w.counters().replied.get(), 4u);
+    EXPECT_EQ(e.w.counters().too_big_replies.get(), 2u);
+}
+
+TEST(EdgeFilter, NoReplyToALinkLayerBroadcastOrMulticast) {
+    EdgeWorker e;
+    for (const char* group : {"ff:ff:ff:ff:ff:ff", "01:00:5e:00:00:01", "33:33:00:00:00:01"}) {
+        SCOPED_TRACE(group);
+        for (const std::string& client : {kClient4, kClient6}) {
+            const bool v6 = ip(client).is_v6();
+            PacketBuilder echo = echo_to(client, v6 ? kVip6 : kVip4);
+            echo.eth_dst = mac(group);
+            EXPECT_EQ(e.run(echo).drop, Drop::l2_broadcast_no_reply);
+            PacketBuilder big = too_big_to(client, v6 ? kTunnel6 : kTunnel4);
+            big.eth_dst = mac(group);
+            EXPECT_EQ(e.run(big).drop, Drop::l2_broadcast_no_reply);
+        }
+    }
+    EXPECT_EQ(e.w.counters().replied.get(), 0u);
+    // Only answers are withheld: such a frame that fits is forwarded as before.
+    PacketBuilder small = tcp_to(kClient4, kTunnel4);
+    small.eth_dst = mac("ff:ff:ff:ff:ff:ff");
+    EXPECT_EQ(e.run(small).action, Action::forward);
+    // And the same echo sent to our MAC is answered.
+    EXPECT_EQ(e.run(echo_to(kClient4, kVip4)).action, Action::reply);
+}
+
+TEST(EdgeFilter, WithoutAnExceptionPortKernelFramesAreOneDrop) {
+    WorkerConfig cfg = wcfg();
+    cfg.exception_path = false;
+    EdgeWorker e(cfg);
+    std::vector<uint8_t> arp(60, 0);
+    arp[12] = 0x08;
+    arp[13] = 0x06;
+    FrameBuf a(arp);
+    EXPECT_EQ(e.w.process(a.f, e.snap.get(), 1000).drop, Drop::no_exception_port);
+    EXPECT_EQ(e.run(tcp_to(kClient4, "198.18.0.100", tcpflag::kAck)).drop, Drop::no_exception_port);
+    PacketBuilder ns = echo_to(kClient6, kVip6);  // neighbour solicitation to a VIP: the kernel's
+    ns.icmp_type = 135;
+    EXPECT_EQ(e.run(ns).drop, Drop::no_exception_port);
+    FrameBuf nosnap(tcp_to(kClient4, kVip4).build());
+    EXPECT_EQ(e.w.process(nosnap.f, nullptr, 1000).drop, Drop::no_exception_port);
+    const WorkerCounters& c = e.w.counters();
+    EXPECT_EQ(c.rx.get(), 4u);
+    EXPECT_EQ(c.to_kernel.get(), 0u);
+    EXPECT_EQ(c.dropped.get(), 4u);
+    EXPECT_EQ(c.drops[static_cast<unsigned>(Drop::no_exception_port)].get(), 4u);
+    e.w.set_exception_path(true);
+    FrameBuf again(arp);
+    EXPECT_EQ(e.w.process(again.f, e.snap.get(), 1000).action, Action::to_kernel);
+    EXPECT_EQ(c.to_kernel.get(), 1u);
+}
+
+TEST(EdgeFilter, KernelFramesTheAdapterCannotSendBecomeDrops) {
+    EdgeWorker e;
+    for (int i = 0; i < 3; ++i)
+        ASSERT_EQ(e.run(tcp_to(kClient4, "198.18.0.100", tcpflag::kAck)).action, Action::to_kernel);
+    // The exception port's queue took one of the three.
+    e.w.uncount_to_kernel(Drop::kernel_full, 2);
+    const WorkerCounters& c = e.w.counters();
+    EXPECT_EQ(c.to_kernel.get(), 1u);
+    EXPECT_EQ(c.dropped.get(), 2u);
+    EXPECT_EQ(c.drops[static_cast<unsigned>(Drop::kernel_full)].get(), 2u);
+    EXPECT_EQ(c.rx.get(),
+              c.forwarded.get() + c.replied.get() + c.to_kernel.get() + c.dropped.get());
+}
+
+TEST(EdgeFilter, EveryFrameCountsOnceWithAndWithoutAnExceptionPort) {
+    const auto cases = edge_cases();
+    size_t kernel = 0;
+    for (const auto& c : cases) kernel += c.action == Action::to_kernel;
+    ASSERT_GT(kernel, 0u);
+    for (const bool exception : {true, false}) {
+        SCOPED_TRACE(exception ? "with exception port" : "without exception port");
+        WorkerConfig cfg = wcfg();
+        cfg.exception_path = exception;
+        EdgeWorker e(cfg);
+        for (size_t i = 0; i < cases.size(); i += Worker::kMaxBurst) {
+            const size_t n = std::min<size_t>(Worker::kMaxBurst, cases.size() - i);
+            std::vector<FrameBuf> bufs;
+            bufs.reserve(n);
+            std::vector<Frame> frames;
+            for (size_t j = 0; j < n; ++j) {
+                bufs.emplace_back(cases[i + j].pkt.build());
+                frames.push_back(bufs.back().f);
+            }
+            std::vector<Verdict> out(n);
+            e.w.process_burst(frames, out.data(), e.snap.get(), 1000);
+        }
+        const WorkerCounters& c = e.w.counters();
+        uint64_t by_reason = 0;
+        for (unsigned d = 0; d < kDropReasons; ++d) by_reason += c.drops[d].get();
+        EXPECT_EQ(c.rx.get(), cases.size());
+        EXPECT_EQ(c.rx.get(),
+                  c.forwarded.get() + c.replied.get() + c.to_kernel.get() + c.dropped.get());
+        EXPECT_EQ(by_reason, c.dropped.get());
+        EXPECT_EQ(c.to_kernel.get(), exception ? kernel : 0u);
+        EXPECT_EQ(c.drops[static_cast<unsigned>(Drop::no_exception_port)].get(),
+                  exception ? 0u : kernel);
+    }
 }
 
 TEST(LoadedSnapshotTest, RejectsCorruptAndOversized) {

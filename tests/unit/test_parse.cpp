@@ -122,6 +122,46 @@ TEST(Parse, Ipv4OptionsAreSkipped) {
     EXPECT_EQ(p.dport, 80);
 }
 
+// Option areas that follow RFC 791 3.1 parse; the others are dropped whatever the packet's
+// destination, like any other malformed header.
+TEST(Parse, Ipv4OptionLengths) {
+    struct Case {
+        const char* what;
+        std::vector<uint8_t> options;  // 4-byte multiples: the builder sets IHL from the size
+        Drop expect;
+    };
+    const Case cases[] = {
+        {"NOP NOP NOP EOL", {0x01, 0x01, 0x01, 0x00}, Drop::none},
+        {"router alert (length 4)", {0x94, 0x04, 0x00, 0x00}, Drop::none},
+        {"garbage after end of list", {0x00, 0xFF, 0x00, 0xFF}, Drop::none},
+        {"record route filling the 40-byte area",
+         [] {
+             std::vector<uint8_t> o(40, 0);
+             o[0] = 0x07, o[1] = 39, o[2] = 4;
+             return o;
+         }(),
+         Drop::none},
+        {"length 0", {0x07, 0x00, 0x00, 0x00}, Drop::ipv4_bad_options},
+        {"length 1", {0x44, 0x01, 0x00, 0x00}, Drop::ipv4_bad_options},
+        {"length past the header",
+         {0x07, 0x0B, 0x04, 0x00, 0x00, 0x00, 0x00, 0x00},
+         Drop::ipv4_bad_options},
+        {"second option past the header",
+         {0x94, 0x04, 0x00, 0x00, 0x01, 0x01, 0x83, 0x08},
+         Drop::ipv4_bad_options},
+        {"type byte with no room for its length", {0x01, 0x01, 0x01, 0x07}, Drop::ipv4_bad_options},
+    };
+    for (const Case& c : cases) {
+        PacketBuilder b;
+        b.ipv4_options = c.options;
+        Parsed p;
+        EXPECT_EQ(parse(b.build(), p), c.expect) << c.what;
+        if (c.expect == Drop::none) {
+            EXPECT_EQ(p.l4_off, 14 + 20 + c.options.size()) << c.what;
+        }
+    }
+}
+
 TEST(Parse, Ipv4Fragments) {
     PacketBuilder b;
     b.udp().with_payload(100);

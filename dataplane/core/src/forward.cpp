@@ -105,20 +105,85 @@ void Worker::process_burst(std::span<Frame> frames, Verdict* out, LoadedSnapshot
     for (size_t i = 0; i < n; ++i) out[i] = finish(frames[i], pend[i], snap, now);
 }
 
+namespace {
+
+// Sources no host may send from (RFC 1812 5.3.7, RFC 1122 3.2.1.3, RFC 4291 2.5.2, 2.5.3, 2.7):
+// IPv4 0/8 (0.0.0.0 included), 127/8, 224/4 (multicast) and 240/4 (255.255.255.255
+// included); IPv6 ::, ::1 and ff00::/8. Answering one would reach many hosts, nobody, or our
+// own stack, and forwarding one hands a server a connection it cannot answer.
+inline bool martian_source(const Parsed& p) {
+    const uint8_t* a = p.src;
+    if (!p.is_v6()) return a[0] == 0 || a[0] == 127 || a[0] >= 224;
+    if (a[0] == 0xFF) return true;
+    return load_u64(a) == 0 && load_u32(a + 8) == 0 && load_be32(a + 12) <= 1;
+}
+
+// Bit i set: the TCP flag set i (FIN, SYN, RST, PSH, ACK, URG: the low six bits) is one no
+// stack sends: no flag at all, or SYN with FIN or RST (which includes "all flags"). Scanners
+// send them to probe, and they must not open or move connection entries.
+constexpr uint64_t kBadTcpFlags = [] {
+    uint64_t m = 0;
+    for (unsigned f = 0; f < 64; ++f) {
+        const bool syn = (f & tcpflag::kSyn) != 0;
+        if (f == 0 || (syn && (f & (tcpflag::kFin | tcpflag::kRst)) != 0)) m |= uint64_t{1} << f;
+    }
+    return m;
+}();
+
+// The checks every VIP packet needs, established ones included: two compares on fields the
+// parser has loaded. The fast path (a service found in pass 1) sees no fragments and skips
+// that test.
+template <bool kMayBeFragment = true>
+inline Drop packet_check(const Parsed& p) {
+    if (p.ttl == 0) [[unlikely]]
+        return Drop::ttl_exceeded;
+    // Later fragments carry no TCP header (their flags read 0).
+    if (p.l4_proto == ipproto::kTcp && (!kMayBeFragment || p.frag != Frag::later) &&
+        ((kBadTcpFlags >> (p.tcp_flags & 0x3F)) & 1)) [[unlikely]]
+        return Drop::tcp_bad_flags;
+    return Drop::none;
+}
+
+// The checks of the source address. A connection entry is keyed by the source, so a packet
+// that finds a valid entry has a source that passed these when the entry was made: they run
+// only for packets that can create state or draw a reply (no entry, fragments, ICMP), and
+// established packets do not pay the VIP lookup.
+inline Drop source_check(const Parsed& p, const ServiceIndex& index) {
+    if (martian_source(p)) return Drop::martian_source;
+    if (index.find_vip(p.src, p.is_v6())) return Drop::vip_source;
+    return Drop::none;
+}
+
+// A frame that arrived as link-layer broadcast or multicast gets no ICMP answer (RFC 1122
+// 3.2.2 and 3.3.6, RFC 4443 2.4 (e)): one such frame would draw an answer from every
+// balancer on the segment.
+inline bool l2_group(const Frame& f) {
+    return (f.data[0] & 1) != 0;
+}
+
+// Fragmentation needed (RFC 1191) or packet too big (RFC 8201) advertising an MTU below the
+// smallest the family allows: 68 for IPv4 (RFC 791), 1280 for IPv6 (RFC 8200).
+inline bool mtu_below_minimum(const Parsed& p) {
+    if (!p.is_v6()) return p.icmp_type == 3 && p.icmp_code == 4 && p.icmp_mtu < 68;
+    return p.icmp_type == 2 && p.icmp_mtu < 1280;
+}
+
+}  // namespace
+
 Verdict Worker::finish(Frame& f, Pending& k, LoadedSnapshot* snap, uint32_t now) {
     ctr_.rx.add();
     if (k.parse != Drop::none) return drop(k.parse);
     const Parsed& p = k.p;
-    if (k.svc >= 0) return to_service(f, k, *snap, now);
-    if (!p.is_ip() || !snap) {
-        ctr_.to_kernel.add();
-        return {Action::to_kernel, Drop::none};
+    if (k.svc >= 0) {
+        if (const Drop d = packet_check<false>(p); d != Drop::none) [[unlikely]]
+            return drop(d);
+        return to_service(f, k, *snap, now);
     }
+    if (!p.is_ip() || !snap) return to_kernel();
     const ServiceIndex::Vip* vip = snap->index().find_vip(p.dst, p.is_v6());
-    if (!vip) {
-        ctr_.to_kernel.add();
-        return {Action::to_kernel, Drop::none};
-    }
+    if (!vip) return to_kernel();
+    if (Drop d = packet_check(p); d != Drop::none) return drop(d);
+    if (Drop d = source_check(p, snap->index()); d != Drop::none) return drop(d);
     switch (p.l4_proto) {
         case ipproto::kTcp:
         case ipproto::kUdp: {
@@ -205,6 +270,8 @@ __attribute__((always_inline)) inline Verdict Worker::to_service(Frame& f, Pendi
         }
     }
     if (slot == FL_NO_SERVER) {
+        // No valid entry: this packet's source has not been checked yet (see source_check).
+        if (const Drop d = source_check(p, s.index()); d != Drop::none) return drop(d);
         const ConnState st = tcp ? tcp_initial_state(p.tcp_flags) : ConnState::udp;
         if (st == ConnState::tcp_closing) {
             // A FIN or RST for a connection we do not know: forward it where Maglev says, but
@@ -241,6 +308,11 @@ __attribute__((always_inline)) inline Verdict Worker::send_to_server(Frame& f, c
             if (mtu <= oh + 68) return drop(Drop::too_big);  // nothing useful fits
             if (p.is_v6() || p.df) {
                 if (!allow_reply) return drop(Drop::too_big);
+                if (l2_group(f)) return drop(Drop::l2_broadcast_no_reply);
+                // The entry's source was checked when the entry was made, but a snapshot
+                // since may have made it a VIP (or the entry came from elsewhere): a reply is
+                // rare enough to check again.
+                if (const Drop d = source_check(p, s.index()); d != Drop::none) return drop(d);
                 if (!make_too_big_reply(f, p, mtu - oh)) return drop(Drop::no_headroom);
                 ctr_.too_big_replies.add();
                 ctr_.replied.add();
@@ -276,12 +348,15 @@ Verdict Worker::icmp_to_vip(Frame& f, const Parsed& p, LoadedSnapshot& s, uint32
     const bool v6 = p.is_v6();
     switch (p.icmp) {
         case IcmpKind::echo_request:
+            // finish() dropped martian and VIP sources: the reply goes to a unicast peer.
+            if (l2_group(f)) return drop(Drop::l2_broadcast_no_reply);
             make_echo_reply(f, p);
             ctr_.replied.add();
             return {Action::reply, Drop::none};
         case IcmpKind::error: {
             // An error about a packet a server sent from the VIP to a client (DSR replies):
             // the quoted flow is VIP -> client, the connection is client -> VIP.
+            if (mtu_below_minimum(p)) return drop(Drop::icmp_bad_mtu);
             const QuotedFlow& q = p.quoted;
             if (std::memcmp(q.src, p.dst, v6 ? 16 : 4) != 0 ||
                 (q.proto != ipproto::kTcp && q.proto != ipproto::kUdp))
@@ -306,10 +381,7 @@ Verdict Worker::icmp_to_vip(Frame& f, const Parsed& p, LoadedSnapshot& s, uint32
         }
         default:
             // Neighbour discovery for the VIP address belongs to the kernel that holds it.
-            if (v6 && p.icmp_type >= 133 && p.icmp_type <= 137) {
-                ctr_.to_kernel.add();
-                return {Action::to_kernel, Drop::none};
-            }
+            if (v6 && p.icmp_type >= 133 && p.icmp_type <= 137) return to_kernel();
             return drop(Drop::icmp_unsupported);
     }
 }

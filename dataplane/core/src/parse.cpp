@@ -171,6 +171,26 @@ Drop parse_l4(const uint8_t* p, size_t l4, size_t end, Parsed& o) {
     }
 }
 
+// IPv4 options (RFC 791 3.1): end-of-list stops the walk, no-operation is one byte, every
+// other option carries a length byte of at least 2 that must stay inside the header. At most
+// 40 bytes, so the walk is bounded; it runs only for headers with options.
+Drop check_ipv4_options(const uint8_t* opt, size_t n) {
+    size_t i = 0;
+    while (i < n) {
+        const uint8_t type = opt[i];
+        if (type == 0) return Drop::none;  // end of option list
+        if (type == 1) {                   // no operation
+            ++i;
+            continue;
+        }
+        if (n - i < 2) return Drop::ipv4_bad_options;
+        const size_t len = opt[i + 1];
+        if (len < 2 || len > n - i) return Drop::ipv4_bad_options;
+        i += len;
+    }
+    return Drop::none;
+}
+
 Drop parse_ipv4(const uint8_t* p, size_t off, size_t n, Parsed& o, const ParseOptions& opt) {
     if (n - off < 20) return Drop::ipv4_truncated;
     const uint8_t* ip = p + off;
@@ -182,6 +202,9 @@ Drop parse_ipv4(const uint8_t* p, size_t off, size_t n, Parsed& o, const ParseOp
     if (tot < ihl || tot > n - off) return Drop::ipv4_bad_length;
     if (opt.verify_ipv4_checksum && !ipv4_header_checksum_ok(ip, ihl))
         return Drop::ipv4_bad_checksum;
+    if (ihl > 20) [[unlikely]] {
+        if (Drop d = check_ipv4_options(ip + 20, ihl - 20); d != Drop::none) return d;
+    }
     const uint16_t ff = load_be16(ip + 6);
     o.df = (ff & 0x4000) != 0;
     const size_t foff = size_t{ff & 0x1FFFu} * 8;

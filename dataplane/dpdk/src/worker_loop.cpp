@@ -108,6 +108,8 @@ struct WorkerLoop {
             taken[k++] = m;
         }
         w.core->process_burst({frames, k}, verdicts, snap, now);
+        rte_mbuf* kern[kBurst];
+        unsigned nk = 0;
         for (unsigned j = 0; j < k; ++j) {
             rte_mbuf* m = taken[j];
             switch (verdicts[j].action) {
@@ -120,20 +122,30 @@ struct WorkerLoop {
                     send_fragments(m, frames[j], verdicts[j]);
                     break;
                 case Action::to_kernel:
-                    if (tap >= 0) {
-                        w.kernel_tx.add();
-                        rte_eth_tx_buffer(static_cast<uint16_t>(tap), static_cast<uint16_t>(w.id), w.tx_tap, m);
-                    } else {
-                        w.kernel_drop.add();
-                        rte_pktmbuf_free(m);
-                    }
+                    // Only with an exception port: without one the core drops these frames
+                    // (no_exception_port), counted once (see worker_main).
+                    kern[nk++] = m;
                     break;
                 case Action::drop:
                     rte_pktmbuf_free(m);
                     break;
             }
         }
+        if (nk) to_kernel(kern, nk);
         return n;
+    }
+
+    // Hands the burst's to_kernel frames to the TAP at once (not through a TX buffer), so a
+    // frame the queue cannot take is known here and counted as a drop (kernel_full) instead
+    // of to_kernel: each frame counts once even when the kernel falls behind.
+    void to_kernel(rte_mbuf** pkts, unsigned n) {
+        const uint16_t sent = rte_eth_tx_burst(static_cast<uint16_t>(tap), static_cast<uint16_t>(w.id), pkts,
+                                               static_cast<uint16_t>(n));
+        w.kernel_tx.add(sent);
+        if (sent < n) {
+            w.core->uncount_to_kernel(Drop::kernel_full, n - sent);
+            rte_pktmbuf_free_bulk(pkts + sent, n - sent);
+        }
     }
 
     unsigned poll_kernel() {
@@ -154,7 +166,6 @@ struct WorkerLoop {
 
     void flush() {
         rte_eth_tx_buffer_flush(uplink, static_cast<uint16_t>(w.id), w.tx_up);
-        if (tap >= 0) rte_eth_tx_buffer_flush(static_cast<uint16_t>(tap), static_cast<uint16_t>(w.id), w.tx_tap);
     }
 };
 
@@ -162,6 +173,10 @@ int worker_main(void* arg) {
     WorkerSlot& w = *static_cast<WorkerSlot*>(arg);
     Dataplane& dp = *w.dp;
     WorkerLoop loop{w, dp, dp.uplink_, dp.tap_, dp.pool_, dp.rx_ipv4_cksum_};
+    // The core decides the fate of frames for the kernel: with no exception port they are
+    // drops (no_exception_port), so rx = forwarded + replied + to_kernel + dropped holds
+    // without counting a frame twice.
+    w.core->set_exception_path(dp.tap_ >= 0);
     rte_rcu_qsbr_thread_register(dp.qsbr_, w.id);
     rte_rcu_qsbr_thread_online(dp.qsbr_, w.id);
     const uint64_t hz = rte_get_tsc_hz();

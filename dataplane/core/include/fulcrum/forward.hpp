@@ -164,6 +164,9 @@ struct WorkerConfig {
     uint32_t max_services = FL_MAX_SERVICES;
     uint32_t max_servers = FL_MAX_SERVERS;
     void* conn_memory = nullptr;  // optional: ConnTable::memory_bytes(conn_capacity), 64-aligned
+    // Whether the adapter has an exception port. Without one, frames for the kernel are
+    // dropped (no_exception_port) rather than counted to_kernel, so each frame counts once.
+    bool exception_path = true;
 };
 
 class Worker {
@@ -199,6 +202,7 @@ public:
     WorkerCounters& counters() { return ctr_; }
     const WorkerConfig& config() const { return cfg_; }
     void set_parse_checksum(bool verify) { popt_.verify_ipv4_checksum = verify; }
+    void set_exception_path(bool present) { cfg_.exception_path = present; }
 
     // A forward_fragments frame the adapter could not send (no buffers, fragmentation
     // failed): takes back its forwarded, service and server counts, which then count it as a
@@ -217,6 +221,13 @@ public:
         ctr_.dropped.add();
     }
 
+    // `n` to_kernel frames the adapter could not hand to the kernel (its exception queue was
+    // full): they count as drops with `reason` instead.
+    void uncount_to_kernel(Drop reason, uint64_t n = 1) {
+        ctr_.to_kernel.sub(n);
+        ctr_.drops[static_cast<unsigned>(reason)].add(n);
+        ctr_.dropped.add(n);
+    }
     // Restart handover, while the worker does not run: puts back a connection entry of the
     // previous dataplane process, idle for `idle_ms` at `now`, and counts it in its server's
     // active or inactive gauge (which its removal will take back).
@@ -227,6 +238,11 @@ private:
         ctr_.drops[static_cast<unsigned>(d)].add();
         ctr_.dropped.add();
         return {Action::drop, d};
+    }
+    Verdict to_kernel() {
+        if (!cfg_.exception_path) return drop(Drop::no_exception_port);
+        ctr_.to_kernel.add();
+        return {Action::to_kernel, Drop::none};
     }
     struct Pending {
         Parsed p;
