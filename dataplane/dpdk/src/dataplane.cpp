@@ -155,14 +155,11 @@ Dataplane::Dataplane(const DataplaneOptions& opt) : opt_(opt) {
         wc.max_servers = opt_.max_servers;
         wc.conn_memory = w->conn_mem;
         w->core = std::make_unique<Worker>(wc);
-        for (auto** buf : {&w->tx_up, &w->tx_tap}) {
-            *buf = static_cast<rte_eth_dev_tx_buffer*>(
-                rte_zmalloc_socket("fulcrum_txbuf", RTE_ETH_TX_BUFFER_SIZE(Worker::kMaxBurst), 0, wsock));
-            if (!*buf) throw fail("cannot allocate transmit buffers");
-            rte_eth_tx_buffer_init(*buf, 32);
-        }
+        w->tx_up = static_cast<rte_eth_dev_tx_buffer*>(
+            rte_zmalloc_socket("fulcrum_txbuf", RTE_ETH_TX_BUFFER_SIZE(Worker::kMaxBurst), 0, wsock));
+        if (!w->tx_up) throw fail("cannot allocate transmit buffers");
+        rte_eth_tx_buffer_init(w->tx_up, 32);
         rte_eth_tx_buffer_set_err_callback(w->tx_up, tx_drop_cb, &w->tx_drop_up);
-        rte_eth_tx_buffer_set_err_callback(w->tx_tap, tx_drop_cb, &w->tx_drop_tap);
         workers_.push_back(std::move(w));
         ++id;
     }
@@ -249,7 +246,6 @@ Dataplane::~Dataplane() {
         w->core.reset();
         rte_free(w->conn_mem);
         rte_free(w->tx_up);
-        rte_free(w->tx_tap);
     }
     delete current_.exchange(nullptr);
     rte_free(qsbr_);
@@ -522,10 +518,9 @@ DataplaneCounters Dataplane::counters() const {
         drp += c.dropped.get();
         out.too_big_replies += c.too_big_replies.get();
         for (unsigned d = 0; d < kDropReasons; ++d) drops[d] += c.drops[d].get();
-        drops[static_cast<unsigned>(Drop::kernel_full)] += w->kernel_drop.get();
         drops[static_cast<unsigned>(Drop::multi_segment)] += w->kernel_rx_drop.get();
-        drops[static_cast<unsigned>(Drop::tx_full)] += w->tx_drop_up.get() + w->tx_drop_tap.get();
-        extra_drops += w->kernel_drop.get() + w->kernel_rx_drop.get() + w->tx_drop_up.get() + w->tx_drop_tap.get();
+        drops[static_cast<unsigned>(Drop::tx_full)] += w->tx_drop_up.get();
+        extra_drops += w->kernel_rx_drop.get() + w->tx_drop_up.get();
         QueueCounters q;
         q.queue = w->id;
         q.lcore = w->lcore;

@@ -19,14 +19,11 @@ struct alignas(64) WorkerSlot {
     std::unique_ptr<fulcrum::Worker> core;
     void* conn_mem = nullptr;  // rte_malloc'd, NUMA-local connection table
     rte_eth_dev_tx_buffer* tx_up = nullptr;
-    rte_eth_dev_tx_buffer* tx_tap = nullptr;
     // Adapter counters (the core counts parse/forwarding decisions).
     Counter kernel_rx;    // frames from the kernel (TAP) sent out of the uplink
     Counter kernel_tx;    // frames handed to the kernel
-    Counter kernel_drop;  // exception frames dropped: no TAP configured
     Counter kernel_rx_drop;  // frames from the kernel not sent: multi-segment, cannot linearize
     Counter tx_drop_up;   // uplink transmit queue full
-    Counter tx_drop_tap;  // TAP transmit queue full
     Counter uplink_tx;    // frames queued for the uplink
     Counter fragments;    // extra IPv4 fragments sent
     Counter polls;        // loop iterations
