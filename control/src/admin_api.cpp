@@ -3,6 +3,7 @@
 #include <future>
 #include <optional>
 
+#include "fulcrum/control/admin_request.hpp"
 #include "fulcrum/control/daemon.hpp"
 
 namespace fulcrum::control {
@@ -21,8 +22,6 @@ json publish_json(const PublishStatus& p) {
 }
 
 }  // namespace
-
-const char* AdminApi::commands() { return "status, services, servers, set-weight, drain, disable, enable, reload"; }
 
 json AdminApi::status() {
     const Daemon::View v = d_.view(false);
@@ -121,52 +120,43 @@ json AdminApi::servers(const std::string& service) {
     return {{"ok", true}, {"servers", out}};
 }
 
-void AdminApi::handle(const json& req, Reply reply) {
+void AdminApi::handle(const json& request, Reply reply) {
     try {
-        if (!req.is_object() || !req.contains("command") || !req["command"].is_string())
-            return reply(error(std::string("missing \"command\" (one of: ") + commands() + ")"));
-        const std::string cmd = req["command"].get<std::string>();
-        auto str_arg = [&](const char* k) -> std::optional<std::string> {
-            if (!req.contains(k) || !req[k].is_string()) return std::nullopt;
-            return req[k].get<std::string>();
-        };
-        if (cmd == "status") return reply(status());
-        if (cmd == "services") return reply(services());
-        if (cmd == "servers") return reply(servers(str_arg("service").value_or("")));
-        if (cmd == "reload") {
-            json r = d_.reload();
-            if (!r.value("ok", false)) return reply(r);
-            const uint64_t seq = r["seq"].get<uint64_t>();
-            r.erase("seq");
-            d_.when_applied(seq, [r, reply](const Applied& a) mutable {
-                if (a.ok) {
-                    r["generation"] = a.generation;
-                    return reply(r);
-                }
-                reply({{"ok", false},
-                       {"error", "configuration reloaded in fulcrumd but not applied in the dataplane: " + a.error},
-                       {"reloaded", true},
-                       {"warnings", r["warnings"]}});
-            });
-            return;
+        auto parsed = parse_admin_request(request);
+        if (!parsed) return reply(error(parsed.error()));
+        const AdminRequest& req = parsed.value();
+        switch (req.command) {
+            case AdminCommand::status: return reply(status());
+            case AdminCommand::services: return reply(services());
+            case AdminCommand::servers: return reply(servers(req.service));
+            case AdminCommand::reload: {
+                json r = d_.reload();
+                if (!r.value("ok", false)) return reply(r);
+                const uint64_t seq = r["seq"].get<uint64_t>();
+                r.erase("seq");
+                d_.when_applied(seq, [r, reply](const Applied& a) mutable {
+                    if (a.ok) {
+                        r["generation"] = a.generation;
+                        return reply(r);
+                    }
+                    reply({{"ok", false},
+                           {"error", "configuration reloaded in fulcrumd but not applied in the dataplane: " + a.error},
+                           {"reloaded", true},
+                           {"warnings", r["warnings"]}});
+                });
+                return;
+            }
+            case AdminCommand::set_weight:
+            case AdminCommand::drain:
+            case AdminCommand::disable:
+            case AdminCommand::enable:
+                break;
         }
-        Daemon::ServerOp op;
-        if (cmd == "set-weight") op = Daemon::ServerOp::set_weight;
-        else if (cmd == "drain") op = Daemon::ServerOp::drain;
-        else if (cmd == "disable") op = Daemon::ServerOp::disable;
-        else if (cmd == "enable") op = Daemon::ServerOp::enable;
-        else return reply(error("unknown command '" + cmd + "' (known: " + commands() + ")"));
-        const auto service = str_arg("service");
-        const auto server = str_arg("server");
-        if (!service || !server) return reply(error(cmd + " needs \"service\" and \"server\" (strings)"));
-        uint32_t weight = 0;
-        if (op == Daemon::ServerOp::set_weight) {
-            if (!req.contains("weight") || !req["weight"].is_number_integer() || req["weight"].get<int64_t>() < 0 ||
-                req["weight"].get<int64_t>() > 65535)
-                return reply(error("set-weight needs \"weight\": an integer from 0 to 65535"));
-            weight = static_cast<uint32_t>(req["weight"].get<int64_t>());
-        }
-        auto change = d_.change_server(*service, *server, op, weight);
+        const Daemon::ServerOp op = req.command == AdminCommand::set_weight ? Daemon::ServerOp::set_weight
+                                    : req.command == AdminCommand::drain    ? Daemon::ServerOp::drain
+                                    : req.command == AdminCommand::disable  ? Daemon::ServerOp::disable
+                                                                            : Daemon::ServerOp::enable;
+        auto change = d_.change_server(req.service, req.server, op, req.weight);
         if (!change) return reply(error(change.error()));
         const Daemon::Change c = change.value();
         d_.when_applied(c.seq, [c, reply](const Applied& a) {

@@ -505,9 +505,10 @@ class Lab:
             f.unlink()
 
     # balancer
-    def start_dataplane(self):
+    def start_dataplane(self, extra=()):
         self.dataplane = Dataplane(self.workdir, ["net_af_packet0,iface=eth0,qpairs=1"], "net_af_packet0",
-                                   netns=self.lb, exception="fl0", conn_capacity=self.conn_capacity)
+                                   netns=self.lb, exception="fl0", conn_capacity=self.conn_capacity,
+                                   extra=extra)
         # The dataplane's control socket lives where fulcrumd's configuration says.
         if self.dp_socket.exists() or self.dp_socket.is_symlink():
             self.dp_socket.unlink()
@@ -630,16 +631,5 @@ def restart_dataplane(lab, handover=True, between=None):
         raise RuntimeError(f"the stopped dataplane wrote no state file {state}:\n{old.log()}")
     if between:
         between()
-    extra = ["--state-file", str(state)] if handover else ["--no-state-file"]
-    lab.dataplane = Dataplane(lab.workdir, ["net_af_packet0,iface=eth0,qpairs=1"], "net_af_packet0",
-                              netns=lab.lb, exception="fl0", conn_capacity=lab.conn_capacity, extra=extra)
-    # As Lab.start_dataplane: the new control socket where fulcrumd looks, and the kernel's
-    # addresses on the new exception interface.
-    if lab.dp_socket.exists() or lab.dp_socket.is_symlink():
-        lab.dp_socket.unlink()
-    lab.dp_socket.symlink_to(lab.dataplane.socket)
-    sh("echo 1 > /proc/sys/net/ipv6/conf/fl0/disable_ipv6", netns=lab.lb)
-    run("ip", "addr", "add", f"{lab.LB}/24", "dev", "fl0", netns=lab.lb)
-    for vip in lab.vips:
-        run("ip", "addr", "add", f"{vip}/32", "dev", "fl0", netns=lab.lb)
+    lab.start_dataplane(["--state-file", str(state)] if handover else ["--no-state-file"])
     return lab.dataplane

@@ -25,8 +25,6 @@ public:
     // The same, waiting for the answer.
     nlohmann::json handle_sync(const nlohmann::json& request);
 
-    static const char* commands();
-
 private:
     nlohmann::json status();
     nlohmann::json services();
