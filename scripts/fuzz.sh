@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # Runs one libFuzzer target for a bounded time: scripts/fuzz.sh TARGET SECONDS
-#   TARGET: parse | snapshot
+#   TARGET: parse | snapshot | config
 # Builds the fuzzers with clang + ASan + UBSan into build-fuzz/ when needed. The corpus
 # grows in build-fuzz/corpus-TARGET; crashes are written to build-fuzz/artifacts-TARGET/.
+# The config target also reads the seeds kept in tests/fuzz/corpus/config/ (the control plane
+# stays disabled: the fuzz build makes a library of the configuration loader alone).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 target="${1:-}"
 seconds="${2:-}"
 case "$target" in
-  parse|snapshot) ;;
-  *) echo "usage: $0 {parse|snapshot} SECONDS" >&2; exit 2 ;;
+  parse|snapshot|config) ;;
+  *) echo "usage: $0 {parse|snapshot|config} SECONDS" >&2; exit 2 ;;
 esac
 if ! [[ "$seconds" =~ ^[0-9]+$ ]] || [ "$seconds" -lt 1 ]; then
   echo "fuzz.sh: SECONDS must be a positive integer, got '$seconds'" >&2
@@ -24,7 +26,11 @@ corpus="build-fuzz/corpus-$target"
 artifacts="build-fuzz/artifacts-$target"
 mkdir -p "$corpus" "$artifacts" build-fuzz/corpus-parse build-fuzz/corpus-snapshot
 build-fuzz/tests/fuzz/make-fuzz-seeds build-fuzz/corpus-parse build-fuzz/corpus-snapshot
+extra=()
+if [ "$target" = config ]; then
+  extra=(-dict=tests/fuzz/config.dict tests/fuzz/corpus/config)
+fi
 export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
 export ASAN_OPTIONS=detect_leaks=1
 exec "build-fuzz/tests/fuzz/fuzz-$target" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
-  -print_final_stats=1 -artifact_prefix="$artifacts/" "$corpus"
+  -print_final_stats=1 -artifact_prefix="$artifacts/" "$corpus" ${extra[@]+"${extra[@]}"}
