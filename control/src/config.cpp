@@ -7,6 +7,8 @@
 #include "fulcrum/control/config.hpp"
 
 #include <fcntl.h>
+#include <malloc.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
@@ -22,6 +24,7 @@
 #include <sstream>
 #include <system_error>
 #include <tuple>
+#include <unordered_map>
 #include <utility>
 
 #include "fulcrum/maglev.hpp"
@@ -131,28 +134,56 @@ class Diag {
         const size_t line_start = nl == std::string_view::npos ? 0 : nl + 1;
         YAML::Mark dash;
         dash.pos = static_cast<int>(i);
-        dash.line = static_cast<int>(
-            std::count(text_.begin(), text_.begin() + static_cast<std::ptrdiff_t>(i), '\n'));
+        // Lines counted back from the item's own mark, not from the start of the text: a list
+        // of many empty items would otherwise cost time quadratic in the file size.
+        const auto between = std::count(text_.begin() + static_cast<std::ptrdiff_t>(i),
+                                        text_.begin() + m.pos, '\n');
+        dash.line = m.line - static_cast<int>(between);
         dash.column = static_cast<int>(i - line_start);
         return dash;
     }
 
+    // Keeps the kMaxConfigProblems first problems in file order (a max-heap on the position,
+    // so that a file with a million problems costs no more than a few hundred messages), and
+    // counts the others.
     void error(const Location& where, const std::string& message) {
-        problems_.push_back({where.line, where.column, where.str() + ": " + message});
+        if (!listing(where)) {
+            ++unlisted_;
+            return;
+        }
+        if (problems_.size() == kMaxConfigProblems) {
+            std::pop_heap(problems_.begin(), problems_.end(), later);
+            problems_.pop_back();
+            ++unlisted_;
+        }
+        problems_.push_back({where.line, where.column, seq_++, where.str() + ": " + message});
+        std::push_heap(problems_.begin(), problems_.end(), later);
     }
     void error(const YAML::Mark& m, const std::string& message) { error(at(m), message); }
 
+    // Whether a problem at `where` would be listed; callers may skip composing an expensive
+    // message when not (error() then only counts it).
+    bool listing(const Location& where) const {
+        return problems_.size() < kMaxConfigProblems ||
+               std::tie(where.line, where.column) <
+                   std::tie(problems_.front().line, problems_.front().column);
+    }
+
     bool clean() const { return problems_.empty(); }
 
-    // In file order; problems without a position first.
+    // In file order (in the order found at the same position); problems without a position
+    // first.
     std::vector<std::string> messages() const {
         auto sorted = problems_;
-        std::stable_sort(sorted.begin(), sorted.end(), [](const Problem& a, const Problem& b) {
-            return std::tie(a.line, a.column) < std::tie(b.line, b.column);
-        });
+        std::sort(sorted.begin(), sorted.end(), later);
         std::vector<std::string> out;
-        out.reserve(sorted.size());
+        out.reserve(sorted.size() + 1);
         for (auto& p : sorted) out.push_back(std::move(p.text));
+        if (unlisted_)
+            out.push_back(file_ + ": " + std::to_string(unlisted_) + " more problem" +
+                          (unlisted_ == 1 ? "" : "s") + " not listed (at most " +
+                          std::to_string(kMaxConfigProblems) +
+                          " are); fix the ones above and check again");
         return out;
     }
 
@@ -160,11 +191,17 @@ class Diag {
     struct Problem {
         int line;
         int column;
+        size_t seq;  // order found
         std::string text;
     };
+    static bool later(const Problem& a, const Problem& b) {
+        return std::tie(a.line, a.column, a.seq) < std::tie(b.line, b.column, b.seq);
+    }
     std::string file_;
     std::string_view text_;
     std::vector<Problem> problems_;
+    size_t seq_ = 0;
+    size_t unlisted_ = 0;
 };
 
 // ---- text helpers -------------------------------------------------------------------------
@@ -312,7 +349,10 @@ class Section {
             ok_ = false;
             return;
         }
-        std::vector<std::pair<std::string, YAML::Mark>> seen;
+        // A hash map, not a scan of the keys seen so far: a mapping may have hundreds of
+        // thousands of keys, and this must stay linear in their number.
+        std::unordered_map<std::string, YAML::Mark> seen;
+        seen.reserve(f.value.size());
         for (const auto& pair : f.value) {  // a temporary key/value pair per entry
             const YAML::Node k = pair.first;
             const YAML::Node v = pair.second;
@@ -322,15 +362,13 @@ class Section {
                 continue;
             }
             const std::string& name = k.Scalar();
-            const auto prev = std::find_if(seen.begin(), seen.end(),
-                                           [&](const auto& s) { return s.first == name; });
-            if (prev != seen.end()) {
+            const auto [prev, fresh] = seen.emplace(name, k.Mark());
+            if (!fresh) {
                 d.error(k.Mark(), "duplicate key '" + printable(name) + "' " + in_text(path_) +
                                       " (first at " + d.at(prev->second).str() +
                                       "); keep only one of them");
                 continue;
             }
-            seen.emplace_back(name, k.Mark());
             if (std::find(allowed_.begin(), allowed_.end(), name) == allowed_.end()) {
                 unknown(name, k.Mark());
                 continue;
@@ -356,6 +394,10 @@ class Section {
 
   private:
     void unknown(const std::string& name, const YAML::Mark& m) {
+        if (!d_.listing(d_.at(m))) {  // counted only: skip the suggestion's edit distances
+            d_.error(m, {});
+            return;
+        }
         if (name == "<<") {
             d_.error(m, in_text(path_) +
                             ": YAML merge keys ('<<') are not supported; write the keys out "
@@ -860,6 +902,7 @@ struct ServiceMeta {
     bool port_ok = false;
     bool proto_ok = true;  // default tcp
     bool table_ok = true;  // default size
+    bool table_explicit = false;  // table_size is in the file
     Location item, name_at, vip_at, table_at;
     std::vector<Location> server_items;
 };
@@ -1160,6 +1203,7 @@ std::optional<ServiceConfig> Parser::service(const Field& f, const MergedHealth&
     meta.table_at = meta.item;
     if (auto x = s.take("table_size")) {
         meta.table_at = d.at(x->at);
+        meta.table_explicit = true;
         meta.table_ok = false;
         if (auto v = read_uint(d, *x, 3, kMaglevMaxSize, "(a prime; the default is 65537)")) {
             const auto n = static_cast<uint32_t>(*v);
@@ -1226,13 +1270,24 @@ void Parser::services(const Field& f, const MergedHealth& defaults) {
     cross_checks(metas);
 }
 
+// Within the snapshot byte limit, the Maglev tables are within FL_MAX_TABLE_ENTRIES: the
+// size check below is the only one the tables need.
+static_assert(kMaxSnapshotBytes / sizeof(uint32_t) <= FL_MAX_TABLE_ENTRIES);
+
+std::string mib_text(uint64_t bytes) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.1f MiB", static_cast<double>(bytes) / (1 << 20));
+    return buf;
+}
+
 // Checks across services: unique names and VIPs, and the snapshot's limits.
 void Parser::cross_checks(const std::vector<ServiceMeta>& metas) {
     std::map<std::string, size_t> names;
     std::map<std::tuple<IpAddr, uint16_t, uint8_t>, size_t> vips;
     size_t n_servers = 0;
+    size_t n_members = 0;
     uint64_t n_entries = 0;
-    bool servers_reported = false, entries_reported = false;
+    bool servers_reported = false, size_reported = false;
     for (size_t i = 0; i < cfg.services.size(); ++i) {
         const ServiceConfig& s = cfg.services[i];
         const ServiceMeta& m = metas[i];
@@ -1268,18 +1323,143 @@ void Parser::cross_checks(const std::vector<ServiceMeta>& metas) {
                 servers_reported = true;
             }
         }
+        // The snapshot fulcrumd would publish, sized by the builder's own layout: every
+        // configured server may be in rotation, and the server array is counted at its full
+        // FL_MAX_SERVERS slots, because slots of servers removed by reloads stay in use (and
+        // are reused last). A configuration within the limit can always be published.
         if (m.table_ok) n_entries += s.table_size;
-        if (n_entries > FL_MAX_TABLE_ENTRIES && !entries_reported) {
-            d.error(m.table_at, svc_path + ": with this service the Maglev tables add up to " +
-                                    std::to_string(n_entries) + " entries, more than the " +
-                                    std::to_string(FL_MAX_TABLE_ENTRIES) +
-                                    " a snapshot holds; set smaller table_size values (a prime "
-                                    "about 100 times the number of servers is enough, e.g. "
-                                    "1021 or 4093)");
-            entries_reported = true;
+        n_members += s.servers.size();
+        const size_t bytes = snapshot_layout(i + 1, FL_MAX_SERVERS, n_members, n_entries).total;
+        if (bytes > kMaxSnapshotBytes && !size_reported) {
+            d.error(m.table_at,
+                    svc_path + (m.table_explicit ? ".table_size" : "") + ": with service " +
+                        label(s, m) + " (table_size " + std::to_string(s.table_size) +
+                        ") the forwarding snapshot would be " + std::to_string(bytes) +
+                        " bytes (" + mib_text(bytes) + "), above the limit of " +
+                        std::to_string(kMaxSnapshotBytes) +
+                        " bytes (the largest snapshot a control-protocol frame carries to the "
+                        "dataplane); use smaller table_size values (a prime about "
+                        "100 times the number of servers is enough, e.g. 1021 or 4093)");
+            size_reported = true;
         }
     }
 }
+
+// Thrown by Shape to stop yaml-cpp's parser as soon as a limit is passed.
+struct ShapeLimit {
+    YAML::Mark mark;
+    std::string message;
+};
+
+// The size and depth of the first document, from yaml-cpp's parser events, before any node
+// is built. Nodes are counted with every alias as the nodes it stands for: yaml-cpp's node
+// builder makes an alias share its anchor's node, but the loader reads (and copies into
+// Config) every reference separately, so a few lines of nested aliases ("billion laughs")
+// would cost minutes and gigabytes there. Counting stops at the first node over a limit.
+class Shape final : public YAML::EventHandler {
+  public:
+    std::optional<YAML::Mark> start;
+    size_t nodes = 0;    // aliases expanded
+    size_t aliases = 0;  // alias references
+
+    void OnDocumentStart(const YAML::Mark& m) override { start = m; }
+    void OnDocumentEnd() override {}
+    void OnNull(const YAML::Mark& m, YAML::anchor_t a) override { leaf(m, a); }
+    void OnScalar(const YAML::Mark& m, const std::string&, YAML::anchor_t a,
+                  const std::string&) override {
+        leaf(m, a);
+    }
+    void OnAnchor(const YAML::Mark&, const std::string& name) override { pending_name_ = name; }
+    void OnAlias(const YAML::Mark& m, YAML::anchor_t a) override {
+        ++aliases;
+        const std::string name = a < names_.size() ? names_[a] : std::string();
+        const size_t n = a < sizes_.size() ? sizes_[a] : 0;
+        if (n == kOpen)
+            throw ShapeLimit{m, "alias '*" + printable(name) +
+                                    "' refers to a list or mapping that contains it, which "
+                                    "would make the configuration infinitely large; remove "
+                                    "the alias"};
+        count(m, n, name);
+    }
+    void OnSequenceStart(const YAML::Mark& m, const std::string&, YAML::anchor_t a,
+                         YAML::EmitterStyle::value) override {
+        open(m, a);
+    }
+    void OnSequenceEnd() override { close(); }
+    void OnMapStart(const YAML::Mark& m, const std::string&, YAML::anchor_t a,
+                    YAML::EmitterStyle::value) override {
+        open(m, a);
+    }
+    void OnMapEnd() override { close(); }
+
+  private:
+    static constexpr size_t kOpen = std::numeric_limits<size_t>::max();
+
+    // `n` more nodes at `m`, by an alias to `alias` when it is set.
+    void count(const YAML::Mark& m, size_t n, const std::optional<std::string>& alias = {}) {
+        nodes += n;  // n <= kMaxConfigNodes (a counted subtree), so no overflow
+        if (!stack_.empty()) stack_.back() += n;
+        if (nodes <= kMaxConfigNodes) return;
+        const std::string limit = std::to_string(kMaxConfigNodes);
+        if (alias)
+            throw ShapeLimit{
+                m, "alias '*" + printable(*alias) + "' here stands for " + std::to_string(n) +
+                       " nodes and takes the configuration over the limit of " + limit +
+                       " YAML nodes with aliases expanded (" + std::to_string(aliases) +
+                       " aliases so far; fulcrumd reads each alias as a full copy); refer to "
+                       "shared parts fewer times, or write them out"};
+        if (aliases)
+            throw ShapeLimit{m, "the configuration has more than " + limit +
+                                    " YAML nodes (values, lists and mappings, with its " +
+                                    std::to_string(aliases) +
+                                    " aliases expanded); this is where the limit is passed: "
+                                    "use fewer aliases, or split the services across more "
+                                    "balancers"};
+        throw ShapeLimit{m, "the configuration has more than " + limit +
+                                " YAML nodes (values, lists and mappings); this is where the "
+                                "limit is passed: split the services across more balancers"};
+    }
+    void name_anchor(YAML::anchor_t a, size_t size) {
+        if (a == YAML::NullAnchor) return;
+        if (sizes_.size() <= a) {
+            sizes_.resize(a + 1, 0);
+            names_.resize(a + 1);
+        }
+        sizes_[a] = size;
+        names_[a] = std::move(pending_name_);
+        pending_name_.clear();
+    }
+    void leaf(const YAML::Mark& m, YAML::anchor_t a) {
+        name_anchor(a, 1);
+        count(m, 1);
+    }
+    void open(const YAML::Mark& m, YAML::anchor_t a) {
+        if (stack_.size() >= kMaxConfigDepth)
+            throw ShapeLimit{m, "lists and mappings are nested more than " +
+                                    std::to_string(kMaxConfigDepth) +
+                                    " levels deep here (a configuration needs 8 at most); check "
+                                    "the indentation and the brackets"};
+        name_anchor(a, kOpen);
+        count(m, 1);
+        stack_.push_back(1);
+        anchors_.push_back(a);
+    }
+    void close() {
+        const size_t n = stack_.back();
+        const YAML::anchor_t a = anchors_.back();
+        stack_.pop_back();
+        anchors_.pop_back();
+        if (a != YAML::NullAnchor) sizes_[a] = n;
+        // The container itself was counted into its parent when it opened.
+        if (!stack_.empty()) stack_.back() += n - 1;
+    }
+
+    std::vector<size_t> stack_;  // nodes so far in each open list or mapping, itself included
+    std::vector<YAML::anchor_t> anchors_;
+    std::vector<size_t> sizes_;  // by anchor: nodes it stands for, kOpen while being read
+    std::vector<std::string> names_;
+    std::string pending_name_;
+};
 
 // Records where a document starts; ignores its contents.
 class DocumentStart final : public YAML::EventHandler {
@@ -1322,22 +1502,39 @@ std::string syntax_advice(std::string_view text, const YAML::Mark& m) {
     return " (check the indentation, quotes and brackets here and on the lines just above)";
 }
 
-}  // namespace
+std::string size_text(size_t bytes) {
+    return std::to_string(bytes) + " bytes, more than the limit of " +
+           std::to_string(kMaxConfigBytes >> 20) +
+           " MiB; a configuration this large is not supported (the largest useful one, 65535 "
+           "servers each with its own health check, is well below it): check that this is the "
+           "right file";
+}
 
-// ---- entry points -------------------------------------------------------------------------
-
-Config parse_config(std::string_view yaml_text, const std::string& filename) {
+Config parse(std::string_view yaml_text, const std::string& filename) {
     Diag d(filename, yaml_text);
+    if (yaml_text.size() > kMaxConfigBytes) {
+        d.error(Location{filename, 0, 0}, "the configuration is " + size_text(yaml_text.size()));
+        throw ConfigError(d.messages());
+    }
     YAML::Node doc;
     try {
-        doc = YAML::Load(std::string(yaml_text));
-        // One document only. yaml-cpp's LoadAll never returns on some invalid input, so the
-        // documents are counted with the event parser, looking no further than the second.
+        // First the event parser, which builds nothing: it bounds the size and depth of the
+        // document (with aliases expanded) before yaml-cpp builds nodes and the loader walks
+        // them. Then one document only: yaml-cpp's LoadAll never returns on some invalid
+        // input, so the documents are counted with the event parser, looking no further than
+        // the second.
         std::istringstream in{std::string(yaml_text)};
         YAML::Parser parser(in);
-        DocumentStart first, second;
-        if (parser.HandleNextDocument(first) && parser.HandleNextDocument(second) && second.mark) {
-            if (first.mark && first.mark->pos == second.mark->pos) {
+        Shape first;
+        DocumentStart second;
+        try {
+            parser.HandleNextDocument(first);
+        } catch (const ShapeLimit& e) {
+            d.error(e.mark, e.message);
+            throw ConfigError(d.messages());
+        }
+        if (first.start && parser.HandleNextDocument(second) && second.mark) {
+            if (first.start->pos == second.mark->pos) {
                 // The parser is stuck on a token it cannot place (a stray ',' for example).
                 const auto pos = static_cast<size_t>(std::max(second.mark->pos, 0));
                 const std::string what =
@@ -1352,6 +1549,7 @@ Config parse_config(std::string_view yaml_text, const std::string& filename) {
                     "a second YAML document starts here; the configuration is a single document "
                     "(remove the '---' line, or check the indentation above)");
         }
+        doc = YAML::Load(std::string(yaml_text));
     } catch (const YAML::Exception& e) {
         d.error(e.mark, "invalid YAML: " + e.msg + syntax_advice(yaml_text, e.mark));
         throw ConfigError(d.messages());
@@ -1389,6 +1587,22 @@ Config parse_config(std::string_view yaml_text, const std::string& filename) {
     return cfg;
 }
 
+}  // namespace
+
+// ---- entry points -------------------------------------------------------------------------
+
+Config parse_config(std::string_view yaml_text, const std::string& filename) {
+    try {
+        return parse(yaml_text, filename);
+    } catch (const ConfigError&) {
+        // The nodes and copies of a large refused configuration are freed by now, but glibc
+        // keeps freed memory below its heap top; a refused reload must not leave fulcrumd at
+        // its peak size.
+        ::malloc_trim(0);
+        throw;
+    }
+}
+
 Config load_config_file(const std::string& path) {
     auto fail = [&](int err) {
         throw ConfigError({"cannot read " + path + ": " +
@@ -1396,26 +1610,30 @@ Config load_config_file(const std::string& path) {
     };
     const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
     if (fd < 0) fail(errno);
+    struct Closer {
+        int fd;
+        ~Closer() { ::close(fd); }
+    } closer{fd};
+    auto too_large = [&](size_t bytes, std::string_view qualifier) {
+        throw ConfigError({path + ": the file is " + std::string(qualifier) + size_text(bytes)});
+    };
+    struct stat st {};
+    if (::fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
+        static_cast<uint64_t>(st.st_size) > kMaxConfigBytes)
+        too_large(static_cast<size_t>(st.st_size), "");
+    // Reading stops once past the limit: the file may have grown, or not be a regular file.
     std::string text;
-    constexpr size_t kMaxBytes = size_t{64} << 20;
     char buf[65536];
     for (;;) {
         const ssize_t n = ::read(fd, buf, sizeof buf);
         if (n < 0) {
             if (errno == EINTR) continue;
-            const int err = errno;
-            ::close(fd);
-            fail(err);
+            fail(errno);
         }
         if (n == 0) break;
         text.append(buf, static_cast<size_t>(n));
-        if (text.size() > kMaxBytes) {
-            ::close(fd);
-            throw ConfigError({"cannot read " + path + ": larger than " +
-                               std::to_string(kMaxBytes >> 20) + " MiB"});
-        }
+        if (text.size() > kMaxConfigBytes) too_large(text.size(), "at least ");
     }
-    ::close(fd);
     return parse_config(text, path);
 }
 

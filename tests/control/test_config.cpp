@@ -1112,14 +1112,52 @@ TEST(ConfigErrors, TooManyServices) {
               "across more balancers");
 }
 
-TEST(ConfigErrors, MaglevTablesTooLarge) {
-    // 1023 tables of the default size fit in FL_MAX_TABLE_ENTRIES; 1024 do not.
-    EXPECT_NO_THROW(parse(many_services(1023, 65537)));
-    EXPECT_EQ(error(many_services(1024, 65537)),
-              "test.yaml:1025:59: services[1023]: with this service the Maglev tables add up to "
-              "67109888 entries, more than the 67108864 a snapshot holds; set smaller table_size "
-              "values (a prime about 100 times the number of servers is enough, e.g. 1021 or "
-              "4093)");
+// The snapshot limit, computed as the snapshot builder lays snapshots out: a 160-byte header,
+// 96 bytes per service, 64 per server slot (all 65536 counted: slots of servers removed by
+// reloads stay in use), 8 per member, 4 per Maglev table entry, each section 64-byte aligned.
+// With n services of 65537 entries and no servers that is
+//   align64(192 + 96 n) + 4194304 + 262148 n  bytes,
+// 268274236 for n = 1007 and 268536448 for n = 1008, against the limit of 268435455 (a
+// control-protocol frame of 256 MiB holds the snapshot and one kind byte).
+TEST(ConfigErrors, SnapshotTooLargeForTheDefaultTables) {
+    EXPECT_NO_THROW(parse(many_services(1007, 65537)));
+    EXPECT_EQ(error(many_services(1008, 65537)),
+              "test.yaml:1009:58: services[1007].table_size: with service 's1007' (table_size "
+              "65537) the forwarding snapshot would be 268536448 bytes (256.1 MiB), above the "
+              "limit of 268435455 bytes (the largest snapshot a control-protocol frame carries "
+              "to the dataplane); use smaller table_size values (a prime about 100 times the "
+              "number of servers is enough, e.g. 1021 or 4093)");
+}
+
+// Measured before the check: four services with the largest table size passed --check, and
+// fulcrumd then retried publishing their 268 MB snapshot every second for ever. By the formula
+// above: 205521372 bytes for three such services, 272630288 (260.0 MiB) for four.
+TEST(ConfigErrors, UnpublishableTableSize) {
+    const std::string head = "services:\n";
+    auto svc = [](int i, const char* servers) {
+        return "  - name: s" + std::to_string(i) + "\n    vip: 198.18.0." + std::to_string(i + 1) +
+               "\n    port: 80\n    table_size: 16777213\n    servers: " + servers + "\n";
+    };
+    EXPECT_NO_THROW(parse(head + svc(0, "[]") + svc(1, "[]") + svc(2, "[]")));
+    EXPECT_EQ(error(head + svc(0, "[]") + svc(1, "[]") + svc(2, "[]") + svc(3, "[]")),
+              "test.yaml:20:17: services[3].table_size: with service 's3' (table_size 16777213) "
+              "the forwarding snapshot would be 272630288 bytes (260.0 MiB), above the limit of "
+              "268435455 bytes (the largest snapshot a control-protocol frame carries to the "
+              "dataplane); use smaller table_size values (a prime about 100 times the number of "
+              "servers is enough, e.g. 1021 or 4093)");
+    // A service without table_size (the default 65537) that crosses the limit is named at
+    // its list item.
+    std::string y = head + svc(0, "[]") + svc(1, "[]") + svc(2, "[]");
+    for (int i = 3; i < 1000; ++i)
+        y += "  - {name: s" + std::to_string(i) + ", vip: 198.18." + std::to_string(i / 250) + "." +
+             std::to_string(i % 250 + 1) + ", port: 81, servers: []}\n";
+    // 3 * 67108852 + 240 * 262148 table bytes, 243 service records: 268459932 bytes.
+    EXPECT_EQ(error(y),
+              "test.yaml:256:5: services[242]: with service 's242' (table_size 65537) the "
+              "forwarding snapshot would be 268459932 bytes (256.0 MiB), above the limit of "
+              "268435455 bytes (the largest snapshot a control-protocol frame carries to the "
+              "dataplane); use smaller table_size values (a prime about 100 times the number of "
+              "servers is enough, e.g. 1021 or 4093)");
 }
 
 TEST(ConfigErrors, TooManyServers) {
@@ -1224,6 +1262,196 @@ services:
 )"),
               "test.yaml:9:17: services[0].forwarding: gue over IPv6 needs dataplane.mtu of at least 1328 (the IPv6 "
               "minimum of 1280 plus the outer headers), not 1300; raise the MTU towards the servers or use dsr");
+}
+
+// ---- limits on the text itself -------------------------------------------------------------
+
+TEST(ConfigLimits, TextSize) {
+    std::string text = "services: []\n";
+    text += std::string(kMaxConfigBytes - text.size() - 1, '#') + "\n";  // one long comment
+    ASSERT_EQ(text.size(), kMaxConfigBytes);
+    EXPECT_NO_THROW(parse_config(text, kFile));
+    text += "\n";
+    EXPECT_EQ(error(text),
+              "test.yaml: the configuration is 16777217 bytes, more than the limit of 16 MiB; a "
+              "configuration this large is not supported (the largest useful one, 65535 servers "
+              "each with its own health check, is well below it): check that this is the right "
+              "file");
+}
+
+TEST(ConfigLimits, FileSize) {
+    const fs::path p = fs::temp_directory_path() /
+                       ("fulcrum-config-big-" + std::to_string(::getpid()) + ".yaml");
+    {
+        std::ofstream out(p);
+        out << "services: []\n";
+    }
+    fs::resize_file(p, kMaxConfigBytes + 1);  // sparse: refused from its size, before reading
+    try {
+        load_config_file(p.string());
+        ADD_FAILURE() << "no error";
+    } catch (const ConfigError& e) {
+        ASSERT_EQ(e.messages().size(), 1u);
+        EXPECT_EQ(e.messages()[0],
+                  p.string() +
+                      ": the file is 16777217 bytes, more than the limit of 16 MiB; a "
+                      "configuration this large is not supported (the largest useful one, 65535 "
+                      "servers each with its own health check, is well below it): check that "
+                      "this is the right file");
+    }
+    fs::remove(p);
+}
+
+// A valid configuration of exactly n nodes: the root mapping, 'services', '[]',
+// 'health_check', its mapping, 'expect_status', the list, and n - 7 status codes (5 bytes each,
+// the first at line 3, column 19).
+std::string nodes_config(size_t n) {
+    std::string y = "services: []\nhealth_check:\n  expect_status: [";
+    for (size_t i = 0; i + 7 < n; ++i) y += i ? ", 200" : "200";
+    return y + "]\n";
+}
+
+TEST(ConfigLimits, NodeCount) {
+    EXPECT_NO_THROW(parse(nodes_config(kMaxConfigNodes)));
+    // Node 8 is the first status code, so node 1000001 is the one at index 999993: column
+    // 19 + 5 * 999993.
+    EXPECT_EQ(error(nodes_config(kMaxConfigNodes + 1)),
+              "test.yaml:3:4999984: the configuration has more than 1000000 YAML nodes (values, "
+              "lists and mappings); this is where the limit is passed: split the services across "
+              "more balancers");
+}
+
+// Five levels of ten-fold aliases, then a sixth: 'a' stands for 10 nodes, 'b' for 101, 'c' for
+// 1011, 'd' for 10111, 'e' for 101111. Up to the end of line 6 that is 112352 nodes (written
+// and expanded: 3 + 11 + 102 + 1012 + 10112 + 101112) after 40 aliases; line 7 adds its key,
+// its list, and 101111 per '*e': the ninth one (column 5 + 8 * 4) passes 1000000. Measured
+// before the limit: a 172 KB file like this took 49.6 s and 7.4 GB in fulcrumd --check.
+constexpr std::string_view kLaughs = R"(services: []
+a: &a [x, x, x, x, x, x, x, x, x]
+b: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]
+c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]
+d: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c]
+e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d, *d]
+)";
+
+TEST(ConfigLimits, AliasExpansion) {
+    EXPECT_EQ(error(std::string(kLaughs) + "f: [*e, *e, *e, *e, *e, *e, *e, *e, *e, *e]\n"),
+              "test.yaml:7:37: alias '*e' here stands for 101111 nodes and takes the "
+              "configuration over the limit of 1000000 YAML nodes with aliases expanded (49 "
+              "aliases so far; fulcrumd reads each alias as a full copy); refer to shared parts "
+              "fewer times, or write them out");
+    // Passed at a plain node, after aliases: line 7 has its key and list (112354), then
+    // node 1000001 is list item 887646 (0-based), at column 5 + 3 * 887646.
+    std::string plain = std::string(kLaughs) + "g: [";
+    for (int i = 0; i < 887700; ++i) plain += i ? ", 1" : "1";
+    plain += "]\n";
+    EXPECT_EQ(error(plain),
+              "test.yaml:7:2662943: the configuration has more than 1000000 YAML nodes (values, "
+              "lists and mappings, with its 40 aliases expanded); this is where the limit is "
+              "passed: use fewer aliases, or split the services across more balancers");
+    EXPECT_EQ(error("services: []\na: &a [x, *a]\n"),
+              "test.yaml:2:11: alias '*a' refers to a list or mapping that contains it, which "
+              "would make the configuration infinitely large; remove the alias");
+}
+
+TEST(ConfigLimits, AliasesWithinTheLimitAreCopies) {
+    const Config c = parse(R"(
+health_check: &hc {type: http, path: /health, interval: 2s, timeout: 1s}
+services:
+  - name: web
+    vip: 198.18.0.100
+    port: 80
+    servers: &pool
+      - {address: 198.18.1.11, weight: 5}
+      - {address: 198.18.1.12, health_check: *hc}
+  - name: web-alt
+    vip: 198.18.0.101
+    port: 80
+    servers: *pool
+)");
+    ASSERT_EQ(c.services.size(), 2u);
+    ASSERT_EQ(c.services[1].servers.size(), 2u);
+    EXPECT_EQ(c.services[1].servers[0].address, ip("198.18.1.11"));
+    EXPECT_EQ(c.services[1].servers[0].weight, 5u);
+    EXPECT_EQ(c.services[1].servers[1].health.type, CheckType::http);
+    EXPECT_EQ(c.services[1].servers[1].health.path, "/health");
+}
+
+TEST(ConfigLimits, NestingDepth) {
+    auto nested = [](int levels) {
+        return "services: []\na: " + std::string(static_cast<size_t>(levels), '[') + "x" +
+               std::string(static_cast<size_t>(levels), ']') + "\n";
+    };
+    // The root mapping and 31 lists: 32 levels, refused only for the unknown key.
+    EXPECT_EQ(error(nested(31)),
+              "test.yaml:2:1: unknown key 'a' at the top level; allowed keys: dataplane, admin, "
+              "metrics, limits, health_check, services");
+    EXPECT_EQ(error(nested(32)),
+              "test.yaml:2:35: lists and mappings are nested more than 32 levels deep here (a "
+              "configuration needs 8 at most); check the indentation and the brackets");
+}
+
+// 499990 keys in one mapping (the node limit allows 499998): the first half unknown, the
+// second half the same keys again. Checked by scanning the keys seen so far, this took 25.7 s
+// at 200000 keys and grows with the square (about 160 s here, a large part of the 900 s
+// scripts/test.sh gives the whole control-tests binary); with a hash map it is linear, a few
+// seconds of yaml-cpp parsing.
+TEST(ConfigLimits, ManyKeysAreCheckedInLinearTime) {
+    constexpr size_t half = 249995;
+    std::string y = "services: []\n";
+    for (int pass = 0; pass < 2; ++pass)
+        for (size_t i = 0; i < half; ++i) y += "k" + std::to_string(i) + ": 1\n";
+    const auto m = errors(y);
+    ASSERT_EQ(m.size(), kMaxConfigProblems + 1);
+    EXPECT_EQ(m[0],
+              "test.yaml:2:1: unknown key 'k0' at the top level; allowed keys: dataplane, admin, "
+              "metrics, limits, health_check, services");
+    EXPECT_EQ(m[kMaxConfigProblems - 1],
+              "test.yaml:101:1: unknown key 'k99' at the top level; allowed keys: dataplane, "
+              "admin, metrics, limits, health_check, services");
+    EXPECT_EQ(m.back(), "test.yaml: 499890 more problems not listed (at most 100 are); fix the "
+                        "ones above and check again");
+}
+
+// The problems listed are the first ones in file order, not the first ones found: the top-level
+// keys are checked before health_check's, yet its duplicate key (line 3) comes first.
+TEST(ConfigLimits, ProblemsListedAreTheFirstInTheFile) {
+    std::string y = "health_check:\n  type: tcp\n  type: http\nservices: []\n";
+    for (size_t i = 0; i < 100000; ++i) y += "k" + std::to_string(i) + ": 1\n";
+    const auto m = errors(y);
+    ASSERT_EQ(m.size(), kMaxConfigProblems + 1);
+    EXPECT_EQ(m[0], "test.yaml:3:3: duplicate key 'type' in health_check (first at "
+                    "test.yaml:2:3); keep only one of them");
+    EXPECT_EQ(m[kMaxConfigProblems - 1],
+              "test.yaml:103:1: unknown key 'k98' at the top level; allowed keys: dataplane, "
+              "admin, metrics, limits, health_check, services");
+    EXPECT_EQ(m.back(), "test.yaml: 99901 more problems not listed (at most 100 are); fix the "
+                        "ones above and check again");
+}
+
+size_t resident_bytes() {
+    std::ifstream in("/proc/self/statm");
+    size_t size = 0, resident = 0;
+    in >> size >> resident;
+    return resident * static_cast<size_t>(::sysconf(_SC_PAGESIZE));
+}
+
+// A refused configuration hands its memory back (malloc_trim after the refusal): 4000 services
+// sharing one aliased list of 60 servers (772000 nodes with aliases expanded, within the
+// limit) are read into 240000 servers' worth of copies before the cross-checks refuse them
+// (too many servers); afterwards the process must not stay at that size.
+TEST(ConfigLimits, RefusedConfigurationGivesItsMemoryBack) {
+    std::string y = "x: &pool\n";
+    for (int i = 0; i < 60; ++i) y += "  - {address: 198.19.0." + std::to_string(i + 1) + "}\n";
+    y += "services:\n";
+    for (int i = 0; i < 4000; ++i)
+        y += "  - {name: s" + std::to_string(i) + ", vip: 198.18." + std::to_string(i / 200) + "." +
+             std::to_string(i % 200 + 1) + ", port: 80, table_size: 3, servers: *pool}\n";
+    const size_t before = resident_bytes();
+    EXPECT_FALSE(errors(y).empty());
+    const size_t after = resident_bytes();
+    EXPECT_LT(after, before + (size_t{32} << 20))
+        << "resident grew from " << (before >> 20) << " MiB to " << (after >> 20) << " MiB";
 }
 
 }  // namespace

@@ -90,6 +90,17 @@ void snapshot_seal(std::span<uint8_t> bytes) {
     std::memcpy(bytes.data() + offsetof(fl_snap_header, checksum), &c, 4);
 }
 
+SnapshotLayout snapshot_layout(size_t n_services, size_t n_server_slots, size_t n_members,
+                               size_t n_table_entries) {
+    SnapshotLayout l;
+    l.services_off = align_up(sizeof(fl_snap_header), FL_SNAP_ALIGN);
+    l.servers_off = align_up(l.services_off + n_services * sizeof(fl_snap_service), FL_SNAP_ALIGN);
+    l.members_off = align_up(l.servers_off + n_server_slots * sizeof(fl_snap_server), FL_SNAP_ALIGN);
+    l.tables_off = align_up(l.members_off + n_members * sizeof(fl_snap_member), FL_SNAP_ALIGN);
+    l.total = l.tables_off + n_table_entries * sizeof(uint32_t);
+    return l;
+}
+
 std::vector<uint8_t> build_snapshot(const SnapshotSpec& spec) {
     if (spec.services.size() > FL_MAX_SERVICES)
         fail(std::to_string(spec.services.size()) + " services exceed the limit of " +
@@ -155,12 +166,13 @@ std::vector<uint8_t> build_snapshot(const SnapshotSpec& spec) {
             fail("encapsulation source prefix " + (*p)->str() + " must not be a /0");
 
     const size_t n_servers = slots.empty() ? 0 : size_t{max_slot} + 1;
-    const size_t services_off = align_up(sizeof(fl_snap_header), FL_SNAP_ALIGN);
-    const size_t servers_off =
-        align_up(services_off + spec.services.size() * sizeof(fl_snap_service), FL_SNAP_ALIGN);
-    const size_t members_off = align_up(servers_off + n_servers * sizeof(fl_snap_server), FL_SNAP_ALIGN);
-    const size_t tables_off = align_up(members_off + n_members * sizeof(fl_snap_member), FL_SNAP_ALIGN);
-    const size_t total = tables_off + n_entries * sizeof(uint32_t);
+    const SnapshotLayout layout =
+        snapshot_layout(spec.services.size(), n_servers, n_members, n_entries);
+    const size_t services_off = layout.services_off;
+    const size_t servers_off = layout.servers_off;
+    const size_t members_off = layout.members_off;
+    const size_t tables_off = layout.tables_off;
+    const size_t total = layout.total;
 
     std::vector<uint8_t> out(total, 0);
     auto* hdr = reinterpret_cast<fl_snap_header*>(out.data());

@@ -2,6 +2,7 @@
 // reported as "FILE:LINE:COLUMN: what is wrong (what to do)", all of them at once.
 #pragma once
 
+#include <algorithm>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -12,6 +13,7 @@
 #include <vector>
 
 #include "fulcrum/addr.hpp"
+#include "fulcrum/ctl_protocol.hpp"
 #include "fulcrum/snapshot.hpp"
 
 namespace fulcrum::control {
@@ -26,6 +28,23 @@ inline constexpr size_t kMaxServiceNameLen = 47;  // FL_NAME_LEN - 1
 inline constexpr uint16_t kMinMtu = 576;
 inline constexpr uint16_t kMaxMtu = 9702;
 inline constexpr Millis kMinCheckInterval{100};
+
+// Limits on the configuration text (docs/configuration.md, "Limits"), checked before any of
+// it is turned into YAML nodes, so that a broken or hostile file (a "billion laughs" of nested
+// aliases, a huge flow list) is refused in bounded time and memory. The largest useful
+// configuration (65535 servers, each with its own health check) is well within them.
+inline constexpr size_t kMaxConfigBytes = size_t{16} << 20;
+// YAML nodes (scalars, lists, mappings), each alias counted as the nodes it stands for: the
+// loader reads every alias as a full copy.
+inline constexpr size_t kMaxConfigNodes = 1'000'000;
+// Lists and mappings inside each other (a real configuration needs 8).
+inline constexpr size_t kMaxConfigDepth = 32;
+// Messages listed for one refused configuration; the rest are counted in a last message.
+inline constexpr size_t kMaxConfigProblems = 100;
+// The largest snapshot fulcrumd can publish: a control-protocol frame holds the snapshot
+// plus one kind byte (the dataplane's own limit, 256 MiB by default, is not smaller).
+inline constexpr size_t kMaxSnapshotBytes =
+    std::min(size_t{ctl::kMaxFrame} - 1, kSnapshotDefaultMaxBytes);
 
 // Where a value came from, for messages.
 struct Location {
@@ -107,11 +126,13 @@ private:
     std::vector<std::string> messages_;
 };
 
-// Parses and validates; throws ConfigError listing every problem. `filename` is used in the
-// messages and stored as Config::path.
+// Parses and validates; throws ConfigError listing every problem (at most kMaxConfigProblems
+// of them). `filename` is only used in the messages and stored as Config::path: this is the
+// entry point for text that does not come from a file (the fuzzer, tests). The memory a refused
+// configuration took is handed back to the system before the error is thrown.
 Config parse_config(std::string_view yaml_text, const std::string& filename);
-// Reads `path` and parses it; a file that cannot be read is a ConfigError with the single
-// message "cannot read PATH: REASON".
+// Reads `path` and parses it; a file that cannot be read, or is larger than kMaxConfigBytes,
+// is a ConfigError with a single message naming the file.
 Config load_config_file(const std::string& path);
 
 // Durations as written in the configuration: a whole number followed by ms, s, m or h

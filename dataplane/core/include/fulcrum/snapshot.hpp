@@ -86,6 +86,21 @@ struct SnapshotSpec {
     std::vector<ServiceSpec> services;
 };
 
+// Where the sections of a snapshot with these counts start, and its total size in bytes.
+// build_snapshot lays snapshots out with this; the control plane uses it to refuse a
+// configuration whose snapshot could not be published (docs/configuration.md, "Limits").
+struct SnapshotLayout {
+    size_t services_off = 0;
+    size_t servers_off = 0;
+    size_t members_off = 0;
+    size_t tables_off = 0;
+    size_t total = 0;
+};
+// `n_server_slots` is the highest slot number plus one; the counts must be within the
+// FL_MAX_* limits (larger ones cannot overflow but give meaningless sizes).
+SnapshotLayout snapshot_layout(size_t n_services, size_t n_server_slots, size_t n_members,
+                               size_t n_table_entries);
+
 // Serializes a snapshot, computing rotations and Maglev tables. Throws std::invalid_argument
 // with a message naming the service or server when the spec is inconsistent.
 std::vector<uint8_t> build_snapshot(const SnapshotSpec& spec);
