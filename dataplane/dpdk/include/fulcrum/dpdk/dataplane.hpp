@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "fulcrum/conntable.hpp"
+#include "fulcrum/ctl_protocol.hpp"
 #include "fulcrum/dp_counters.hpp"
 #include "fulcrum/expected.hpp"
 
@@ -40,7 +41,9 @@ struct DataplaneOptions {
     uint32_t idle_sleep_us = 0;  // >0: sleep this long after 256 empty polls (small hosts, tests)
     uint32_t max_services = 4096;
     uint32_t max_servers = 65536;
-    size_t max_snapshot_bytes = size_t{256} << 20;
+    // What one control-socket frame can carry; fulcrumd --check refuses configurations whose
+    // snapshot would not fit (config.cpp, snapshot_layout).
+    size_t max_snapshot_bytes = ctl::kMaxFrame;
 };
 
 struct WorkerSlot;  // per-lcore state, defined in the implementation
