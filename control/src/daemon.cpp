@@ -81,6 +81,7 @@ Daemon::~Daemon() {
         std::lock_guard lk(mu_);
         stopping_ = true;
     }
+    if (reload_thread_.joinable()) reload_thread_.join();
     Applied a;
     a.error = "fulcrumd is stopping; the change was not confirmed by the dataplane";
     finish_waiters(~uint64_t{0}, a);
@@ -670,8 +671,18 @@ int Daemon::run() {
             signalfd_siginfo si;
             while (::read(sfd, &si, sizeof si) == sizeof si) {
                 if (si.ssi_signo == SIGHUP) {
-                    spdlog::info("SIGHUP: reloading the configuration");
-                    reload();
+                    // Parsing a large file takes a while: off the main loop, so health changes
+                    // keep publishing meanwhile. SIGHUPs during a reload are coalesced.
+                    if (reloading_.exchange(true)) {
+                        spdlog::info("SIGHUP: a reload is already running");
+                    } else {
+                        spdlog::info("SIGHUP: reloading the configuration");
+                        if (reload_thread_.joinable()) reload_thread_.join();
+                        reload_thread_ = std::thread([this] {
+                            reload();
+                            reloading_.store(false);
+                        });
+                    }
                 } else {
                     spdlog::info("signal {}: stopping; the dataplane keeps forwarding with generation {}",
                                  si.ssi_signo, published_gen_);
@@ -681,6 +692,7 @@ int Daemon::run() {
         }
     }
     ::close(sfd);
+    if (reload_thread_.joinable()) reload_thread_.join();
     return 0;
 }
 

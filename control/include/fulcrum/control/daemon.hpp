@@ -13,6 +13,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -156,6 +157,9 @@ private:
     bool health_pending_ = false;  // down verdicts wait for settle_health()
     int64_t adopted_pid_ = -1;
     bool adopted_any_ = false;
+
+    std::thread reload_thread_;  // SIGHUP reloads run here, not on the main loop
+    std::atomic<bool> reloading_{false};
 
     int wake_fd_ = -1;
     std::unique_ptr<DataplaneLink> link_;
