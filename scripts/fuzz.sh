@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs one libFuzzer target for a bounded time: scripts/fuzz.sh TARGET SECONDS
-#   TARGET: parse | snapshot
+#   TARGET: parse | snapshot | ctl_frame | admin_line
 # Builds the fuzzers with clang + ASan + UBSan into build-fuzz/ when needed. The corpus
 # grows in build-fuzz/corpus-TARGET; crashes are written to build-fuzz/artifacts-TARGET/.
 set -euo pipefail
@@ -8,8 +8,8 @@ cd "$(dirname "$0")/.."
 target="${1:-}"
 seconds="${2:-}"
 case "$target" in
-  parse|snapshot) ;;
-  *) echo "usage: $0 {parse|snapshot} SECONDS" >&2; exit 2 ;;
+  parse|snapshot|ctl_frame|admin_line) ;;
+  *) echo "usage: $0 {parse|snapshot|ctl_frame|admin_line} SECONDS" >&2; exit 2 ;;
 esac
 if ! [[ "$seconds" =~ ^[0-9]+$ ]] || [ "$seconds" -lt 1 ]; then
   echo "fuzz.sh: SECONDS must be a positive integer, got '$seconds'" >&2
@@ -24,6 +24,10 @@ corpus="build-fuzz/corpus-$target"
 artifacts="build-fuzz/artifacts-$target"
 mkdir -p "$corpus" "$artifacts" build-fuzz/corpus-parse build-fuzz/corpus-snapshot
 build-fuzz/tests/fuzz/make-fuzz-seeds build-fuzz/corpus-parse build-fuzz/corpus-snapshot
+# Targets with a seed corpus kept in the repository (tests/fuzz/corpus/TARGET).
+if [ -d "tests/fuzz/corpus/$target" ]; then
+  cp -n "tests/fuzz/corpus/$target"/* "$corpus"/
+fi
 export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
 export ASAN_OPTIONS=detect_leaks=1
 exec "build-fuzz/tests/fuzz/fuzz-$target" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
