@@ -68,7 +68,8 @@ AdminServer::AdminServer(std::string path, Handler handler, ServerLimits limits)
             [max = limits.max_request] { return std::make_unique<LineDecoder>(max); },
             [this](Session&, std::span<const uint8_t> line, std::vector<uint8_t>& out) { handle(line, out); },
             [](std::vector<uint8_t>& out, const std::string& m) { append(out, reply_line(error_json(m))); },
-            [](const std::string& line) { spdlog::warn("{}", line); }},
+            [](const std::string& line) { spdlog::warn("{}", line); },
+            {}},  // admin replies are built by the handler; checked for size once built
         limits, wake_fd_);
     thread_ = std::thread([this] { run(); });
 }

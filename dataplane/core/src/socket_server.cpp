@@ -110,7 +110,7 @@ void SocketServer::poll_once(int timeout_ms) {
     pfds.push_back({listen_fd_, POLLIN, 0});
     for (const auto& c : conns_) {
         short ev = 0;
-        if (!c->closing && !c->eof && c->queued() < limits_.output_pause) ev |= POLLIN;
+        if (!c->closing && !c->eof && !c->paused(limits_.output_pause)) ev |= POLLIN;
         if (c->queued()) ev |= POLLOUT;
         pfds.push_back({c->fd, ev, 0});
     }
@@ -212,7 +212,7 @@ void SocketServer::accept_all(Clock::time_point now) {
 void SocketServer::read_from(Conn& c) {
     uint8_t buf[kReadChunk];
     size_t got = 0;
-    while (!c.drop && !c.closing && !c.eof && c.queued() < limits_.output_pause && got < kReadPerRound) {
+    while (!c.drop && !c.closing && !c.eof && !c.paused(limits_.output_pause) && got < kReadPerRound) {
         const ssize_t n = ::recv(c.fd, buf, sizeof buf, 0);
         if (n < 0) {
             if (errno == EINTR) continue;
@@ -246,7 +246,7 @@ void SocketServer::read_from(Conn& c) {
 }
 
 void SocketServer::process(Conn& c, Clock::time_point now) {
-    while (!c.drop && !c.closing && c.queued() < limits_.output_pause) {
+    while (!c.drop && !c.closing && !c.paused(limits_.output_pause)) {
         std::span<const uint8_t> msg;
         const Decoded d = c.dec->next(msg);
         if (d == Decoded::need_more) return;
@@ -264,6 +264,21 @@ void SocketServer::process(Conn& c, Clock::time_point now) {
         }
         stats_.requests.fetch_add(1, std::memory_order_relaxed);
         c.active = now;
+        auto over_budget = [&](size_t bytes) {
+            return bytes > limits_.big_reply && !c.s.controller && total_out_ > 0 &&
+                   total_out_ + bytes > limits_.max_output_total;
+        };
+        const size_t estimate = proto_.reply_estimate ? proto_.reply_estimate(msg) : 0;
+        if (!c.s.reserved && over_budget(estimate)) {
+            proto_.error(c.out, "busy: " + std::to_string(total_out_) + " bytes of replies are queued for other clients (limit " +
+                                    std::to_string(limits_.max_output_total) + "); retry");
+            total_out_ += c.out.size() - before;
+            refuse(c.s, Refusal::busy_output,
+                   "a reply of about " + std::to_string(estimate) + " bytes refused while " + std::to_string(total_out_) +
+                       " bytes are queued (limit " + std::to_string(limits_.max_output_total) + ")");
+            c.hold = true;
+            continue;
+        }
         try {
             proto_.handle(c.s, msg, c.out);
         } catch (const std::exception& e) {
@@ -271,14 +286,14 @@ void SocketServer::process(Conn& c, Clock::time_point now) {
             proto_.error(c.out, std::string("internal error: ") + e.what());
         }
         const size_t added = c.out.size() - before;
-        if (added > limits_.big_reply && !c.s.controller && total_out_ > 0 &&
-            total_out_ + added > limits_.max_output_total) {
+        if (over_budget(added)) {
             c.out.resize(before);
             proto_.error(c.out, "busy: " + std::to_string(total_out_) + " bytes of replies are queued for other clients (limit " +
                                     std::to_string(limits_.max_output_total) + "); retry");
             refuse(c.s, Refusal::busy_output,
                    "a reply of " + std::to_string(added) + " bytes refused while " + std::to_string(total_out_) +
                        " bytes are queued (limit " + std::to_string(limits_.max_output_total) + ")");
+            c.hold = true;
         }
         total_out_ += c.out.size() - before;
         if (c.s.reserved && !c.s.controller) c.closing = true;  // the handler refused it already
@@ -309,6 +324,7 @@ void SocketServer::write_to(Conn& c, Clock::time_point now) {
     }
     c.out.clear();
     c.out_off = 0;
+    c.hold = false;
     if (c.out.capacity() > (1u << 20)) std::vector<uint8_t>().swap(c.out);  // a big reply is gone
 }
 

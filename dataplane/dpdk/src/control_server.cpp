@@ -56,7 +56,10 @@ ControlServer::ControlServer(std::string path, Handler handler, ServerLimits lim
                       return std::make_unique<FrameDecoder>(max);
                   },
                   [this](Session& s, std::span<const uint8_t> msg, std::vector<uint8_t>& out) { handle(s, msg, out); },
-                  error_reply, [](const std::string& line) { spdlog::warn("{}", line); }},
+                  error_reply, [](const std::string& line) { spdlog::warn("{}", line); },
+                  [this](std::span<const uint8_t> msg) {
+                      return msg[0] == static_cast<uint8_t>(ctl::Op::get_snapshot) ? snapshot_reply_ : size_t{0};
+                  }},
               limits) {}
 
 ControlServer::~ControlServer() { ::unlink(path_.c_str()); }
@@ -139,6 +142,7 @@ void ControlServer::handle(Session& s, std::span<const uint8_t> msg, std::vector
         const std::string b = dump(nlohmann::json{{"error", std::string("internal error: ") + e.what()}});
         reply.assign(b.begin(), b.end());
     }
+    if (op == static_cast<uint8_t>(ctl::Op::get_snapshot) && st == ctl::Status::ok) snapshot_reply_ = reply.size() + 5;
     if (op == static_cast<uint8_t>(ctl::Op::health) && st == ctl::Status::ok) {
         // The health reply carries this socket's own state, so fulcrumd and operators see refusals.
         try {

@@ -15,7 +15,8 @@
 //     in the kernel's socket buffer). A reply larger than `big_reply` that would bring the
 //     output queued for all clients over `max_output_total` is replaced by a "busy, retry"
 //     error, unless nothing else is queued (one big reply at a time always fits) or the client
-//     is the controller. A client whose queue exceeds `max_output_client` is disconnected.
+//     is the controller; no further request is taken from that client until it has read the
+//     refusal. A client whose queue exceeds `max_output_client` is disconnected.
 //   - input: a request larger than `big_reply` that would bring the requests being received
 //     over `max_input_total` is refused ("busy, retry") and the connection closed; a request
 //     over `max_request` is refused and the connection closed (nothing after it is read).
@@ -108,6 +109,10 @@ public:
         std::function<void(std::vector<uint8_t>& out, const std::string& message)> error;
         // Logs a warning line (refusals and disconnects).
         std::function<void(const std::string&)> log;
+        // Optional: the size the reply to `msg` will probably have, so a big reply is refused
+        // while busy without being built first (a refused get_snapshot must not cost a copy
+        // of the snapshot). 0: unknown or small; the reply is then checked once built.
+        std::function<size_t(std::span<const uint8_t> msg)> reply_estimate;
     };
 
     // Serves `listen_fd` (non-blocking; closed by the destructor). `wake_fd`, if not -1, is
@@ -142,7 +147,10 @@ private:
         bool closing = false;        // close once `out` is written
         bool drop = false;           // close now
         bool eof = false;            // the peer shut down its side
+        bool hold = false;           // told "busy": no more requests until it has read that
         size_t queued() const { return out.size() - out_off; }
+        // No requests are taken from a client that has not read its replies.
+        bool paused(size_t output_pause) const { return queued() >= output_pause || (hold && queued() > 0); }
     };
     void accept_all(Clock::time_point now);
     void read_from(Conn& c);

@@ -53,6 +53,7 @@ private:
 
     std::string path_;
     Handler handler_;
+    size_t snapshot_reply_ = 0;  // size of the last get_snapshot reply: the estimate for the next
     SocketServer server_;
 };
 
