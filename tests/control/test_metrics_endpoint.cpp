@@ -116,3 +116,38 @@ TEST(MetricsEndpoint, BasicAuthErrorsAreClear) {
     EXPECT_THROW(Metrics("127.0.0.1:0", MetricsAuth{"prom", empty}), std::runtime_error);
     std::remove(empty.c_str());
 }
+
+#include "fulcrum/control/config.hpp"
+
+namespace {
+const char* kServices = R"(
+services:
+  - name: web
+    vip: 198.18.0.100
+    port: 80
+    servers:
+      - address: 198.18.0.11
+)";
+}  // namespace
+
+TEST(MetricsConfig, BasicAuth) {
+    const auto cfg = parse_config(std::string("metrics:\n  basic_auth: {username: prom, password_file: /etc/fulcrum/pw}\n") +
+                                      kServices, "t.yaml");
+    EXPECT_EQ(cfg.metrics_username, "prom");
+    EXPECT_EQ(cfg.metrics_password_file, "/etc/fulcrum/pw");
+    const auto none = parse_config(std::string("metrics:\n  listen: 127.0.0.1:9310\n") + kServices, "t.yaml");
+    EXPECT_TRUE(none.metrics_username.empty() && none.metrics_password_file.empty());
+    auto message = [](const std::string& metrics) {
+        try {
+            parse_config("metrics:\n" + metrics + kServices, "t.yaml");
+        } catch (const ConfigError& e) {
+            return e.messages().at(0);
+        }
+        return std::string("accepted");
+    };
+    EXPECT_NE(message("  basic_auth: {username: prom}\n").find("missing key 'password_file'"), std::string::npos);
+    EXPECT_NE(message("  basic_auth: {username: 'a:b', password_file: /x}\n").find("without ':'"), std::string::npos);
+    EXPECT_NE(message("  basic_auth: {username: prom, password_file: pw.txt}\n").find("not an absolute path"),
+              std::string::npos);
+    EXPECT_NE(message("  basic_auth: {user: prom}\n").find("user"), std::string::npos);
+}
