@@ -246,3 +246,39 @@ TEST(CtlClient, MovedClientKeepsItsPathInMessages) {
     EXPECT_NE(gone.error().find(path), std::string::npos) << gone.error();
     EXPECT_FALSE(ctl::Client().hello("Bad Role"));
 }
+
+TEST(SocketServer, BigRequestsAreRefusedWhileOthersAreBeingReceived) {
+    auto l = small();
+    l.big_reply = 64;
+    l.max_input_total = 600;
+    TestServer t(l);
+    // A receives a 500-byte request slowly (in progress); B starts another one: over the
+    // bound, so B is told busy and closed; A's completes and is answered.
+    int b = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::strcpy(addr.sun_path, t.path.c_str());
+    ASSERT_EQ(connect(b, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+    int a_raw = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    ASSERT_EQ(connect(a_raw, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+    std::vector<uint8_t> frame;
+    ctl::encode(frame, 3, std::vector<uint8_t>(499, 'x'));
+    ASSERT_EQ(send(a_raw, frame.data(), 200, MSG_NOSIGNAL), 200);
+    ASSERT_TRUE(eventually([&] { return t.srv->stats().clients.load() == 2; }));
+    ASSERT_EQ(send(b, frame.data(), 200, MSG_NOSIGNAL), 200);
+    ASSERT_TRUE(eventually([&] { return t.refused(Refusal::busy_input) == 1; }));
+    timeval tv{5, 0};
+    setsockopt(b, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    std::string got;
+    char buf[512];
+    for (ssize_t n; (n = recv(b, buf, sizeof buf, 0)) > 0;) got.append(buf, static_cast<size_t>(n));
+    EXPECT_NE(got.find("busy"), std::string::npos) << got;  // then closed (recv returned 0)
+    ASSERT_EQ(send(a_raw, frame.data() + 200, frame.size() - 200, MSG_NOSIGNAL), static_cast<ssize_t>(frame.size() - 200));
+    setsockopt(a_raw, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    uint8_t hdr[5];
+    ASSERT_EQ(recv(a_raw, hdr, 5, MSG_WAITALL), 5);
+    EXPECT_EQ(hdr[4], 0);  // ok
+    EXPECT_EQ(t.executed.load(), 1);
+    close(a_raw);
+    close(b);
+}
