@@ -37,7 +37,8 @@ int tcp_connect(int port) {
 std::string scrape(int port, const std::string& extra_headers = "") {
     const int fd = tcp_connect(port);
     if (fd < 0) return "";
-    const std::string req = "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n" + extra_headers + "\r\n";
+    const std::string req = "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n" +
+                            extra_headers + "\r\n";
     if (send(fd, req.data(), req.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(req.size())) {
         close(fd);
         return "";
@@ -85,7 +86,8 @@ TEST(MetricsEndpoint, ScrapesSucceedWhileIdleClientsHoldConnections) {
         EXPECT_NE(r.find("200 OK"), std::string::npos) << r.substr(0, 200);
         EXPECT_NE(r.find("fulcrum_dataplane_up 0"), std::string::npos);
         // Within Prometheus's default 10 s scrape timeout, with margin.
-        EXPECT_LT(took, std::chrono::milliseconds(3 * Metrics::kRequestTimeoutMs)) << "scrape " << k;
+        EXPECT_LT(took, std::chrono::milliseconds(3 * Metrics::kRequestTimeoutMs))
+            << "scrape " << k;
     }
 }
 
@@ -98,7 +100,8 @@ TEST(MetricsEndpoint, BasicAuth) {
     const int port = m.port();
     EXPECT_NE(scrape(port).find("401"), std::string::npos);
     // base64("prom:s3cret") = cHJvbTpzM2NyZXQ=, base64("prom:wrong") = cHJvbTp3cm9uZw==
-    EXPECT_NE(scrape(port, "Authorization: Basic cHJvbTp3cm9uZw==\r\n").find("401"), std::string::npos);
+    EXPECT_NE(scrape(port, "Authorization: Basic cHJvbTp3cm9uZw==\r\n").find("401"),
+              std::string::npos);
     const std::string ok = scrape(port, "Authorization: Basic cHJvbTpzM2NyZXQ=\r\n");
     EXPECT_NE(ok.find("200 OK"), std::string::npos) << ok.substr(0, 200);
     EXPECT_NE(ok.find("fulcrum_dataplane_up"), std::string::npos);
@@ -109,7 +112,8 @@ TEST(MetricsEndpoint, BasicAuthErrorsAreClear) {
         Metrics m("127.0.0.1:0", MetricsAuth{"prom", "/nonexistent/fulcrum-pw"});
         FAIL() << "a missing password file must be refused";
     } catch (const std::runtime_error& e) {
-        EXPECT_NE(std::string(e.what()).find("/nonexistent/fulcrum-pw"), std::string::npos) << e.what();
+        EXPECT_NE(std::string(e.what()).find("/nonexistent/fulcrum-pw"), std::string::npos)
+            << e.what();
     }
     const std::string empty = "/tmp/fulcrum-metrics-pw-empty-" + std::to_string(getpid());
     std::ofstream(empty) << "\n";
@@ -131,11 +135,14 @@ services:
 }  // namespace
 
 TEST(MetricsConfig, BasicAuth) {
-    const auto cfg = parse_config(std::string("metrics:\n  basic_auth: {username: prom, password_file: /etc/fulcrum/pw}\n") +
-                                      kServices, "t.yaml");
+    const auto cfg = parse_config(
+        std::string("metrics:\n  basic_auth: {username: prom, password_file: /etc/fulcrum/pw}\n") +
+            kServices,
+        "t.yaml");
     EXPECT_EQ(cfg.metrics_username, "prom");
     EXPECT_EQ(cfg.metrics_password_file, "/etc/fulcrum/pw");
-    const auto none = parse_config(std::string("metrics:\n  listen: 127.0.0.1:9310\n") + kServices, "t.yaml");
+    const auto none =
+        parse_config(std::string("metrics:\n  listen: 127.0.0.1:9310\n") + kServices, "t.yaml");
     EXPECT_TRUE(none.metrics_username.empty() && none.metrics_password_file.empty());
     auto message = [](const std::string& metrics) {
         try {
@@ -145,9 +152,12 @@ TEST(MetricsConfig, BasicAuth) {
         }
         return std::string("accepted");
     };
-    EXPECT_NE(message("  basic_auth: {username: prom}\n").find("missing key 'password_file'"), std::string::npos);
-    EXPECT_NE(message("  basic_auth: {username: 'a:b', password_file: /x}\n").find("without ':'"), std::string::npos);
-    EXPECT_NE(message("  basic_auth: {username: prom, password_file: pw.txt}\n").find("not an absolute path"),
+    EXPECT_NE(message("  basic_auth: {username: prom}\n").find("missing key 'password_file'"),
+              std::string::npos);
+    EXPECT_NE(message("  basic_auth: {username: 'a:b', password_file: /x}\n").find("without ':'"),
+              std::string::npos);
+    EXPECT_NE(message("  basic_auth: {username: prom, password_file: pw.txt}\n")
+                  .find("not an absolute path"),
               std::string::npos);
     EXPECT_NE(message("  basic_auth: {user: prom}\n").find("user"), std::string::npos);
 }

@@ -61,7 +61,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (error) {
         std::span<const uint8_t> msg;
         dec.feed(std::vector<uint8_t>{'x', '\n'});
-        if (dec.next(msg) != Decoded::too_long) __builtin_trap();  // sticky: the tail is never a request
+        if (dec.next(msg) != Decoded::too_long)
+            __builtin_trap();  // sticky: the tail is never a request
     }
     if (got != ref.size()) __builtin_trap();
     // The reference error is only reachable once enough bytes arrived; a stream that ended

@@ -68,7 +68,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         }
         // What is buffered is at most one incomplete frame plus the piece just fed.
         if (dec.buffered() > 4 + size_t{max_frame} + 97) __builtin_trap();
-        if (dec.expected() < dec.buffered() && dec.buffered() >= 4 && dec.expected() > 4 + size_t{max_frame})
+        if (dec.expected() < dec.buffered() && dec.buffered() >= 4 &&
+            dec.expected() > 4 + size_t{max_frame})
             __builtin_trap();
     }
     if (got != ref.frames.size()) __builtin_trap();

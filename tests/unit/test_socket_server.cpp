@@ -23,7 +23,8 @@ using namespace fulcrum;
 namespace {
 std::string temp_socket(const char* tag) {
     static std::atomic<int> n{0};
-    return "/tmp/fulcrum-sockserver-" + std::to_string(getpid()) + "-" + tag + std::to_string(n++) + ".sock";
+    return "/tmp/fulcrum-sockserver-" + std::to_string(getpid()) + "-" + tag + std::to_string(n++) +
+           ".sock";
 }
 
 // A frame server on its own thread: op 3 answers "{}"; op 5 with body "controller" makes the
@@ -41,7 +42,9 @@ struct TestServer {
         srv = std::make_unique<SocketServer>(
             fd,
             SocketServer::Protocol{
-                "test socket", "test clients", [] { return std::make_unique<FrameDecoder>(1024); },
+                "test socket",
+                "test clients",
+                [] { return std::make_unique<FrameDecoder>(1024); },
                 [this](Session& s, std::span<const uint8_t> msg, std::vector<uint8_t>& out) {
                     const std::string body(msg.begin() + 1, msg.end());
                     if (msg[0] == 5 && body == "controller") {
@@ -73,7 +76,9 @@ struct TestServer {
         srv.reset();
         ::unlink(path.c_str());
     }
-    uint64_t refused(Refusal r) const { return srv->stats().refused[static_cast<size_t>(r)].load(); }
+    uint64_t refused(Refusal r) const {
+        return srv->stats().refused[static_cast<size_t>(r)].load();
+    }
 };
 
 ServerLimits small() {
@@ -164,7 +169,8 @@ TEST(SocketServer, ReservedSlotOnlyForTheController) {
     auto ctl_conn = ctl::Client::connect(t.path);
     ASSERT_TRUE(ctl_conn);
     const std::string who = "controller";
-    auto h = ctl_conn->request(ctl::Op::hello, {reinterpret_cast<const uint8_t*>(who.data()), who.size()});
+    auto h = ctl_conn->request(ctl::Op::hello,
+                               {reinterpret_cast<const uint8_t*>(who.data()), who.size()});
     ASSERT_TRUE(h) << h.error();
     EXPECT_EQ(h->status, ctl::Status::ok);
     auto again = ctl_conn->request(ctl::Op::health);
@@ -181,7 +187,8 @@ TEST(SocketServer, IdleClientsAreClosedButNotTheController) {
     auto ctl_conn = ctl::Client::connect(t.path);
     ASSERT_TRUE(idle && ctl_conn);
     const std::string who = "controller";
-    ASSERT_TRUE(ctl_conn->request(ctl::Op::hello, {reinterpret_cast<const uint8_t*>(who.data()), who.size()}));
+    ASSERT_TRUE(ctl_conn->request(ctl::Op::hello,
+                                  {reinterpret_cast<const uint8_t*>(who.data()), who.size()}));
     ASSERT_TRUE(eventually([&] { return t.refused(Refusal::idle_timeout) == 1; }));
     // The idle one is gone (the error names the socket; if the request raced the close, it
     // reads the closing notice as its reply); the controller still works.
@@ -273,7 +280,8 @@ TEST(SocketServer, BigRequestsAreRefusedWhileOthersAreBeingReceived) {
     char buf[512];
     for (ssize_t n; (n = recv(b, buf, sizeof buf, 0)) > 0;) got.append(buf, static_cast<size_t>(n));
     EXPECT_NE(got.find("busy"), std::string::npos) << got;  // then closed (recv returned 0)
-    ASSERT_EQ(send(a_raw, frame.data() + 200, frame.size() - 200, MSG_NOSIGNAL), static_cast<ssize_t>(frame.size() - 200));
+    ASSERT_EQ(send(a_raw, frame.data() + 200, frame.size() - 200, MSG_NOSIGNAL),
+              static_cast<ssize_t>(frame.size() - 200));
     setsockopt(a_raw, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     uint8_t hdr[5];
     ASSERT_EQ(recv(a_raw, hdr, 5, MSG_WAITALL), 5);

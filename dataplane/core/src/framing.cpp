@@ -22,7 +22,8 @@ Decoded FrameDecoder::next(std::span<const uint8_t>& msg) {
             uint32_t len;
             std::memcpy(&len, buf_.data() + off_, 4);
             if (len < 1 || len > max_frame_) {
-                error_ = "request frame length " + std::to_string(len) + " outside 1.." + std::to_string(max_frame_);
+                error_ = "request frame length " + std::to_string(len) + " outside 1.." +
+                         std::to_string(max_frame_);
                 return Decoded::too_long;
             }
         }
@@ -31,7 +32,8 @@ Decoded FrameDecoder::next(std::span<const uint8_t>& msg) {
     uint32_t len;
     std::memcpy(&len, buf_.data() + off_, 4);  // little-endian host (asserted in flow.hpp)
     if (len < 1 || len > max_frame_) {
-        error_ = "request frame length " + std::to_string(len) + " outside 1.." + std::to_string(max_frame_);
+        error_ = "request frame length " + std::to_string(len) + " outside 1.." +
+                 std::to_string(max_frame_);
         return Decoded::too_long;
     }
     if (buffered() - 4 < len) return Decoded::need_more;
@@ -56,7 +58,8 @@ Decoded LineDecoder::next(std::span<const uint8_t>& msg) {
     if (!nl) {
         scanned_ = avail;
         if (avail > max_line_) {
-            error_ = "request longer than " + std::to_string(max_line_) + " bytes without a newline";
+            error_ =
+                "request longer than " + std::to_string(max_line_) + " bytes without a newline";
             return Decoded::too_long;
         }
         return Decoded::need_more;

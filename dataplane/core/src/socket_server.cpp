@@ -11,7 +11,8 @@
 namespace fulcrum {
 
 std::string PeerCred::str() const {
-    return "pid " + std::to_string(pid) + " uid " + std::to_string(uid) + " gid " + std::to_string(gid);
+    return "pid " + std::to_string(pid) + " uid " + std::to_string(uid) + " gid " +
+           std::to_string(gid);
 }
 
 PeerCred peer_credentials(int fd) {
@@ -28,14 +29,22 @@ PeerCred peer_credentials(int fd) {
 
 const char* refusal_name(Refusal r) {
     switch (r) {
-        case Refusal::too_many_clients: return "too_many_clients";
-        case Refusal::evicted_idle: return "evicted_idle";
-        case Refusal::idle_timeout: return "idle_timeout";
-        case Refusal::not_controller: return "not_controller";
-        case Refusal::request_too_long: return "request_too_long";
-        case Refusal::busy_output: return "busy_output";
-        case Refusal::busy_input: return "busy_input";
-        case Refusal::output_overflow: return "output_overflow";
+        case Refusal::too_many_clients:
+            return "too_many_clients";
+        case Refusal::evicted_idle:
+            return "evicted_idle";
+        case Refusal::idle_timeout:
+            return "idle_timeout";
+        case Refusal::not_controller:
+            return "not_controller";
+        case Refusal::request_too_long:
+            return "request_too_long";
+        case Refusal::busy_output:
+            return "busy_output";
+        case Refusal::busy_input:
+            return "busy_input";
+        case Refusal::output_overflow:
+            return "output_overflow";
     }
     return "unknown";
 }
@@ -67,7 +76,8 @@ void SocketServer::log(const std::string& line) {
     const auto now = Clock::now();
     if (now - log_window_ >= std::chrono::seconds(10)) {
         if (suppressed_ && proto_.log)
-            proto_.log(proto_.what + ": " + std::to_string(suppressed_) + " further refusals were not logged (more than " +
+            proto_.log(proto_.what + ": " + std::to_string(suppressed_) +
+                       " further refusals were not logged (more than " +
                        std::to_string(limits_.log_burst) + " in 10 s); see the refusal counters");
         log_window_ = now;
         logged_in_window_ = 0;
@@ -129,7 +139,8 @@ void SocketServer::poll_once(int timeout_ms) {
         if (!c.drop) write_to(c, now);
         if (!c.drop) process(c, now);  // requests waiting for the client to take its replies
         if (!c.drop) write_to(c, now);
-        if ((re & POLLHUP) && !(re & POLLIN)) c.drop = true;  // gone both ways: nothing can be written
+        if ((re & POLLHUP) && !(re & POLLIN))
+            c.drop = true;  // gone both ways: nothing can be written
         if (c.eof && !c.drop && c.queued() == 0) c.drop = true;
         if (c.closing && c.queued() == 0) c.drop = true;
         if (!c.drop) enforce_timeouts(c, now);
@@ -168,7 +179,8 @@ void SocketServer::accept_all(Clock::time_point now) {
         if (ordinary >= limits_.max_clients && limits_.evict_idle_when_full) {
             Conn* victim = nullptr;
             for (auto& o : conns_)
-                if (!o->s.reserved && !o->s.controller && now - o->active >= limits_.evict_min_idle &&
+                if (!o->s.reserved && !o->s.controller &&
+                    now - o->active >= limits_.evict_min_idle &&
                     (!victim || o->active < victim->active))
                     victim = o.get();
             if (victim) {
@@ -177,9 +189,12 @@ void SocketServer::accept_all(Clock::time_point now) {
                            " ms without a request to make room for a new client (all " +
                            std::to_string(limits_.max_clients) + " slots taken)");
                 std::vector<uint8_t> bye;
-                proto_.error(bye, "closing this connection: idle while all " + std::to_string(limits_.max_clients) +
-                                      " client slots are taken and another client is waiting; reconnect when needed");
-                if (victim->queued() == 0) (void)!::send(victim->fd, bye.data(), bye.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+                proto_.error(bye, "closing this connection: idle while all " +
+                                      std::to_string(limits_.max_clients) +
+                                      " client slots are taken and another client is waiting; "
+                                      "reconnect when needed");
+                if (victim->queued() == 0)
+                    (void)!::send(victim->fd, bye.data(), bye.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
                 close_conn(*victim);
                 std::erase_if(conns_, [](const auto& o) { return o->fd < 0; });
                 --ordinary;
@@ -196,15 +211,18 @@ void SocketServer::accept_all(Clock::time_point now) {
             conns_.push_back(std::move(c));
             continue;
         }
-        const std::string limit = std::to_string(limits_.max_clients) +
-                                  (limits_.reserved_slots ? " plus " + std::to_string(limits_.reserved_slots) +
-                                                                " reserved for the controller"
-                                                          : std::string());
+        const std::string limit =
+            std::to_string(limits_.max_clients) +
+            (limits_.reserved_slots ? " plus " + std::to_string(limits_.reserved_slots) +
+                                          " reserved for the controller"
+                                    : std::string());
         std::vector<uint8_t> msg;
         proto_.error(msg, "too many " + proto_.clients + " connected (limit " + limit +
                               "); retry later, and close connections you do not use");
         (void)!::send(fd, msg.data(), msg.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
-        refuse(c->s, Refusal::too_many_clients, "refused: " + std::to_string(conns_.size()) + " clients connected (limit " + limit + ")");
+        refuse(c->s, Refusal::too_many_clients,
+               "refused: " + std::to_string(conns_.size()) + " clients connected (limit " + limit +
+                   ")");
         ::close(fd);
     }
 }
@@ -212,7 +230,8 @@ void SocketServer::accept_all(Clock::time_point now) {
 void SocketServer::read_from(Conn& c) {
     uint8_t buf[kReadChunk];
     size_t got = 0;
-    while (!c.drop && !c.closing && !c.eof && !c.paused(limits_.output_pause) && got < kReadPerRound) {
+    while (!c.drop && !c.closing && !c.eof && !c.paused(limits_.output_pause) &&
+           got < kReadPerRound) {
         const ssize_t n = ::recv(c.fd, buf, sizeof buf, 0);
         if (n < 0) {
             if (errno == EINTR) continue;
@@ -230,12 +249,14 @@ void SocketServer::read_from(Conn& c) {
             const size_t total = input_in_progress();
             if (total > need && total > limits_.max_input_total) {
                 refuse(c.s, Refusal::busy_input,
-                       "a request of " + std::to_string(need) + " bytes while " + std::to_string(total - need) +
+                       "a request of " + std::to_string(need) + " bytes while " +
+                           std::to_string(total - need) +
                            " bytes of requests from other clients are being received (limit " +
                            std::to_string(limits_.max_input_total) + ")");
                 const size_t before = c.out.size();
                 proto_.error(c.out, "busy: " + std::to_string(total - need) +
-                                        " bytes of requests from other clients are being received; retry on a new connection");
+                                        " bytes of requests from other clients are being received; "
+                                        "retry on a new connection");
                 total_out_ += c.out.size() - before;
                 c.closing = true;
                 return;
@@ -270,12 +291,14 @@ void SocketServer::process(Conn& c, Clock::time_point now) {
         };
         const size_t estimate = proto_.reply_estimate ? proto_.reply_estimate(msg) : 0;
         if (!c.s.reserved && over_budget(estimate)) {
-            proto_.error(c.out, "busy: " + std::to_string(total_out_) + " bytes of replies are queued for other clients (limit " +
+            proto_.error(c.out, "busy: " + std::to_string(total_out_) +
+                                    " bytes of replies are queued for other clients (limit " +
                                     std::to_string(limits_.max_output_total) + "); retry");
             total_out_ += c.out.size() - before;
             refuse(c.s, Refusal::busy_output,
-                   "a reply of about " + std::to_string(estimate) + " bytes refused while " + std::to_string(total_out_) +
-                       " bytes are queued (limit " + std::to_string(limits_.max_output_total) + ")");
+                   "a reply of about " + std::to_string(estimate) + " bytes refused while " +
+                       std::to_string(total_out_) + " bytes are queued (limit " +
+                       std::to_string(limits_.max_output_total) + ")");
             c.hold = true;
             continue;
         }
@@ -288,11 +311,13 @@ void SocketServer::process(Conn& c, Clock::time_point now) {
         const size_t added = c.out.size() - before;
         if (over_budget(added)) {
             c.out.resize(before);
-            proto_.error(c.out, "busy: " + std::to_string(total_out_) + " bytes of replies are queued for other clients (limit " +
+            proto_.error(c.out, "busy: " + std::to_string(total_out_) +
+                                    " bytes of replies are queued for other clients (limit " +
                                     std::to_string(limits_.max_output_total) + "); retry");
             refuse(c.s, Refusal::busy_output,
-                   "a reply of " + std::to_string(added) + " bytes refused while " + std::to_string(total_out_) +
-                       " bytes are queued (limit " + std::to_string(limits_.max_output_total) + ")");
+                   "a reply of " + std::to_string(added) + " bytes refused while " +
+                       std::to_string(total_out_) + " bytes are queued (limit " +
+                       std::to_string(limits_.max_output_total) + ")");
             c.hold = true;
         }
         total_out_ += c.out.size() - before;
@@ -310,7 +335,8 @@ void SocketServer::process(Conn& c, Clock::time_point now) {
 
 void SocketServer::write_to(Conn& c, Clock::time_point now) {
     while (c.queued()) {
-        const ssize_t n = ::send(c.fd, c.out.data() + c.out_off, c.queued(), MSG_NOSIGNAL | MSG_DONTWAIT);
+        const ssize_t n =
+            ::send(c.fd, c.out.data() + c.out_off, c.queued(), MSG_NOSIGNAL | MSG_DONTWAIT);
         if (n > 0) {
             c.out_off += static_cast<size_t>(n);
             total_out_ -= static_cast<size_t>(n);
@@ -339,14 +365,17 @@ void SocketServer::enforce_timeouts(Conn& c, Clock::time_point now) {
     }
     if (now - c.active < limits_.idle_timeout) return;
     std::string state = "idle";
-    if (c.queued()) state = "not reading its " + std::to_string(c.queued()) + " bytes of replies";
-    else if (c.dec->buffered()) state = "a partial request of " + std::to_string(c.dec->buffered()) + " bytes pending";
+    if (c.queued())
+        state = "not reading its " + std::to_string(c.queued()) + " bytes of replies";
+    else if (c.dec->buffered())
+        state = "a partial request of " + std::to_string(c.dec->buffered()) + " bytes pending";
     refuse(c.s, Refusal::idle_timeout,
            state + " for " + std::to_string(limits_.idle_timeout.count()) + " ms; closed");
     if (c.queued() == 0) {
         std::vector<uint8_t> bye;
         proto_.error(bye, "closing this connection: no complete request for " +
-                              std::to_string(limits_.idle_timeout.count()) + " ms (idle timeout); reconnect when needed");
+                              std::to_string(limits_.idle_timeout.count()) +
+                              " ms (idle timeout); reconnect when needed");
         (void)!::send(c.fd, bye.data(), bye.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
     }
     c.drop = true;

@@ -11,20 +11,25 @@
 namespace fulcrum::dpdk {
 
 namespace {
-std::string dump(const nlohmann::json& j) { return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace); }
+std::string dump(const nlohmann::json& j) {
+    return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
 
 void error_reply(std::vector<uint8_t>& out, const std::string& msg) {
     const std::string body = dump(nlohmann::json{{"error", msg}});
-    ctl::encode(out, static_cast<uint8_t>(ctl::Status::error), {reinterpret_cast<const uint8_t*>(body.data()), body.size()});
+    ctl::encode(out, static_cast<uint8_t>(ctl::Status::error),
+                {reinterpret_cast<const uint8_t*>(body.data()), body.size()});
 }
 
 void json_reply(std::vector<uint8_t>& out, ctl::Status st, const nlohmann::json& j) {
     const std::string body = dump(j);
-    ctl::encode(out, static_cast<uint8_t>(st), {reinterpret_cast<const uint8_t*>(body.data()), body.size()});
+    ctl::encode(out, static_cast<uint8_t>(st),
+                {reinterpret_cast<const uint8_t*>(body.data()), body.size()});
 }
 
 int listen_fd(const std::string& path) {
-    return listen_private_unix(path, "control socket", "stop it or pass a different --control-socket");
+    return listen_private_unix(path, "control socket",
+                               "stop it or pass a different --control-socket");
 }
 }  // namespace
 
@@ -49,29 +54,38 @@ ControlServer::ControlServer(std::string path, Handler handler, uint32_t max_fra
 ControlServer::ControlServer(std::string path, Handler handler, ServerLimits limits)
     : path_(std::move(path)),
       handler_(std::move(handler)),
-      server_(listen_fd(path_),
-              SocketServer::Protocol{
-                  "control socket " + path_, "control clients",
-                  [max = static_cast<uint32_t>(std::min<size_t>(limits.max_request, ctl::kMaxFrame))] {
-                      return std::make_unique<FrameDecoder>(max);
-                  },
-                  [this](Session& s, std::span<const uint8_t> msg, std::vector<uint8_t>& out) { handle(s, msg, out); },
-                  error_reply, [](const std::string& line) { spdlog::warn("{}", line); },
-                  [this](std::span<const uint8_t> msg) {
-                      return msg[0] == static_cast<uint8_t>(ctl::Op::get_snapshot) ? snapshot_reply_ : size_t{0};
-                  }},
-              limits) {}
+      server_(
+          listen_fd(path_),
+          SocketServer::Protocol{
+              "control socket " + path_, "control clients",
+              [max = static_cast<uint32_t>(std::min<size_t>(limits.max_request, ctl::kMaxFrame))] {
+                  return std::make_unique<FrameDecoder>(max);
+              },
+              [this](Session& s, std::span<const uint8_t> msg, std::vector<uint8_t>& out) {
+                  handle(s, msg, out);
+              },
+              error_reply, [](const std::string& line) { spdlog::warn("{}", line); },
+              [this](std::span<const uint8_t> msg) {
+                  return msg[0] == static_cast<uint8_t>(ctl::Op::get_snapshot) ? snapshot_reply_
+                                                                               : size_t{0};
+              }},
+          limits) {}
 
-ControlServer::~ControlServer() { ::unlink(path_.c_str()); }
+ControlServer::~ControlServer() {
+    ::unlink(path_.c_str());
+}
 
-void ControlServer::poll_once(int timeout_ms) { server_.poll_once(timeout_ms); }
+void ControlServer::poll_once(int timeout_ms) {
+    server_.poll_once(timeout_ms);
+}
 
 nlohmann::json ControlServer::stats_json() const {
     const ServerStats& st = server_.stats();
     const ServerLimits& l = server_.limits();
     nlohmann::json refused = nlohmann::json::object();
     for (size_t r = 0; r < kRefusalKinds; ++r)
-        refused[refusal_name(static_cast<Refusal>(r))] = st.refused[r].load(std::memory_order_relaxed);
+        refused[refusal_name(static_cast<Refusal>(r))] =
+            st.refused[r].load(std::memory_order_relaxed);
     return {{"clients", st.clients.load()},
             {"controllers", st.controllers.load()},
             {"max_clients", l.max_clients},
@@ -95,18 +109,23 @@ void ControlServer::hello(Session& s, std::span<const uint8_t> body, std::vector
         role = j["role"].get<std::string>();
         if (j.contains("pid") && j["pid"].is_number_integer()) pid = j["pid"].get<int64_t>();
     } catch (const std::exception& e) {
-        error_reply(out, std::string("hello body is not {\"role\": \"controller\", \"pid\": N}: ") + e.what());
+        error_reply(out, std::string("hello body is not {\"role\": \"controller\", \"pid\": N}: ") +
+                             e.what());
         if (s.reserved) {
-            server_.refuse(s, Refusal::not_controller, "malformed hello in a reserved slot; closed");
+            server_.refuse(s, Refusal::not_controller,
+                           "malformed hello in a reserved slot; closed");
             s.close_after_reply = true;
         }
         return;
     }
     if (role != "controller") {
         if (s.reserved) {
-            error_reply(out, "too many control clients connected (limit " + std::to_string(server_.limits().max_clients) +
-                                 "); the remaining slots are reserved for the controller; retry later");
-            server_.refuse(s, Refusal::not_controller, "hello with role '" + role + "' in a reserved slot; closed");
+            error_reply(out,
+                        "too many control clients connected (limit " +
+                            std::to_string(server_.limits().max_clients) +
+                            "); the remaining slots are reserved for the controller; retry later");
+            server_.refuse(s, Refusal::not_controller,
+                           "hello with role '" + role + "' in a reserved slot; closed");
             s.close_after_reply = true;
             return;
         }
@@ -114,10 +133,11 @@ void ControlServer::hello(Session& s, std::span<const uint8_t> body, std::vector
         return;
     }
     if (!s.controller)
-        spdlog::info("control socket {}: controller connected (pid {} says pid {}, uid {}){}", path_, s.peer.pid, pid,
-                     s.peer.uid, s.reserved ? " in a reserved slot" : "");
+        spdlog::info("control socket {}: controller connected (pid {} says pid {}, uid {}){}",
+                     path_, s.peer.pid, pid, s.peer.uid, s.reserved ? " in a reserved slot" : "");
     s.controller = true;
-    json_reply(out, ctl::Status::ok, {{"role", role}, {"controller", true}, {"pid", static_cast<int64_t>(::getpid())}});
+    json_reply(out, ctl::Status::ok,
+               {{"role", role}, {"controller", true}, {"pid", static_cast<int64_t>(::getpid())}});
 }
 
 void ControlServer::handle(Session& s, std::span<const uint8_t> msg, std::vector<uint8_t>& out) {
@@ -126,10 +146,13 @@ void ControlServer::handle(Session& s, std::span<const uint8_t> msg, std::vector
     if (op == static_cast<uint8_t>(ctl::Op::hello)) return hello(s, body, out);
     if (s.reserved && !s.controller) {
         // Nothing but hello runs in a reserved slot.
-        error_reply(out, "too many control clients connected (limit " + std::to_string(server_.limits().max_clients) +
-                             "); the remaining slots are reserved for the controller, which must send hello first; retry later");
+        error_reply(out, "too many control clients connected (limit " +
+                             std::to_string(server_.limits().max_clients) +
+                             "); the remaining slots are reserved for the controller, which must "
+                             "send hello first; retry later");
         server_.refuse(s, Refusal::not_controller,
-                       std::string("first request ") + ctl::op_name(op) + " in a reserved slot is not hello; closed");
+                       std::string("first request ") + ctl::op_name(op) +
+                           " in a reserved slot is not hello; closed");
         s.close_after_reply = true;
         return;
     }
@@ -139,10 +162,12 @@ void ControlServer::handle(Session& s, std::span<const uint8_t> msg, std::vector
         handler_(op, body, st, reply);
     } catch (const std::exception& e) {
         st = ctl::Status::error;
-        const std::string b = dump(nlohmann::json{{"error", std::string("internal error: ") + e.what()}});
+        const std::string b =
+            dump(nlohmann::json{{"error", std::string("internal error: ") + e.what()}});
         reply.assign(b.begin(), b.end());
     }
-    if (op == static_cast<uint8_t>(ctl::Op::get_snapshot) && st == ctl::Status::ok) snapshot_reply_ = reply.size() + 5;
+    if (op == static_cast<uint8_t>(ctl::Op::get_snapshot) && st == ctl::Status::ok)
+        snapshot_reply_ = reply.size() + 5;
     if (op == static_cast<uint8_t>(ctl::Op::health) && st == ctl::Status::ok) {
         // The health reply carries this socket's own state, so fulcrumd and operators see refusals.
         try {

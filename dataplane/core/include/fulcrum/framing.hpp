@@ -23,7 +23,7 @@ enum class Decoded : uint8_t {
 };
 
 class MessageDecoder {
-public:
+  public:
     virtual ~MessageDecoder() = default;
     // Appends received bytes. Invalidates spans returned by next().
     void feed(std::span<const uint8_t> bytes);
@@ -39,33 +39,33 @@ public:
     const std::string& error() const { return error_; }
     bool failed() const { return !error_.empty(); }
 
-protected:
+  protected:
     std::vector<uint8_t> buf_;
     size_t off_ = 0;  // start of the first byte not handed out
     std::string error_;
 };
 
 class FrameDecoder final : public MessageDecoder {
-public:
+  public:
     // `max_frame`: the largest allowed length field (kind byte + body).
     explicit FrameDecoder(uint32_t max_frame) : max_frame_(max_frame) {}
     // `msg` = kind byte followed by the body (never empty).
     Decoded next(std::span<const uint8_t>& msg) override;
     size_t expected() const override;
 
-private:
+  private:
     uint32_t max_frame_;
 };
 
 class LineDecoder final : public MessageDecoder {
-public:
+  public:
     // `max_line`: the longest allowed line, without its '\n'.
     explicit LineDecoder(size_t max_line) : max_line_(max_line) {}
     // `msg` = the line without its '\n' (a trailing '\r' is kept).
     Decoded next(std::span<const uint8_t>& msg) override;
     size_t expected() const override { return buffered(); }
 
-private:
+  private:
     size_t max_line_;
     size_t scanned_ = 0;  // bytes after off_ known to hold no '\n' (no rescans of a long line)
 };

@@ -52,9 +52,9 @@ struct ServerLimits {
     size_t max_clients = 32;
     size_t reserved_slots = 0;
     bool evict_idle_when_full = false;
-    std::chrono::milliseconds evict_min_idle{1000};     // never evict a client busier than this
+    std::chrono::milliseconds evict_min_idle{1000};  // never evict a client busier than this
     std::chrono::milliseconds idle_timeout{30000};
-    std::chrono::milliseconds identify_timeout{2000};   // for a connection in a reserved slot
+    std::chrono::milliseconds identify_timeout{2000};  // for a connection in a reserved slot
     size_t max_request = 1 << 20;
     size_t output_pause = 64 << 10;
     size_t big_reply = 64 << 10;
@@ -72,8 +72,9 @@ enum class Refusal : uint8_t {
     not_controller,    // in a reserved slot without identifying as the controller
     request_too_long,  // a request over max_request (the connection is closed)
     busy_output,       // a big reply refused: the total queued output is over its bound
-    busy_input,        // a big request refused: the total request bytes being received are over their bound
-    output_overflow,   // its own queued output over max_output_client (disconnected)
+    busy_input,  // a big request refused: the total request bytes being received are over their
+                 // bound
+    output_overflow,  // its own queued output over max_output_client (disconnected)
 };
 inline constexpr size_t kRefusalKinds = 8;
 const char* refusal_name(Refusal r);
@@ -92,19 +93,20 @@ struct ServerStats {
 // One connection, as the protocol handler sees it.
 struct Session {
     PeerCred peer;
-    bool reserved = false;           // accepted into a reserved slot: must identify first
-    bool controller = false;         // set by the handler when the client identified as the controller
+    bool reserved = false;    // accepted into a reserved slot: must identify first
+    bool controller = false;  // set by the handler when the client identified as the controller
     bool close_after_reply = false;  // set by the handler to close once the reply is written
 };
 
 class SocketServer {
-public:
+  public:
     struct Protocol {
         std::string what;     // "control socket": names the socket in log lines
         std::string clients;  // "control clients": in the too-many-clients reply
         std::function<std::unique_ptr<MessageDecoder>()> decoder;
         // Handles one complete message, appending the encoded reply to `out`.
-        std::function<void(Session&, std::span<const uint8_t> msg, std::vector<uint8_t>& out)> handle;
+        std::function<void(Session&, std::span<const uint8_t> msg, std::vector<uint8_t>& out)>
+            handle;
         // Appends an encoded error reply saying `message`.
         std::function<void(std::vector<uint8_t>& out, const std::string& message)> error;
         // Logs a warning line (refusals and disconnects).
@@ -134,7 +136,7 @@ public:
     const ServerLimits& limits() const { return limits_; }
     size_t clients() const { return conns_.size(); }
 
-private:
+  private:
     using Clock = std::chrono::steady_clock;
     struct Conn {
         int fd = -1;
@@ -150,7 +152,9 @@ private:
         bool hold = false;           // told "busy": no more requests until it has read that
         size_t queued() const { return out.size() - out_off; }
         // No requests are taken from a client that has not read its replies.
-        bool paused(size_t output_pause) const { return queued() >= output_pause || (hold && queued() > 0); }
+        bool paused(size_t output_pause) const {
+            return queued() >= output_pause || (hold && queued() > 0);
+        }
     };
     void accept_all(Clock::time_point now);
     void read_from(Conn& c);

@@ -20,10 +20,10 @@
 namespace fulcrum::dpdk {
 
 class ControlServer {
-public:
+  public:
     // Fills `status` and `reply` for one request (never called for Op::hello).
-    using Handler = std::function<void(uint8_t op, std::span<const uint8_t> body, ctl::Status& status,
-                                       std::vector<uint8_t>& reply)>;
+    using Handler = std::function<void(uint8_t op, std::span<const uint8_t> body,
+                                       ctl::Status& status, std::vector<uint8_t>& reply)>;
 
     // The limits the dataplane runs with: 64 ordinary clients plus 2 slots reserved for the
     // controller, 30 s idle timeout, 64 MiB of replies (and of big requests) in flight for
@@ -47,7 +47,7 @@ public:
     // limits and refusals by reason.
     nlohmann::json stats_json() const;
 
-private:
+  private:
     void handle(Session& s, std::span<const uint8_t> msg, std::vector<uint8_t>& out);
     void hello(Session& s, std::span<const uint8_t> body, std::vector<uint8_t>& out);
 
