@@ -169,8 +169,7 @@ Metrics::Metrics(const std::string& listen, const MetricsAuth& auth) : impl_(std
     std::vector<std::string> options = {"listening_ports", listen,
                                         "num_threads", std::to_string(kNumThreads),
                                         "request_timeout_ms", std::to_string(kRequestTimeoutMs),
-                                        "enable_keep_alive", "no",
-                                        "linger_timeout_ms", "0"};
+                                        "enable_keep_alive", "no"};
     try {
         impl_->exposer = std::make_unique<prometheus::Exposer>(std::move(options));
     } catch (const std::exception& e) {
