@@ -9,18 +9,18 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
+#include <optional>
 #include <cstring>
 #include <stdexcept>
 #include <vector>
 
+#include <spdlog/spdlog.h>
+
 namespace fulcrum::control {
 
 namespace {
-constexpr size_t kMaxRequest = 1 << 20;
-constexpr size_t kMaxClients = 32;
-constexpr size_t kMaxPendingReplies = 64 << 20;
-
 sockaddr_un make_addr(const std::string& path) {
     sockaddr_un a{};
     if (path.empty() || path.size() >= sizeof a.sun_path)
@@ -34,11 +34,54 @@ sockaddr_un make_addr(const std::string& path) {
 std::string reply_line(const nlohmann::json& j) { return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n"; }
 
 nlohmann::json error_json(const std::string& m) { return {{"ok", false}, {"error", m}}; }
+
+void append(std::vector<uint8_t>& out, const std::string& s) { out.insert(out.end(), s.begin(), s.end()); }
 }  // namespace
 
-AdminServer::AdminServer(std::string path, Handler handler) : path_(std::move(path)), handler_(std::move(handler)) {
-    listen_fd_ = listen_private_unix(path_, "admin socket", "is fulcrumd already running?");
+ServerLimits AdminServer::default_limits() {
+    ServerLimits l;
+    l.max_clients = 32;
+    l.evict_idle_when_full = true;
+    l.evict_min_idle = std::chrono::seconds(1);
+    l.idle_timeout = std::chrono::seconds(30);
+    l.max_request = 1 << 20;
+    l.output_pause = 64 << 10;
+    l.big_reply = 64 << 10;
+    l.max_output_client = 64u << 20;
+    l.max_output_total = 64u << 20;
+    l.max_input_total = 64u << 20;
+    return l;
+}
+
+AdminServer::AdminServer(std::string path, Handler handler, ServerLimits limits)
+    : path_(std::move(path)), handler_(std::move(handler)) {
+    start(limits);
+}
+
+AdminServer::AdminServer(std::string path, AsyncHandler handler, ServerLimits limits)
+    : path_(std::move(path)), async_(std::move(handler)) {
+    start(limits);
+}
+
+void AdminServer::start(ServerLimits limits) {
+    const int fd = listen_private_unix(path_, "admin socket", "is fulcrumd already running?");
     wake_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (wake_fd_ < 0) {
+        const std::string e = std::strerror(errno);
+        ::close(fd);
+        ::unlink(path_.c_str());
+        throw std::runtime_error("cannot create the admin server's wake-up eventfd: " + e);
+    }
+    server_ = std::make_unique<SocketServer>(
+        fd,
+        SocketServer::Protocol{
+            "admin socket " + path_, "admin clients",
+            [max = limits.max_request] { return std::make_unique<LineDecoder>(max); },
+            [this](Session& s, std::span<const uint8_t> line, std::vector<uint8_t>& out) { handle(s, line, out); },
+            [](std::vector<uint8_t>& out, const std::string& m) { append(out, reply_line(error_json(m))); },
+            [](const std::string& line) { spdlog::warn("{}", line); },
+            {}},  // admin replies are built by the handler; checked for size once built
+        limits, wake_fd_);
     thread_ = std::thread([this] { run(); });
 }
 
@@ -47,88 +90,62 @@ AdminServer::~AdminServer() {
     const uint64_t one = 1;
     (void)!::write(wake_fd_, &one, sizeof one);
     if (thread_.joinable()) thread_.join();
+    server_.reset();
     ::close(wake_fd_);
-    ::close(listen_fd_);
     ::unlink(path_.c_str());
 }
 
-void AdminServer::run() {
-    struct Client {
-        int fd;
-        std::string in, out;
-    };
-    std::vector<Client> clients;
-    while (!stop_.load()) {
-        std::vector<pollfd> pfds = {{wake_fd_, POLLIN, 0}, {listen_fd_, POLLIN, 0}};
-        for (auto& c : clients) pfds.push_back({c.fd, static_cast<short>(POLLIN | (c.out.empty() ? 0 : POLLOUT)), 0});
-        if (::poll(pfds.data(), pfds.size(), 1000) < 0 && errno != EINTR) break;
-        if (stop_.load()) break;
-        std::vector<bool> drop(clients.size(), false);
-        for (size_t i = 0; i < clients.size(); ++i) {
-            const short re = pfds[i + 2].revents;
-            Client& c = clients[i];
-            if (re & POLLIN) {
-                char buf[8192];
-                const ssize_t n = ::recv(c.fd, buf, sizeof buf, 0);
-                if (n <= 0) {
-                    drop[i] = c.out.empty();
-                } else {
-                    c.in.append(buf, static_cast<size_t>(n));
-                    size_t nl;
-                    while ((nl = c.in.find('\n')) != std::string::npos) {
-                        const std::string line = c.in.substr(0, nl);
-                        c.in.erase(0, nl + 1);
-                        std::string out;
-                        try {
-                            const auto req = nlohmann::json::parse(line);
-                            if (!req.is_object()) throw std::invalid_argument("not an object");
-                            out = reply_line(handler_(req));
-                        } catch (const nlohmann::json::parse_error& e) {
-                            out = reply_line(error_json(std::string("request is not valid JSON: ") + e.what()));
-                        } catch (const std::exception& e) {
-                            out = reply_line(error_json(std::string("bad request: ") + e.what() +
-                                                        " (expected a JSON object such as {\"command\": \"status\"})"));
-                        }
-                        c.out += out;
-                        if (c.out.size() > kMaxPendingReplies) {  // never reads its replies
-                            drop[i] = true;
-                            break;
-                        }
-                    }
-                    if (c.in.size() > kMaxRequest) {
-                        c.out += reply_line(error_json("request longer than 1 MiB without a newline"));
-                        c.in.clear();
-                    }
+void AdminServer::handle(Session& s, std::span<const uint8_t> line, std::vector<uint8_t>& out) {
+    std::string reply;
+    try {
+        const auto req = nlohmann::json::parse(line.begin(), line.end());
+        if (!req.is_object()) throw std::invalid_argument("not an object");
+        if (async_) {
+            // An answer given during the call goes out at once; a later one through ready_.
+            auto now = std::make_shared<std::optional<std::string>>();
+            auto in_call = std::make_shared<std::atomic<bool>>(true);
+            const uint64_t id = s.id;
+            async_(req, [this, now, in_call, id](nlohmann::json r) {
+                std::string line = reply_line(r);
+                std::lock_guard lk(mu_);
+                if (in_call->load()) {
+                    *now = std::move(line);
+                    return;
                 }
+                ready_.emplace_back(id, std::move(line));
+                const uint64_t one = 1;
+                (void)!::write(wake_fd_, &one, sizeof one);
+            });
+            std::lock_guard lk(mu_);
+            in_call->store(false);
+            if (now->has_value()) {
+                append(out, **now);
+            } else {
+                s.defer = true;
             }
-            if (re & (POLLERR | POLLNVAL)) drop[i] = true;
-            if (!drop[i] && !c.out.empty()) {
-                const ssize_t n = ::send(c.fd, c.out.data(), c.out.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
-                if (n > 0) c.out.erase(0, static_cast<size_t>(n));
-                else if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) drop[i] = true;
-            }
-            if (!drop[i] && (re & POLLHUP) && c.out.empty()) drop[i] = true;
+            return;
         }
-        for (size_t i = clients.size(); i-- > 0;)
-            if (drop[i]) {
-                ::close(clients[i].fd);
-                clients.erase(clients.begin() + static_cast<long>(i));
-            }
-        if (pfds[1].revents & POLLIN) {
-            for (;;) {
-                const int fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
-                if (fd < 0) break;
-                if (clients.size() >= kMaxClients) {
-                    const std::string m = reply_line(error_json("too many admin clients connected"));
-                    (void)!::send(fd, m.data(), m.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
-                    ::close(fd);
-                    continue;
-                }
-                clients.push_back({fd, {}, {}});
-            }
-        }
+        reply = reply_line(handler_(req));
+    } catch (const nlohmann::json::parse_error& e) {
+        reply = reply_line(error_json(std::string("request is not valid JSON: ") + e.what()));
+    } catch (const std::exception& e) {
+        reply = reply_line(error_json(std::string("bad request: ") + e.what() +
+                                      " (expected a JSON object such as {\"command\": \"status\"})"));
     }
-    for (auto& c : clients) ::close(c.fd);
+    append(out, reply);
+}
+
+void AdminServer::run() {
+    while (!stop_.load()) {
+        server_->poll_once(1000);
+        std::vector<std::pair<uint64_t, std::string>> ready;
+        {
+            std::lock_guard lk(mu_);
+            ready.swap(ready_);
+        }
+        for (const auto& [id, line] : ready)
+            server_->deliver(id, {reinterpret_cast<const uint8_t*>(line.data()), line.size()});
+    }
 }
 
 Expected<nlohmann::json> admin_request(const std::string& path, const nlohmann::json& request,

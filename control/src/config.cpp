@@ -1026,8 +1026,33 @@ void Parser::admin(const Field& f) {
 }
 
 void Parser::metrics(const Field& f) {
-    const Section s(d, f, {"listen", "enabled"});
+    const Section s(d, f, {"listen", "enabled", "basic_auth"});
     if (!s.ok()) return;
+    if (auto x = s.take("basic_auth")) {
+        // HTTP basic auth for scrapes; the password stays in its own file (not in the config).
+        const Section a(d, *x, {"username", "password_file"});
+        if (a.ok()) {
+            const auto u = a.take("username");
+            const auto p = a.take("password_file");
+            if (!u) a.missing("username", "basic_auth needs both username and password_file");
+            if (!p) a.missing("password_file", "basic_auth needs both username and password_file");
+            if (u)
+                if (auto v = read_string(d, *u)) {
+                    if (v->empty() || v->find(':') != std::string::npos)
+                        d.error(u->at, u->path + ": the user name must be non-empty and without ':' (HTTP basic auth)");
+                    else
+                        cfg.metrics_username = *v;
+                }
+            if (p)
+                if (auto v = read_string(d, *p)) {
+                    if (v->empty() || v->front() != '/')
+                        d.error(p->at, p->path + ": '" + printable(*v) +
+                                           "' is not an absolute path; give the file holding the password");
+                    else
+                        cfg.metrics_password_file = *v;
+                }
+        }
+    }
     std::optional<bool> enabled;
     const auto en = s.take("enabled");
     if (en) enabled = read_bool(d, *en);

@@ -66,9 +66,14 @@ Daemon::Daemon(Config cfg) {
         apply_config(std::move(cfg));
         checks_deadline_ = started_ + longest_first_check(cfg_) + std::chrono::seconds(2);
     }
-    if (!cfg_.metrics_listen.empty()) metrics_ = std::make_unique<Metrics>(cfg_.metrics_listen);
+    if (!cfg_.metrics_listen.empty())
+        metrics_ = std::make_unique<Metrics>(cfg_.metrics_listen,
+                                             MetricsAuth{cfg_.metrics_username, cfg_.metrics_password_file});
     api_ = std::make_unique<AdminApi>(*this);
-    admin_ = std::make_unique<AdminServer>(cfg_.admin_socket, [this](const json& r) { return api_->handle_sync(r); });
+    admin_ = std::make_unique<AdminServer>(
+        cfg_.admin_socket, AdminServer::AsyncHandler([this](const json& r, AdminServer::Reply reply) {
+            api_->handle(r, std::move(reply));
+        }));
     spdlog::info("fulcrumd: {} services from {}; admin socket {}; metrics {}; dataplane {}", cfg_.services.size(),
                  cfg_.path, cfg_.admin_socket, cfg_.metrics_listen.empty() ? "off" : "http://" + cfg_.metrics_listen + "/metrics",
                  cfg_.dataplane_socket);
@@ -195,6 +200,11 @@ json Daemon::reload() {
     if (next.metrics_listen != cfg_.metrics_listen) {
         warnings.push_back("metrics.listen changed: restart fulcrumd to apply; still serving " + cfg_.metrics_listen);
         next.metrics_listen = cfg_.metrics_listen;
+    }
+    if (next.metrics_username != cfg_.metrics_username || next.metrics_password_file != cfg_.metrics_password_file) {
+        warnings.push_back("metrics.basic_auth changed: restart fulcrumd to apply; the running credentials stay");
+        next.metrics_username = cfg_.metrics_username;
+        next.metrics_password_file = cfg_.metrics_password_file;
     }
     apply_config(std::move(next));  // a changed dataplane socket: the link reconnects there
     ++reloads_;

@@ -5,6 +5,9 @@
 #include <prometheus/gauge.h>
 #include <prometheus/registry.h>
 
+#include <cerrno>
+#include <cstring>
+#include <fstream>
 #include <set>
 #include <stdexcept>
 
@@ -130,14 +133,59 @@ struct Metrics::Impl {
     MirroredCounters port_errors{*reg, "fulcrum_port_errors_total", "Port errors, by direction"};
 };
 
-Metrics::Metrics(const std::string& listen) : impl_(std::make_unique<Impl>()), listen_(listen) {
+namespace {
+// Compares without an early exit, so response times do not reveal how much of a guess matched.
+bool same_secret(const std::string& a, const std::string& b) {
+    unsigned char diff = a.size() == b.size() ? 0 : 1;
+    for (size_t i = 0; i < a.size(); ++i) diff |= static_cast<unsigned char>(a[i] ^ (i < b.size() ? b[i] : 0));
+    return diff == 0;
+}
+
+std::string read_password(const std::string& path) {
+    std::ifstream in(path);
+    if (!in) throw std::runtime_error("cannot read metrics.basic_auth.password_file " + path + ": " + std::strerror(errno) +
+                                      " (create it with the password on its first line, readable by fulcrumd only)");
+    std::string pw;
+    std::getline(in, pw);
+    if (!pw.empty() && pw.back() == '\r') pw.pop_back();
+    if (pw.empty())
+        throw std::runtime_error("metrics.basic_auth.password_file " + path +
+                                 " holds no password (its first line is empty); write the password on the first line");
+    return pw;
+}
+}  // namespace
+
+Metrics::Metrics(const std::string& listen, const MetricsAuth& auth) : impl_(std::make_unique<Impl>()), listen_(listen) {
+    if (auth.username.empty() != auth.password_file.empty())
+        throw std::runtime_error("metrics.basic_auth needs both username and password_file");
+    const std::string password = auth.username.empty() ? std::string() : read_password(auth.password_file);
+    // civetweb serves each connection on one worker thread until it closes: a short request
+    // timeout and no keep-alive bound how long an idle client holds one, and several workers
+    // keep scrapes going while a few are held.
+    std::vector<std::string> options = {"listening_ports", listen,
+                                        "num_threads", std::to_string(kNumThreads),
+                                        "request_timeout_ms", std::to_string(kRequestTimeoutMs),
+                                        "enable_keep_alive", "no"};
     try {
-        impl_->exposer = std::make_unique<prometheus::Exposer>(listen, 2);
+        impl_->exposer = std::make_unique<prometheus::Exposer>(std::move(options));
     } catch (const std::exception& e) {
         throw std::runtime_error("cannot serve metrics on " + listen + ": " + e.what() +
                                  " (is the address local and the port free?)");
     }
+    if (!auth.username.empty())
+        impl_->exposer->RegisterAuth(
+            [user = auth.username, password](const std::string& u, const std::string& p) {
+                const bool user_ok = same_secret(u, user);
+                const bool password_ok = same_secret(p, password);  // compared whatever the user name
+                return user_ok && password_ok;
+            },
+            "fulcrum metrics");
     impl_->exposer->RegisterCollectable(impl_->reg);
+}
+
+int Metrics::port() const {
+    const auto ports = impl_->exposer->GetListeningPorts();
+    return ports.empty() ? 0 : ports.front();
 }
 
 Metrics::~Metrics() = default;

@@ -132,7 +132,7 @@ int main(int argc, char** argv) {
                         }
                         case Op::counters: reply_json(out, nlohmann::json(dp.counters())); return;
                         case Op::health: reply_json(out, dp.health()); return;
-                        case Op::hello: reply_json(out, {{"ok", true}}); return;  // slot kept by ControlServer
+                        case Op::hello: break;  // answered by ControlServer itself, never passed here
                         case Op::get_snapshot:
                             out = dp.snapshot_bytes();
                             if (out.empty()) {
@@ -143,7 +143,7 @@ int main(int argc, char** argv) {
                     }
                     st = fulcrum::ctl::Status::error;
                     reply_json(out, {{"error", "unknown request op " + std::to_string(op) +
-                                                   " (known: 1 load_snapshot, 2 counters, 3 health, 4 get_snapshot)"}});
+                                                   " (known: 1 load_snapshot, 2 counters, 3 health, 4 get_snapshot, 5 hello)"}});
                 });
             spdlog::info("control socket {}", control_socket);
         }

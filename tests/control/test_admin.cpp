@@ -4,8 +4,12 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <thread>
+#include <vector>
 
 #include "fulcrum/control/admin.hpp"
 
@@ -113,4 +117,240 @@ TEST(Admin, InvalidUtf8GetsAnErrorAndTheServerStays) {
     ASSERT_TRUE(r) << r.error();
     EXPECT_TRUE(r.value()["ok"].get<bool>());
     EXPECT_TRUE(admin_request(path, {{"command", "status"}}));
+}
+
+// ---- abuse: no local client can lock fulcrumctl out ------------------------------------
+
+namespace {
+int connect_raw(const std::string& path) {
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_un a{};
+    a.sun_family = AF_UNIX;
+    std::strcpy(a.sun_path, path.c_str());
+    timeval tv{5, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    if (connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+// Reads until `fd` is closed by the server (true) or `timeout` passes (false); the bytes
+// read are appended to `got`.
+bool wait_closed(int fd, std::chrono::milliseconds timeout, std::string* got = nullptr) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    char buf[65536];
+    while (std::chrono::steady_clock::now() < deadline) {
+        timeval tv{0, 100000};
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+        const ssize_t n = recv(fd, buf, sizeof buf, 0);
+        if (n == 0) return true;
+        if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) return true;  // reset
+        if (n > 0 && got) got->append(buf, static_cast<size_t>(n));
+    }
+    return false;
+}
+
+uint64_t refused(const AdminServer& s, fulcrum::Refusal r) {
+    return s.stats().refused[static_cast<size_t>(r)].load();
+}
+
+// Waits (bounded) until `pred` holds.
+template <class P>
+bool eventually(P pred, std::chrono::milliseconds timeout = std::chrono::seconds(10)) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (std::chrono::steady_clock::now() < deadline) {
+        if (pred()) return true;
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return pred();
+}
+
+fulcrum::ServerLimits small_limits() {
+    auto l = AdminServer::default_limits();
+    l.max_clients = 4;
+    l.evict_min_idle = std::chrono::milliseconds(0);
+    return l;
+}
+
+struct Fds {
+    std::vector<int> fds;
+    ~Fds() {
+        for (int fd : fds)
+            if (fd >= 0) close(fd);
+    }
+};
+}  // namespace
+
+TEST(AdminAbuse, IdleClientsBeyondTheLimitDoNotLockOutARequest) {
+    const std::string path = temp_socket() + "i";
+    AdminServer srv(path, [](const json& r) { return json{{"ok", true}, {"echo", r}}; }, small_limits());
+    Fds idle;
+    for (int i = 0; i < 12; ++i) {  // three times the slots, idle
+        idle.fds.push_back(connect_raw(path));
+        ASSERT_GE(idle.fds.back(), 0);
+    }
+    ASSERT_TRUE(eventually([&] { return srv.stats().accepted.load() >= 4; }));
+    // A fulcrumctl request gets its answer: idle clients make room for it.
+    for (int k = 0; k < 3; ++k) {
+        auto r = admin_request(path, {{"command", "status"}}, std::chrono::seconds(5));
+        ASSERT_TRUE(r) << r.error();
+        EXPECT_EQ(r.value()["echo"]["command"], "status");
+    }
+    EXPECT_GE(refused(srv, fulcrum::Refusal::evicted_idle) + refused(srv, fulcrum::Refusal::too_many_clients), 3u);
+    EXPECT_LE(srv.stats().clients.load(), 4u);
+}
+
+TEST(AdminAbuse, IdleClientsAreClosedAfterTheIdleTimeout) {
+    const std::string path = temp_socket() + "t";
+    auto l = small_limits();
+    l.idle_timeout = std::chrono::milliseconds(300);
+    AdminServer srv(path, [](const json&) { return json{{"ok", true}}; }, l);
+    Fds c;
+    c.fds.push_back(connect_raw(path));
+    c.fds.push_back(connect_raw(path));
+    (void)!send(c.fds[1], "{\"comm", 6, MSG_NOSIGNAL);  // a partial line is not activity
+    std::string got;
+    EXPECT_TRUE(wait_closed(c.fds[0], std::chrono::seconds(5), &got));
+    EXPECT_NE(got.find("idle timeout"), std::string::npos) << got;
+    EXPECT_TRUE(wait_closed(c.fds[1], std::chrono::seconds(5)));
+    EXPECT_EQ(refused(srv, fulcrum::Refusal::idle_timeout), 2u);
+    EXPECT_TRUE(admin_request(path, {{"command", "x"}}));
+}
+
+TEST(AdminAbuse, PartialLinesAreAssembled) {
+    const std::string path = temp_socket() + "p";
+    AdminServer srv(path, [](const json& r) { return json{{"ok", true}, {"echo", r}}; });
+    Fds c;
+    c.fds.push_back(connect_raw(path));
+    const std::string req = "{\"command\": \"servers\", \"service\": \"web\"}\n";
+    for (char ch : req) ASSERT_EQ(send(c.fds[0], &ch, 1, MSG_NOSIGNAL), 1);
+    std::string in;
+    char buf[4096];
+    while (in.find('\n') == std::string::npos) {
+        const ssize_t n = recv(c.fds[0], buf, sizeof buf, 0);
+        ASSERT_GT(n, 0);
+        in.append(buf, static_cast<size_t>(n));
+    }
+    EXPECT_EQ(json::parse(in.substr(0, in.find('\n')))["echo"]["service"], "web");
+}
+
+TEST(AdminAbuse, OverLongLineIsRefusedAndItsTailNeverExecuted) {
+    const std::string path = temp_socket() + "l";
+    std::atomic<int> executed{0};
+    AdminServer srv(path, [&](const json& r) {
+        if (r.value("command", "") == "tail") executed.fetch_add(1);
+        return json{{"ok", true}};
+    });
+    Fds c;
+    c.fds.push_back(connect_raw(path));
+    // 1 MiB + 100 bytes of filler without a newline, then a valid request: the old server
+    // cleared the first MiB and executed the rest as a request.
+    std::string data(size_t{1} << 20, ' ');
+    data += std::string(100, ' ') + "{\"command\": \"tail\"}\n";
+    const int fd = c.fds[0];
+    std::thread writer([fd, data] {
+        size_t off = 0;
+        while (off < data.size()) {
+            const ssize_t n = send(fd, data.data() + off, data.size() - off, MSG_NOSIGNAL);
+            if (n <= 0) return;  // the server closed: expected
+            off += static_cast<size_t>(n);
+        }
+    });
+    std::string got;
+    EXPECT_TRUE(wait_closed(fd, std::chrono::seconds(10), &got));
+    writer.join();
+    ASSERT_FALSE(got.empty());
+    const auto reply = json::parse(got.substr(0, got.find('\n')));
+    EXPECT_FALSE(reply["ok"].get<bool>());
+    EXPECT_NE(reply["error"].get<std::string>().find("longer than"), std::string::npos) << got;
+    EXPECT_EQ(got.find('\n'), got.size() - 1) << "exactly one reply line";
+    EXPECT_EQ(executed.load(), 0);
+    EXPECT_EQ(refused(srv, fulcrum::Refusal::request_too_long), 1u);
+    EXPECT_TRUE(admin_request(path, {{"command", "status"}}));
+}
+
+TEST(AdminAbuse, NonReadingClientsStayBoundedAndOthersAreServed) {
+    const std::string path = temp_socket() + "n";
+    auto l = AdminServer::default_limits();
+    l.max_output_total = 2u << 20;
+    const std::string big(256 << 10, 'x');  // a 256 KiB reply
+    std::atomic<uint64_t> served{0};
+    AdminServer srv(path, [&](const json& r) {
+        served.fetch_add(1);
+        if (r.value("command", "") == "big") return json{{"ok", true}, {"data", big}};
+        return json{{"ok", true}};
+    }, l);
+    // 20 clients pipeline 200 "big" requests each and never read: 1000 MiB if all answered;
+    // the bound lets 8 of those replies wait at once.
+    Fds abusers;
+    std::string reqs;
+    for (int i = 0; i < 200; ++i) reqs += "{\"command\": \"big\"}\n";
+    for (int i = 0; i < 20; ++i) {
+        const int fd = connect_raw(path);
+        ASSERT_GE(fd, 0);
+        timeval tv{0, 200000};
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+        (void)!send(fd, reqs.data(), reqs.size(), MSG_NOSIGNAL);  // may block partially: the server stops reading
+        abusers.fds.push_back(fd);
+    }
+    // Every abuser got at most one reply queued beyond the pause threshold, and the total of
+    // big replies stays under the bound (a refused one is replaced by a short "busy" error).
+    ASSERT_TRUE(eventually([&] { return served.load() >= 20; }));
+    const uint64_t after = served.load();
+    EXPECT_LE(after, 20u * 2) << "requests are not taken from clients that do not read";
+    EXPECT_LE(srv.stats().queued_output.load(), l.max_output_total + big.size() + 1024);
+    EXPECT_GE(refused(srv, fulcrum::Refusal::busy_output), 1u);
+    // fulcrumctl is still answered promptly.
+    const auto t0 = std::chrono::steady_clock::now();
+    auto r = admin_request(path, {{"command", "status"}}, std::chrono::seconds(5));
+    ASSERT_TRUE(r) << r.error();
+    EXPECT_TRUE(r.value()["ok"].get<bool>());
+    EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(2));
+    // A busy refusal is a clear error reply, not silence.
+    std::string got;
+    wait_closed(abusers.fds[19], std::chrono::milliseconds(300), &got);
+    EXPECT_TRUE(got.find("\"data\"") != std::string::npos || got.find("busy") != std::string::npos) << got.substr(0, 200);
+}
+
+TEST(AdminAbuse, ClientOverItsOwnOutputBoundIsDisconnected) {
+    const std::string path = temp_socket() + "o";
+    auto l = AdminServer::default_limits();
+    l.max_output_client = 1 << 20;
+    const std::string big(2 << 20, 'y');
+    AdminServer srv(path, [&](const json&) { return json{{"ok", true}, {"data", big}}; }, l);
+    Fds c;
+    c.fds.push_back(connect_raw(path));
+    (void)!send(c.fds[0], "{}\n", 3, MSG_NOSIGNAL);
+    ASSERT_TRUE(eventually([&] { return refused(srv, fulcrum::Refusal::output_overflow) == 1; }));
+    EXPECT_TRUE(wait_closed(c.fds[0], std::chrono::seconds(5)));
+}
+
+TEST(AdminAbuse, FulcrumctlRequestAnsweredWhileAbusersAreConnected) {
+    const std::string path = temp_socket() + "a";
+    auto l = AdminServer::default_limits();
+    l.evict_min_idle = std::chrono::milliseconds(0);  // the default 1 s would need the test to wait
+    AdminServer srv(path, [](const json& r) { return json{{"ok", true}, {"echo", r}}; }, l);
+    Fds abusers;
+    // Fill every slot: idle, partial lines, non-readers with pipelined requests.
+    std::string reqs;
+    for (int i = 0; i < 5000; ++i) reqs += "{\"command\": \"status\"}\n";
+    for (int i = 0; i < 32; ++i) {
+        const int fd = connect_raw(path);
+        ASSERT_GE(fd, 0);
+        timeval tv{0, 100000};
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+        if (i % 3 == 1) (void)!send(fd, "{\"command\":", 11, MSG_NOSIGNAL);
+        if (i % 3 == 2) (void)!send(fd, reqs.data(), reqs.size(), MSG_NOSIGNAL);
+        abusers.fds.push_back(fd);
+    }
+    ASSERT_TRUE(eventually([&] { return srv.stats().accepted.load() >= 32; }));
+    const auto t0 = std::chrono::steady_clock::now();
+    auto r = admin_request(path, {{"command", "servers"}}, std::chrono::seconds(5));
+    ASSERT_TRUE(r) << r.error();
+    EXPECT_EQ(r.value()["echo"]["command"], "servers");
+    EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(2));
+    EXPECT_EQ(refused(srv, fulcrum::Refusal::evicted_idle), 1u);
 }

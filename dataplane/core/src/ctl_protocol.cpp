@@ -5,6 +5,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -32,6 +33,16 @@ void encode(std::vector<uint8_t>& out, uint8_t kind, std::span<const uint8_t> bo
 
 Client::~Client() {
     if (fd_ >= 0) ::close(fd_);
+}
+
+Client& Client::operator=(Client&& o) noexcept {
+    if (this != &o) {
+        if (fd_ >= 0) ::close(fd_);
+        fd_ = o.fd_;
+        path_ = std::move(o.path_);
+        o.fd_ = -1;
+    }
+    return *this;
 }
 
 namespace {
@@ -62,9 +73,14 @@ Expected<Client> Client::connect(const std::string& path, std::chrono::milliseco
 }
 
 Expected<Reply> Client::request(Op op, std::span<const uint8_t> body) {
-    if (fd_ < 0) return Error{"not connected"};
+    if (fd_ < 0)
+        return Error{"not connected to the dataplane control socket" +
+                     (path_.empty() ? std::string(" (connect() was not called or failed)") : " " + path_) +
+                     "; connect first"};
     if (body.size() + 1 > kMaxFrame)
-        return Error{"request of " + std::to_string(body.size()) + " bytes exceeds the protocol limit"};
+        return Error{std::string(op_name(static_cast<uint8_t>(op))) + " request of " + std::to_string(body.size()) +
+                     " bytes exceeds the protocol limit of " + std::to_string(kMaxFrame - 1) +
+                     " bytes; not sent to " + path_};
     std::vector<uint8_t> out;
     encode(out, static_cast<uint8_t>(op), body);
     size_t sent = 0;
@@ -91,13 +107,22 @@ Expected<Reply> Client::request(Op op, std::span<const uint8_t> body) {
         return Error{"no reply from the dataplane control socket " + path_ + " (closed or timed out)"};
     uint32_t len;
     std::memcpy(&len, hdr, 4);
-    if (len < 1 || len > kMaxFrame) return Error{"malformed reply length from " + path_};
+    if (len < 1 || len > kMaxFrame)
+        return Error{"malformed reply length " + std::to_string(len) + " from the dataplane control socket " + path_};
     Reply r;
     r.status = hdr[4] == 0 ? Status::ok : Status::error;
     r.body.resize(len - 1);
     if (!read_all(r.body.data(), r.body.size()))
-        return Error{"reply from " + path_ + " cut short"};
+        return Error{"reply from the dataplane control socket " + path_ + " cut short (closed or timed out)"};
     return r;
+}
+
+Expected<Reply> Client::hello(const std::string& role) {
+    // The role is an identifier; refusing anything else keeps the hand-written JSON valid.
+    if (role.empty() || !std::all_of(role.begin(), role.end(), [](char ch) { return (ch >= 'a' && ch <= 'z') || ch == '_'; }))
+        return Error{"hello role '" + role + "' is not a lower-case identifier; not sent to " + path_};
+    const std::string body = "{\"role\":\"" + role + "\",\"pid\":" + std::to_string(::getpid()) + "}";
+    return request(Op::hello, {reinterpret_cast<const uint8_t*>(body.data()), body.size()});
 }
 
 }  // namespace fulcrum::ctl

@@ -30,12 +30,14 @@ int listen_private_unix(const std::string& path, const std::string& what, const 
         if (live) throw std::runtime_error("another process is serving the " + what + " " + path + "; " + busy_hint);
         ::unlink(path.c_str());  // stale, left by a process that died
     }
+    // A deep backlog: a burst of connections waits to be accepted (and refused with a clear
+    // reply if the slots are full) instead of failing with EAGAIN in connect().
     const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (fd < 0) throw std::runtime_error("cannot create the " + what + ": " + std::strerror(errno));
     const mode_t old = ::umask(0177);  // the socket file is created 0600
     const int rc = ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
     ::umask(old);
-    if (rc != 0 || ::listen(fd, 16) != 0) {
+    if (rc != 0 || ::listen(fd, SOMAXCONN) != 0) {
         const std::string e = std::strerror(errno);
         ::close(fd);
         if (rc == 0) ::unlink(path.c_str());

@@ -1,151 +1,187 @@
 #include "fulcrum/dpdk/control_server.hpp"
 
-#include "fulcrum/unix_socket.hpp"
-
-#include <fcntl.h>
-#include <poll.h>
-#include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/un.h>
 #include <unistd.h>
 
-#include <cerrno>
-#include <cstring>
 #include <stdexcept>
 
-#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include "fulcrum/unix_socket.hpp"
 
 namespace fulcrum::dpdk {
 
 namespace {
-constexpr size_t kMaxClients = 64;
-
+std::string dump(const nlohmann::json& j) {
+    return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
 
 void error_reply(std::vector<uint8_t>& out, const std::string& msg) {
-    const std::string body = nlohmann::json{{"error", msg}}.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+    const std::string body = dump(nlohmann::json{{"error", msg}});
     ctl::encode(out, static_cast<uint8_t>(ctl::Status::error),
                 {reinterpret_cast<const uint8_t*>(body.data()), body.size()});
 }
-}  // namespace
 
-ControlServer::ControlServer(std::string path, Handler handler, uint32_t max_frame)
-    : path_(std::move(path)), handler_(std::move(handler)), max_frame_(max_frame) {
-    listen_fd_ = listen_private_unix(path_, "control socket", "stop it or pass a different --control-socket");
+void json_reply(std::vector<uint8_t>& out, ctl::Status st, const nlohmann::json& j) {
+    const std::string body = dump(j);
+    ctl::encode(out, static_cast<uint8_t>(st),
+                {reinterpret_cast<const uint8_t*>(body.data()), body.size()});
 }
 
+int listen_fd(const std::string& path) {
+    return listen_private_unix(path, "control socket",
+                               "stop it or pass a different --control-socket");
+}
+}  // namespace
+
+ServerLimits ControlServer::default_limits(uint32_t max_frame) {
+    ServerLimits l;
+    l.max_clients = 64;
+    l.reserved_slots = 2;
+    l.idle_timeout = std::chrono::seconds(30);
+    l.identify_timeout = std::chrono::seconds(2);
+    l.max_request = max_frame;
+    l.output_pause = 64 << 10;
+    l.big_reply = 64 << 10;
+    l.max_output_client = size_t{max_frame} + 5 + l.output_pause;
+    l.max_output_total = 64u << 20;
+    l.max_input_total = 64u << 20;
+    return l;
+}
+
+ControlServer::ControlServer(std::string path, Handler handler, uint32_t max_frame)
+    : ControlServer(std::move(path), std::move(handler), default_limits(max_frame)) {}
+
+ControlServer::ControlServer(std::string path, Handler handler, ServerLimits limits)
+    : path_(std::move(path)),
+      handler_(std::move(handler)),
+      server_(
+          listen_fd(path_),
+          SocketServer::Protocol{
+              "control socket " + path_, "control clients",
+              [max = static_cast<uint32_t>(std::min<size_t>(limits.max_request, ctl::kMaxFrame))] {
+                  return std::make_unique<FrameDecoder>(max);
+              },
+              [this](Session& s, std::span<const uint8_t> msg, std::vector<uint8_t>& out) {
+                  handle(s, msg, out);
+              },
+              error_reply, [](const std::string& line) { spdlog::warn("{}", line); },
+              [this](std::span<const uint8_t> msg) {
+                  return msg[0] == static_cast<uint8_t>(ctl::Op::get_snapshot) ? snapshot_reply_
+                                                                               : size_t{0};
+              }},
+          limits) {}
+
 ControlServer::~ControlServer() {
-    for (auto& c : conns_) ::close(c.fd);
-    if (listen_fd_ >= 0) {
-        ::close(listen_fd_);
-        ::unlink(path_.c_str());
-    }
+    ::unlink(path_.c_str());
 }
 
 void ControlServer::poll_once(int timeout_ms) {
-    std::vector<pollfd> pfds;
-    pfds.reserve(conns_.size() + 1);
-    pfds.push_back({listen_fd_, POLLIN, 0});
-    for (auto& c : conns_)
-        pfds.push_back({c.fd, static_cast<short>(POLLIN | (c.out.size() > c.out_off ? POLLOUT : 0)), 0});
-    const int n = ::poll(pfds.data(), pfds.size(), timeout_ms);
-    if (n <= 0) return;
-    std::vector<bool> drop(conns_.size(), false);
-    for (size_t i = 0; i < conns_.size(); ++i) {
-        const short re = pfds[i + 1].revents;
-        if (!re) continue;
-        Conn& c = conns_[i];
-        if ((re & POLLIN) && !read_from(c)) drop[i] = true;
-        if (!drop[i] && (re & (POLLERR | POLLNVAL))) drop[i] = true;
-        if (!drop[i] && c.out.size() > c.out_off && !write_to(c)) drop[i] = true;
-        if (!drop[i] && (re & POLLHUP) && c.out.size() <= c.out_off) drop[i] = true;
-    }
-    for (size_t i = conns_.size(); i-- > 0;) {
-        if (drop[i] || (conns_[i].close_after_write && conns_[i].out.size() <= conns_[i].out_off)) {
-            ::close(conns_[i].fd);
-            conns_.erase(conns_.begin() + static_cast<long>(i));
-        }
-    }
-    if (pfds[0].revents & POLLIN) accept_all();
+    server_.poll_once(timeout_ms);
 }
 
-void ControlServer::accept_all() {
-    for (;;) {
-        const int fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0) return;
-        if (conns_.size() >= kMaxClients) {
-            std::vector<uint8_t> out;
-            error_reply(out, "too many control clients connected (limit " + std::to_string(kMaxClients) + ")");
-            (void)!::send(fd, out.data(), out.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
-            ::close(fd);
-            continue;
-        }
-        conns_.push_back(Conn{fd, {}, {}, 0, false});
-    }
+nlohmann::json ControlServer::stats_json() const {
+    const ServerStats& st = server_.stats();
+    const ServerLimits& l = server_.limits();
+    nlohmann::json refused = nlohmann::json::object();
+    for (size_t r = 0; r < kRefusalKinds; ++r)
+        refused[refusal_name(static_cast<Refusal>(r))] =
+            st.refused[r].load(std::memory_order_relaxed);
+    return {{"clients", st.clients.load()},
+            {"controllers", st.controllers.load()},
+            {"max_clients", l.max_clients},
+            {"reserved_slots", l.reserved_slots},
+            {"idle_timeout_ms", l.idle_timeout.count()},
+            {"queued_output_bytes", st.queued_output.load()},
+            {"max_output_total", l.max_output_total},
+            {"accepted", st.accepted.load()},
+            {"requests", st.requests.load()},
+            {"refused_total", st.refused_total()},
+            {"refused", refused}};
 }
 
-bool ControlServer::read_from(Conn& c) {
-    uint8_t buf[65536];
-    for (;;) {
-        const ssize_t n = ::recv(c.fd, buf, sizeof buf, 0);
-        if (n > 0) {
-            if (!c.close_after_write) c.in.insert(c.in.end(), buf, buf + n);
-            dispatch(c);
-            continue;
+void ControlServer::hello(Session& s, std::span<const uint8_t> body, std::vector<uint8_t>& out) {
+    std::string role;
+    int64_t pid = -1;
+    try {
+        const auto j = nlohmann::json::parse(body.begin(), body.end());
+        if (!j.is_object() || !j.contains("role") || !j["role"].is_string())
+            throw std::invalid_argument("it has no string \"role\"");
+        role = j["role"].get<std::string>();
+        if (j.contains("pid") && j["pid"].is_number_integer()) pid = j["pid"].get<int64_t>();
+    } catch (const std::exception& e) {
+        error_reply(out, std::string("hello body is not {\"role\": \"controller\", \"pid\": N}: ") +
+                             e.what());
+        if (s.reserved) {
+            server_.refuse(s, Refusal::not_controller,
+                           "malformed hello in a reserved slot; closed");
+            s.close_after_reply = true;
         }
-        if (n == 0) return c.out.size() > c.out_off;  // peer done; finish writing first
-        if (errno == EINTR) continue;
-        return errno == EAGAIN || errno == EWOULDBLOCK;
+        return;
     }
+    if (role != "controller") {
+        if (s.reserved) {
+            error_reply(out,
+                        "too many control clients connected (limit " +
+                            std::to_string(server_.limits().max_clients) +
+                            "); the remaining slots are reserved for the controller; retry later");
+            server_.refuse(s, Refusal::not_controller,
+                           "hello with role '" + role + "' in a reserved slot; closed");
+            s.close_after_reply = true;
+            return;
+        }
+        json_reply(out, ctl::Status::ok, {{"role", role}, {"controller", false}});
+        return;
+    }
+    if (!s.controller)
+        spdlog::info("control socket {}: controller connected (pid {} says pid {}, uid {}){}",
+                     path_, s.peer.pid, pid, s.peer.uid, s.reserved ? " in a reserved slot" : "");
+    s.controller = true;
+    json_reply(out, ctl::Status::ok,
+               {{"role", role}, {"controller", true}, {"pid", static_cast<int64_t>(::getpid())}});
 }
 
-void ControlServer::dispatch(Conn& c) {
-    while (!c.close_after_write && c.in.size() >= 5) {
-        uint32_t len;
-        std::memcpy(&len, c.in.data(), 4);
-        if (len < 1 || len > max_frame_) {
-            error_reply(c.out, "request frame length " + std::to_string(len) + " outside 1.." +
-                                   std::to_string(max_frame_) + "; closing the connection");
-            c.close_after_write = true;
-            c.in.clear();
-            break;
-        }
-        if (c.in.size() < 4 + size_t{len}) break;
-        const uint8_t op = c.in[4];
-        std::vector<uint8_t> reply;
-        ctl::Status st = ctl::Status::error;
+void ControlServer::handle(Session& s, std::span<const uint8_t> msg, std::vector<uint8_t>& out) {
+    const uint8_t op = msg[0];
+    const std::span<const uint8_t> body = msg.subspan(1);
+    if (op == static_cast<uint8_t>(ctl::Op::hello)) return hello(s, body, out);
+    if (s.reserved && !s.controller) {
+        // Nothing but hello runs in a reserved slot.
+        error_reply(out, "too many control clients connected (limit " +
+                             std::to_string(server_.limits().max_clients) +
+                             "); the remaining slots are reserved for the controller, which must "
+                             "send hello first; retry later");
+        server_.refuse(s, Refusal::not_controller,
+                       std::string("first request ") + ctl::op_name(op) +
+                           " in a reserved slot is not hello; closed");
+        s.close_after_reply = true;
+        return;
+    }
+    std::vector<uint8_t> reply;
+    ctl::Status st = ctl::Status::error;
+    try {
+        handler_(op, body, st, reply);
+    } catch (const std::exception& e) {
+        st = ctl::Status::error;
+        const std::string b =
+            dump(nlohmann::json{{"error", std::string("internal error: ") + e.what()}});
+        reply.assign(b.begin(), b.end());
+    }
+    if (op == static_cast<uint8_t>(ctl::Op::get_snapshot) && st == ctl::Status::ok)
+        snapshot_reply_ = reply.size() + 5;
+    if (op == static_cast<uint8_t>(ctl::Op::health) && st == ctl::Status::ok) {
+        // The health reply carries this socket's own state, so fulcrumd and operators see refusals.
         try {
-            handler_(op, {c.in.data() + 5, len - 1}, st, reply);
-        } catch (const std::exception& e) {
-            st = ctl::Status::error;
-            const std::string body = nlohmann::json{{"error", std::string("internal error: ") + e.what()}}.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
-            reply.assign(body.begin(), body.end());
-        }
-        ctl::encode(c.out, static_cast<uint8_t>(st), reply);
-        c.in.erase(c.in.begin(), c.in.begin() + 4 + len);
-        if (c.out.size() - c.out_off > 2 * size_t{max_frame_}) {
-            // A client that sends requests but does not read its replies: let it go.
-            c.out.clear();
-            c.out_off = 0;
-            c.close_after_write = true;
-            break;
+            auto j = nlohmann::json::parse(reply.begin(), reply.end());
+            if (j.is_object()) {
+                j["control"] = stats_json();
+                const std::string b = dump(j);
+                reply.assign(b.begin(), b.end());
+            }
+        } catch (const std::exception&) {
+            // Not JSON: pass it on unchanged.
         }
     }
-    if (c.in.capacity() > (1u << 20) && c.in.empty()) std::vector<uint8_t>().swap(c.in);
-}
-
-bool ControlServer::write_to(Conn& c) {
-    while (c.out_off < c.out.size()) {
-        const ssize_t n = ::send(c.fd, c.out.data() + c.out_off, c.out.size() - c.out_off, MSG_NOSIGNAL);
-        if (n > 0) {
-            c.out_off += static_cast<size_t>(n);
-            continue;
-        }
-        if (n < 0 && errno == EINTR) continue;
-        return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
-    }
-    c.out.clear();
-    c.out_off = 0;
-    return true;
+    ctl::encode(out, static_cast<uint8_t>(st), reply);
 }
 
 }  // namespace fulcrum::dpdk

@@ -108,6 +108,8 @@ struct Config {
     std::string admin_socket = "/run/fulcrum/admin.sock";
     // metrics: ("" disables the endpoint)
     std::string metrics_listen = "127.0.0.1:9310";
+    std::string metrics_username;       // metrics.basic_auth: scrapes need these credentials
+    std::string metrics_password_file;  // (both empty: no authentication); read at start
 
     // limits:
     Millis retire_after{900'000}; // how long a server removed from the configuration keeps

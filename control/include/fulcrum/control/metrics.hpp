@@ -30,14 +30,27 @@ struct MetricsInput {
     uint64_t reload_errors = 0;
 };
 
+// HTTP basic auth for scrapes (metrics.basic_auth); both empty: none.
+struct MetricsAuth {
+    std::string username;
+    std::string password_file;  // its first line is the password
+};
+
 class Metrics {
 public:
-    // Starts the HTTP endpoint on `listen` ("127.0.0.1:9310", "[::1]:9310"). Throws
-    // std::runtime_error if it cannot listen.
-    explicit Metrics(const std::string& listen);
+    // Starts the HTTP endpoint on `listen` ("127.0.0.1:9310", "[::1]:9310"; port 0 picks a
+    // free port, see port()). Idle or slow HTTP clients cannot hold off scrapes for long:
+    // kNumThreads workers, a kRequestTimeoutMs limit on reading a request and writing its
+    // reply, and no keep-alive (an idle kept-alive connection would hold a worker). Throws
+    // std::runtime_error if it cannot listen or read the password file.
+    explicit Metrics(const std::string& listen, const MetricsAuth& auth = {});
     ~Metrics();
     void update(const MetricsInput& in);
     std::string listen() const { return listen_; }
+    int port() const;  // the TCP port it listens on
+
+    static constexpr int kNumThreads = 8;
+    static constexpr int kRequestTimeoutMs = 3000;
 
 private:
     struct Impl;

@@ -22,7 +22,8 @@ enum class Op : uint8_t {
     counters = 2,       // reply: counters JSON
     health = 3,         // reply: process health JSON
     get_snapshot = 4,   // reply: the running snapshot's bytes
-    hello = 5,          // body: {"role": "controller", "pid": N}; reply: {"ok": true}
+    hello = 5,          // body: {"role": "controller", "pid": N}; reply: ok JSON. Identifies
+                        // fulcrumd: exempt from the idle timeout, may use a reserved slot
 };
 
 enum class Status : uint8_t { ok = 0, error = 1 };
@@ -47,7 +48,8 @@ public:
     ~Client();
     Client(const Client&) = delete;
     Client& operator=(const Client&) = delete;
-    Client(Client&& o) noexcept : fd_(o.fd_) { o.fd_ = -1; }
+    Client(Client&& o) noexcept : fd_(o.fd_), path_(std::move(o.path_)) { o.fd_ = -1; }
+    Client& operator=(Client&& o) noexcept;
 
     // Connects to the socket at `path`. The error says what failed and where.
     static Expected<Client> connect(const std::string& path,
@@ -56,7 +58,12 @@ public:
     // timeout, a malformed reply) is an Error; a refused request is a Reply with
     // Status::error and a JSON body {"error": "..."}.
     Expected<Reply> request(Op op, std::span<const uint8_t> body = {});
+    // Identifies this connection to the dataplane (Op::hello) as `role` ("controller":
+    // fulcrumd's link, which the dataplane keeps a slot for and never times out). The
+    // controller must send it first on every new connection.
+    Expected<Reply> hello(const std::string& role = "controller");
     bool connected() const { return fd_ >= 0; }
+    const std::string& path() const { return path_; }
 
 private:
     int fd_ = -1;

@@ -1,0 +1,163 @@
+// The Prometheus endpoint keeps answering scrapes while other TCP clients hold connections
+// open without sending anything, and basic auth (metrics.basic_auth) guards it.
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "fulcrum/control/metrics.hpp"
+
+using namespace fulcrum::control;
+
+namespace {
+int tcp_connect(int port) {
+    const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(static_cast<uint16_t>(port));
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    timeval tv{10, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    if (connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+// One HTTP/1.1 GET /metrics; returns the whole response ("" on a transport failure).
+std::string scrape(int port, const std::string& extra_headers = "") {
+    const int fd = tcp_connect(port);
+    if (fd < 0) return "";
+    const std::string req = "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n" +
+                            extra_headers + "\r\n";
+    if (send(fd, req.data(), req.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(req.size())) {
+        close(fd);
+        return "";
+    }
+    std::string in;
+    char buf[8192];
+    for (;;) {
+        const ssize_t n = recv(fd, buf, sizeof buf, 0);
+        if (n <= 0) break;
+        in.append(buf, static_cast<size_t>(n));
+    }
+    close(fd);
+    return in;
+}
+
+struct Fds {
+    std::vector<int> fds;
+    ~Fds() {
+        for (int fd : fds)
+            if (fd >= 0) close(fd);
+    }
+};
+}  // namespace
+
+TEST(MetricsEndpoint, ScrapesSucceedWhileIdleClientsHoldConnections) {
+    Metrics m("127.0.0.1:0");
+    const int port = m.port();
+    ASSERT_GT(port, 0);
+    MetricsInput in;
+    m.update(in);
+    // Twice as many idle connections as worker threads, each sending nothing (the old endpoint
+    // had 2 workers and civetweb's 30 s request timeout: every scrape waited ~30 s).
+    Fds idle;
+    for (int i = 0; i < 2 * Metrics::kNumThreads; ++i) {
+        idle.fds.push_back(tcp_connect(port));
+        ASSERT_GE(idle.fds.back(), 0);
+    }
+    // A half-sent request on another one.
+    idle.fds.push_back(tcp_connect(port));
+    ASSERT_EQ(send(idle.fds.back(), "GET /metr", 9, MSG_NOSIGNAL), 9);
+    for (int k = 0; k < 3; ++k) {
+        const auto t0 = std::chrono::steady_clock::now();
+        const std::string r = scrape(port);
+        const auto took = std::chrono::steady_clock::now() - t0;
+        EXPECT_NE(r.find("200 OK"), std::string::npos) << r.substr(0, 200);
+        EXPECT_NE(r.find("fulcrum_dataplane_up 0"), std::string::npos);
+        // Within Prometheus's default 10 s scrape timeout, with margin.
+        EXPECT_LT(took, std::chrono::milliseconds(3 * Metrics::kRequestTimeoutMs))
+            << "scrape " << k;
+    }
+}
+
+TEST(MetricsEndpoint, BasicAuth) {
+    const std::string pwfile = "/tmp/fulcrum-metrics-pw-" + std::to_string(getpid());
+    std::ofstream(pwfile) << "s3cret\n";
+    Metrics m("127.0.0.1:0", MetricsAuth{"prom", pwfile});
+    std::remove(pwfile.c_str());
+    m.update(MetricsInput{});
+    const int port = m.port();
+    EXPECT_NE(scrape(port).find("401"), std::string::npos);
+    // base64("prom:s3cret") = cHJvbTpzM2NyZXQ=, base64("prom:wrong") = cHJvbTp3cm9uZw==
+    EXPECT_NE(scrape(port, "Authorization: Basic cHJvbTp3cm9uZw==\r\n").find("401"),
+              std::string::npos);
+    const std::string ok = scrape(port, "Authorization: Basic cHJvbTpzM2NyZXQ=\r\n");
+    EXPECT_NE(ok.find("200 OK"), std::string::npos) << ok.substr(0, 200);
+    EXPECT_NE(ok.find("fulcrum_dataplane_up"), std::string::npos);
+}
+
+TEST(MetricsEndpoint, BasicAuthErrorsAreClear) {
+    try {
+        Metrics m("127.0.0.1:0", MetricsAuth{"prom", "/nonexistent/fulcrum-pw"});
+        FAIL() << "a missing password file must be refused";
+    } catch (const std::runtime_error& e) {
+        EXPECT_NE(std::string(e.what()).find("/nonexistent/fulcrum-pw"), std::string::npos)
+            << e.what();
+    }
+    const std::string empty = "/tmp/fulcrum-metrics-pw-empty-" + std::to_string(getpid());
+    std::ofstream(empty) << "\n";
+    EXPECT_THROW(Metrics("127.0.0.1:0", MetricsAuth{"prom", empty}), std::runtime_error);
+    std::remove(empty.c_str());
+}
+
+#include "fulcrum/control/config.hpp"
+
+namespace {
+const char* kServices = R"(
+services:
+  - name: web
+    vip: 198.18.0.100
+    port: 80
+    servers:
+      - address: 198.18.0.11
+)";
+}  // namespace
+
+TEST(MetricsConfig, BasicAuth) {
+    const auto cfg = parse_config(
+        std::string("metrics:\n  basic_auth: {username: prom, password_file: /etc/fulcrum/pw}\n") +
+            kServices,
+        "t.yaml");
+    EXPECT_EQ(cfg.metrics_username, "prom");
+    EXPECT_EQ(cfg.metrics_password_file, "/etc/fulcrum/pw");
+    const auto none =
+        parse_config(std::string("metrics:\n  listen: 127.0.0.1:9310\n") + kServices, "t.yaml");
+    EXPECT_TRUE(none.metrics_username.empty() && none.metrics_password_file.empty());
+    auto message = [](const std::string& metrics) {
+        try {
+            parse_config("metrics:\n" + metrics + kServices, "t.yaml");
+        } catch (const ConfigError& e) {
+            return e.messages().at(0);
+        }
+        return std::string("accepted");
+    };
+    EXPECT_NE(message("  basic_auth: {username: prom}\n").find("missing key 'password_file'"),
+              std::string::npos);
+    EXPECT_NE(message("  basic_auth: {username: 'a:b', password_file: /x}\n").find("without ':'"),
+              std::string::npos);
+    EXPECT_NE(message("  basic_auth: {username: prom, password_file: pw.txt}\n")
+                  .find("not an absolute path"),
+              std::string::npos);
+    EXPECT_NE(message("  basic_auth: {user: prom}\n").find("user"), std::string::npos);
+}
