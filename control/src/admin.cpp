@@ -106,13 +106,13 @@ void AdminServer::handle(Session& s, std::span<const uint8_t> line, std::vector<
             auto in_call = std::make_shared<std::atomic<bool>>(true);
             const uint64_t id = s.id;
             async_(req, [this, now, in_call, id](nlohmann::json r) {
-                std::string line = reply_line(r);
+                std::string text = reply_line(r);
                 std::lock_guard lk(mu_);
                 if (in_call->load()) {
-                    *now = std::move(line);
+                    *now = std::move(text);
                     return;
                 }
-                ready_.emplace_back(id, std::move(line));
+                ready_.emplace_back(id, std::move(text));
                 const uint64_t one = 1;
                 (void)!::write(wake_fd_, &one, sizeof one);
             });

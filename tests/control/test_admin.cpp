@@ -4,10 +4,12 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <mutex>
 #include <thread>
 #include <vector>
 
@@ -353,4 +355,57 @@ TEST(AdminAbuse, FulcrumctlRequestAnsweredWhileAbusersAreConnected) {
     EXPECT_EQ(r.value()["echo"]["command"], "servers");
     EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(2));
     EXPECT_EQ(refused(srv, fulcrum::Refusal::evicted_idle), 1u);
+}
+
+// A state change is answered later (once the dataplane runs it): other clients are served
+// meanwhile, and the waiting client's next request is answered after it, in order.
+TEST(AdminAsync, DeferredReplyDoesNotBlockOtherClientsAndKeepsOrder) {
+    const std::string path = temp_socket();
+    std::mutex mu;
+    std::vector<AdminServer::Reply> parked;
+    AdminServer srv(path, AdminServer::AsyncHandler([&](const nlohmann::json& req, AdminServer::Reply reply) {
+                        if (req["command"] == "slow") {
+                            std::lock_guard lk(mu);
+                            parked.push_back(std::move(reply));
+                            return;
+                        }
+                        reply({{"ok", true}, {"command", req["command"]}});
+                    }));
+    const int waiting = connect_raw(path);
+    ASSERT_GE(waiting, 0);
+    const std::string two = "{\"command\": \"slow\"}\n{\"command\": \"after\"}\n";
+    ASSERT_EQ(send(waiting, two.data(), two.size(), MSG_NOSIGNAL), static_cast<ssize_t>(two.size()));
+    ASSERT_TRUE(eventually([&] {
+        std::lock_guard lk(mu);
+        return parked.size() == 1;
+    }));
+    // Another client is answered while the first waits.
+    EXPECT_EQ(nlohmann::json::parse(raw_exchange(path, "{\"command\": \"status\"}\n"))["command"], "status");
+    // Nothing has reached the waiting client yet: its second request waits behind the first.
+    char buf[256];
+    timeval tv{0, 200000};
+    setsockopt(waiting, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    EXPECT_LT(recv(waiting, buf, sizeof buf, 0), 0);
+    {
+        std::lock_guard lk(mu);
+        EXPECT_EQ(parked.size(), 1u);  // "after" not handled before "slow" is answered
+    }
+    // Answer from another thread, as fulcrumd's main loop does.
+    std::thread([&] {
+        std::lock_guard lk(mu);
+        parked[0]({{"ok", true}, {"command", "slow"}, {"generation", 7}});
+    }).join();
+    std::string got;
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    while (std::count(got.begin(), got.end(), '\n') < 2 && std::chrono::steady_clock::now() < deadline) {
+        const ssize_t n = recv(waiting, buf, sizeof buf, 0);
+        if (n > 0) got.append(buf, static_cast<size_t>(n));
+    }
+    close(waiting);
+    ASSERT_EQ(std::count(got.begin(), got.end(), '\n'), 2) << got;
+    const auto first = nlohmann::json::parse(got.substr(0, got.find('\n')));
+    const auto second = nlohmann::json::parse(got.substr(got.find('\n') + 1));
+    EXPECT_EQ(first["command"], "slow");
+    EXPECT_EQ(first["generation"], 7);
+    EXPECT_EQ(second["command"], "after");
 }
