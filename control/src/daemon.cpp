@@ -580,8 +580,15 @@ PublishStatus Daemon::publish_status() const {
 void Daemon::update_metrics() {
     if (!metrics_) return;
     const auto counters = link_->counters();
+    const DataplaneStatus dp = link_->status();
     std::lock_guard lk(mu_);
     MetricsInput in;
+    if (admin_) {
+        for (size_t r = 0; r < kRefusalKinds; ++r)
+            in.admin_refused[refusal_name(static_cast<Refusal>(r))] = admin_->stats().refused[r].load();
+        in.admin_clients = admin_->stats().clients.load();
+    }
+    if (dp.connected) in.dataplane_control_refused = &dp.control_refused;
     in.model = &model_;
     in.dataplane = counters.get();
     in.published_generation = published_gen_;

@@ -124,6 +124,11 @@ DataplaneStatus DataplaneLink::poll() {
         // since the dataplane started, not since we connected.
         st_.up_since = Clock::now() - std::chrono::milliseconds(uptime_ms);
     }
+    st_.control_refused.clear();
+    if (auto ctl = health.find("control"); ctl != health.end() && ctl->is_object())
+        if (auto r = ctl->find("refused"); r != ctl->end() && r->is_object())
+            for (auto it = r->begin(); it != r->end(); ++it)
+                if (it->is_number_unsigned()) st_.control_refused[it.key()] = it->get<uint64_t>();
     st_.connected = true;
     st_.pid = pid;
     st_.generation = gen;

@@ -96,6 +96,11 @@ struct Metrics::Impl {
     MirroredCounters publish_errors{*reg, "fulcrum_publish_errors_total", "Snapshot publications that failed"};
     MirroredCounters reloads{*reg, "fulcrum_config_reloads_total", "Configuration reloads applied"};
     MirroredCounters reload_errors{*reg, "fulcrum_config_reload_errors_total", "Configuration reloads refused"};
+    MirroredCounters admin_refusals{*reg, "fulcrum_admin_refusals_total",
+                                    "Admin socket clients refused or disconnected, by reason"};
+    Gauges admin_clients{*reg, "fulcrum_admin_clients", "Admin socket clients connected"};
+    MirroredCounters dp_control_refusals{*reg, "fulcrum_dataplane_control_refusals_total",
+                                         "Dataplane control socket clients refused or disconnected, by reason"};
 
     MirroredCounters svc_packets{*reg, "fulcrum_service_packets_total", "Packets forwarded for the service"};
     MirroredCounters svc_bytes{*reg, "fulcrum_service_bytes_total", "Bytes forwarded for the service"};
@@ -198,6 +203,10 @@ void Metrics::update(const MetricsInput& in) {
     m.publish_errors.set_total({}, in.publish_errors);
     m.reloads.set_total({}, in.reloads);
     m.reload_errors.set_total({}, in.reload_errors);
+    for (const auto& [reason, n] : in.admin_refused) m.admin_refusals.set_total({{"reason", reason}}, n);
+    m.admin_clients.set({}, static_cast<double>(in.admin_clients));
+    if (in.dataplane_control_refused)
+        for (const auto& [reason, n] : *in.dataplane_control_refused) m.dp_control_refusals.set_total({{"reason", reason}}, n);
 
     // Per server: state from the model, traffic from the dataplane.
     if (in.model) {

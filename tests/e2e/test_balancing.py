@@ -1,9 +1,11 @@
 """End to end: real clients and servers in network namespaces, the DPDK dataplane on a
 veth, fulcrumd health-checking and publishing."""
 import collections
+import contextlib
 import json
 import os
 import signal
+import socket
 import threading
 import time
 
@@ -257,15 +259,30 @@ def test_udp_service_end_to_end(lab3):
 def test_metrics_endpoint(lab3):
     lab3.start_fulcrumd(lab3.write_config(lab3.config([web_service(SERVERS3)])))
     distribution(lab3, 30)
-    time.sleep(1.5)  # metrics follow the dataplane once a second
+    # An admin request over the 1 MiB line limit is refused and counted.
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(10)
+        s.connect(str(lab3.admin_socket))
+        with contextlib.suppress(OSError):
+            s.sendall(b"x" * (1 << 20 | 4096))
+            s.recv(4096)
+
+    def value(text, prefix):
+        lines = [line for line in text.splitlines() if line.startswith(prefix)]
+        return float(lines[0].split()[-1]) if lines else None
+
+    # Metrics follow the dataplane once a second: wait for the traffic to show.
+    fulcrumlab.wait_for(lambda: (value(lab3.metrics(), "fulcrum_service_new_connections_total") or 0) >= 30, 10, 0.2,
+                        what="the connections in /metrics")
+    fulcrumlab.wait_for(lambda: value(lab3.metrics(), 'fulcrum_admin_refusals_total{reason="request_too_long"}') == 1,
+                        10, 0.2, what="the admin refusal in /metrics")
     text = lab3.metrics()
     for name in ("fulcrum_server_up", "fulcrum_server_active_connections", "fulcrum_server_new_connections_total",
                  "fulcrum_service_packets_total", "fulcrum_dataplane_drops_total", "fulcrum_snapshot_generation",
-                 "fulcrum_publish_errors_total", "fulcrum_server_check_latency_seconds", "fulcrum_dataplane_up"):
+                 "fulcrum_publish_errors_total", "fulcrum_server_check_latency_seconds", "fulcrum_dataplane_up",
+                 "fulcrum_admin_clients", 'fulcrum_dataplane_control_refusals_total{reason="too_many_clients"} 0'):
         assert name in text, f"{name} missing from /metrics"
     assert f'fulcrum_server_up{{server="{SERVERS3["s1"]}:80",service="web"}} 1' in text
-    conns = [line for line in text.splitlines() if line.startswith("fulcrum_service_new_connections_total")]
-    assert conns and float(conns[0].split()[-1]) >= 30
 
 
 def test_dataplane_outage_does_not_mark_servers_down(lab3):

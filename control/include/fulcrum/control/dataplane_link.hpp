@@ -9,6 +9,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -27,6 +28,8 @@ struct DataplaneStatus {
     int64_t pid = -1;
     uint64_t generation = 0;  // the generation the dataplane runs (0 = none)
     std::string error;        // why not connected ("" when connected)
+    // The dataplane's control-socket refusals by reason (health "control.refused").
+    std::map<std::string, uint64_t> control_refused;
     // When the dataplane process we talk to started (from its uptime).
     std::chrono::steady_clock::time_point up_since{};
 };

@@ -28,6 +28,11 @@ struct MetricsInput {
     uint64_t publish_errors = 0;
     uint64_t reloads = 0;
     uint64_t reload_errors = 0;
+    // Refusals on the admin socket and on the dataplane's control socket, by reason
+    // (fulcrum::refusal_name), and the admin clients connected now.
+    std::map<std::string, uint64_t> admin_refused;
+    uint64_t admin_clients = 0;
+    const std::map<std::string, uint64_t>* dataplane_control_refused = nullptr;
 };
 
 // HTTP basic auth for scrapes (metrics.basic_auth); both empty: none.
