@@ -13,6 +13,7 @@
 #include <thread>
 #include <vector>
 
+#include "fds.hpp"
 #include "fulcrum/control/admin.hpp"
 
 using namespace fulcrum::control;
@@ -177,13 +178,6 @@ fulcrum::ServerLimits small_limits() {
     return l;
 }
 
-struct Fds {
-    std::vector<int> fds;
-    ~Fds() {
-        for (int fd : fds)
-            if (fd >= 0) close(fd);
-    }
-};
 }  // namespace
 
 TEST(AdminAbuse, IdleClientsBeyondTheLimitDoNotLockOutARequest) {

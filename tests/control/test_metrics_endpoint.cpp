@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "fds.hpp"
 #include "fulcrum/control/metrics.hpp"
 
 using namespace fulcrum::control;
@@ -54,13 +55,6 @@ std::string scrape(int port, const std::string& extra_headers = "") {
     return in;
 }
 
-struct Fds {
-    std::vector<int> fds;
-    ~Fds() {
-        for (int fd : fds)
-            if (fd >= 0) close(fd);
-    }
-};
 }  // namespace
 
 TEST(MetricsEndpoint, ScrapesSucceedWhileIdleClientsHoldConnections) {

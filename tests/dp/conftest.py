@@ -17,3 +17,14 @@ def pytest_configure(config):
 @pytest.fixture
 def workdir(tmp_path):
     return tmp_path
+
+
+@pytest.fixture
+def dp(tmp_path):
+    """A dataplane on a pcap port with no traffic: for tests of its control socket."""
+    from pcaputil import write_pcap
+    write_pcap(tmp_path / "empty.pcap", [])
+    d = fulcrumlab.Dataplane(tmp_path, [f"net_pcap0,rx_pcap={tmp_path}/empty.pcap,tx_pcap={tmp_path}/out.pcap"],
+                             "net_pcap0")
+    yield d
+    assert d.stop() == 0, d.log()

@@ -18,15 +18,6 @@ def spec(gen, servers=("198.18.2.1", "198.18.2.2")):
          "servers": [{"slot": i, "address": a, "mac": f"02:00:00:00:02:{i:02x}"} for i, a in enumerate(servers)]}]}
 
 
-@pytest.fixture
-def dp(tmp_path):
-    write_pcap(tmp_path / "empty.pcap", [])
-    d = fulcrumlab.Dataplane(tmp_path, [f"net_pcap0,rx_pcap={tmp_path}/empty.pcap,tx_pcap={tmp_path}/out.pcap"],
-                             "net_pcap0")
-    yield d
-    assert d.stop() == 0, d.log()
-
-
 def test_socket_is_private(dp):
     mode = stat.S_IMODE(os.stat(dp.socket).st_mode)
     assert mode == 0o600

@@ -11,21 +11,11 @@ import time
 import pytest
 
 import fulcrumlab
-from pcaputil import write_pcap
 
 OP_HELLO = 5
 MAX_CLIENTS = 64       # ControlServer::default_limits()
 RESERVED_SLOTS = 2
 IDENTIFY_TIMEOUT = 2.0
-
-
-@pytest.fixture
-def dp(tmp_path):
-    write_pcap(tmp_path / "empty.pcap", [])
-    d = fulcrumlab.Dataplane(tmp_path, [f"net_pcap0,rx_pcap={tmp_path}/empty.pcap,tx_pcap={tmp_path}/out.pcap"],
-                             "net_pcap0")
-    yield d
-    assert d.stop() == 0, d.log()
 
 
 class Socks:
