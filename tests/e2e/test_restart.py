@@ -64,15 +64,20 @@ def test_planned_restart_with_a_weight_change_breaks_no_connection(lab3):
         m = re.search(r"restored: (\d+) of (\d+) connection", dp.log())
         assert m and int(m.group(1)) == int(m.group(2)) >= CONNECTIONS, dp.log()
 
-        # fulcrumd notices the new process and publishes again, with the same server slots.
-        # The connections stay quiet until fulcrumd has settled: while it re-learns the
-        # servers after the outage it briefly publishes them without MACs, and a packet
-        # arriving then loses its entry (see docs/deployment.md).
-        fulcrumlab.wait_for(lambda: dp.counters()["generation"] > gen, 15, 0.1,
+        # Every connection talks at once, before fulcrumd has even noticed the new process: the
+        # restored entries carry them.
+        lost = broken(conns)
+        assert not lost, f"{len(lost)} of {CONNECTIONS} connections broken by the restart"
+        # fulcrumd notices the new process and publishes again, with the same server slots, and
+        # with every server as it was (health and MACs are held while the dataplane was away):
+        # the connections keep talking through its publishes.
+        fulcrumlab.wait_for(lambda: dp.counters()["generation"] > gen and not broken(conns), 15, 0.1,
                             what=f"fulcrumd to publish to the new dataplane; log:\n{lab3.fulcrumd.log()}")
         settle(lab3)
         lost = broken(conns)
-        assert not lost, f"{len(lost)} of {CONNECTIONS} connections broken by the restart"
+        assert not lost, f"{len(lost)} of {CONNECTIONS} connections broken after fulcrumd's publishes"
+        published = [l for l in lab3.fulcrumd.log().splitlines() if "published generation" in l]
+        assert all(" 3 of 3 servers up" in l for l in published), published
 
         # New connections follow the new weights.
         new = collections.Counter(fulcrumlab.connect_once(lab3.client, VIP, 80) for _ in range(120))
