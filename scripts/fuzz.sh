@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs one libFuzzer target for a bounded time: scripts/fuzz.sh TARGET SECONDS
-#   TARGET: parse | snapshot | vrrp | admin_request | config | ctl_frame | admin_line
+#   TARGET: parse | snapshot | vrrp | admin_request | config | ctl_frame | admin_line | sync
 # Builds the fuzzers with clang + ASan + UBSan into build-fuzz/ when needed. The corpus
 # grows in build-fuzz/corpus-TARGET; crashes are written to build-fuzz/artifacts-TARGET/.
 # The fuzz build keeps the control plane disabled: the configuration loader, the admin request
@@ -10,8 +10,8 @@ cd "$(dirname "$0")/.."
 target="${1:-}"
 seconds="${2:-}"
 case "$target" in
-  parse|snapshot|vrrp|admin_request|config|ctl_frame|admin_line) ;;
-  *) echo "usage: $0 {parse|snapshot|vrrp|admin_request|config|ctl_frame|admin_line} SECONDS" >&2; exit 2 ;;
+  parse|snapshot|vrrp|admin_request|config|ctl_frame|admin_line|sync) ;;
+  *) echo "usage: $0 {parse|snapshot|vrrp|admin_request|config|ctl_frame|admin_line|sync} SECONDS" >&2; exit 2 ;;
 esac
 if ! [[ "$seconds" =~ ^[0-9]+$ ]] || [ "$seconds" -lt 1 ]; then
   echo "fuzz.sh: SECONDS must be a positive integer, got '$seconds'" >&2

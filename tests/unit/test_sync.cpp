@@ -45,7 +45,9 @@ fl_sync_record rec_v6_udp(uint16_t sport) {
     return make_sync_record(k, FL_SYNC_S_ESTABLISHED, 53, ip("2001:db8:2::1"), 5353, 77);
 }
 
-bool same(const fl_sync_record& a, const fl_sync_record& b) { return std::memcmp(&a, &b, sizeof a) == 0; }
+bool same(const fl_sync_record& a, const fl_sync_record& b) {
+    return std::memcmp(&a, &b, sizeof a) == 0;
+}
 
 SyncSenderConfig sender(const SyncAuth* auth = nullptr, size_t max = FL_SYNC_DEFAULT_PAYLOAD) {
     SyncSenderConfig c;
@@ -56,7 +58,8 @@ SyncSenderConfig sender(const SyncAuth* auth = nullptr, size_t max = FL_SYNC_DEF
     return c;
 }
 
-std::vector<uint8_t> one_datagram(const std::vector<fl_sync_record>& recs, const SyncAuth* auth = nullptr) {
+std::vector<uint8_t> one_datagram(const std::vector<fl_sync_record>& recs,
+                                  const SyncAuth* auth = nullptr) {
     SyncEncoder enc(sender(auth));
     std::vector<std::vector<uint8_t>> out;
     EXPECT_EQ(enc.encode_records(recs, false, out), 1u);
@@ -68,7 +71,9 @@ fl_sync_header header_of(const std::vector<uint8_t>& d) {
     std::memcpy(&h, d.data(), sizeof h);
     return h;
 }
-void set_header(std::vector<uint8_t>& d, const fl_sync_header& h) { std::memcpy(d.data(), &h, sizeof h); }
+void set_header(std::vector<uint8_t>& d, const fl_sync_header& h) {
+    std::memcpy(d.data(), &h, sizeof h);
+}
 
 SyncError decode(const std::vector<uint8_t>& d, const SyncDecodeOptions& opt = {}) {
     SyncDatagram out;
@@ -127,7 +132,8 @@ TEST(Sync, RoundTripV4TcpAndV6Udp) {
     EXPECT_EQ(v6.idle_ms, 77u);
     EXPECT_EQ(conn_state_of(v6), ConnState::udp);
     const IpAddr c = ip("2001:db8::10"), v = ip("2001:db8:1::1");
-    EXPECT_EQ(sync_record_key(v6), make_key(c.bytes.data(), v.bytes.data(), true, FL_PROTO_UDP, 4000, 53));
+    EXPECT_EQ(sync_record_key(v6),
+              make_key(c.bytes.data(), v.bytes.data(), true, FL_PROTO_UDP, 4000, 53));
 
     EXPECT_EQ(conn_state_of(out.record(0)), ConnState::tcp_established);
     EXPECT_EQ(conn_state_of(out.record(1)), ConnState::tcp_closing);
@@ -269,8 +275,10 @@ TEST(Sync, RecordErrorsNameTheRecord) {
     EXPECT_EQ(rec_err([](fl_sync_record& r) { r.proto = 1; }), SyncError::bad_proto);
     EXPECT_EQ(rec_err([](fl_sync_record& r) { r.state = 0; }), SyncError::bad_state);
     EXPECT_EQ(rec_err([](fl_sync_record& r) { r.state = 4; }), SyncError::bad_state);
-    EXPECT_EQ(rec_err([](fl_sync_record& r) { r.state = FL_SYNC_S_CLOSING; }), SyncError::bad_state);  // UDP
-    EXPECT_EQ(rec_err([](fl_sync_record& r) { r.server_family = 0; }), SyncError::bad_server_family);
+    EXPECT_EQ(rec_err([](fl_sync_record& r) { r.state = FL_SYNC_S_CLOSING; }),
+              SyncError::bad_state);  // UDP
+    EXPECT_EQ(rec_err([](fl_sync_record& r) { r.server_family = 0; }),
+              SyncError::bad_server_family);
     // IPv4 with bytes after the first 4: flow source, VIP, server.
     EXPECT_EQ(rec_err([](fl_sync_record& r) { r.family = 4; }), SyncError::bad_address);
     EXPECT_EQ(rec_err([](fl_sync_record& r) {
@@ -301,7 +309,8 @@ TEST(Sync, HmacPresentVerifiedAndRequired) {
     EXPECT_EQ(decode(one_datagram({rec_v4_tcp(1)}), with1), SyncError::hmac_missing);
 
     // Any changed bit, in the header, a record or the tag, fails verification.
-    for (size_t i : {size_t{16}, size_t{24}, size_t{32}, size_t{48 + 12}, size_t{48 + 64 + 20}, signed1.size() - 1}) {
+    for (size_t i : {size_t{16}, size_t{24}, size_t{32}, size_t{48 + 12}, size_t{48 + 64 + 20},
+                     signed1.size() - 1}) {
         auto bad = signed1;
         bad[i] ^= 0x40;
         EXPECT_EQ(decode(bad, with1), SyncError::bad_hmac) << i;
@@ -320,6 +329,7 @@ TEST(Sync, ErrorNamesAndTexts) {
         EXPECT_STRNE(sync_error_text(e), "unknown error");
     }
     SyncDatagram d;
+    EXPECT_EQ(sync_error_message(SyncError::ok, d), "sync datagram valid");
     EXPECT_EQ(sync_error_message(SyncError::bad_magic, d),
               "sync datagram refused (bad_magic): not a Fulcrum sync datagram (wrong magic)");
 }
@@ -358,7 +368,8 @@ SnapshotSpec spec(bool node_b) {
     web.vip = ip("198.18.1.1");
     web.port = 80;
     web.table_size = 251;
-    web.servers = {server(node_b ? 7 : 0, "198.18.2.1"), server(node_b ? 3 : 1, "198.18.2.2", 8080)};
+    web.servers = {server(node_b ? 7 : 0, "198.18.2.1"),
+                   server(node_b ? 3 : 1, "198.18.2.2", 8080)};
     ServiceSpec dns;
     dns.id = 2;
     dns.name = "dns";
@@ -584,7 +595,8 @@ TEST(SpscRing, TwoThreadsEveryItemOnceInOrder) {
                 ++i;
             } else {
                 ++refused;
-                if ((refused & 0xFFF) == 0 && std::chrono::steady_clock::now() > deadline) timed_out = true;
+                if ((refused & 0xFFF) == 0 && std::chrono::steady_clock::now() > deadline)
+                    timed_out = true;
             }
         }
     });
@@ -593,7 +605,8 @@ TEST(SpscRing, TwoThreadsEveryItemOnceInOrder) {
     while (expect < kN && !timed_out.load(std::memory_order_relaxed)) {
         const size_t n = (polls++ & 1) ? ring.pop_bulk(buf, 32) : (ring.pop(buf[0]) ? 1 : 0);
         for (size_t i = 0; i < n; ++i) errors += buf[i] != expect++;
-        if (n == 0 && (polls & 0xFFF) == 0 && std::chrono::steady_clock::now() > deadline) timed_out = true;
+        if (n == 0 && (polls & 0xFFF) == 0 && std::chrono::steady_clock::now() > deadline)
+            timed_out = true;
     }
     producer.join();
     ASSERT_FALSE(timed_out.load());

@@ -38,7 +38,8 @@ std::string mac_hex(const std::vector<uint8_t>& key, const std::vector<uint8_t>&
 struct TempDir {
     std::filesystem::path path;
     TempDir() {
-        std::string tmpl = (std::filesystem::temp_directory_path() / "fulcrum-sync-key-XXXXXX").string();
+        std::string tmpl =
+            (std::filesystem::temp_directory_path() / "fulcrum-sync-key-XXXXXX").string();
         if (!mkdtemp(tmpl.data())) std::abort();
         path = tmpl;
     }
@@ -66,10 +67,12 @@ TEST(SyncAuth, HmacSha256MatchesRfc4231) {
     for (uint8_t i = 1; i <= 25; ++i) k4.push_back(i);
     EXPECT_EQ(mac_hex(k4, std::vector<uint8_t>(50, 0xcd)),
               "82558a389a443c0ea4cc819899f2083a85f0faa3e578f8077a2e3ff46729665b");
-    EXPECT_EQ(mac_hex(std::vector<uint8_t>(131, 0xaa), bytes("Test Using Larger Than Block-Size Key - Hash Key First")),
+    EXPECT_EQ(mac_hex(std::vector<uint8_t>(131, 0xaa),
+                      bytes("Test Using Larger Than Block-Size Key - Hash Key First")),
               "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54");
     EXPECT_EQ(mac_hex(std::vector<uint8_t>(131, 0xaa),
-                      bytes("This is a test using a larger than block-size key and a larger than block-size data. "
+                      bytes("This is a test using a larger than block-size key and a larger than "
+                            "block-size data. "
                             "The key needs to be hashed before being used by the HMAC algorithm.")),
               "9b09ffa71b942fcb27635fbcd5b0e944bfdc63644f0713938a7f51535c3a35e2");
 }
@@ -108,7 +111,8 @@ TEST(SyncAuth, SignedDatagramsVerifyOnlyUnderTheSameKey) {
     EXPECT_EQ(req.size(), 48u + 32u);
 
     EXPECT_THROW(HmacSha256Auth(bytes("short")), std::invalid_argument);
-    EXPECT_THROW(HmacSha256Auth(std::vector<uint8_t>(kSyncKeyMaxBytes + 1, 1)), std::invalid_argument);
+    EXPECT_THROW(HmacSha256Auth(std::vector<uint8_t>(kSyncKeyMaxBytes + 1, 1)),
+                 std::invalid_argument);
 }
 
 TEST(SyncAuth, KeyFile) {
@@ -128,7 +132,8 @@ TEST(SyncAuth, KeyFile) {
     expect_error(dir.write("world", secret, 0604), "chmod 600");
     expect_error(dir.write("short", "tooshort\n", 0600), "head -c 32 /dev/urandom");
     expect_error(dir.write("blank", " \n\n", 0600), "0 key bytes");
-    expect_error(dir.write("huge", std::string(kSyncKeyMaxBytes + 100, 'x'), 0600), "more than a key");
+    expect_error(dir.write("huge", std::string(kSyncKeyMaxBytes + 100, 'x'), 0600),
+                 "more than a key");
     expect_error((dir.path / "missing").string(), "cannot open");
     std::filesystem::create_directory(dir.path / "adir");
     ::chmod((dir.path / "adir").c_str(), 0700);

@@ -43,26 +43,37 @@ const char* sync_error_text(SyncError e) {
         case SyncError::ok: return "valid";
         case SyncError::truncated: return "datagram shorter than its header or its total_len";
         case SyncError::bad_magic: return "not a Fulcrum sync datagram (wrong magic)";
-        case SyncError::bad_version: return "unsupported sync protocol version (peers must run compatible versions)";
+        case SyncError::bad_version:
+            return "unsupported sync protocol version (peers must run compatible versions)";
         case SyncError::bad_header_len: return "header_len is not this version's header size";
         case SyncError::bad_record_len: return "record_len is not this version's record size";
         case SyncError::length_mismatch: return "total_len differs from the datagram's length";
         case SyncError::bad_type: return "unknown datagram type";
-        case SyncError::bad_flags: return "unknown flag bits, or the bulk flag on a control datagram";
+        case SyncError::bad_flags:
+            return "unknown flag bits, or the bulk flag on a control datagram";
         case SyncError::bad_count: return "record count not allowed for this datagram type";
-        case SyncError::count_mismatch: return "header, record count and HMAC trailer do not add up to total_len";
+        case SyncError::count_mismatch:
+            return "header, record count and HMAC trailer do not add up to total_len";
         case SyncError::bad_aux: return "aux field set on a datagram type that has none";
         case SyncError::bad_sequence: return "boot id 0, or sequence 0 or 2^64-1";
-        case SyncError::hmac_missing: return "no HMAC, but a sync key is configured (configure the key on the peer too)";
-        case SyncError::hmac_unexpected: return "HMAC present, but no sync key is configured here (configure the same key on both)";
-        case SyncError::bad_hmac: return "HMAC does not verify (different keys on the two balancers, or a forged datagram)";
-        case SyncError::config_mismatch: return "the peer's configuration digest differs from ours (services or servers differ)";
+        case SyncError::hmac_missing:
+            return "no HMAC, but a sync key is configured (configure the key on the peer too)";
+        case SyncError::hmac_unexpected:
+            return "HMAC present, but no sync key is configured here (configure the same key on "
+                   "both)";
+        case SyncError::bad_hmac:
+            return "HMAC does not verify (different keys on the two balancers, or a forged "
+                   "datagram)";
+        case SyncError::config_mismatch:
+            return "the peer's configuration digest differs from ours (services or servers differ)";
         case SyncError::bad_family: return "record flow family is not 4 or 6";
         case SyncError::bad_proto: return "record protocol is not TCP (6) or UDP (17)";
-        case SyncError::bad_state: return "record state is not established/closing/removed (closing is TCP only)";
+        case SyncError::bad_state:
+            return "record state is not established/closing/removed (closing is TCP only)";
         case SyncError::bad_server_family: return "record server family is not 4 or 6";
         case SyncError::bad_address: return "IPv4 address with non-zero bytes after its first 4";
-        case SyncError::bad_ttl: return "TTL / hop limit is not 255 (the peer must be directly attached)";
+        case SyncError::bad_ttl:
+            return "TTL / hop limit is not 255 (the peer must be directly attached)";
         case SyncError::unknown_source: return "source address is not the configured sync peer";
         case SyncError::count_: break;
     }
@@ -74,7 +85,8 @@ bool SyncAuth::verify(std::span<const uint8_t> data, const uint8_t* tag) const {
     sign(data, want);
     // Constant time: the loop does not stop at the first difference.
     uint8_t diff = 0;
-    for (size_t i = 0; i < FL_SYNC_HMAC_LEN; ++i) diff = static_cast<uint8_t>(diff | (want[i] ^ tag[i]));
+    for (size_t i = 0; i < FL_SYNC_HMAC_LEN; ++i)
+        diff = static_cast<uint8_t>(diff | (want[i] ^ tag[i]));
     return diff == 0;
 }
 
@@ -85,11 +97,13 @@ size_t trailer_len(const SyncAuth* auth) { return auth ? FL_SYNC_HMAC_LEN : 0; }
 }  // namespace
 
 SyncEncoder::SyncEncoder(const SyncSenderConfig& cfg) : cfg_(cfg) {
-    if (cfg.boot_id == 0) throw std::invalid_argument("sync encoder: boot id 0 (use new_sync_boot_id())");
+    if (cfg.boot_id == 0)
+        throw std::invalid_argument("sync encoder: boot id 0 (use new_sync_boot_id())");
     const size_t fixed = kSyncHeaderLen + trailer_len(cfg.auth);
     if (cfg.max_datagram > FL_SYNC_MAX_DATAGRAM || cfg.max_datagram < fixed + kSyncRecordLen)
-        throw std::invalid_argument("sync encoder: datagram size " + std::to_string(cfg.max_datagram) +
-                                    " outside " + std::to_string(fixed + kSyncRecordLen) + ".." +
+        throw std::invalid_argument("sync encoder: datagram size " +
+                                    std::to_string(cfg.max_datagram) + " outside " +
+                                    std::to_string(fixed + kSyncRecordLen) + ".." +
                                     std::to_string(FL_SYNC_MAX_DATAGRAM) + " bytes");
     per_datagram_ = std::min<size_t>((cfg.max_datagram - fixed) / kSyncRecordLen, UINT16_MAX);
 }
@@ -112,7 +126,8 @@ std::vector<uint8_t> SyncEncoder::datagram(uint8_t type, uint16_t flags, uint64_
     h.config_digest = cfg_.config_digest;
     h.aux = aux;
     std::memcpy(d.data(), &h, sizeof h);
-    if (!records.empty()) std::memcpy(d.data() + kSyncHeaderLen, records.data(), records.size() * kSyncRecordLen);
+    if (!records.empty())
+        std::memcpy(d.data() + kSyncHeaderLen, records.data(), records.size() * kSyncRecordLen);
     if (cfg_.auth) cfg_.auth->sign({d.data(), body}, d.data() + body);
     return d;
 }
@@ -126,7 +141,9 @@ size_t SyncEncoder::encode_records(std::span<const fl_sync_record> records, bool
     return n;
 }
 
-std::vector<uint8_t> SyncEncoder::bulk_request() { return datagram(FL_SYNC_T_BULK_REQUEST, 0, 0, {}); }
+std::vector<uint8_t> SyncEncoder::bulk_request() {
+    return datagram(FL_SYNC_T_BULK_REQUEST, 0, 0, {});
+}
 
 std::vector<uint8_t> SyncEncoder::bulk_end(uint64_t records_sent) {
     return datagram(FL_SYNC_T_BULK_END, 0, records_sent, {});
@@ -209,11 +226,13 @@ SyncError decode_sync_datagram(std::span<const uint8_t> bytes, const SyncDecodeO
     const bool has_hmac = h.flags & FL_SYNC_F_HMAC;
     const size_t body = kSyncHeaderLen + size_t{h.count} * kSyncRecordLen;
     if (body + (has_hmac ? FL_SYNC_HMAC_LEN : 0) != h.total_len) return SyncError::count_mismatch;
-    if (h.boot_id == 0 || h.sequence == 0 || h.sequence == UINT64_MAX) return SyncError::bad_sequence;
+    if (h.boot_id == 0 || h.sequence == 0 || h.sequence == UINT64_MAX)
+        return SyncError::bad_sequence;
     // Authenticate before looking at any record: an unauthenticated datagram gets no more work.
     if (opt.auth && !has_hmac) return SyncError::hmac_missing;
     if (!opt.auth && has_hmac) return SyncError::hmac_unexpected;
-    if (opt.auth && !opt.auth->verify(bytes.first(body), bytes.data() + body)) return SyncError::bad_hmac;
+    if (opt.auth && !opt.auth->verify(bytes.first(body), bytes.data() + body))
+        return SyncError::bad_hmac;
     if (opt.check_digest && h.config_digest != opt.config_digest) return SyncError::config_mismatch;
     out.records = bytes.subspan(kSyncHeaderLen, size_t{h.count} * kSyncRecordLen);
     for (size_t i = 0; i < h.count; ++i) {
@@ -228,14 +247,17 @@ SyncError decode_sync_datagram(std::span<const uint8_t> bytes, const SyncDecodeO
 }
 
 std::string sync_error_message(SyncError e, const SyncDatagram& d) {
-    std::string m = std::string("sync datagram refused (") + sync_error_name(e) + "): " + sync_error_text(e);
+    if (e == SyncError::ok) return "sync datagram valid";
+    std::string m =
+        std::string("sync datagram refused (") + sync_error_name(e) + "): " + sync_error_text(e);
     switch (e) {
         case SyncError::bad_family:
         case SyncError::bad_proto:
         case SyncError::bad_state:
         case SyncError::bad_server_family:
         case SyncError::bad_address:
-            m += " (record " + std::to_string(d.bad_record) + " of " + std::to_string(d.header.count) + ")";
+            m += " (record " + std::to_string(d.bad_record) + " of " +
+                 std::to_string(d.header.count) + ")";
             break;
         default: break;
     }
@@ -243,7 +265,8 @@ std::string sync_error_message(SyncError e, const SyncDatagram& d) {
 }
 
 SyncError check_sync_source(const IpAddr& source, uint8_t ttl, std::span<const IpAddr> peers) {
-    if (std::find(peers.begin(), peers.end(), source) == peers.end()) return SyncError::unknown_source;
+    if (std::find(peers.begin(), peers.end(), source) == peers.end())
+        return SyncError::unknown_source;
     if (ttl != 255) return SyncError::bad_ttl;
     return SyncError::ok;
 }
@@ -334,14 +357,15 @@ SyncServerIndex::SyncServerIndex(const SnapshotView& view) {
         const fl_snap_server* srv = view.server(slot);
         if (!srv) continue;
         const fl_snap_service& svc = view.services()[srv->service];
-        map_.emplace(index_key(svc.family, svc.vip, svc.port, svc.proto, srv->family, srv->addr, srv->port),
-                     Target{slot, srv->tag});
+        map_.emplace(
+            index_key(svc.family, svc.vip, svc.port, svc.proto, srv->family, srv->addr, srv->port),
+            Target{slot, srv->tag});
     }
 }
 
 std::optional<SyncServerIndex::Target> SyncServerIndex::find(const fl_sync_record& r) const {
-    const auto it = map_.find(
-        index_key(r.family, r.dst, r.service_port, r.proto, r.server_family, r.server_addr, r.server_port));
+    const auto it = map_.find(index_key(r.family, r.dst, r.service_port, r.proto, r.server_family,
+                                        r.server_addr, r.server_port));
     if (it == map_.end()) return std::nullopt;
     return it->second;
 }
@@ -375,7 +399,8 @@ uint64_t sync_config_digest(const SnapshotView& view) {
         const fl_snap_server* srv = view.server(slot);
         if (!srv) continue;
         const fl_snap_service& svc = view.services()[srv->service];
-        const auto k = index_key(svc.family, svc.vip, svc.port, svc.proto, srv->family, srv->addr, srv->port);
+        const auto k =
+            index_key(svc.family, svc.vip, svc.port, svc.proto, srv->family, srv->addr, srv->port);
         sum += bytes_hash(k.data(), k.size(), kSeed + 1);
     }
     const uint64_t seed = view.header().hash_seed;

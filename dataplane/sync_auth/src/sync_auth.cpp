@@ -25,14 +25,16 @@ void hmac_sha256(std::span<const uint8_t> key, std::span<const uint8_t> data, ui
 
 HmacSha256Auth::HmacSha256Auth(std::span<const uint8_t> key) : key_(key.begin(), key.end()) {
     if (key.size() < kSyncKeyMinBytes || key.size() > kSyncKeyMaxBytes)
-        throw std::invalid_argument("sync key of " + std::to_string(key.size()) + " bytes: must be " +
-                                    std::to_string(kSyncKeyMinBytes) + " to " +
+        throw std::invalid_argument("sync key of " + std::to_string(key.size()) +
+                                    " bytes: must be " + std::to_string(kSyncKeyMinBytes) + " to " +
                                     std::to_string(kSyncKeyMaxBytes) + " bytes");
 }
 
 HmacSha256Auth::~HmacSha256Auth() { OPENSSL_cleanse(key_.data(), key_.size()); }
 
-void HmacSha256Auth::sign(std::span<const uint8_t> data, uint8_t* out) const { hmac_sha256(key_, data, out); }
+void HmacSha256Auth::sign(std::span<const uint8_t> data, uint8_t* out) const {
+    hmac_sha256(key_, data, out);
+}
 
 Expected<std::vector<uint8_t>> load_sync_key_file(const std::string& path) {
     const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
@@ -42,16 +44,19 @@ Expected<std::vector<uint8_t>> load_sync_key_file(const std::string& path) {
     struct stat st {};
     if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
         ::close(fd);
-        return Error{"sync key file " + path + ": not a regular file (point the configuration at the key file itself)"};
+        return Error{"sync key file " + path +
+                     ": not a regular file (point the configuration at the key file itself)"};
     }
     if (st.st_mode & 077) {
         ::close(fd);
-        return Error{"sync key file " + path + ": accessible by group or others (run chmod 600 " + path + ")"};
+        return Error{"sync key file " + path + ": accessible by group or others (run chmod 600 " +
+                     path + ")"};
     }
     if (st.st_size > static_cast<off_t>(kSyncKeyMaxBytes + 64)) {
         ::close(fd);
-        return Error{"sync key file " + path + ": " + std::to_string(st.st_size) + " bytes, more than a key (at most " +
-                     std::to_string(kSyncKeyMaxBytes) + " key bytes)"};
+        return Error{"sync key file " + path + ": " + std::to_string(st.st_size) +
+                     " bytes, more than a key (at most " + std::to_string(kSyncKeyMaxBytes) +
+                     " key bytes)"};
     }
     std::vector<uint8_t> key(static_cast<size_t>(st.st_size));
     size_t got = 0;
@@ -62,12 +67,14 @@ Expected<std::vector<uint8_t>> load_sync_key_file(const std::string& path) {
             const int err = errno;
             ::close(fd);
             OPENSSL_cleanse(key.data(), key.size());
-            return Error{"sync key file " + path + ": read failed: " + (n < 0 ? std::strerror(err) : "file shrank")};
+            return Error{"sync key file " + path +
+                         ": read failed: " + (n < 0 ? std::strerror(err) : "file shrank")};
         }
         got += static_cast<size_t>(n);
     }
     ::close(fd);
-    while (!key.empty() && (key.back() == '\n' || key.back() == '\r' || key.back() == ' ' || key.back() == '\t'))
+    while (!key.empty() &&
+           (key.back() == '\n' || key.back() == '\r' || key.back() == ' ' || key.back() == '\t'))
         key.pop_back();
     if (key.size() < kSyncKeyMinBytes || key.size() > kSyncKeyMaxBytes) {
         const size_t n = key.size();

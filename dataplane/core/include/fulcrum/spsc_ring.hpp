@@ -33,8 +33,8 @@ public:
     // std::invalid_argument for 0 or more than kMaxCapacity.
     explicit SpscRing(size_t capacity) {
         if (capacity == 0 || capacity > kMaxCapacity)
-            throw std::invalid_argument("spsc ring: capacity " + std::to_string(capacity) + " outside 1.." +
-                                        std::to_string(kMaxCapacity));
+            throw std::invalid_argument("spsc ring: capacity " + std::to_string(capacity) +
+                                        " outside 1.." + std::to_string(kMaxCapacity));
         cap_ = std::bit_ceil(capacity);
         mask_ = cap_ - 1;
         slots_ = std::make_unique<T[]>(cap_);

@@ -9,9 +9,9 @@
  * Every integer field is little-endian, ports included (the same convention as the forwarding
  * snapshot); addresses are in network byte order, IPv4 in the first 4 bytes and the other 12
  * bytes zero (a receiver refuses anything else). Unknown flag bits and a non-zero aux where
- * it has no meaning are refused, so they can be given a meaning in a later version. The HMAC trailer is
- * present exactly when FL_SYNC_F_HMAC is set: HMAC-SHA256 (full 32 bytes, not truncated) over
- * every byte before it.
+ * it has no meaning are refused, so they can be given a meaning in a later version. The HMAC
+ * trailer is present exactly when FL_SYNC_F_HMAC is set: HMAC-SHA256 (full 32 bytes, not
+ * truncated) over every byte before it.
  *
  * Servers travel by identity (family, address, port), never by the sender's slot number: the
  * two balancers number their servers independently.
