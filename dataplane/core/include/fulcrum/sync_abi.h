@@ -74,7 +74,7 @@ struct fl_sync_record {
     uint8_t family;         /* flow: 4 or 6 */
     uint8_t proto;          /* 6 (TCP) or 17 (UDP): also the service's protocol */
     uint8_t state;          /* enum fl_sync_state; CLOSING only for TCP */
-    uint8_t server_family;  /* 4 or 6 (may differ from the flow's with IPIP/GUE) */
+    uint8_t server_family;  /* 4 or 6: part of the server identity, sent as is */
     uint16_t src_port;      /* flow key ports: 0 for fragment-keyed entries */
     uint16_t dst_port;
     uint16_t service_port;  /* service identity: (flow dst address = VIP, service_port, proto) */
