@@ -131,7 +131,7 @@ elif [ -x build/dataplane/app/fulcrum-dataplane ] && command -v dpdk-testpmd >/d
 fi
 
 # 7. Fuzzers, each for a bounded time.
-for target in parse snapshot config vrrp admin_request ctl_frame admin_line; do
+for target in parse snapshot config vrrp admin_request ctl_frame admin_line sync; do
   echo "== fuzz-$target (${FUZZ_SECONDS}s)"
   if timeout --kill-after=30 $((FUZZ_SECONDS + 600)) scripts/fuzz.sh "$target" "$FUZZ_SECONDS" \
        >"$RESULTS/fuzz-$target.log" 2>&1; then
