@@ -1038,3 +1038,179 @@ TEST(ForwardProperty, RandomFramesNeverCrashTheWorker) {
     EXPECT_EQ(sum, w.counters().dropped.get());
     EXPECT_EQ(w.counters().rx.get(), 20000u);
 }
+
+// ---- HA fencing: an inactive worker (standby, or its lease expired) ----------------------
+
+namespace {
+
+// An Ethernet/IPv4 ARP frame (`op` 1 request, 2 reply) asking for `target`.
+std::vector<uint8_t> arp_frame(const std::string& target, uint16_t op = 1) {
+    std::vector<uint8_t> f(60, 0);
+    std::fill(f.begin(), f.begin() + 6, 0xFF);
+    f[6] = 0x02;
+    f[11] = 0x01;
+    f[12] = 0x08;
+    f[13] = 0x06;
+    const uint8_t hdr[8] = {0, 1, 0x08, 0x00, 6, 4, 0, static_cast<uint8_t>(op)};
+    std::copy(hdr, hdr + 8, f.begin() + 14);
+    f[14 + 8] = 0x02;  // sender MAC 02:00:00:00:00:01
+    f[14 + 13] = 0x01;
+    const IpAddr sender = ip("198.18.0.7");
+    std::copy(sender.bytes.begin(), sender.bytes.begin() + 4, f.begin() + 14 + 14);
+    const IpAddr t = ip(target);
+    std::copy(t.bytes.begin(), t.bytes.begin() + 4, f.begin() + 14 + 24);
+    return f;
+}
+
+// A neighbour solicitation for `target`, sent to its solicited-node multicast group.
+std::vector<uint8_t> ns_frame(const std::string& target) {
+    PacketBuilder ns;
+    ns.src = ip("2001:db8::7");
+    const IpAddr t = ip(target);
+    IpAddr group = ip("ff02::1:ff00:0");
+    std::copy(t.bytes.begin() + 13, t.bytes.begin() + 16, group.bytes.begin() + 13);
+    ns.dst = group;
+    ns.ttl = 255;
+    ns.icmp_echo();
+    ns.icmp_type = 135;
+    ns.icmp_rest = 0;
+    ns.payload.assign(t.bytes.begin(), t.bytes.begin() + 16);
+    return ns.build();
+}
+
+struct Inactive : Fixture {
+    void SetUp() override {
+        auto spec = base_spec();
+        spec.services.push_back(service(2, "198.18.1.1", 53, FL_PROTO_UDP, {server(5, "198.18.2.5")}));
+        spec.services.push_back(service(4, "2001:db8:1::1", 443, FL_PROTO_TCP, {server(30, "2001:db8:2::1")}));
+        snap = load(spec);
+    }
+};
+
+}  // namespace
+
+TEST_F(Inactive, WorkersStartActive) {
+    EXPECT_TRUE(w.active());
+    EXPECT_EQ(run(to_vip(1).build()).action, Action::forward);
+}
+
+TEST_F(Inactive, DropsEveryKindOfVipTraffic) {
+    // An established connection made while active.
+    ASSERT_EQ(run(to_vip(5000).build()).action, Action::forward);
+    w.set_active(false);
+    std::vector<std::vector<uint8_t>> vip_frames;
+    vip_frames.push_back(to_vip(5000, tcpflag::kAck).build());  // established
+    vip_frames.push_back(to_vip(5001).build());                 // new connection
+    PacketBuilder udp;
+    udp.from("198.18.0.7", 999).to("198.18.1.1", 53).udp();
+    vip_frames.push_back(udp.build());
+    PacketBuilder noport;  // a VIP port without a service
+    noport.from("198.18.0.7", 999).to("198.18.1.1", 81);
+    vip_frames.push_back(noport.build());
+    PacketBuilder echo;
+    echo.from("198.18.0.7").to("198.18.1.1").icmp_echo();
+    vip_frames.push_back(echo.build());
+    PacketBuilder reply;  // an ICMP error about a flow a server sent from the VIP
+    reply.from("198.18.1.1", 80).to("198.18.0.7", 5000);
+    PacketBuilder err;
+    err.from("198.18.9.9").to("198.18.1.1").icmp_error(3, 4, 1400, reply.build_ip());
+    vip_frames.push_back(err.build());
+    PacketBuilder frag = udp;  // a later fragment
+    frag.frag_offset = 8;
+    frag.df = false;
+    vip_frames.push_back(frag.build());
+    PacketBuilder v6;
+    v6.src = ip("2001:db8::7");
+    v6.dst = ip("2001:db8:1::1");
+    v6.dport = 443;
+    vip_frames.push_back(v6.build());
+    PacketBuilder echo6;
+    echo6.src = ip("2001:db8::7");
+    echo6.dst = ip("2001:db8:1::1");
+    echo6.icmp_echo();
+    echo6.icmp_type = 128;
+    vip_frames.push_back(echo6.build());
+    for (size_t i = 0; i < vip_frames.size(); ++i) {
+        FrameBuf fb(vip_frames[i]);
+        const auto before = fb.bytes();
+        const Verdict v = run(fb);
+        EXPECT_EQ(v.action, Action::drop) << "frame " << i;
+        EXPECT_EQ(v.drop, Drop::inactive) << "frame " << i;
+        EXPECT_EQ(fb.bytes(), before) << "frame " << i << " was rewritten";
+    }
+    EXPECT_EQ(drops(Drop::inactive), vip_frames.size());
+    EXPECT_EQ(w.counters().forwarded.get(), 1u);  // the one sent while active
+    EXPECT_EQ(w.counters().replied.get(), 0u);
+    EXPECT_EQ(w.counters().rx.get(), vip_frames.size() + 1);
+    EXPECT_EQ(w.conns().size(), 1u);  // nothing created, the entry kept
+}
+
+TEST_F(Inactive, NeighbourResolutionForVipsIsDropped) {
+    w.set_active(false);
+    Verdict v = run(arp_frame("198.18.1.1"));
+    EXPECT_EQ(v.action, Action::drop);
+    EXPECT_EQ(v.drop, Drop::inactive);
+    v = run(ns_frame("2001:db8:1::1"));
+    EXPECT_EQ(v.action, Action::drop);
+    EXPECT_EQ(v.drop, Drop::inactive);
+    EXPECT_EQ(drops(Drop::inactive), 2u);
+    // The same while active goes to the kernel, which holds the VIPs.
+    w.set_active(true);
+    EXPECT_EQ(run(arp_frame("198.18.1.1")).action, Action::to_kernel);
+    EXPECT_EQ(run(ns_frame("2001:db8:1::1")).action, Action::to_kernel);
+}
+
+TEST_F(Inactive, HostTrafficStillGoesToTheKernel) {
+    w.set_active(false);
+    EXPECT_EQ(run(arp_frame("198.18.0.100")).action, Action::to_kernel);     // the host's address
+    EXPECT_EQ(run(arp_frame("198.18.1.1", 2)).action, Action::to_kernel);    // a reply, not a request
+    EXPECT_EQ(run(ns_frame("2001:db8::100")).action, Action::to_kernel);     // the host's address
+    PacketBuilder ssh;
+    ssh.from("198.18.0.7", 5000).to("198.18.0.100", 22);
+    EXPECT_EQ(run(ssh.build()).action, Action::to_kernel);
+    PacketBuilder hc;  // a health-check reply from a server to the host
+    hc.from("198.18.2.1", 80).to("198.18.0.100", 41000).tcp(tcpflag::kSyn | tcpflag::kAck);
+    EXPECT_EQ(run(hc.build()).action, Action::to_kernel);
+    PacketBuilder vrrp;  // the pair's adverts
+    vrrp.from("198.18.0.101").to("224.0.0.18");
+    vrrp.proto = ipproto::kVrrp;
+    vrrp.ttl = 255;
+    EXPECT_EQ(run(vrrp.build()).action, Action::to_kernel);
+    PacketBuilder vrrp_vip = vrrp;  // even unicast to a VIP
+    vrrp_vip.to("198.18.1.1");
+    EXPECT_EQ(run(vrrp_vip.build()).action, Action::to_kernel);
+    // Without a snapshot there are no VIPs: everything goes to the kernel.
+    FrameBuf fb(to_vip(1).build());
+    EXPECT_EQ(w.process(fb.f, nullptr, now).action, Action::to_kernel);
+    EXPECT_EQ(w.counters().to_kernel.get(), 8u);
+    EXPECT_EQ(w.counters().dropped.get(), 0u);
+    // Malformed frames keep their own reasons.
+    std::vector<uint8_t> runt(10, 0);
+    EXPECT_EQ(run(runt).drop, Drop::eth_truncated);
+}
+
+TEST_F(Inactive, ActiveAgainForwardsAndKeepsConnections) {
+    int s1 = -1, s2 = -1;
+    ASSERT_EQ(run(to_vip(6000).build(), &s1).action, Action::forward);
+    w.set_active(false);
+    EXPECT_EQ(run(to_vip(6000, tcpflag::kAck).build()).drop, Drop::inactive);
+    w.set_active(true);
+    EXPECT_EQ(run(to_vip(6000, tcpflag::kAck).build(), &s2).action, Action::forward);
+    EXPECT_EQ(s1, s2);
+    EXPECT_EQ(w.counters().forwarded.get(), 2u);
+}
+
+TEST_F(Inactive, WholeBurstsFollowTheFlag) {
+    std::vector<FrameBuf> bufs;
+    bufs.reserve(3);
+    bufs.emplace_back(to_vip(7000).build());
+    bufs.emplace_back(arp_frame("198.18.1.1"));
+    bufs.emplace_back(arp_frame("198.18.0.100"));
+    Frame frames[3] = {bufs[0].f, bufs[1].f, bufs[2].f};
+    Verdict out[3];
+    w.set_active(false);
+    w.process_burst({frames, 3}, out, snap.get(), now);
+    EXPECT_EQ(out[0].drop, Drop::inactive);
+    EXPECT_EQ(out[1].drop, Drop::inactive);
+    EXPECT_EQ(out[2].action, Action::to_kernel);
+}

@@ -18,6 +18,7 @@ const char* op_name(uint8_t op) {
         case Op::health: return "health";
         case Op::get_snapshot: return "get_snapshot";
         case Op::hello: return "hello";
+        case Op::ha: return "ha";
     }
     return "unknown";
 }

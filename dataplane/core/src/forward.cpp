@@ -82,6 +82,10 @@ void Worker::on_remove(void* ctx, const ConnEntry& e, ConnState st) {
 }
 
 void Worker::process_burst(std::span<Frame> frames, Verdict* out, LoadedSnapshot* snap, uint32_t now) {
+    if (!active_) [[unlikely]] {
+        process_burst_inactive(frames, out, snap);
+        return;
+    }
     Pending* pend = pend_.get();
     const size_t n = std::min<size_t>(frames.size(), kMaxBurst);
     // Pass 1: parse, find the service, hash the flow and prefetch its connection buckets.
@@ -384,6 +388,66 @@ Verdict Worker::icmp_to_vip(Frame& f, const Parsed& p, LoadedSnapshot& s, uint32
             if (v6 && p.icmp_type >= 133 && p.icmp_type <= 137) return to_kernel();
             return drop(Drop::icmp_unsupported);
     }
+}
+
+// ---- Inactive (HA standby or lease expired) -----------------------------------------------
+
+namespace {
+
+// The target protocol address of an Ethernet/IPv4 ARP request, or null for any other ARP
+// frame (replies, other hardware or protocol types). The parser checked the 28 bytes.
+inline const uint8_t* arp_request_target(const Frame& f, const Parsed& p) {
+    const uint8_t* a = f.data + p.l3_off;
+    if (load_be16(a) != 1 || load_be16(a + 2) != eth::kIpv4 || a[4] != 6 || a[5] != 4 || load_be16(a + 6) != 1)
+        return nullptr;
+    return a + 24;
+}
+
+// The target address of an IPv6 neighbour solicitation (RFC 4861 4.3), or null. It is
+// usually sent to the target's solicited-node multicast group, not to the target itself, so
+// the target field is what names the VIP.
+inline const uint8_t* ns_target(const Frame& f, const Parsed& p) {
+    if (!p.is_v6() || p.l4_proto != ipproto::kIcmpv6 || p.frag != Frag::none || p.icmp_type != 135) return nullptr;
+    if (p.l3_end() < p.l4_off + 24u) return nullptr;
+    return f.data + p.l4_off + 8;
+}
+
+}  // namespace
+
+void Worker::process_burst_inactive(std::span<Frame> frames, Verdict* out, LoadedSnapshot* snap) {
+    const size_t n = std::min<size_t>(frames.size(), kMaxBurst);
+    Parsed& p = pend_[0].p;  // scratch
+    for (size_t i = 0; i < n; ++i) {
+        const Drop d = parse_packet(frames[i].bytes(), p, frames[i].ipv4_csum_good ? hw_checked_ : popt_);
+        out[i] = finish_inactive(frames[i], p, d, snap);
+    }
+}
+
+// What an inactive balancer does with one frame: whatever would answer for or forward to a
+// VIP is dropped (inactive), so the active peer alone owns the VIPs; the host's own traffic
+// (its address's ARP and ND, SSH, health-check replies, VRRP adverts) still reaches the kernel.
+Verdict Worker::finish_inactive(const Frame& f, const Parsed& p, Drop parse, const LoadedSnapshot* snap) {
+    ctr_.rx.add();
+    if (parse != Drop::none) return drop(parse);
+    if (!snap) return to_kernel();  // no VIPs configured yet
+    const ServiceIndex& index = snap->index();
+    if (p.l3 == L3::arp) {
+        const uint8_t* t = arp_request_target(f, p);
+        if (t && index.find_vip(t, false)) return drop(Drop::inactive);
+        return to_kernel();
+    }
+    if (!p.is_ip()) return to_kernel();
+    if (const uint8_t* t = ns_target(f, p); t && index.find_vip(t, true)) return drop(Drop::inactive);
+    if (!index.find_vip(p.dst, p.is_v6())) return to_kernel();
+    // Addressed to a VIP. VRRP adverts go to a multicast group, not to a VIP, but one that is
+    // unicast to a VIP is still the pair's business, not VIP service traffic.
+    if (p.l4_proto == ipproto::kVrrp) return to_kernel();
+    // Neighbour discovery other than solicitations (advertisements answering the host's own
+    // solicitations, router messages) does not make the host answer for the VIP.
+    if (p.is_v6() && p.l4_proto == ipproto::kIcmpv6 && p.frag == Frag::none && p.icmp_type >= 133 &&
+        p.icmp_type <= 137)
+        return to_kernel();
+    return drop(Drop::inactive);
 }
 
 ConnRestore Worker::restore_connection(const ConnEntry& e, ConnState st, uint32_t idle_ms, uint32_t now) {

@@ -621,7 +621,55 @@ nlohmann::json Dataplane::health() const {
             {"mtu", mtu_},
             {"snapshot_loaded", snap != nullptr},
             {"generation", snap ? snap->generation() : 0},
-            {"services", snap ? snap->view().services().size() : 0}};
+            {"services", snap ? snap->view().services().size() : 0},
+            {"ha", ha_status()}};
+}
+
+nlohmann::json Dataplane::ha_status() const {
+    const uint64_t deadline = ha_deadline_tsc_.load();
+    const uint64_t now = rte_rdtsc();
+    const uint64_t per_ms = std::max<uint64_t>(1, rte_get_tsc_hz() / 1000);
+    const bool active = now < deadline;
+    const bool managed = ha_managed_.load();
+    // Rounded up, so that a lease that is still running never reads 0.
+    const uint64_t left = !managed || !active ? 0 : (deadline - now + per_ms - 1) / per_ms;
+    return {{"mode", managed ? "managed" : "standalone"}, {"active", active}, {"lease_expires_in_ms", left}};
+}
+
+Expected<nlohmann::json> Dataplane::set_ha(const nlohmann::json& req) {
+    if (!req.is_object()) return Error{"ha request: the body must be a JSON object {\"role\": \"active\"|\"standby\", \"lease_ms\": N}"};
+    const auto role = req.find("role");
+    if (role == req.end() || !role->is_string() || (*role != "active" && *role != "standby"))
+        return Error{"ha request: field 'role' must be \"active\" or \"standby\""};
+    const bool active = *role == "active";
+    uint64_t lease_ms = 0;
+    const auto lease = req.find("lease_ms");
+    if (lease != req.end()) {
+        if (!lease->is_number_unsigned() || lease->get<uint64_t>() < 1 || lease->get<uint64_t>() > kMaxHaLeaseMs)
+            return Error{"ha request: field 'lease_ms' must be an integer from 1 to " + std::to_string(kMaxHaLeaseMs) +
+                         " (milliseconds)"};
+        lease_ms = lease->get<uint64_t>();
+    } else if (active) {
+        return Error{"ha request: field 'lease_ms' is required with role \"active\" (1 to " +
+                     std::to_string(kMaxHaLeaseMs) + " milliseconds)"};
+    }
+    for (const auto& [k, v] : req.items())
+        if (k != "role" && k != "lease_ms")
+            return Error{"ha request: unknown field '" + k + "' (known: role, lease_ms)"};
+    {
+        std::lock_guard lk(control_mu_);
+        const uint64_t per_ms = std::max<uint64_t>(1, rte_get_tsc_hz() / 1000);
+        ha_deadline_tsc_.store(active ? rte_rdtsc() + lease_ms * per_ms : 0);
+        const bool was_managed = ha_managed_.exchange(true);
+        if (!was_managed || ha_active_role_ != active)
+            spdlog::info("HA role {}{}", active ? "active" : "standby",
+                         active ? ", lease " + std::to_string(lease_ms) + " ms" : ": VIP traffic no longer forwarded");
+        ha_active_role_ = active;
+    }
+    const nlohmann::json st = ha_status();
+    return nlohmann::json{{"role", active ? "active" : "standby"},
+                          {"lease_expires_in_ms", st["lease_expires_in_ms"]},
+                          {"generation", generation()}};
 }
 
 }  // namespace fulcrum::dpdk

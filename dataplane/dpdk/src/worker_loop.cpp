@@ -189,6 +189,8 @@ int worker_main(void* arg) {
         const uint64_t tsc = rte_rdtsc();
         const auto now = static_cast<uint32_t>((tsc - dp.started_tsc_) / per_ms);
         LoadedSnapshot* snap = dp.current_.load(std::memory_order_acquire);
+        // HA fencing: one relaxed load per poll; the core tests the flag once per burst.
+        w.core->set_active(tsc < dp.ha_deadline_tsc_.load(std::memory_order_relaxed));
         unsigned got = loop.poll_uplink(snap, now);
         got += loop.poll_kernel();
         // Done with `snap` for this iteration: a swap may free it once every worker got here.

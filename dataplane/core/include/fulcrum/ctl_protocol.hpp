@@ -24,6 +24,8 @@ enum class Op : uint8_t {
     get_snapshot = 4,   // reply: the running snapshot's bytes
     hello = 5,          // body: {"role": "controller", "pid": N}; reply: ok JSON. Identifies
                         // fulcrumd: exempt from the idle timeout, may use a reserved slot
+    ha = 6,             // body: {"role": "active"|"standby", "lease_ms": N}; reply:
+                        // {"role", "lease_expires_in_ms", "generation"}. HA fencing lease
 };
 
 enum class Status : uint8_t { ok = 0, error = 1 };

@@ -203,6 +203,12 @@ public:
     const WorkerConfig& config() const { return cfg_; }
     void set_parse_checksum(bool verify) { popt_.verify_ipv4_checksum = verify; }
     void set_exception_path(bool present) { cfg_.exception_path = present; }
+    // HA fencing (docs/architecture.md, "HA lease"): an inactive worker drops VIP traffic and
+    // the ARP requests and neighbour solicitations for VIPs with Drop::inactive, and still
+    // hands everything else to the kernel. The adapter sets it once per burst; process_burst
+    // tests it once per burst, so the active path costs nothing per packet.
+    void set_active(bool active) { active_ = active; }
+    bool active() const { return active_; }
 
     // A forward_fragments frame the adapter could not send (no buffers, fragmentation
     // failed): takes back its forwarded, service and server counts, which then count it as a
@@ -252,6 +258,8 @@ private:
         Drop parse;
     };
     Verdict finish(Frame& f, Pending& k, LoadedSnapshot* snap, uint32_t now);
+    void process_burst_inactive(std::span<Frame> frames, Verdict* out, LoadedSnapshot* snap);
+    Verdict finish_inactive(const Frame& f, const Parsed& p, Drop parse, const LoadedSnapshot* snap);
     Verdict to_service(Frame& f, Pending& k, LoadedSnapshot& s, uint32_t now);
     Verdict icmp_to_vip(Frame& f, const Parsed& p, LoadedSnapshot& s, uint32_t now);
     Verdict send_to_server(Frame& f, const Parsed& p, LoadedSnapshot& s, const fl_snap_service& svc,
@@ -267,6 +275,7 @@ private:
     std::unique_ptr<Pending[]> pend_;  // per-burst scratch, allocated once
     WorkerCounters ctr_;
     uint16_t ip_id_ = 0;
+    bool active_ = true;
 };
 
 }  // namespace fulcrum

@@ -77,6 +77,15 @@ public:
     DataplaneCounters counters() const;
     nlohmann::json health() const;
 
+    // HA fencing lease (docs/architecture.md, "HA lease (fencing)"). Until the first call the
+    // dataplane is standalone: always active. After it, the workers forward and answer for
+    // VIPs only while the role is active and the lease (renewed by each call) has not
+    // expired; standby deactivates them at once. Returns the reply of the `ha` op, or an
+    // error naming the bad field. Any non-worker thread.
+    static constexpr uint64_t kMaxHaLeaseMs = 60000;
+    Expected<nlohmann::json> set_ha(const nlohmann::json& req);
+    nlohmann::json ha_status() const;  // the "ha" object of health()
+
     unsigned workers() const { return static_cast<unsigned>(workers_.size()); }
     uint16_t uplink_port() const { return uplink_; }
     int exception_port() const { return tap_; }
@@ -102,6 +111,11 @@ private:
     std::atomic<bool> quit_{false};
     std::atomic<bool> running_{false};
     std::atomic<uint64_t> generation_{0};  // of the published snapshot
+    // HA lease: the workers are active while rte_rdtsc() < ha_deadline_tsc_ (one relaxed load
+    // per poll). UINT64_MAX: standalone (never managed) or not yet expiring; 0: standby.
+    std::atomic<uint64_t> ha_deadline_tsc_{UINT64_MAX};
+    std::atomic<bool> ha_managed_{false};
+    bool ha_active_role_ = true;  // under control_mu_: the role of the last ha op
     bool ports_started_ = false;
     uint64_t started_tsc_ = 0;
     uint64_t rss_fingerprint_ = 0;  // of the uplink; 0: unknown (see conn_state.hpp)
