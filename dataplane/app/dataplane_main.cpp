@@ -133,12 +133,14 @@ int main(int argc, char** argv) {
                         case Op::counters: reply_json(out, nlohmann::json(dp.counters())); return;
                         case Op::health: reply_json(out, dp.health()); return;
                         case Op::ha: {
-                            const auto req = nlohmann::json::parse(body.begin(), body.end(), nullptr, false);
-                            auto r = req.is_discarded()
-                                         ? fulcrum::Expected<nlohmann::json>(fulcrum::Error{
-                                               "ha request: the body is not valid JSON; send {\"role\": "
-                                               "\"active\"|\"standby\", \"lease_ms\": N}"})
-                                         : dp.set_ha(req);
+                            const auto req =
+                                nlohmann::json::parse(body.begin(), body.end(), nullptr, false);
+                            auto r =
+                                req.is_discarded()
+                                    ? fulcrum::Expected<nlohmann::json>(fulcrum::Error{
+                                          "ha request: the body is not valid JSON; send {\"role\": "
+                                          "\"active\"|\"standby\", \"lease_ms\": N}"})
+                                    : dp.set_ha(req);
                             if (r) {
                                 reply_json(out, r.value());
                             } else {
@@ -158,7 +160,8 @@ int main(int argc, char** argv) {
                     }
                     st = fulcrum::ctl::Status::error;
                     reply_json(out, {{"error", "unknown request op " + std::to_string(op) +
-                                                   " (known: 1 load_snapshot, 2 counters, 3 health, 4 get_snapshot, 5 hello, 6 ha)"}});
+                                                   " (known: 1 load_snapshot, 2 counters, 3 "
+                                                   "health, 4 get_snapshot, 5 hello, 6 ha)"}});
                 });
             spdlog::info("control socket {}", control_socket);
         }

@@ -1081,8 +1081,10 @@ std::vector<uint8_t> ns_frame(const std::string& target) {
 struct Inactive : Fixture {
     void SetUp() override {
         auto spec = base_spec();
-        spec.services.push_back(service(2, "198.18.1.1", 53, FL_PROTO_UDP, {server(5, "198.18.2.5")}));
-        spec.services.push_back(service(4, "2001:db8:1::1", 443, FL_PROTO_TCP, {server(30, "2001:db8:2::1")}));
+        spec.services.push_back(
+            service(2, "198.18.1.1", 53, FL_PROTO_UDP, {server(5, "198.18.2.5")}));
+        spec.services.push_back(
+            service(4, "2001:db8:1::1", 443, FL_PROTO_TCP, {server(30, "2001:db8:2::1")}));
         snap = load(spec);
     }
 };
@@ -1162,9 +1164,9 @@ TEST_F(Inactive, NeighbourResolutionForVipsIsDropped) {
 
 TEST_F(Inactive, HostTrafficStillGoesToTheKernel) {
     w.set_active(false);
-    EXPECT_EQ(run(arp_frame("198.18.0.100")).action, Action::to_kernel);     // the host's address
-    EXPECT_EQ(run(arp_frame("198.18.1.1", 2)).action, Action::to_kernel);    // a reply, not a request
-    EXPECT_EQ(run(ns_frame("2001:db8::100")).action, Action::to_kernel);     // the host's address
+    EXPECT_EQ(run(arp_frame("198.18.0.100")).action, Action::to_kernel);   // the host's address
+    EXPECT_EQ(run(arp_frame("198.18.1.1", 2)).action, Action::to_kernel);  // a reply, not a request
+    EXPECT_EQ(run(ns_frame("2001:db8::100")).action, Action::to_kernel);   // the host's address
     PacketBuilder ssh;
     ssh.from("198.18.0.7", 5000).to("198.18.0.100", 22);
     EXPECT_EQ(run(ssh.build()).action, Action::to_kernel);

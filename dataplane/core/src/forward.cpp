@@ -398,7 +398,8 @@ namespace {
 // frame (replies, other hardware or protocol types). The parser checked the 28 bytes.
 inline const uint8_t* arp_request_target(const Frame& f, const Parsed& p) {
     const uint8_t* a = f.data + p.l3_off;
-    if (load_be16(a) != 1 || load_be16(a + 2) != eth::kIpv4 || a[4] != 6 || a[5] != 4 || load_be16(a + 6) != 1)
+    if (load_be16(a) != 1 || load_be16(a + 2) != eth::kIpv4 || a[4] != 6 || a[5] != 4 ||
+        load_be16(a + 6) != 1)
         return nullptr;
     return a + 24;
 }
@@ -407,7 +408,8 @@ inline const uint8_t* arp_request_target(const Frame& f, const Parsed& p) {
 // usually sent to the target's solicited-node multicast group, not to the target itself, so
 // the target field is what names the VIP.
 inline const uint8_t* ns_target(const Frame& f, const Parsed& p) {
-    if (!p.is_v6() || p.l4_proto != ipproto::kIcmpv6 || p.frag != Frag::none || p.icmp_type != 135) return nullptr;
+    if (!p.is_v6() || p.l4_proto != ipproto::kIcmpv6 || p.frag != Frag::none || p.icmp_type != 135)
+        return nullptr;
     if (p.l3_end() < p.l4_off + 24u) return nullptr;
     return f.data + p.l4_off + 8;
 }
@@ -418,7 +420,8 @@ void Worker::process_burst_inactive(std::span<Frame> frames, Verdict* out, Loade
     const size_t n = std::min<size_t>(frames.size(), kMaxBurst);
     Parsed& p = pend_[0].p;  // scratch
     for (size_t i = 0; i < n; ++i) {
-        const Drop d = parse_packet(frames[i].bytes(), p, frames[i].ipv4_csum_good ? hw_checked_ : popt_);
+        const Drop d =
+            parse_packet(frames[i].bytes(), p, frames[i].ipv4_csum_good ? hw_checked_ : popt_);
         out[i] = finish_inactive(frames[i], p, d, snap);
     }
 }
@@ -426,7 +429,8 @@ void Worker::process_burst_inactive(std::span<Frame> frames, Verdict* out, Loade
 // What an inactive balancer does with one frame: whatever would answer for or forward to a
 // VIP is dropped (inactive), so the active peer alone owns the VIPs; the host's own traffic
 // (its address's ARP and ND, SSH, health-check replies, VRRP adverts) still reaches the kernel.
-Verdict Worker::finish_inactive(const Frame& f, const Parsed& p, Drop parse, const LoadedSnapshot* snap) {
+Verdict Worker::finish_inactive(const Frame& f, const Parsed& p, Drop parse,
+                                const LoadedSnapshot* snap) {
     ctr_.rx.add();
     if (parse != Drop::none) return drop(parse);
     if (!snap) return to_kernel();  // no VIPs configured yet
@@ -437,7 +441,8 @@ Verdict Worker::finish_inactive(const Frame& f, const Parsed& p, Drop parse, con
         return to_kernel();
     }
     if (!p.is_ip()) return to_kernel();
-    if (const uint8_t* t = ns_target(f, p); t && index.find_vip(t, true)) return drop(Drop::inactive);
+    if (const uint8_t* t = ns_target(f, p); t && index.find_vip(t, true))
+        return drop(Drop::inactive);
     if (!index.find_vip(p.dst, p.is_v6())) return to_kernel();
     // Addressed to a VIP. VRRP adverts go to a multicast group, not to a VIP, but one that is
     // unicast to a VIP is still the pair's business, not VIP service traffic.

@@ -633,11 +633,16 @@ nlohmann::json Dataplane::ha_status() const {
     const bool managed = ha_managed_.load();
     // Rounded up, so that a lease that is still running never reads 0.
     const uint64_t left = !managed || !active ? 0 : (deadline - now + per_ms - 1) / per_ms;
-    return {{"mode", managed ? "managed" : "standalone"}, {"active", active}, {"lease_expires_in_ms", left}};
+    return {{"mode", managed ? "managed" : "standalone"},
+            {"active", active},
+            {"lease_expires_in_ms", left}};
 }
 
 Expected<nlohmann::json> Dataplane::set_ha(const nlohmann::json& req) {
-    if (!req.is_object()) return Error{"ha request: the body must be a JSON object {\"role\": \"active\"|\"standby\", \"lease_ms\": N}"};
+    if (!req.is_object())
+        return Error{
+            "ha request: the body must be a JSON object {\"role\": \"active\"|\"standby\", "
+            "\"lease_ms\": N}"};
     const auto role = req.find("role");
     if (role == req.end() || !role->is_string() || (*role != "active" && *role != "standby"))
         return Error{"ha request: field 'role' must be \"active\" or \"standby\""};
@@ -645,9 +650,10 @@ Expected<nlohmann::json> Dataplane::set_ha(const nlohmann::json& req) {
     uint64_t lease_ms = 0;
     const auto lease = req.find("lease_ms");
     if (lease != req.end()) {
-        if (!lease->is_number_unsigned() || lease->get<uint64_t>() < 1 || lease->get<uint64_t>() > kMaxHaLeaseMs)
-            return Error{"ha request: field 'lease_ms' must be an integer from 1 to " + std::to_string(kMaxHaLeaseMs) +
-                         " (milliseconds)"};
+        if (!lease->is_number_unsigned() || lease->get<uint64_t>() < 1 ||
+            lease->get<uint64_t>() > kMaxHaLeaseMs)
+            return Error{"ha request: field 'lease_ms' must be an integer from 1 to " +
+                         std::to_string(kMaxHaLeaseMs) + " (milliseconds)"};
         lease_ms = lease->get<uint64_t>();
     } else if (active) {
         return Error{"ha request: field 'lease_ms' is required with role \"active\" (1 to " +
@@ -663,7 +669,8 @@ Expected<nlohmann::json> Dataplane::set_ha(const nlohmann::json& req) {
         const bool was_managed = ha_managed_.exchange(true);
         if (!was_managed || ha_active_role_ != active)
             spdlog::info("HA role {}{}", active ? "active" : "standby",
-                         active ? ", lease " + std::to_string(lease_ms) + " ms" : ": VIP traffic no longer forwarded");
+                         active ? ", lease " + std::to_string(lease_ms) + " ms"
+                                : ": VIP traffic no longer forwarded");
         ha_active_role_ = active;
     }
     const nlohmann::json st = ha_status();

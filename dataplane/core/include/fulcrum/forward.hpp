@@ -259,7 +259,8 @@ private:
     };
     Verdict finish(Frame& f, Pending& k, LoadedSnapshot* snap, uint32_t now);
     void process_burst_inactive(std::span<Frame> frames, Verdict* out, LoadedSnapshot* snap);
-    Verdict finish_inactive(const Frame& f, const Parsed& p, Drop parse, const LoadedSnapshot* snap);
+    Verdict finish_inactive(const Frame& f, const Parsed& p, Drop parse,
+                            const LoadedSnapshot* snap);
     Verdict to_service(Frame& f, Pending& k, LoadedSnapshot& s, uint32_t now);
     Verdict icmp_to_vip(Frame& f, const Parsed& p, LoadedSnapshot& s, uint32_t now);
     Verdict send_to_server(Frame& f, const Parsed& p, LoadedSnapshot& s, const fl_snap_service& svc,
