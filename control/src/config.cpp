@@ -77,7 +77,7 @@ std::optional<Millis> parse_duration(std::string_view text) {
     std::from_chars(text.data(), text.data() + digits, n);
     const std::string_view unit = text.substr(digits);
     uint64_t factor = 0;
-    if (unit.empty() || unit == "ms")
+    if (unit == "ms")
         factor = 1;
     else if (unit == "s")
         factor = 1000;
@@ -510,11 +510,18 @@ std::optional<Millis> read_duration(Diag& d, const Field& f) {
                 f.path + ": expected a duration such as 2s or 500ms, got " + describe(f.value));
         return std::nullopt;
     }
-    const auto v = parse_duration(f.value.Scalar());
+    const std::string& text = f.value.Scalar();
+    const auto v = parse_duration(text);
     if (!v) {
-        d.error(f.at, f.path + ": invalid duration '" + printable(f.value.Scalar()) +
-                          "'; write a whole number followed by ms, s, m or h (500ms, 2s, 1m, 1h), "
-                          "or a plain number of milliseconds");
+        if (!text.empty() && text.size() <= 18 &&
+            std::all_of(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '9'; }))
+            // keepalived counts its delays in seconds, HAProxy in milliseconds: a bare number
+            // would mean the wrong thing to one of them.
+            d.error(f.at, f.path + ": '" + text + "' has no unit; write " + text + "s for seconds or " + text +
+                              "ms for milliseconds");
+        else
+            d.error(f.at, f.path + ": invalid duration '" + printable(text) +
+                              "'; write a whole number followed by ms, s, m or h (500ms, 2s, 1m, 1h)");
         return std::nullopt;
     }
     if (v->count() == 0) {
@@ -1270,7 +1277,13 @@ std::optional<ServiceConfig> Parser::service(const Field& f, const MergedHealth&
 }
 
 void Parser::services(const Field& f, const MergedHealth& defaults) {
-    if (f.value.IsNull()) return;
+    if (f.value.IsNull()) {
+        // "services:" with nothing after it is what a truncated file looks like; loading it
+        // would drop every service. An empty balancer is written out explicitly.
+        d.error(f.at, f.path + ": no services listed (is the file cut short?); list them, or write "
+                               "'services: []' for a balancer with no services yet");
+        return;
+    }
     if (!f.value.IsSequence()) {
         d.error(f.at, f.path + ": expected a list of services (lines starting with '- '), got " +
                           describe(f.value));

@@ -314,7 +314,6 @@ services:
 
 TEST(ConfigParse, EmptyServiceListAndServiceWithoutServers) {
     EXPECT_TRUE(parse("services: []\n").services.empty());
-    EXPECT_TRUE(parse("services:\n").services.empty());
     const Config c = parse(R"(
 services:
   - name: empty
@@ -487,9 +486,8 @@ TEST(ConfigDuration, Syntax) {
     EXPECT_EQ(parse_duration("2s"), 2s);
     EXPECT_EQ(parse_duration("1m"), 1min);
     EXPECT_EQ(parse_duration("1h"), 1h);
-    EXPECT_EQ(parse_duration("250"), 250ms);
-    EXPECT_EQ(parse_duration("0"), 0ms);
-    for (const char* bad : {"2 sec", "2sec", "1.5s", "-1s", "s", "", " 2s", "2s ", "2S", "1d",
+    EXPECT_EQ(parse_duration("0ms"), 0ms);
+    for (const char* bad : {"250", "0", "2 sec", "2sec", "1.5s", "-1s", "s", "", " 2s", "2s ", "2S", "1d",
                             "99999999999999999999ms", "9999999999999999h"})
         EXPECT_FALSE(parse_duration(bad)) << bad;
     EXPECT_EQ(format_duration(1500ms), "1500ms");
@@ -508,7 +506,7 @@ services:
   - name: a
     vip: 198.18.0.1
     port: 80
-    health_check: {interval: 250, timeout: 250}
+    health_check: {interval: 250ms, timeout: 250ms}
     servers: [{address: 198.18.0.2}]
 )");
     EXPECT_EQ(c.retire_after, 60s);
@@ -519,8 +517,12 @@ limits: {retire_after: 2 sec}
 services: []
 )"),
               "test.yaml:1:24: limits.retire_after: invalid duration '2 sec'; write a whole number "
-              "followed by ms, s, m or h (500ms, 2s, 1m, 1h), or a plain number of milliseconds");
-    EXPECT_EQ(error("limits: {retire_after: 0}\nservices: []\n"),
+              "followed by ms, s, m or h (500ms, 2s, 1m, 1h)");
+    // A bare number means seconds to keepalived users and milliseconds to HAProxy users.
+    EXPECT_EQ(error("health_check: {timeout: 3}\nservices: []\n"),
+              "test.yaml:1:25: health_check.timeout: '3' has no unit; write 3s for seconds or 3ms for "
+              "milliseconds");
+    EXPECT_EQ(error("limits: {retire_after: 0s}\nservices: []\n"),
               "test.yaml:1:24: limits.retire_after: the duration must be longer than 0");
     EXPECT_EQ(error("limits: {retire_after: [1]}\nservices: []\n"),
               "test.yaml:1:24: limits.retire_after: expected a duration such as 2s or 500ms, got a "
@@ -557,6 +559,11 @@ TEST(ConfigErrors, DocumentShape) {
     EXPECT_EQ(error("admin: {socket: /run/a.sock}\n"),
               "test.yaml:1:1: the top level: missing key 'services'; add the list of services "
               "('services: []' for a balancer with no services yet)");
+    // A file cut short right after "services:" would drop every service on reload.
+    const std::string truncated = "admin: {socket: /run/a.sock}\nservices:\n";
+    EXPECT_EQ(error(truncated),
+              "test.yaml:2:1: services: no services listed (is the file cut short?); list them, or "
+              "write 'services: []' for a balancer with no services yet");
     EXPECT_EQ(error("services: []\n---\nservices: []\n"),
               "test.yaml:2:1: a second YAML document starts here; the configuration is a single "
               "document (remove the '---' line, or check the indentation above)");
