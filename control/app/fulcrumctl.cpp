@@ -9,6 +9,7 @@
 
 #include "fulcrum/control/admin.hpp"
 #include "fulcrum/control/placement.hpp"
+#include "fulcrum_version.h"
 
 using nlohmann::json;
 
@@ -117,6 +118,7 @@ void print_human(const std::string& cmd, const json& r) {
 int main(int argc, char** argv) {
     CLI::App app{"fulcrumctl: inspect and steer a running fulcrumd"};
     app.name("fulcrumctl");
+    app.set_version_flag("--version", std::string("fulcrumctl ") + FULCRUM_VERSION);
     std::string socket = "/run/fulcrum/admin.sock";
     bool as_json = false;
     app.add_option("-s,--socket", socket, "fulcrumd's admin socket")->capture_default_str();

@@ -10,6 +10,7 @@
 
 #include "fulcrum/control/config.hpp"
 #include "fulcrum/control/daemon.hpp"
+#include "fulcrum_version.h"
 
 int main(int argc, char** argv) {
     CLI::App app{"fulcrumd: Fulcrum's control plane (configuration, health checks, publishing, admin API, metrics)"};
@@ -19,7 +20,11 @@ int main(int argc, char** argv) {
     std::string level = "info";
     app.add_option("-c,--config", config, "configuration file")->capture_default_str();
     app.add_option("--check", check, "validate this configuration file and exit (0: valid, 1: invalid)");
-    app.add_option("--log-level", level, "trace, debug, info, warn, error")->capture_default_str();
+    app.add_option("--log-level", level, "trace, debug, info, warn, error, critical, off")
+        ->capture_default_str()
+        ->transform(CLI::IsMember({"trace", "debug", "info", "warn", "warning", "error", "critical", "off"},
+                                  CLI::ignore_case));
+    app.set_version_flag("--version", std::string("fulcrumd ") + FULCRUM_VERSION);
     CLI11_PARSE(app, argc, argv);
 
     if (!check.empty()) {

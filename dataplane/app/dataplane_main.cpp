@@ -20,6 +20,7 @@
 #include <spdlog/spdlog.h>
 
 #include "fulcrum/ctl_protocol.hpp"
+#include "fulcrum_version.h"
 #include "fulcrum/dpdk/control_server.hpp"
 #include "fulcrum/dpdk/dataplane.hpp"
 
@@ -36,15 +37,6 @@ void reply_json(std::vector<uint8_t>& out, const nlohmann::json& j) {
 int main(int argc, char** argv) {
     spdlog::set_default_logger(spdlog::stderr_color_mt("fulcrum-dataplane"));  // logs go to stderr
     spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e fulcrum-dataplane %l: %v");
-    const int eal = rte_eal_init(argc, argv);
-    if (eal < 0) {
-        std::cerr << "fulcrum-dataplane: EAL initialisation failed: " << rte_strerror(rte_errno)
-                  << " (check the EAL options before '--': cores -l, memory -m/--no-huge, --file-prefix, devices)\n";
-        return 1;
-    }
-    argc -= eal;
-    argv += eal;
-
     fulcrum::dpdk::DataplaneOptions opt;
     std::string control_socket;
     std::string snapshot_file;
@@ -52,6 +44,7 @@ int main(int argc, char** argv) {
     bool no_state_file = false;
     CLI::App app{"fulcrum-dataplane: Fulcrum's DPDK forwarding process. EAL options come first, then '--', then these."};
     app.name("fulcrum-dataplane");
+    app.option_defaults()->always_capture_default();  // --help shows every default
     app.add_option("--uplink", opt.uplink, "DPDK port (name such as net_af_packet0 or 0000:01:00.0, or index) facing clients and servers")
         ->required();
     app.add_option("--exception", opt.exception_iface,
@@ -79,6 +72,31 @@ int main(int argc, char** argv) {
     app.add_option("--timeout-udp-ms", opt.timeouts.udp, "idle timeout of UDP flows");
     app.add_option("--max-servers", opt.max_servers, "largest server slot count accepted")->check(CLI::Range(1u, 65536u));
     app.add_option("--max-services", opt.max_services, "largest service id + 1 accepted")->check(CLI::Range(1u, 4096u));
+    // --help and --version anywhere answer without starting DPDK (before '--' the EAL would
+    // print its own usage instead of Fulcrum's options).
+    for (int i = 1; i < argc; ++i) {
+        const std::string_view a = argv[i];
+        if (a == "--help" || a == "-h") {
+            std::cout << "usage: fulcrum-dataplane [EAL options] -- --uplink PORT [options]\n\n"
+                      << "EAL options (DPDK's): -l CORES (the first is the main lcore, each other one runs a "
+                         "worker), --file-prefix NAME, -m MB / --no-huge, --vdev DEVICE, -a PCI; see "
+                         "docs/deployment.md\n\n"
+                      << app.help();
+            return 0;
+        }
+        if (a == "--version") {
+            std::cout << "fulcrum-dataplane " << FULCRUM_VERSION << "\n";
+            return 0;
+        }
+    }
+    const int eal = rte_eal_init(argc, argv);
+    if (eal < 0) {
+        std::cerr << "fulcrum-dataplane: EAL initialisation failed: " << rte_strerror(rte_errno)
+                  << " (check the EAL options before '--': cores -l, memory -m/--no-huge, --file-prefix, devices)\n";
+        return 1;
+    }
+    argc -= eal;
+    argv += eal;
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {

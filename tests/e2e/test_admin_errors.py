@@ -78,3 +78,32 @@ def test_fulcrumd_check_and_bad_startup(tmp_path):
     r = subprocess.run([str(fulcrumlab.FULCRUMD), "--check", str(tmp_path / "missing.yaml")], capture_output=True,
                        text=True)
     assert r.returncode == 1 and "cannot read" in r.stderr
+
+
+def test_versions_help_and_log_levels(tmp_path):
+    """Every binary says its version; the dataplane's --help shows Fulcrum's own options and
+    their defaults without starting DPDK; an unknown log level is refused, not silent."""
+    for binary, name in ((fulcrumlab.FULCRUMD, "fulcrumd"), (fulcrumlab.FULCRUMCTL, "fulcrumctl"),
+                         (fulcrumlab.DATAPLANE, "fulcrum-dataplane")):
+        r = subprocess.run([str(binary), "--version"], capture_output=True, text=True, timeout=20)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.startswith(name + " ") and len(r.stdout.split()) == 2, r.stdout
+    # Before '--' the EAL would print its own usage: Fulcrum's options come either way.
+    for argv in (["--help"], ["-l", "0-1", "--", "--help"]):
+        r = subprocess.run([str(fulcrumlab.DATAPLANE)] + argv, capture_output=True, text=True, timeout=20)
+        assert r.returncode == 0, r.stderr
+        assert "--uplink" in r.stdout and "--conn-capacity" in r.stdout and "=1048576" in r.stdout, r.stdout
+        assert "EAL: " not in r.stdout + r.stderr, "DPDK was started for --help"
+    good = tmp_path / "good.yaml"
+    good.write_text("services: []\n")
+    r = subprocess.run([str(fulcrumlab.FULCRUMD), "--log-level", "bogus", "--check", str(good)], capture_output=True,
+                       text=True, timeout=20)
+    assert r.returncode != 0 and "--log-level: bogus not in" in r.stderr, r.stderr
+    r = subprocess.run([str(fulcrumlab.FULCRUMD), "--log-level", "WARN", "--check", str(good)], capture_output=True,
+                       text=True, timeout=20)
+    assert r.returncode == 0, r.stderr
+    # A configuration cut short after "services:" is refused, not loaded as "no services".
+    cut = tmp_path / "cut.yaml"
+    cut.write_text("admin: {socket: /run/fulcrum/admin.sock}\nservices:\n")
+    r = subprocess.run([str(fulcrumlab.FULCRUMD), "--check", str(cut)], capture_output=True, text=True, timeout=20)
+    assert r.returncode == 1 and "is the file cut short?" in r.stderr, r.stderr
