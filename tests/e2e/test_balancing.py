@@ -250,7 +250,7 @@ def test_udp_service_end_to_end(lab3):
     lab3.start_fulcrumd(lab3.write_config(lab3.config([svc])))
     seen = collections.Counter()
     for i in range(60):
-        seen[fulcrumlab.udp_once(lab3.client, VIP, 53, payload=f"q{i}".encode())] += 1
+        seen[fulcrumlab.udp_once(lab3.client, VIP, 53, payload=f"q{i}".encode(), sport=40000 + i)] += 1
     assert set(seen) == set(SERVERS3), dict(seen)
     c = lab3.dataplane.counters()
     assert sum(s["new_connections"] for s in c["servers"]) >= 60

@@ -422,11 +422,15 @@ def connect_once(ns, host, port, timeout=5.0):
     return name
 
 
-def udp_once(ns, host, port, payload=b"hi", timeout=3.0):
+def udp_once(ns, host, port, payload=b"hi", timeout=3.0, sport=None):
+    """One query and its echo; `sport` fixes the source port (a distinct flow per port: random
+    ephemeral ports can repeat within the dataplane's UDP timeout)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     s = ns_socket(ns, family, socket.SOCK_DGRAM)
     s.settimeout(timeout)
     try:
+        if sport is not None:
+            s.bind(("", sport))
         s.sendto(payload, (host, port))
         data, _ = s.recvfrom(2048)
         name, _, echoed = data.partition(b" ")
