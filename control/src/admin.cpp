@@ -9,7 +9,6 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include <atomic>
 #include <cerrno>
 #include <optional>
 #include <cstring>
@@ -102,14 +101,18 @@ void AdminServer::handle(Session& s, std::span<const uint8_t> line, std::vector<
         if (!req.is_object()) throw std::invalid_argument("not an object");
         if (async_) {
             // An answer given during the call goes out at once; a later one through ready_.
-            auto now = std::make_shared<std::optional<std::string>>();
-            auto in_call = std::make_shared<std::atomic<bool>>(true);
+            // Both sides decide under mu_ which of the two it is.
+            struct Answer {
+                bool in_call = true;
+                std::optional<std::string> text;
+            };
+            auto answer = std::make_shared<Answer>();
             const uint64_t id = s.id;
-            async_(req, [this, now, in_call, id](nlohmann::json r) {
+            async_(req, [this, answer, id](nlohmann::json r) {
                 std::string text = reply_line(r);
                 std::lock_guard lk(mu_);
-                if (in_call->load()) {
-                    *now = std::move(text);
+                if (answer->in_call) {
+                    answer->text = std::move(text);
                     return;
                 }
                 ready_.emplace_back(id, std::move(text));
@@ -117,12 +120,11 @@ void AdminServer::handle(Session& s, std::span<const uint8_t> line, std::vector<
                 (void)!::write(wake_fd_, &one, sizeof one);
             });
             std::lock_guard lk(mu_);
-            in_call->store(false);
-            if (now->has_value()) {
-                append(out, **now);
-            } else {
+            answer->in_call = false;
+            if (answer->text)
+                append(out, *answer->text);
+            else
                 s.defer = true;
-            }
             return;
         }
         reply = reply_line(handler_(req));

@@ -1,6 +1,5 @@
 #include "fulcrum/control/admin_api.hpp"
 
-#include <future>
 #include <optional>
 
 #include "fulcrum/control/admin_request.hpp"
@@ -55,13 +54,14 @@ json AdminApi::status() {
 
 json AdminApi::services() {
     const Daemon::View v = d_.view(true);
+    const auto traffic = v.counters ? v.counters->servers_by_key() : std::unordered_map<std::string, const ServerTraffic*>{};
     json out = json::array();
     for (const auto& svc : v.model.services) {
         size_t up = 0;
         uint64_t active = 0;
         for (const auto& k : svc.servers) {
             up += v.model.servers.at(k).state() == ServerState::up;
-            if (const ServerTraffic* t = v.counters ? v.counters->find_server(k) : nullptr) active += t->active_connections;
+            if (auto t = traffic.find(k); t != traffic.end()) active += t->second->active_connections;
         }
         const auto& c = svc.cfg;
         const ServiceTraffic* t = v.counters ? v.counters->find_service(c.name) : nullptr;
@@ -83,6 +83,7 @@ json AdminApi::services() {
 
 json AdminApi::servers(const std::string& service) {
     const Daemon::View v = d_.view(true);
+    const auto traffic = v.counters ? v.counters->servers_by_key() : std::unordered_map<std::string, const ServerTraffic*>{};
     json out = json::array();
     bool found = service.empty();
     for (const auto& svc : v.model.services) {
@@ -91,7 +92,8 @@ json AdminApi::servers(const std::string& service) {
         for (const auto& key : svc.servers) {
             const ServerModel& sm = v.model.servers.at(key);
             const auto slot = v.slots.find(key);
-            const ServerTraffic* t = v.counters ? v.counters->find_server(key) : nullptr;
+            const auto found_t = traffic.find(key);
+            const ServerTraffic* t = found_t != traffic.end() ? found_t->second : nullptr;
             out.push_back({{"service", sm.service},
                            {"address", sm.cfg.address.str()},
                            {"port", sm.port},
@@ -174,13 +176,6 @@ void AdminApi::handle(const json& request, Reply reply) {
     } catch (const std::exception& e) {
         reply(error(std::string("internal error: ") + e.what()));
     }
-}
-
-json AdminApi::handle_sync(const json& req) {
-    auto p = std::make_shared<std::promise<json>>();
-    auto f = p->get_future();
-    handle(req, [p](json r) { p->set_value(std::move(r)); });
-    return f.get();
 }
 
 }  // namespace fulcrum::control

@@ -1,6 +1,5 @@
 #include "fulcrum/control/daemon.hpp"
 
-#include <malloc.h>
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/signalfd.h>
@@ -178,8 +177,7 @@ json Daemon::reload() {
     Config next;
     try {
         next = load_config_file(path);
-    } catch (const ConfigError& e) {
-        ::malloc_trim(0);  // give back what parsing the refused file took
+    } catch (const ConfigError& e) {  // the loader has given back what parsing took
         std::lock_guard lk(mu_);
         ++reload_errors_;
         last_reload_error_.clear();
@@ -613,10 +611,13 @@ void Daemon::tick() {
             it->second.checks_failed = st.failures;
         }
         // Retired servers leave once their grace period is over or no connection remains.
+        const auto traffic =
+            counters ? counters->servers_by_key() : std::unordered_map<std::string, const ServerTraffic*>{};
         for (auto it = model_.servers.begin(); it != model_.servers.end();) {
             const ServerModel& sm = it->second;
-            const ServerTraffic* t = counters ? counters->find_server(sm.key) : nullptr;
-            const bool idle = t && t->active_connections + t->inactive_connections == 0;
+            const auto t = traffic.find(sm.key);
+            const bool idle =
+                t != traffic.end() && t->second->active_connections + t->second->inactive_connections == 0;
             if (sm.retired && (now - sm.retired_at >= cfg_.retire_after || idle)) {
                 spdlog::info("retired server {} removed ({})", sm.key, idle ? "no connections left" : "grace period over");
                 for (auto& svc : model_.services)

@@ -209,6 +209,8 @@ void Metrics::update(const MetricsInput& in) {
         for (const auto& [reason, n] : *in.dataplane_control_refused) m.dp_control_refusals.set_total({{"reason", reason}}, n);
 
     // Per server: state from the model, traffic from the dataplane.
+    const auto traffic =
+        in.dataplane ? in.dataplane->servers_by_key() : std::unordered_map<std::string, const ServerTraffic*>{};
     if (in.model) {
         for (const auto& [key, sm] : in.model->servers) {
             const std::string addr = sm.cfg.address.is_v6() ? "[" + sm.cfg.address.str() + "]" : sm.cfg.address.str();
@@ -222,7 +224,8 @@ void Metrics::update(const MetricsInput& in) {
             bad["result"] = "failed";
             m.srv_checks.set_total(ok, sm.checks_ok);
             m.srv_checks.set_total(bad, sm.checks_failed);
-            if (const ServerTraffic* s = in.dataplane ? in.dataplane->find_server(key) : nullptr) {
+            if (auto found = traffic.find(key); found != traffic.end()) {
+                const ServerTraffic* s = found->second;
                 m.srv_packets.set_total(l, s->packets);
                 m.srv_bytes.set_total(l, s->bytes);
                 m.srv_conns.set_total(l, s->new_connections);

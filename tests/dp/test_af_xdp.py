@@ -9,14 +9,7 @@ from test_exception_path import Capture, send_frame
 
 @pytest.fixture
 def xdp_lab(tmp_path):
-    ns = fulcrumlab.unique("flxdp")
-    fulcrumlab.run("ip", "netns", "add", ns)
-    fulcrumlab._live_namespaces.append(ns)
-    try:
-        fulcrumlab.run("ip", "link", "add", "up0", "type", "veth", "peer", "name", "wire0", netns=ns)
-        for i in ("up0", "wire0"):
-            fulcrumlab.sh(f"echo 1 > /proc/sys/net/ipv6/conf/{i}/disable_ipv6", netns=ns)
-            fulcrumlab.run("ip", "link", "set", i, "up", netns=ns)
+    with fulcrumlab.veth_namespace("flxdp") as ns:
         spec = {"generation": 1, "services": [
             {"id": 1, "name": "web", "vip": "198.18.1.1", "port": 80, "table_size": 251,
              "servers": [{"slot": 0, "address": "198.18.2.1", "mac": "02:00:00:00:02:01"}]}]}
@@ -25,8 +18,6 @@ def xdp_lab(tmp_path):
                                   netns=ns, snapshot=snap, memory=512)
         yield ns, dp
         assert dp.stop() == 0, dp.log()
-    finally:
-        fulcrumlab.delete_namespace(ns)
 
 
 def test_vip_traffic_through_af_xdp(xdp_lab, tmp_path):

@@ -185,14 +185,9 @@ def test_filtered_without_exception_port(tmp_path):
 def netns():
     """A namespace of our own for the exception port (a TAP), with IPv6 off so that the kernel
     sends nothing of its own (router solicitations, MLD) through it."""
-    ns = fulcrumlab.unique("flef")
-    fulcrumlab.run("ip", "netns", "add", ns)
-    fulcrumlab._live_namespaces.append(ns)
-    try:
+    with fulcrumlab.own_namespace("flef") as ns:
         fulcrumlab.sh("sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1", netns=ns)
         yield ns
-    finally:
-        fulcrumlab.delete_namespace(ns)
 
 
 def test_filtered_with_exception_port(tmp_path, netns):

@@ -39,14 +39,7 @@ class Capture:
 
 @pytest.fixture
 def lab(tmp_path):
-    ns = fulcrumlab.unique("flex")
-    fulcrumlab.run("ip", "netns", "add", ns)
-    fulcrumlab._live_namespaces.append(ns)
-    try:
-        fulcrumlab.run("ip", "link", "add", "up0", "type", "veth", "peer", "name", "wire0", netns=ns)
-        for i in ("up0", "wire0"):
-            fulcrumlab.sh(f"echo 1 > /proc/sys/net/ipv6/conf/{i}/disable_ipv6", netns=ns)
-            fulcrumlab.run("ip", "link", "set", i, "up", netns=ns)
+    with fulcrumlab.veth_namespace("flex") as ns:
         fulcrumlab.prepare_dataplane_uplink(ns, "up0")
         dp = fulcrumlab.Dataplane(tmp_path, ["net_af_packet0,iface=up0,qpairs=1"], "net_af_packet0",
                                   netns=ns, exception="fl0")
@@ -55,8 +48,6 @@ def lab(tmp_path):
                             what="fl0 up")
         yield ns, dp
         assert dp.stop() == 0, dp.log()
-    finally:
-        fulcrumlab.delete_namespace(ns)
 
 
 def test_tap_carries_the_uplink_mac(lab):

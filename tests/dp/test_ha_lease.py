@@ -38,27 +38,19 @@ def spec():
 
 @pytest.fixture
 def lab(tmp_path):
-    ns = fulcrumlab.unique("flha")
-    fulcrumlab.run("ip", "netns", "add", ns)
-    fulcrumlab._live_namespaces.append(ns)
-    dp = None
-    try:
-        fulcrumlab.run("ip", "link", "add", "up0", "type", "veth", "peer", "name", "wire0", netns=ns)
-        for i in ("up0", "wire0"):
-            fulcrumlab.sh(f"echo 1 > /proc/sys/net/ipv6/conf/{i}/disable_ipv6", netns=ns)
-            fulcrumlab.run("ip", "link", "set", i, "up", netns=ns)
+    with fulcrumlab.veth_namespace("flha") as ns:
         fulcrumlab.prepare_dataplane_uplink(ns, "up0")
         dp = fulcrumlab.Dataplane(tmp_path, ["net_af_packet0,iface=up0,qpairs=1"], "net_af_packet0",
                                   netns=ns, exception="fl0")
-        fulcrumlab.sh("echo 1 > /proc/sys/net/ipv6/conf/fl0/disable_ipv6", netns=ns)
-        with dp.client() as c:
-            assert c.load_snapshot(fulcrumlab.snapshot_bytes(spec(), tmp_path)) == 1
-        yield Lab(ns, dp)
-        assert dp.stop() == 0, dp.log()
-    finally:
-        if dp is not None and dp.alive():
-            dp.stop()
-        fulcrumlab.delete_namespace(ns)
+        try:
+            fulcrumlab.sh("echo 1 > /proc/sys/net/ipv6/conf/fl0/disable_ipv6", netns=ns)
+            with dp.client() as c:
+                assert c.load_snapshot(fulcrumlab.snapshot_bytes(spec(), tmp_path)) == 1
+            yield Lab(ns, dp)
+            assert dp.stop() == 0, dp.log()
+        finally:
+            if dp.alive():
+                dp.stop()
 
 
 class Lab:

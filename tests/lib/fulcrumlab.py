@@ -321,6 +321,30 @@ def delete_namespace(name):
         _live_namespaces.remove(name)
 
 
+@contextlib.contextmanager
+def own_namespace(prefix):
+    """A network namespace of the test's own, deleted (with what runs in it) afterwards."""
+    ns = unique(prefix)
+    run("ip", "netns", "add", ns)
+    _live_namespaces.append(ns)
+    try:
+        yield ns
+    finally:
+        delete_namespace(ns)
+
+
+@contextlib.contextmanager
+def veth_namespace(prefix):
+    """A namespace of the test's own holding the veth pair up0 (the dataplane's side) and
+    wire0 (where a test sends and captures frames), both up, IPv6 off."""
+    with own_namespace(prefix) as ns:
+        run("ip", "link", "add", "up0", "type", "veth", "peer", "name", "wire0", netns=ns)
+        for i in ("up0", "wire0"):
+            sh(f"echo 1 > /proc/sys/net/ipv6/conf/{i}/disable_ipv6", netns=ns)
+            run("ip", "link", "set", i, "up", netns=ns)
+        yield ns
+
+
 def prepare_dataplane_uplink(ns, ifname):
     """Makes a kernel interface fit to be a dataplane uplink through net_af_packet: up, no
     addresses, and hidden from the kernel's own stack by an nftables netdev ingress drop

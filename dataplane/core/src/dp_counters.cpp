@@ -53,6 +53,13 @@ const ServerTraffic* DataplaneCounters::find_server(const std::string& key) cons
     return it == servers.end() ? nullptr : &*it;
 }
 
+std::unordered_map<std::string, const ServerTraffic*> DataplaneCounters::servers_by_key() const {
+    std::unordered_map<std::string, const ServerTraffic*> m;
+    m.reserve(servers.size());
+    for (const ServerTraffic& s : servers) m.emplace(server_key(s), &s);
+    return m;
+}
+
 const ServiceTraffic* DataplaneCounters::find_service(const std::string& n) const {
     auto it = std::find_if(services.begin(), services.end(), [&](const ServiceTraffic& s) { return s.name == n; });
     return it == services.end() ? nullptr : &*it;

@@ -22,8 +22,6 @@ public:
     // Answers `request` through `reply`, exactly once: at once for views and refusals, later
     // (from fulcrumd's main loop thread) for state changes. Never throws.
     void handle(const nlohmann::json& request, Reply reply);
-    // The same, waiting for the answer.
-    nlohmann::json handle_sync(const nlohmann::json& request);
 
 private:
     nlohmann::json status();

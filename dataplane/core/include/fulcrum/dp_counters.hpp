@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <map>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -74,8 +75,10 @@ struct DataplaneCounters {
 
     // "service/address:port" ("service/[v6]:port"), the key fulcrumd gives its servers.
     static std::string server_key(const ServerTraffic& s);
-    // The server with that key, or null.
+    // The server with that key, or null (a scan: for one lookup).
     const ServerTraffic* find_server(const std::string& key) const;
+    // Every server by its key, for views that look up many (built once per use).
+    std::unordered_map<std::string, const ServerTraffic*> servers_by_key() const;
     const ServiceTraffic* find_service(const std::string& name) const;
 };
 
