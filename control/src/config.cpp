@@ -974,6 +974,9 @@ struct Parser {
     Config& cfg;
     bool src4_bad = false;  // the prefix was given but invalid (already reported)
     bool src6_bad = false;
+    // Where ha: values are, for the checks made once the services are known.
+    std::vector<Location> track_at, peer_at;
+    Location lease_at, sync_peer_at;
 
     void dataplane(const Field& f);
     void admin(const Field& f);
@@ -1422,8 +1425,10 @@ void Parser::ha(const Field& f) {
                     if (std::find(h.unicast_peers.begin(), h.unicast_peers.end(), *a) !=
                         h.unicast_peers.end())
                         d.error(pf.at, pf.path + ": " + a->str() + " is listed twice; keep one");
-                    else
+                    else {
                         h.unicast_peers.push_back(*a);
+                        peer_at.push_back(d.at(pf.at));
+                    }
                 }
             }
         }
@@ -1449,8 +1454,9 @@ void Parser::ha(const Field& f) {
                 }
         }
     }
+    lease_at = d.at(f.at);
     if (auto x = s.take("lease"))
-        if (auto v = read_duration(d, *x)) {
+        if (lease_at = d.at(x->at); auto v = read_duration(d, *x)) {
             if (*v > Millis{600'000})
                 d.error(x->at, x->path + ": " + format_duration(*v) +
                                    " is longer than the dataplane's limit of 10m; use a few "
@@ -1465,7 +1471,10 @@ void Parser::ha(const Field& f) {
         } else {
             for (size_t i = 0; i < x->value.size(); ++i) {
                 const Field tf = list_item(d, *x, x->value[i], i);
-                if (auto v = read_string(d, tf)) h.track_services.push_back(*v);
+                if (auto v = read_string(d, tf)) {
+                    h.track_services.push_back(*v);
+                    track_at.push_back(d.at(tf.at));
+                }
             }
         }
     }
@@ -1479,6 +1488,7 @@ void Parser::sync(const Field& f) {
     y.where = d.at(f.at);
     bool ok = true;
     if (auto x = s.take("peer")) {
+        sync_peer_at = d.at(x->at);
         if (auto v = read_address(d, *x))
             y.peer = *v;
         else
@@ -1520,33 +1530,33 @@ void Parser::sync(const Field& f) {
 }
 
 // Checks between ha: and the rest, once the services are known.
-void Parser::ha_checks(const Field& ha_field) {
+void Parser::ha_checks(const Field&) {
     const HaConfig& h = cfg.ha;
-    const Location at = d.at(ha_field.at);
-    for (const auto& name : h.track_services) {
+    for (size_t i = 0; i < h.track_services.size(); ++i) {
+        const std::string& name = h.track_services[i];
         const bool known = std::any_of(cfg.services.begin(), cfg.services.end(),
                                        [&](const ServiceConfig& s) { return s.name == name; });
         if (!known) {
             std::vector<std::string_view> names;
             for (const auto& s : cfg.services) names.push_back(s.name);
-            d.error(at, "ha.track_services: no service is named '" + printable(name) + "'" +
+            d.error(track_at[i], "ha.track_services[" + std::to_string(i) + "]: no service is named '" + printable(name) + "'" +
                             did_you_mean(name, names) + "; list names from 'services'");
         }
     }
-    for (const auto& p : h.unicast_peers)
+    for (size_t i = 0; i < h.unicast_peers.size(); ++i)
         for (const auto& a : cfg.interface.addresses)
-            if (a.addr == p)
-                d.error(at, "ha.unicast_peers: " + p.str() +
+            if (a.addr == h.unicast_peers[i])
+                d.error(peer_at[i], "ha.unicast_peers[" + std::to_string(i) + "]: " + h.unicast_peers[i].str() +
                                 " is this balancer's own interface address; list the other "
                                 "balancer's address");
     if (h.sync.enabled)
         for (const auto& a : cfg.interface.addresses)
             if (a.addr == h.sync.peer)
-                d.error(h.sync.where, "ha.sync.peer: " + h.sync.peer.str() +
+                d.error(sync_peer_at, "ha.sync.peer: " + h.sync.peer.str() +
                                           " is this balancer's own interface address; give the "
                                           "other balancer's address");
     if (h.effective_lease() < h.advert_interval())
-        d.error(at, "ha.lease: " + format_duration(h.effective_lease()) +
+        d.error(lease_at, "ha.lease: " + format_duration(h.effective_lease()) +
                         " is shorter than the advert interval " +
                         format_duration(h.advert_interval()) +
                         "; fulcrumd renews the lease with every advert, so give it at least one "
@@ -1884,7 +1894,7 @@ Config parse(std::string_view yaml_text, const std::string& filename) {
                         "health_check", "services"});
     if (!root.ok()) throw ConfigError(d.messages());
 
-    Parser p{d, cfg};
+    Parser p{d, cfg, false, false, {}, {}, {}, {}};
     if (auto f = root.take("dataplane")) p.dataplane(*f);
     if (auto f = root.take("admin")) p.admin(*f);
     if (auto f = root.take("metrics")) p.metrics(*f);

@@ -26,6 +26,26 @@ TEST(AdminRequest, ViewsNeedOnlyTheCommand) {
     EXPECT_NE(bad.error().find("\"service\" must be a string"), std::string::npos) << bad.error();
 }
 
+TEST(AdminRequest, HaShowsOrTakesAnAction) {
+    auto show = parse(R"({"command": "ha"})");
+    ASSERT_TRUE(show) << show.error();
+    EXPECT_EQ(show->command, AdminCommand::ha);
+    EXPECT_EQ(show->ha_action, HaAction::none);
+    const std::pair<const char*, HaAction> actions[] = {
+        {"takeover", HaAction::takeover}, {"release", HaAction::release}, {"resume", HaAction::resume}};
+    for (const auto& [name, action] : actions) {
+        auto r = parse_admin_request({{"command", "ha"}, {"action", name}});
+        ASSERT_TRUE(r) << name << ": " << r.error();
+        EXPECT_EQ(r->ha_action, action);
+    }
+    for (const char* text : {R"({"command": "ha", "action": "failover"})", R"({"command": "ha", "action": 1})",
+                             R"({"command": "ha", "action": ""})"}) {
+        auto e = parse(text);
+        ASSERT_FALSE(e) << text;
+        EXPECT_EQ(e.error(), "ha: \"action\" must be \"takeover\", \"release\" or \"resume\" (or absent to show the state)");
+    }
+}
+
 TEST(AdminRequest, ServerCommandsNeedServiceAndServer) {
     auto r = parse(R"({"command": "drain", "service": "web", "server": "198.18.0.11:80"})");
     ASSERT_TRUE(r) << r.error();

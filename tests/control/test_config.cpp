@@ -1555,10 +1555,10 @@ TEST(ConfigHa, Errors) {
               "test.yaml:3:13: ha.checksum: unknown IPv4 checksum form 'v2'; use pseudo_header "
               "or message_only");
     EXPECT_EQ(error(std::string("ha:\n  vrid: 1\n  track_services: [wbe]\n") + kWeb),
-              "test.yaml:1:1: ha.track_services: no service is named 'wbe' (did you mean "
+              "test.yaml:3:20: ha.track_services[0]: no service is named 'wbe' (did you mean "
               "'web'?); list names from 'services'");
     EXPECT_EQ(error(std::string("ha:\n  vrid: 1\n  lease: 50ms\n") + kWeb),
-              "test.yaml:1:1: ha.lease: 50ms is shorter than the advert interval 100ms; "
+              "test.yaml:3:10: ha.lease: 50ms is shorter than the advert interval 100ms; "
               "fulcrumd renews the lease with every advert, so give it at least one interval "
               "(the default is 3)");
     EXPECT_EQ(error(std::string("ha:\n  vrid: 1\n  sync: {port: 9}\n") + kWeb),
@@ -1579,7 +1579,7 @@ TEST(ConfigHa, Errors) {
     EXPECT_EQ(error(std::string("interface: {addresses: [198.18.0.3/24]}\nha:\n  vrid: 1\n  "
                                 "unicast_peers: [198.18.0.3]\n") +
                     kWeb),
-              "test.yaml:3:3: ha.unicast_peers: 198.18.0.3 is this balancer's own interface "
+              "test.yaml:4:19: ha.unicast_peers[0]: 198.18.0.3 is this balancer's own interface "
               "address; list the other balancer's address");
 }
 
