@@ -448,8 +448,12 @@ void SyncPeer::run() {
     auto send_control = [&](std::vector<uint8_t>&& d) { return submit(Outgoing{std::move(d)}); };
 
     auto send_request = [&](TimePoint now) {
-        auto d = m.encoder.bulk_request();
-        send_control(std::move(d));  // a datagram blocked now goes out with the next one
+        {
+            // Counted first: whoever receives the request can rely on seeing it counted.
+            auto lk = lock();
+            ++stats_.bulk_requests_sent;
+        }
+        send_control(m.encoder.bulk_request());  // a blocked datagram goes out with the next one
         m.outstanding = true;
         m.ever_requested = true;
         m.requested_at = now;
@@ -457,8 +461,6 @@ void SyncPeer::run() {
         m.bulk_rx = 0;
         m.bulk_damaged = false;
         m.want_bulk = false;
-        auto lk = lock();
-        ++stats_.bulk_requests_sent;
     };
 
     auto set_pending_stat = [&] {
@@ -611,6 +613,10 @@ void SyncPeer::run() {
             }
             const fl_sync_header& h = dg.header;
             const SyncSeqResult sr = m.tracker.observe(h.boot_id, h.sequence);
+            // Before the new peer boot id shows in the stats: nobody may see the new boot id
+            // together with the old boot's completed resync.
+            if (sr.verdict == SyncSeq::first || sr.verdict == SyncSeq::reboot)
+                bulk_complete_.store(false, std::memory_order_release);
             {
                 auto lk = lock();
                 const SyncSeqStats& ts = m.tracker.stats();
@@ -640,7 +646,6 @@ void SyncPeer::run() {
                                      cfg_.peer.str(), h.boot_id);
                         m.outstanding = false;
                     }
-                    bulk_complete_.store(false, std::memory_order_release);
                     // A request already waiting is answered by this process of the peer (or
                     // times out and is sent again): no second one.
                     if (!m.outstanding) m.want_bulk = true;

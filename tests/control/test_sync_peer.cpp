@@ -249,7 +249,10 @@ TEST(SyncPeer, RecordsDrainedOnAAreInstalledOnB) {
     std::vector<fl_sync_record> recs;
     for (uint16_t i = 1; i <= 100; ++i) recs.push_back(rec(i));
     da.push(recs);
-    ASSERT_TRUE(eventually([&] { return db.installed() >= 100; }));
+    // Counters are taken after the send / install they count: wait for them too.
+    ASSERT_TRUE(eventually([&] {
+        return db.installed() >= 100 && a.stats().records_sent >= 100 && b.stats().installed >= 100;
+    }));
     EXPECT_EQ(db.installed_ports().size(), 100u);
     const auto sa = a.stats(), sb = b.stats();
     EXPECT_EQ(sa.records_drained, 100u);
@@ -280,9 +283,10 @@ TEST(SyncPeer, NewPeerGetsBulkAndCompletes) {
     b.start();
     ASSERT_TRUE(eventually([&] { return b.bulk_complete(); }));
     EXPECT_EQ(db.installed_ports().size(), 500u);
+    // A counts what it sent after sending it.
+    ASSERT_TRUE(eventually([&] { return a.stats().bulk_served >= 1; }));
     const auto sa = a.stats(), sb = b.stats();
     EXPECT_GE(sa.bulk_requests_received, 1u);
-    EXPECT_GE(sa.bulk_served, 1u);
     EXPECT_GE(sa.bulk_records_sent, 500u);
     EXPECT_GE(sb.bulk_records_received, 500u);
     EXPECT_GE(sb.bulk_requests_sent, 1u);
@@ -501,7 +505,7 @@ TEST(SyncPeer, RateCapRespected) {
             const double elapsed =
                 std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
             if (static_cast<double>(s.records_sent) > burst + 2000.0 * elapsed + 1) within = false;
-            return db.installed() == kRecords;
+            return db.installed() == kRecords && s.records_sent == kRecords;
         },
         15s));
     EXPECT_TRUE(within);
