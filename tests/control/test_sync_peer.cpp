@@ -533,3 +533,58 @@ TEST(SyncPeer, StopIsPrompt) {
     EXPECT_LT(std::chrono::steady_clock::now() - t0, 500ms);
     a.stop();  // idempotent
 }
+
+// A bulk answer that lost a datagram does not complete the resync: the peer is asked again,
+// and a whole answer completes it.
+TEST(SyncPeer, IncompleteBulkIsRequestedAgain) {
+    TestSocket t(kLo, 255);  // plays the peer
+    auto [pb, unused] = free_ports();
+    (void)unused;
+    FakeDataplane db;
+    auto cb = config(pb, t.port());
+    cb.bulk_timeout = 60s;  // every request counted below is an answer to the test's datagrams
+    SyncPeer b(cb, db);
+    b.start();
+    ASSERT_TRUE(t.recv_type(FL_SYNC_T_BULK_REQUEST));
+
+    SyncSenderConfig sc;
+    sc.boot_id = 0x4321;
+    SyncEncoder enc(sc);
+    const fl_sync_record r1[] = {rec(1)}, r2[] = {rec(2)};
+    std::vector<std::vector<uint8_t>> d;
+    enc.encode_records(r1, true, d);  // seq 1
+    enc.encode_records(r2, true, d);  // seq 2: lost
+    t.send(d[0], b.local_port());
+    t.send(enc.bulk_end(2), b.local_port());  // seq 3: announces 2 records, 1 arrived
+    ASSERT_TRUE(t.recv_type(FL_SYNC_T_BULK_REQUEST)) << "no second request after a lossy bulk";
+    auto s = b.stats();
+    EXPECT_EQ(s.bulk_incomplete, 1u);
+    EXPECT_EQ(s.bulk_ends_received, 1u);
+    EXPECT_FALSE(b.bulk_complete());
+
+    d.clear();
+    enc.encode_records(std::vector<fl_sync_record>{rec(1), rec(2)}, true, d);  // seq 4
+    t.send(d[0], b.local_port());
+    t.send(enc.bulk_end(2), b.local_port());  // seq 5
+    ASSERT_TRUE(eventually([&] { return b.bulk_complete(); }));
+    s = b.stats();
+    EXPECT_EQ(s.bulk_requests_sent, 2u);
+    EXPECT_EQ(s.bulk_incomplete, 1u);
+    EXPECT_EQ(db.installed_ports(), (std::set<uint16_t>{1, 2}));
+}
+
+TEST(SyncPeer, RecordsFlowOverIpv6) {
+    const IpAddr lo6 = *IpAddr::parse("::1");
+    auto [pa, pb] = free_ports();  // free on 127.0.0.1; IPv6 ports are a separate space on a
+                                   // V6ONLY socket, and bind() says so if one is taken
+    FakeDataplane da, db;
+    auto ca = config(pa, pb), cb = config(pb, pa);
+    ca.local = ca.peer = cb.local = cb.peer = lo6;
+    SyncPeer a(ca, da), b(cb, db);
+    a.start();
+    b.start();
+    da.push(std::vector<fl_sync_record>{rec(1), rec(2), rec(3)});
+    ASSERT_TRUE(eventually([&] { return db.installed() == 3 && b.bulk_complete(); }));
+    for (size_t e = 0; e < kSyncErrorCount; ++e)  // the hop limit 255 was seen
+        EXPECT_EQ(b.stats().refused[e], 0u) << sync_error_name(static_cast<SyncError>(e));
+}
