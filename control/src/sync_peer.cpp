@@ -7,13 +7,13 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <spdlog/spdlog.h>
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <deque>
 #include <nlohmann/json.hpp>
 #include <optional>
-#include <spdlog/spdlog.h>
 #include <stdexcept>
 #include <system_error>
 
@@ -53,8 +53,9 @@ Expected<SyncInstallResult> parse_sync_install_reply(std::span<const uint8_t> bo
         field("ring_full", r.ring_full);
         return r;
     } catch (const std::exception& e) {
-        return Error{std::string("malformed sync_install reply from the dataplane (") + e.what() +
-                     "): " + std::string(body.begin(), body.begin() + std::min<size_t>(body.size(), 200))};
+        return Error{
+            std::string("malformed sync_install reply from the dataplane (") + e.what() +
+            "): " + std::string(body.begin(), body.begin() + std::min<size_t>(body.size(), 200))};
     }
 }
 
@@ -81,15 +82,15 @@ Expected<ctl::Reply> CtlSyncDataplane::call(ctl::Op op, std::span<const uint8_t>
         return Error{r.error()};
     }
     if (r->status != ctl::Status::ok)
-        return Error{std::string("the dataplane refused ") + ctl::op_name(static_cast<uint8_t>(op)) +
-                     " (op " + std::to_string(static_cast<unsigned>(op)) + ") on " + path_ + ": " +
+        return Error{std::string("the dataplane refused ") +
+                     ctl::op_name(static_cast<uint8_t>(op)) + " (op " +
+                     std::to_string(static_cast<unsigned>(op)) + ") on " + path_ + ": " +
                      r->text()};
     return r;
 }
 
 Expected<std::vector<fl_sync_record>> CtlSyncDataplane::drain(size_t max, uint32_t refresh_ms) {
-    const std::string body =
-        nlohmann::json{{"max", max}, {"refresh_ms", refresh_ms}}.dump();
+    const std::string body = nlohmann::json{{"max", max}, {"refresh_ms", refresh_ms}}.dump();
     auto r = call(kOpSyncDrain, {reinterpret_cast<const uint8_t*>(body.data()), body.size()});
     if (!r) return Error{r.error()};
     return parse_sync_records(r->body, "sync_drain");
@@ -150,7 +151,7 @@ namespace {
 // Logs the first occurrence of a repeating problem, then at most one line per interval saying
 // how many were left out.
 class LogLimiter {
-public:
+  public:
     explicit LogLimiter(std::chrono::seconds every = std::chrono::seconds(10)) : every_(every) {}
     template <class... A>
     void warn(TimePoint now, spdlog::format_string_t<A...> fmt, A&&... args) {
@@ -168,15 +169,15 @@ public:
         suppressed_ = 0;
     }
 
-private:
+  private:
     std::chrono::seconds every_;
     TimePoint last_{};
     uint64_t suppressed_ = 0;
 };
 
 uint64_t micros(Clock::duration d) {
-    return static_cast<uint64_t>(std::max<int64_t>(
-        0, std::chrono::duration_cast<std::chrono::microseconds>(d).count()));
+    return static_cast<uint64_t>(
+        std::max<int64_t>(0, std::chrono::duration_cast<std::chrono::microseconds>(d).count()));
 }
 
 void add_sample(std::vector<uint32_t>& window, SyncLatency& l, uint64_t us) {
@@ -244,26 +245,26 @@ struct SyncPeer::Impl {
     std::array<IpAddr, 1> peers{};
 
     // sending
-    std::deque<Pending> queue;                  // drained records, oldest first
-    std::vector<fl_sync_record> bulk;           // the dump being answered
+    std::deque<Pending> queue;         // drained records, oldest first
+    std::vector<fl_sync_record> bulk;  // the dump being answered
     size_t bulk_next = 0;
-    bool bulk_active = false;                   // BULK_END still to send
+    bool bulk_active = false;  // BULK_END still to send
     uint64_t bulk_count = 0;
-    bool alternate_bulk = false;                // both queues waiting: take turns
+    bool alternate_bulk = false;  // both queues waiting: take turns
     double tokens = 0;
     TimePoint tokens_at{};
-    size_t deferred_mark = 0;                   // queue records already counted rate_limited
+    size_t deferred_mark = 0;  // queue records already counted rate_limited
     TimePoint next_drain{};
     std::chrono::milliseconds drain_interval{};
 
     // receiving / bulk resync as the requester
-    bool want_bulk = true;        // send a BULK_REQUEST when allowed
-    bool outstanding = false;     // a request is waiting for its BULK_END
+    bool want_bulk = true;     // send a BULK_REQUEST when allowed
+    bool outstanding = false;  // a request is waiting for its BULK_END
     TimePoint requested_at{};
     TimePoint last_bulk_rx{};
     bool ever_requested = false;
-    uint64_t bulk_rx = 0;         // bulk records since the request
-    bool bulk_damaged = false;    // gap or failed install since the request
+    uint64_t bulk_rx = 0;       // bulk records since the request
+    bool bulk_damaged = false;  // gap or failed install since the request
 
     // digest
     uint64_t digest = 0;
@@ -384,8 +385,8 @@ void SyncPeer::run() {
     m.tokens = burst;
     m.next_drain = now0;
     std::vector<uint8_t> rxbuf(65536);
-    std::vector<fl_sync_record> batch;     // the records of one datagram being sent
-    std::vector<fl_sync_record> rx;        // received records waiting for one sync_install
+    std::vector<fl_sync_record> batch;  // the records of one datagram being sent
+    std::vector<fl_sync_record> rx;     // received records waiting for one sync_install
     std::vector<std::vector<uint8_t>> out;
     // Datagrams sendto() could not take (socket buffer full), oldest first: they already hold
     // their sequence numbers, so they go out before anything else once the socket is writable.
@@ -401,16 +402,18 @@ void SyncPeer::run() {
     auto lock = [this] { return std::unique_lock(stats_mu_); };
 
     auto refresh_tokens = [&](TimePoint now) {
-        m.tokens = std::min(burst, m.tokens + std::chrono::duration<double>(now - m.tokens_at).count() *
-                                                  static_cast<double>(cfg_.rate));
+        m.tokens =
+            std::min(burst, m.tokens + std::chrono::duration<double>(now - m.tokens_at).count() *
+                                           static_cast<double>(cfg_.rate));
         m.tokens_at = now;
     };
 
     // True when the datagram is done with (sent, or lost to a hard error and counted); false
     // when the socket cannot take it now.
     auto try_send = [&](const Outgoing& o) -> bool {
-        const ssize_t n = ::sendto(fd_, o.bytes.data(), o.bytes.size(), 0,
-                                   reinterpret_cast<const sockaddr*>(&m.peer_addr.ss), m.peer_addr.len);
+        const ssize_t n =
+            ::sendto(fd_, o.bytes.data(), o.bytes.size(), 0,
+                     reinterpret_cast<const sockaddr*>(&m.peer_addr.ss), m.peer_addr.len);
         const int err = errno;
         const auto now = Clock::now();
         if (n < 0 && (err == EAGAIN || err == EWOULDBLOCK || err == ENOBUFS)) return false;
@@ -418,8 +421,9 @@ void SyncPeer::run() {
         if (n < 0) {
             ++stats_.send_errors;
             lk.unlock();
-            m.log_send.warn(now, "sync: sending to {} port {} failed: {} (the datagram is lost; "
-                                 "the peer sees a sequence gap and asks for a resync)",
+            m.log_send.warn(now,
+                            "sync: sending to {} port {} failed: {} (the datagram is lost; "
+                            "the peer sees a sequence gap and asks for a resync)",
                             cfg_.peer.str(), cfg_.peer_port, std::strerror(err));
             return true;
         }
@@ -482,8 +486,9 @@ void SyncPeer::run() {
                 // Records were lost here: the next complete bulk puts them back.
                 m.want_bulk = true;
                 bulk_complete_.store(false, std::memory_order_release);
-                m.log_dp.warn(done, "sync: installing {} records from the peer failed: {} "
-                                    "(a bulk resync is requested)",
+                m.log_dp.warn(done,
+                              "sync: installing {} records from the peer failed: {} "
+                              "(a bulk resync is requested)",
                               part.size(), r.error());
                 return;
             }
@@ -511,8 +516,9 @@ void SyncPeer::run() {
                 auto lk = lock();
                 ++stats_.dataplane_errors;
             }
-            m.log_dp.warn(now, "sync: cannot answer the peer's bulk request: sync_dump failed: {} "
-                               "(the peer asks again after its bulk timeout)",
+            m.log_dp.warn(now,
+                          "sync: cannot answer the peer's bulk request: sync_dump failed: {} "
+                          "(the peer asks again after its bulk timeout)",
                           d.error());
             return;
         }
@@ -560,8 +566,8 @@ void SyncPeer::run() {
                     (c->cmsg_level == IPPROTO_IPV6 && c->cmsg_type == IPV6_HOPLIMIT))
                     std::memcpy(&ttl, CMSG_DATA(c), sizeof ttl);
             }
-            SyncError err = check_sync_source(src, ttl >= 0 && ttl <= 255 ? static_cast<uint8_t>(ttl) : 0,
-                                              m.peers);
+            SyncError err = check_sync_source(
+                src, ttl >= 0 && ttl <= 255 ? static_cast<uint8_t>(ttl) : 0, m.peers);
             SyncDatagram dg;
             if (err == SyncError::ok) {
                 // MSG_TRUNC: n is the real length; a longer datagram than the buffer is cut,
@@ -593,9 +599,10 @@ void SyncPeer::run() {
                         m.logged_mismatch_ours = m.digest;
                         m.logged_mismatch_theirs = theirs;
                     } else if (err == SyncError::ok && m.mismatch_logged) {
-                        spdlog::info("sync: the peer {} and this balancer agree on configuration "
-                                     "digest {:016x} again",
-                                     cfg_.peer.str(), m.digest);
+                        spdlog::info(
+                            "sync: the peer {} and this balancer agree on configuration "
+                            "digest {:016x} again",
+                            cfg_.peer.str(), m.digest);
                         m.mismatch_logged = false;
                     }
                 }
@@ -631,8 +638,9 @@ void SyncPeer::run() {
                 }
             }
             if (!sr.accept) {
-                m.log_refused.warn(now, "sync: datagram from {} refused: sequence {} of boot {:016x} "
-                                        "is {} (duplicate, reordered or replayed)",
+                m.log_refused.warn(now,
+                                   "sync: datagram from {} refused: sequence {} of boot {:016x} "
+                                   "is {} (duplicate, reordered or replayed)",
                                    src.str(), h.sequence, h.boot_id, sync_seq_name(sr.verdict));
                 continue;
             }
@@ -641,9 +649,10 @@ void SyncPeer::run() {
                 case SyncSeq::reboot:
                     // Another process of the peer: what we had resynced is not its table.
                     if (sr.verdict == SyncSeq::reboot) {
-                        spdlog::info("sync: the peer {} restarted (boot id {:016x}); asking for "
-                                     "its whole table",
-                                     cfg_.peer.str(), h.boot_id);
+                        spdlog::info(
+                            "sync: the peer {} restarted (boot id {:016x}); asking for "
+                            "its whole table",
+                            cfg_.peer.str(), h.boot_id);
                         m.outstanding = false;
                     }
                     // A request already waiting is answered by this process of the peer (or
@@ -651,15 +660,17 @@ void SyncPeer::run() {
                     if (!m.outstanding) m.want_bulk = true;
                     break;
                 case SyncSeq::gap:
-                    m.log_recv.warn(now, "sync: {} datagrams from {} lost (sequence gap); asking "
-                                         "for a bulk resync",
+                    m.log_recv.warn(now,
+                                    "sync: {} datagrams from {} lost (sequence gap); asking "
+                                    "for a bulk resync",
                                     sr.lost, cfg_.peer.str());
                     // During a bulk answer the loss makes it incomplete; its BULK_END then
                     // asks again. Otherwise ask now.
                     m.bulk_damaged = true;
                     if (!m.outstanding) m.want_bulk = true;
                     break;
-                default: break;
+                default:
+                    break;
             }
             switch (h.type) {
                 case FL_SYNC_T_RECORDS: {
@@ -708,15 +719,18 @@ void SyncPeer::run() {
                             auto lk = lock();
                             ++stats_.bulk_incomplete;
                         }
-                        m.log_recv.warn(now, "sync: bulk resync from {} incomplete ({} of {} "
-                                             "records{}); asking again",
-                                        cfg_.peer.str(), m.bulk_rx, h.aux,
-                                        m.bulk_damaged ? ", datagrams lost or an install failed" : "");
+                        m.log_recv.warn(
+                            now,
+                            "sync: bulk resync from {} incomplete ({} of {} "
+                            "records{}); asking again",
+                            cfg_.peer.str(), m.bulk_rx, h.aux,
+                            m.bulk_damaged ? ", datagrams lost or an install failed" : "");
                         m.want_bulk = true;
                     }
                     break;
                 }
-                default: break;  // decode refuses other types
+                default:
+                    break;  // decode refuses other types
             }
         }
         if (!rx.empty()) install(rx, received);
@@ -738,8 +752,9 @@ void SyncPeer::run() {
                 auto lk = lock();
                 ++stats_.dataplane_errors;
             }
-            m.log_dp.warn(got_at, "sync: draining records from the dataplane failed: {} "
-                                  "(retrying every {} ms)",
+            m.log_dp.warn(got_at,
+                          "sync: draining records from the dataplane failed: {} "
+                          "(retrying every {} ms)",
                           r.error(), cfg_.drain_max.count());
             m.drain_interval = cfg_.drain_max;
             m.next_drain = got_at + m.drain_interval;
@@ -757,7 +772,8 @@ void SyncPeer::run() {
         else if (!r->empty())
             m.drain_interval = cfg_.drain_min;
         else
-            m.drain_interval = std::min(cfg_.drain_max, std::max(cfg_.drain_min, m.drain_interval * 2));
+            m.drain_interval =
+                std::min(cfg_.drain_max, std::max(cfg_.drain_min, m.drain_interval * 2));
         m.next_drain = got_at + m.drain_interval;
     };
 
@@ -792,8 +808,11 @@ void SyncPeer::run() {
                     stats_.rate_limited += waiting - m.deferred_mark;
                     m.deferred_mark = waiting;
                 }
-                const double need = (static_cast<double>(n) - m.tokens) / static_cast<double>(cfg_.rate);
-                return now + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(need)) +
+                const double need =
+                    (static_cast<double>(n) - m.tokens) / static_cast<double>(cfg_.rate);
+                return now +
+                       std::chrono::duration_cast<Clock::duration>(
+                           std::chrono::duration<double>(need)) +
                        std::chrono::microseconds(1);
             }
             m.tokens -= static_cast<double>(n);
@@ -863,12 +882,14 @@ void SyncPeer::run() {
         TimePoint due = m.next_drain;
         if (send_at) due = std::min(due, *send_at);
         if (request_at) due = std::min(due, *request_at);
-        if (m.outstanding) due = std::min(due, std::max(m.requested_at, m.last_bulk_rx) + cfg_.bulk_timeout);
+        if (m.outstanding)
+            due = std::min(due, std::max(m.requested_at, m.last_bulk_rx) + cfg_.bulk_timeout);
         now = Clock::now();
         int timeout_ms = 0;
         if (due > now)
             timeout_ms = static_cast<int>(std::min<int64_t>(
-                60000, std::chrono::duration_cast<std::chrono::milliseconds>(due - now).count() + 1));
+                60000,
+                std::chrono::duration_cast<std::chrono::milliseconds>(due - now).count() + 1));
         pollfd fds[2] = {{fd_, static_cast<short>(POLLIN | (blocked.empty() ? 0 : POLLOUT)), 0},
                          {wake_fd_, POLLIN, 0}};
         if (::poll(fds, 2, timeout_ms) < 0 && errno != EINTR) {

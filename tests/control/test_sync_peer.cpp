@@ -59,7 +59,7 @@ fl_sync_record rec(uint16_t i) {
 }
 
 class FakeDataplane final : public SyncDataplane {
-public:
+  public:
     void push(std::span<const fl_sync_record> r) {
         std::lock_guard lk(mu_);
         to_drain_.insert(to_drain_.end(), r.begin(), r.end());
@@ -86,7 +86,8 @@ public:
     Expected<std::vector<fl_sync_record>> drain(size_t max, uint32_t) override {
         std::lock_guard lk(mu_);
         const size_t n = std::min(max, to_drain_.size());
-        std::vector<fl_sync_record> out(to_drain_.begin(), to_drain_.begin() + static_cast<long>(n));
+        std::vector<fl_sync_record> out(to_drain_.begin(),
+                                        to_drain_.begin() + static_cast<long>(n));
         to_drain_.erase(to_drain_.begin(), to_drain_.begin() + static_cast<long>(n));
         return out;
     }
@@ -103,7 +104,7 @@ public:
         return table_;
     }
 
-private:
+  private:
     mutable std::mutex mu_;
     std::vector<fl_sync_record> to_drain_, installed_, table_;
     uint64_t dumps_ = 0;
@@ -113,14 +114,15 @@ const IpAddr kLo = *IpAddr::parse("127.0.0.1");
 
 // A UDP socket driven by the test.
 class TestSocket {
-public:
+  public:
     TestSocket(const IpAddr& addr, int ttl) {
         fd_ = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
         EXPECT_GE(fd_, 0);
         sockaddr_in a{};
         a.sin_family = AF_INET;
         std::memcpy(&a.sin_addr, addr.bytes.data(), 4);
-        EXPECT_EQ(::bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a), 0) << std::strerror(errno);
+        EXPECT_EQ(::bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a), 0)
+            << std::strerror(errno);
         socklen_t len = sizeof a;
         ::getsockname(fd_, reinterpret_cast<sockaddr*>(&a), &len);
         port_ = ntohs(a.sin_port);
@@ -155,7 +157,7 @@ public:
         }
     }
 
-private:
+  private:
     int fd_ = -1;
     uint16_t port_ = 0;
 };
@@ -167,7 +169,7 @@ std::pair<uint16_t, uint16_t> free_ports() {
 }
 
 class TempKeys {
-public:
+  public:
     TempKeys() {
         char tmpl[] = "/tmp/fulcrum-sync-test-XXXXXX";
         dir_ = ::mkdtemp(tmpl);
@@ -180,7 +182,7 @@ public:
         return p;
     }
 
-private:
+  private:
     std::string dir_;
 };
 
@@ -237,7 +239,8 @@ TEST(SyncPeer, ParsesDataplaneReplies) {
     EXPECT_EQ(i->queued, 3u);
     EXPECT_EQ(i->unknown_server, 2u);
     const std::string bad = R"({"queued": -1})";
-    EXPECT_FALSE(parse_sync_install_reply({reinterpret_cast<const uint8_t*>(bad.data()), bad.size()}));
+    EXPECT_FALSE(
+        parse_sync_install_reply({reinterpret_cast<const uint8_t*>(bad.data()), bad.size()}));
 }
 
 TEST(SyncPeer, RecordsDrainedOnAAreInstalledOnB) {
@@ -390,9 +393,11 @@ std::pair<SyncPeerStats, SyncPeerStats> run_keys(const std::string& ka, const st
     EXPECT_TRUE(eventually([&] {
         // The sender's count first: what the receiver has received can only be more.
         const auto sa = a.stats();
-        const bool a_to_b = sa.records_sent == 2 && b.stats().datagrams_received >= sa.datagrams_sent;
+        const bool a_to_b =
+            sa.records_sent == 2 && b.stats().datagrams_received >= sa.datagrams_sent;
         const auto sb = b.stats();
-        const bool b_to_a = sb.datagrams_sent >= 1 && a.stats().datagrams_received >= sb.datagrams_sent;
+        const bool b_to_a =
+            sb.datagrams_sent >= 1 && a.stats().datagrams_received >= sb.datagrams_sent;
         return a_to_b && b_to_a;
     }));
     b.stop();
@@ -441,14 +446,12 @@ TEST(SyncPeer, UnknownSourceAndWrongTtlRefused) {
 
     TestSocket stranger(*IpAddr::parse("127.0.0.3"), 255);  // TTL right, address wrong
     stranger.send(d[0], b.local_port());
-    ASSERT_TRUE(eventually([&] {
-        return b.stats().refused[static_cast<size_t>(SyncError::unknown_source)] == 1;
-    }));
+    ASSERT_TRUE(eventually(
+        [&] { return b.stats().refused[static_cast<size_t>(SyncError::unknown_source)] == 1; }));
     TestSocket far(kLo, 64);  // the peer's address, but a TTL a router would have lowered
     far.send(d[0], b.local_port());
-    ASSERT_TRUE(eventually([&] {
-        return b.stats().refused[static_cast<size_t>(SyncError::bad_ttl)] == 1;
-    }));
+    ASSERT_TRUE(eventually(
+        [&] { return b.stats().refused[static_cast<size_t>(SyncError::bad_ttl)] == 1; }));
     const auto s = b.stats();
     EXPECT_EQ(s.datagrams_received, 2u);
     EXPECT_EQ(s.datagrams_accepted, 0u);

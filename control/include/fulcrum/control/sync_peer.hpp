@@ -48,7 +48,7 @@ struct SyncInstallResult {
 // What the sync peer needs from the dataplane. Implementations may block (bounded); the peer's
 // thread is the only caller.
 class SyncDataplane {
-public:
+  public:
     virtual ~SyncDataplane() = default;
     // Up to `max` records made since the last drain; `refresh_ms`: how often the dataplane
     // re-emits live entries (0: the dataplane's default).
@@ -69,14 +69,14 @@ Expected<SyncInstallResult> parse_sync_install_reply(std::span<const uint8_t> bo
 // link is separate, so a large dump never delays a snapshot publish). Connects on first use and
 // again after any transport error; every request is bounded by `timeout`.
 class CtlSyncDataplane final : public SyncDataplane {
-public:
+  public:
     explicit CtlSyncDataplane(std::string socket_path,
                               std::chrono::milliseconds timeout = std::chrono::seconds(1));
     Expected<std::vector<fl_sync_record>> drain(size_t max, uint32_t refresh_ms) override;
     Expected<SyncInstallResult> install(std::span<const fl_sync_record> records) override;
     Expected<std::vector<fl_sync_record>> dump() override;
 
-private:
+  private:
     Expected<ctl::Reply> call(ctl::Op op, std::span<const uint8_t> body);
 
     std::string path_;
@@ -85,20 +85,20 @@ private:
 };
 
 struct SyncPeerConfig {
-    IpAddr local;              // bound; its family is the socket's
-    IpAddr peer;               // same family; the only accepted source
-    uint16_t port = 8450;      // local UDP port
-    uint16_t peer_port = 0;    // the peer's UDP port; 0: the same as `port`
-    std::string key_file;      // empty: no HMAC. Set: every datagram signed, and required
+    IpAddr local;            // bound; its family is the socket's
+    IpAddr peer;             // same family; the only accepted source
+    uint16_t port = 8450;    // local UDP port
+    uint16_t peer_port = 0;  // the peer's UDP port; 0: the same as `port`
+    std::string key_file;    // empty: no HMAC. Set: every datagram signed, and required
     std::chrono::milliseconds refresh{10000};  // passed to sync_drain as refresh_ms
-    uint64_t rate = 100000;    // records per second sent at most (incremental and bulk)
+    uint64_t rate = 100000;  // records per second sent at most (incremental and bulk)
     size_t max_datagram = FL_SYNC_DEFAULT_PAYLOAD;  // UDP payload bytes
-    std::chrono::milliseconds drain_min{2};    // drain interval while records flow
-    std::chrono::milliseconds drain_max{50};   // drain interval when idle / after errors
-    size_t drain_batch = 8192;                 // records per sync_drain at most
-    size_t max_pending = 262144;               // records waiting for the rate cap at most
-    std::chrono::milliseconds bulk_timeout{3000};  // no bulk traffic this long: ask again
-    std::chrono::milliseconds bulk_retry{1000};    // minimum time between two bulk requests
+    std::chrono::milliseconds drain_min{2};         // drain interval while records flow
+    std::chrono::milliseconds drain_max{50};        // drain interval when idle / after errors
+    size_t drain_batch = 8192;                      // records per sync_drain at most
+    size_t max_pending = 262144;                    // records waiting for the rate cap at most
+    std::chrono::milliseconds bulk_timeout{3000};   // no bulk traffic this long: ask again
+    std::chrono::milliseconds bulk_retry{1000};     // minimum time between two bulk requests
 };
 
 // Throws std::invalid_argument naming the field, its value and what is allowed.
@@ -107,40 +107,40 @@ void validate(const SyncPeerConfig& c);
 // p50/p99/max over the most recent samples (a window of kSyncLatencyWindow).
 inline constexpr size_t kSyncLatencyWindow = 4096;
 struct SyncLatency {
-    uint64_t samples = 0;  // all samples ever taken
+    uint64_t samples = 0;                         // all samples ever taken
     uint64_t p50_us = 0, p99_us = 0, max_us = 0;  // over the window; 0 without samples
 };
 
 struct SyncPeerStats {
     // sending
-    uint64_t records_drained = 0;     // handed over by sync_drain
-    uint64_t datagrams_sent = 0;      // every type
-    uint64_t records_sent = 0;        // in RECORDS datagrams, bulk included
-    uint64_t bulk_records_sent = 0;   // with the BULK flag
-    uint64_t send_errors = 0;         // sendto() failed (the datagram is lost; the peer resyncs)
-    uint64_t rate_limited = 0;        // records that had to wait for the rate cap (once each)
-    uint64_t pending = 0;             // records waiting to be sent now (bulk included)
-    uint64_t pending_full = 0;        // drains skipped because max_pending records wait
+    uint64_t records_drained = 0;    // handed over by sync_drain
+    uint64_t datagrams_sent = 0;     // every type
+    uint64_t records_sent = 0;       // in RECORDS datagrams, bulk included
+    uint64_t bulk_records_sent = 0;  // with the BULK flag
+    uint64_t send_errors = 0;        // sendto() failed (the datagram is lost; the peer resyncs)
+    uint64_t rate_limited = 0;       // records that had to wait for the rate cap (once each)
+    uint64_t pending = 0;            // records waiting to be sent now (bulk included)
+    uint64_t pending_full = 0;       // drains skipped because max_pending records wait
     // receiving
-    uint64_t datagrams_received = 0;  // read from the socket, before any check
-    uint64_t datagrams_accepted = 0;  // passed every check and the sequence tracker
-    uint64_t records_received = 0;    // in accepted datagrams
+    uint64_t datagrams_received = 0;                  // read from the socket, before any check
+    uint64_t datagrams_accepted = 0;                  // passed every check and the sequence tracker
+    uint64_t records_received = 0;                    // in accepted datagrams
     std::array<uint64_t, kSyncErrorCount> refused{};  // by SyncError (sync_error_name)
     uint64_t seq_gaps = 0, seq_lost = 0, seq_reboots = 0, seq_old = 0, seq_stale_boot = 0;
     // installing (the dataplane's sync_install answers)
-    uint64_t installed = 0;           // queued by the dataplane
+    uint64_t installed = 0;  // queued by the dataplane
     uint64_t install_invalid = 0, install_unknown_server = 0, install_ring_full = 0;
-    uint64_t install_failed = 0;      // records lost to a failed sync_install
+    uint64_t install_failed = 0;  // records lost to a failed sync_install
     // bulk resync
     uint64_t bulk_requests_sent = 0;
     uint64_t bulk_requests_received = 0;
-    uint64_t bulk_served = 0;         // BULK_END sent (a whole dump answered)
-    uint64_t bulk_aborted = 0;        // an answer cut short by a newer request
+    uint64_t bulk_served = 0;   // BULK_END sent (a whole dump answered)
+    uint64_t bulk_aborted = 0;  // an answer cut short by a newer request
     uint64_t bulk_records_received = 0;
     uint64_t bulk_ends_received = 0;
-    uint64_t bulk_incomplete = 0;     // a BULK_END that did not complete the resync
+    uint64_t bulk_incomplete = 0;  // a BULK_END that did not complete the resync
     bool bulk_complete = false;
-    uint64_t dataplane_errors = 0;    // failed drain / install / dump requests
+    uint64_t dataplane_errors = 0;  // failed drain / install / dump requests
     // identity
     uint64_t boot_id = 0;
     uint64_t peer_boot_id = 0;        // 0 until the peer's first accepted datagram
@@ -157,7 +157,7 @@ struct SyncPeerStats {
 };
 
 class SyncPeer {
-public:
+  public:
     // Creates and binds the socket and loads the key file. Throws std::runtime_error (bind,
     // key file) or std::invalid_argument (configuration) with what to fix. `dataplane` must
     // outlive the peer.
@@ -187,7 +187,7 @@ public:
     uint64_t boot_id() const { return boot_id_; }
     uint16_t local_port() const { return local_port_; }  // the bound port (cfg.port, or chosen)
 
-private:
+  private:
     struct Impl;
     void run();
 
