@@ -7,6 +7,7 @@
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -590,4 +591,135 @@ TEST(SyncPeer, RecordsFlowOverIpv6) {
     ASSERT_TRUE(eventually([&] { return db.installed() == 3 && b.bulk_complete(); }));
     for (size_t e = 0; e < kSyncErrorCount; ++e)  // the hop limit 255 was seen
         EXPECT_EQ(b.stats().refused[e], 0u) << sync_error_name(static_cast<SyncError>(e));
+}
+
+namespace {
+// A stand-in for the dataplane's control socket: serves `conns` connections one after the
+// other, answering hello, sync_drain (two records), sync_install ({"queued": n, ...}) and
+// sync_dump (an error reply); closes a connection after `per_conn` frames.
+class FakeCtlServer {
+  public:
+    FakeCtlServer(const std::string& path, int conns, int per_conn) : path_(path) {
+        fd_ = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        sockaddr_un a{};
+        a.sun_family = AF_UNIX;
+        std::strncpy(a.sun_path, path.c_str(), sizeof a.sun_path - 1);
+        EXPECT_EQ(::bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+        EXPECT_EQ(::listen(fd_, 4), 0);
+        thread_ = std::thread([this, conns, per_conn] { serve(conns, per_conn); });
+    }
+    ~FakeCtlServer() {
+        thread_.join();
+        ::close(fd_);
+    }
+    std::vector<std::pair<int, std::string>> seen() {  // (connection, "op:body")
+        std::lock_guard lk(mu_);
+        return seen_;
+    }
+
+  private:
+    static bool read_all(int fd, uint8_t* p, size_t n) {
+        while (n) {
+            pollfd pf{fd, POLLIN, 0};
+            if (::poll(&pf, 1, 5000) <= 0) return false;  // bounded: a stuck test ends
+            const ssize_t r = ::recv(fd, p, n, 0);
+            if (r <= 0) return false;
+            p += r;
+            n -= static_cast<size_t>(r);
+        }
+        return true;
+    }
+    void serve(int conns, int per_conn) {
+        for (int c = 0; c < conns; ++c) {
+            pollfd pf{fd_, POLLIN, 0};
+            if (::poll(&pf, 1, 5000) <= 0) return;
+            const int cfd = ::accept(fd_, nullptr, nullptr);
+            for (int i = 0; i < per_conn; ++i) {
+                uint8_t hdr[5];
+                if (!read_all(cfd, hdr, 5)) break;
+                uint32_t len;
+                std::memcpy(&len, hdr, 4);
+                std::vector<uint8_t> body(len - 1);
+                if (!read_all(cfd, body.data(), body.size())) break;
+                {
+                    std::lock_guard lk(mu_);
+                    seen_.emplace_back(c,
+                                       std::to_string(hdr[4]) + ":" +
+                                           (hdr[4] == 8 ? std::to_string(body.size() / 64)
+                                                        : std::string(body.begin(), body.end())));
+                }
+                std::vector<uint8_t> reply;
+                uint8_t status = 0;
+                if (hdr[4] == 7) {
+                    reply.resize(2 * kSyncRecordLen);
+                    const fl_sync_record r = rec(42);
+                    std::memcpy(reply.data() + kSyncRecordLen, &r, sizeof r);
+                } else if (hdr[4] == 8) {
+                    const std::string j =
+                        "{\"queued\": " + std::to_string(body.size() / 64) +
+                        ", \"invalid\": 0, \"unknown_server\": 1, \"ring_full\": 0}";
+                    reply.assign(j.begin(), j.end());
+                } else if (hdr[4] == 9) {
+                    status = 1;
+                    const std::string j = R"({"error": "no connection table in this test"})";
+                    reply.assign(j.begin(), j.end());
+                } else {
+                    const std::string j = "{}";
+                    reply.assign(j.begin(), j.end());
+                }
+                std::vector<uint8_t> out;
+                ctl::encode(out, status, reply);
+                EXPECT_EQ(::send(cfd, out.data(), out.size(), MSG_NOSIGNAL),
+                          static_cast<ssize_t>(out.size()));
+            }
+            ::close(cfd);
+        }
+    }
+
+    std::string path_;
+    int fd_ = -1;
+    std::thread thread_;
+    std::mutex mu_;
+    std::vector<std::pair<int, std::string>> seen_;
+};
+}  // namespace
+
+TEST(CtlSyncDataplane, SpeaksTheSyncOpsAndReconnects) {
+    TempKeys dir;  // a private directory for the socket
+    const std::string path = dir.write("unused", "x") + ".sock";
+    // Connection 0 takes hello and three requests, then closes; connection 1 takes the rest.
+    FakeCtlServer srv(path, 2, 4);
+    CtlSyncDataplane dp(path, 2s);
+
+    auto d = dp.drain(5, 100);
+    ASSERT_TRUE(d) << d.error();
+    ASSERT_EQ(d->size(), 2u);
+    EXPECT_EQ((*d)[1].src_port, 42);
+    const std::vector<fl_sync_record> three{rec(1), rec(2), rec(3)};
+    auto i = dp.install(three);
+    ASSERT_TRUE(i) << i.error();
+    EXPECT_EQ(i->queued, 3u);
+    EXPECT_EQ(i->unknown_server, 1u);
+    auto dump = dp.dump();
+    ASSERT_FALSE(dump);
+    EXPECT_NE(dump.error().find("no connection table in this test"), std::string::npos)
+        << dump.error();
+    EXPECT_NE(dump.error().find("op 9"), std::string::npos) << dump.error();
+    // The server closed the connection: this request fails, the next one reconnects.
+    EXPECT_FALSE(dp.drain(5, 0));
+    d = dp.drain(5, 0);
+    ASSERT_TRUE(d) << d.error();
+    EXPECT_EQ(d->size(), 2u);
+
+    const auto seen = srv.seen();
+    ASSERT_EQ(seen.size(), 6u);
+    EXPECT_EQ(seen[0].first, 0);
+    EXPECT_EQ(seen[0].second.rfind("5:", 0), 0u);  // hello first
+    EXPECT_NE(seen[0].second.find("controller"), std::string::npos);
+    EXPECT_EQ(seen[1].second, R"(7:{"max":5,"refresh_ms":100})");
+    EXPECT_EQ(seen[2].second, "8:3");
+    EXPECT_EQ(seen[3].second, "9:");
+    EXPECT_EQ(seen[4], (std::pair<int, std::string>{1, seen[0].second}));  // hello again
+    EXPECT_EQ(seen[5].second, R"(7:{"max":5,"refresh_ms":0})");
+    EXPECT_FALSE(CtlSyncDataplane(dir.write("nothing", "x") + ".none", 100ms).dump());
 }
