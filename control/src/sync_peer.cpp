@@ -122,6 +122,11 @@ void validate(const SyncPeerConfig& c) {
     if (c.local.family != c.peer.family)
         bad("local address " + c.local.str() + " and peer address " + c.peer.str() +
             " are of different families; use two IPv4 or two IPv6 addresses");
+    for (const IpAddr* a : {&c.local, &c.peer})
+        if (a->is_v6() && a->bytes[0] == 0xfe && (a->bytes[1] & 0xc0) == 0x80)
+            bad("IPv6 link-local address " + a->str() +
+                " needs an interface zone, which the sync configuration has no field for; use a "
+                "global or unique-local address on the sync link");
     const uint16_t peer_port = c.peer_port ? c.peer_port : c.port;
     if (c.local == c.peer && c.port == peer_port)
         bad("the peer " + c.peer.str() + " port " + std::to_string(peer_port) +

@@ -214,6 +214,13 @@ TEST(SyncPeer, ConfigValidation) {
     c.peer = *IpAddr::parse("::1");
     EXPECT_THROW(validate(c), std::invalid_argument);  // families differ
     c = config(40000, 40001);
+    c.local = *IpAddr::parse("fe80::1");
+    c.peer = *IpAddr::parse("fe80::2");
+    EXPECT_THROW(validate(c), std::invalid_argument);  // link-local: no zone
+    c.local = *IpAddr::parse("2001:db8::1");
+    c.peer = *IpAddr::parse("2001:db8::2");
+    EXPECT_NO_THROW(validate(c));
+    c = config(40000, 40001);
     c.rate = 0;
     EXPECT_THROW(validate(c), std::invalid_argument);
     c = config(40000, 40001);
