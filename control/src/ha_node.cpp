@@ -419,11 +419,15 @@ void HaNode::run() {
                                       a.length, m.cfg.interface.name, e.what());
                     }
                 }
-                // A recreated interface has lost the VIPs; an owner puts them back.
+                // A recreated interface has lost the VIPs; an owner puts them back. A node
+                // that does not own them takes away any left behind (by a fulcrumd killed as
+                // master, say): the kernel would otherwise still take them for its own.
                 if (!ha || m.any_master()) {
                     add_vips(m.vips);
                     m.vips_on = true;
                     announce(m.vips);
+                } else {
+                    remove_vips(m.vips);
                 }
             } else {
                 m.vips_on = false;
