@@ -70,6 +70,39 @@ json ha_json(const HaStatus& h) {
     return j;
 }
 
+json latency_json(const SyncLatency& l) {
+    return {{"samples", l.samples}, {"p50_us", l.p50_us}, {"p99_us", l.p99_us}, {"max_us", l.max_us}};
+}
+
+json sync_json(const SyncPeerStats& y) {
+    json refused = json::object();
+    for (size_t i = 0; i < kSyncErrorCount; ++i)
+        if (y.refused[i]) refused[sync_error_name(static_cast<SyncError>(i))] = y.refused[i];
+    return {{"bulk_complete", y.bulk_complete},
+            {"records_drained", y.records_drained},
+            {"records_sent", y.records_sent},
+            {"datagrams_sent", y.datagrams_sent},
+            {"send_errors", y.send_errors},
+            {"rate_limited", y.rate_limited},
+            {"pending", y.pending},
+            {"datagrams_received", y.datagrams_received},
+            {"records_received", y.records_received},
+            {"refused", refused},
+            {"installed", y.installed},
+            {"install_unknown_server", y.install_unknown_server},
+            {"install_ring_full", y.install_ring_full},
+            {"install_failed", y.install_failed},
+            {"seq_gaps", y.seq_gaps},
+            {"bulk_requests_sent", y.bulk_requests_sent},
+            {"bulk_served", y.bulk_served},
+            {"bulk_records_received", y.bulk_records_received},
+            {"dataplane_errors", y.dataplane_errors},
+            {"config_digest", y.config_digest},
+            {"peer_config_digest", y.peer_config_digest},
+            {"send_lag", latency_json(y.send_lag)},
+            {"install_time", latency_json(y.install_time)}};
+}
+
 }  // namespace
 
 json AdminApi::ha(HaAction action) {
@@ -79,6 +112,7 @@ json AdminApi::ha(HaAction action) {
             return error("failover is not configured (no 'ha:' or 'interface:' section); see "
                          "docs/configuration.md, \"ha\"");
         json r = ha_json(*st);
+        if (auto y = d_.sync_stats()) r["sync"] = sync_json(*y);
         r["ok"] = true;
         return r;
     }

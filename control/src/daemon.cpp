@@ -77,7 +77,37 @@ Daemon::Daemon(Config cfg) {
                                              MetricsAuth{cfg_.metrics_username, cfg_.metrics_password_file});
     if (cfg_.interface.configured || cfg_.ha.enabled) {
         ha_ = std::make_unique<HaNode>(cfg_, vips_of(cfg_));
+        if (cfg_.ha.enabled && cfg_.ha.sync.enabled) {
+            // Preempt only with the connections in hand: held until the first bulk sync.
+            ha_->set_hold(true, "waiting for the bulk connection sync from the peer");
+            sync_hold_ = true;
+        }
         ha_->start();
+    }
+    if (cfg_.ha.enabled && cfg_.ha.sync.enabled) {
+        const SyncConfig& y = cfg_.ha.sync;
+        SyncPeerConfig sc;
+        sc.peer = y.peer;
+        sc.local = y.local;
+        if (sc.local.family == Family::none)
+            for (const auto& a : cfg_.interface.addresses)
+                if (a.addr.family == y.peer.family) {
+                    sc.local = a.addr;
+                    break;
+                }
+        if (sc.local.family == Family::none)
+            throw std::runtime_error("ha.sync: no local address of the peer's family (" + y.peer.str() +
+                                     "): set ha.sync.local, or list this balancer's address under "
+                                     "interface.addresses");
+        sc.port = y.port;
+        sc.key_file = y.key_file;
+        sc.refresh = y.refresh;
+        sc.rate = y.rate;
+        sync_dp_ = std::make_unique<CtlSyncDataplane>(cfg_.dataplane_socket);
+        sync_ = std::make_unique<SyncPeer>(sc, *sync_dp_);
+        sync_->start();
+        spdlog::info("connection sync with {} port {} from {}{}", sc.peer.str(), sc.port, sc.local.str(),
+                     sc.key_file.empty() ? " (no HMAC)" : ", HMAC key " + sc.key_file);
     }
     api_ = std::make_unique<AdminApi>(*this);
     admin_ = std::make_unique<AdminServer>(
@@ -101,6 +131,7 @@ Daemon::~Daemon() {
     a.error = "fulcrumd is stopping; the change was not confirmed by the dataplane";
     finish_waiters(~uint64_t{0}, a);
     admin_.reset();
+    sync_.reset();
     ha_.reset();  // if run() did not stop it cleanly: no announcement, the lease runs out
     health_.reset();
     metrics_.reset();
@@ -500,6 +531,8 @@ void Daemon::publish() {
         republish_ = false;
     }
     auto r = link_->publish(bytes);
+    std::vector<uint8_t> bytes_copy;
+    if (sync_ && r) bytes_copy = std::move(bytes);
     bytes = {};
     {
         std::lock_guard lk(mu_);
@@ -513,6 +546,11 @@ void Daemon::publish() {
             a.error = "generation " + std::to_string(gen) + " was not applied: " + r.error() +
                       "; the change is kept and fulcrumd retries every second";
         } else {
+            if (sync_) {
+                // Both balancers must agree on what a synced entry means (docs/sync-protocol.md).
+                SnapshotBuffer buf(bytes_copy);
+                if (auto v = SnapshotView::open(buf.bytes())) sync_->set_config_digest(sync_config_digest(*v));
+            }
             published_gen_ = gen;
             applied_seq_ = std::max(applied_seq_, seq);
             ++publishes_;
@@ -608,6 +646,7 @@ void Daemon::update_metrics() {
     const auto counters = link_->counters();
     const DataplaneStatus dp = link_->status();
     const std::optional<HaStatus> ha = ha_ ? std::optional<HaStatus>(ha_->status()) : std::nullopt;
+    const std::optional<SyncPeerStats> sync = sync_stats();
     std::lock_guard lk(mu_);
     MetricsInput in;
     if (admin_) {
@@ -619,6 +658,7 @@ void Daemon::update_metrics() {
     in.model = &model_;
     in.dataplane = counters.get();
     if (ha) in.ha = &*ha;
+    if (sync) in.sync = &*sync;
     in.published_generation = published_gen_;
     in.publishes = publishes_;
     in.publish_errors = publish_errors_;
@@ -670,6 +710,11 @@ void Daemon::tick() {
 
 void Daemon::update_ha() {
     if (!ha_ || !ha_->config().enabled) return;
+    if (sync_hold_ && sync_ && sync_->bulk_complete()) {
+        ha_->set_hold(false, {});
+        sync_hold_ = false;
+        spdlog::info("bulk connection sync complete: preemption no longer held");
+    }
     const DataplaneStatus dp = link_->status();
     ha_->set_fault("uplink link down", dp.connected && !dp.uplink_link_up);
     std::lock_guard lk(mu_);
@@ -685,6 +730,11 @@ void Daemon::update_ha() {
         // Before the first checks finished every server reads down: no fault yet.
         ha_->set_fault("no server up in " + name, first_publish_done_ && !any_up);
     }
+}
+
+std::optional<SyncPeerStats> Daemon::sync_stats() const {
+    if (!sync_) return std::nullopt;
+    return sync_->stats();
 }
 
 std::optional<HaStatus> Daemon::ha_status() const {
@@ -788,6 +838,7 @@ int Daemon::run() {
     }
     ::close(sfd);
     if (ha_) ha_->stop(true);  // a clean stop: the peer takes over after its skew time
+    if (sync_) sync_->stop();
     if (reload_thread_.joinable()) reload_thread_.join();
     return 0;
 }
@@ -810,6 +861,7 @@ Daemon::View Daemon::view(bool fresh_counters) {
     v.reload_errors = reload_errors_;
     v.last_reload_error = last_reload_error_;
     if (ha_) v.ha = ha_->status();
+    if (sync_) v.sync = sync_->stats();
     return v;
 }
 

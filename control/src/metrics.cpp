@@ -117,6 +117,15 @@ struct Metrics::Impl {
     MirroredCounters ha_lease_errors{*reg, "fulcrum_ha_lease_errors_total",
                                      "Failed lease requests (dataplane unreachable or refusing)"};
 
+    MirroredCounters sync_records{*reg, "fulcrum_sync_records_total",
+                                  "Connection-sync records, by what happened (drained, sent, received, installed, bulk_received)"};
+    MirroredCounters sync_refused{*reg, "fulcrum_sync_datagrams_refused_total", "Sync datagrams refused, by reason"};
+    MirroredCounters sync_dropped{*reg, "fulcrum_sync_records_dropped_total",
+                                  "Sync records not installed, by reason (unknown_server, ring_full, install_failed)"};
+    MirroredCounters sync_gaps{*reg, "fulcrum_sync_sequence_gaps_total", "Sequence gaps seen from the peer (each triggers a bulk resync)"};
+    Gauges sync_bulk{*reg, "fulcrum_sync_bulk_complete", "1 once the bulk sync from the peer completed"};
+    Gauges sync_lag{*reg, "fulcrum_sync_send_lag_seconds", "Drain-to-send lag of sync records over the recent window, by quantile"};
+
     MirroredCounters svc_packets{*reg, "fulcrum_service_packets_total", "Packets forwarded for the service"};
     MirroredCounters svc_bytes{*reg, "fulcrum_service_bytes_total", "Bytes forwarded for the service"};
     MirroredCounters svc_conns{*reg, "fulcrum_service_new_connections_total", "New connections to the service"};
@@ -240,6 +249,24 @@ void Metrics::update(const MetricsInput& in) {
         m.ha_announce.set_total({{"kind", "na"}}, h.na_sent);
         m.ha_lease.set_total({}, h.lease_renewals);
         m.ha_lease_errors.set_total({}, h.lease_errors);
+    }
+
+    if (in.sync) {
+        const SyncPeerStats& y = *in.sync;
+        m.sync_records.set_total({{"event", "drained"}}, y.records_drained);
+        m.sync_records.set_total({{"event", "sent"}}, y.records_sent);
+        m.sync_records.set_total({{"event", "received"}}, y.records_received);
+        m.sync_records.set_total({{"event", "installed"}}, y.installed);
+        m.sync_records.set_total({{"event", "bulk_received"}}, y.bulk_records_received);
+        for (size_t i = 0; i < kSyncErrorCount; ++i)
+            if (y.refused[i]) m.sync_refused.set_total({{"reason", sync_error_name(static_cast<SyncError>(i))}}, y.refused[i]);
+        m.sync_dropped.set_total({{"reason", "unknown_server"}}, y.install_unknown_server);
+        m.sync_dropped.set_total({{"reason", "ring_full"}}, y.install_ring_full);
+        m.sync_dropped.set_total({{"reason", "install_failed"}}, y.install_failed);
+        m.sync_gaps.set_total({}, y.seq_gaps);
+        m.sync_bulk.set({}, y.bulk_complete ? 1 : 0);
+        m.sync_lag.set({{"quantile", "0.5"}}, static_cast<double>(y.send_lag.p50_us) / 1e6);
+        m.sync_lag.set({{"quantile", "0.99"}}, static_cast<double>(y.send_lag.p99_us) / 1e6);
     }
 
     // Per server: state from the model, traffic from the dataplane.

@@ -19,6 +19,10 @@
 
 #include "fulcrum/sync_auth.hpp"
 
+#ifndef IPV6_FREEBIND
+#define IPV6_FREEBIND 78  // linux/in6.h; glibc's netinet/in.h may lack it
+#endif
+
 namespace fulcrum::control {
 
 using Clock = std::chrono::steady_clock;
@@ -320,6 +324,12 @@ SyncPeer::SyncPeer(const SyncPeerConfig& cfg, SyncDataplane& dataplane)
             ::setsockopt(fd_, IPPROTO_IP, IP_RECVTTL, &one, sizeof one) != 0)
             throw fail("cannot set the TTL options on the IPv4 sync socket");
     }
+    // The local address lives on the dataplane's exception interface, which exists only while
+    // the dataplane runs (and is recreated when it restarts): bind to it even when it is not
+    // (yet) configured, as keepalived and other HA daemons do with their addresses.
+    if (::setsockopt(fd_, v6 ? IPPROTO_IPV6 : IPPROTO_IP, v6 ? IPV6_FREEBIND : IP_FREEBIND, &one,
+                     sizeof one) != 0)
+        throw fail("cannot set IP_FREEBIND on the sync socket");
     const Sockaddr local = make_sockaddr(cfg_.local, cfg_.port);
     if (::bind(fd_, reinterpret_cast<const sockaddr*>(&local.ss), local.len) != 0)
         throw fail("cannot bind the sync socket to " + cfg_.local.str() + " port " +

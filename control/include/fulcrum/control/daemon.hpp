@@ -21,6 +21,7 @@
 #include "fulcrum/control/admin_request.hpp"
 #include "fulcrum/control/config.hpp"
 #include "fulcrum/control/ha_node.hpp"
+#include "fulcrum/control/sync_peer.hpp"
 #include "fulcrum/control/dataplane_link.hpp"
 #include "fulcrum/control/publisher.hpp"
 #include "fulcrum/snapshot.hpp"
@@ -86,6 +87,7 @@ public:
         uint64_t reloads = 0, reload_errors = 0;
         std::string last_reload_error;
         std::optional<HaStatus> ha;
+        std::optional<SyncPeerStats> sync;
     };
     View view(bool fresh_counters);
 
@@ -110,6 +112,8 @@ public:
 
     // The failover state (nullopt: neither `interface:` nor `ha:` is configured).
     std::optional<HaStatus> ha_status() const;
+    // Connection sync with the peer (nullopt: ha.sync not configured).
+    std::optional<SyncPeerStats> sync_stats() const;
     // fulcrumctl ha takeover / release / resume. The error says why it cannot be done.
     Expected<HaStatus> ha_action(HaAction a);
 
@@ -173,6 +177,9 @@ private:
     int wake_fd_ = -1;
     std::unique_ptr<DataplaneLink> link_;
     std::unique_ptr<HaNode> ha_;
+    std::unique_ptr<CtlSyncDataplane> sync_dp_;
+    std::unique_ptr<SyncPeer> sync_;
+    bool sync_hold_ = false;  // preemption held until the first bulk sync completed
     std::unique_ptr<NeighborResolver> neighbors_;
     std::unique_ptr<HealthChecker> health_;
     std::unique_ptr<Metrics> metrics_;

@@ -12,6 +12,7 @@
 
 #include "fulcrum/control/ha_node.hpp"
 #include "fulcrum/control/publisher.hpp"
+#include "fulcrum/control/sync_peer.hpp"
 #include "fulcrum/dp_counters.hpp"
 
 namespace prometheus {
@@ -35,6 +36,7 @@ struct MetricsInput {
     uint64_t admin_clients = 0;
     const std::map<std::string, uint64_t>* dataplane_control_refused = nullptr;
     const HaStatus* ha = nullptr;  // null: no ha: section
+    const SyncPeerStats* sync = nullptr;  // null: no ha.sync
 };
 
 // HTTP basic auth for scrapes (metrics.basic_auth); both empty: none.
