@@ -803,6 +803,9 @@ def run_load(a):
                  "broken": [{"id": h.i, "server": h.server, "reason": h.broken, "at": h.broken_at}
                             for h in held if h.broken is not None],
                  "max_gap_ms": round(worst[0].max_gap * 1000, 1) if worst else None,
+                 # The earliest last answered exchange of a connection that did not break: after
+                 # an event at time T, last_ok_min > T says every survivor exchanged data since.
+                 "last_ok_min": min((h.last_ok for h in held if h.broken is None), default=None),
                  "worst": [{"id": h.i, "server": h.server, "gap_ms": round(h.max_gap * 1000, 1),
                             "from": h.gap_from, "to": h.gap_to} for h in worst[:5]]},
         "new": {"attempted": len(new_done), "ok": len(ok_times), "failed": failures,
