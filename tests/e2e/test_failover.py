@@ -84,8 +84,8 @@ def test_kill9_of_the_master_moves_the_vip_and_keeps_connections(pair):
     since = wait_client_follows(pair, "b")
     assert VIP in pair.b.fl0_addresses()
     assert pair.b.dp_health()["ha"]["active"]
-    ha = pair.b.ha()
-    assert ha["last_transition"]["from"] == "backup" and ha["last_transition"]["to"] == "master", ha
+    t = pair.b.ha()["last_transition"]
+    assert (t["from"], t["to"]) == ("backup", "master") and NODE_ADDR["a"] in t["reason"], t
     assert_connections_survived(pair, load, since)
 
 
@@ -122,6 +122,10 @@ def test_sigterm_of_the_master_hands_over_with_a_priority_0_advert(pair):
     resign = [f for f in adverts if f["src"] == NODE_ADDR["a"] and f["priority"] == 0]
     assert resign, f"no priority-0 advert from a after SIGTERM: {adverts[:5]}"
     assert resign[0]["vrid"] == halab.VRID and resign[0]["ttl"] == 255 and resign[0]["version"] == 3
+    # b took over on the resignation (after its skew time), not on the master-down timer.
+    hb = pair.b.ha()
+    assert "priority 0" in hb["last_transition"]["reason"], hb["last_transition"]
+    assert hb["counters"]["priority_zero_received"] >= 1, hb["counters"]
     # a released what it held: the VIP is off its fl0 and its dataplane is inactive.
     assert VIP not in pair.a.fl0_addresses()
     fulcrumlab.wait_for(lambda: not pair.a.dp_health()["ha"]["active"], 10, what="a's dataplane to go inactive")
@@ -146,6 +150,7 @@ def test_restarted_master_takes_back_only_with_preempt(pair, preempt):
         pair.wait_state("b", "backup")
         pair.wait_owner({"a"})
         since = wait_client_follows(pair, "a")
+        assert "preempt" in pair.a.ha()["last_transition"]["reason"], pair.a.ha()["last_transition"]
         assert VIP not in pair.b.fl0_addresses()
         fulcrumlab.wait_for(lambda: not pair.b.dp_health()["ha"]["active"], 10, what="b's dataplane to go inactive")
     else:
