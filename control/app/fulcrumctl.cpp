@@ -75,6 +75,10 @@ void print_human(const std::string& cmd, const json& r) {
         if (!r["last_reload_error"].get<std::string>().empty())
             std::cout << "last reload error:\n" << cell(r["last_reload_error"]) << "\n";
         std::cout << "metrics         " << (r["metrics"].get<std::string>().empty() ? "off" : "http://" + cell(r["metrics"]) + "/metrics") << "\n";
+        if (r.contains("ha") && r["ha"].is_object())
+            std::cout << "ha              " << cell(r["ha"]["state"])
+                      << (r["ha"]["master"].get<std::string>().empty() ? "" : ", master " + cell(r["ha"]["master"]))
+                      << " (fulcrumctl ha)\n";
         return;
     }
     if (cmd == "services") {
@@ -101,6 +105,48 @@ void print_human(const std::string& cmd, const json& r) {
         table({"SERVICE", "SERVER", "STATE", "WEIGHT", "CHECK", "ACTIVE", "INACTIVE", "CONNECTIONS", "PACKETS",
                "REASON"},
               rows);
+        return;
+    }
+    if (cmd == "ha") {
+        std::cout << "state           " << cell(r["state"]) << "\n"
+                  << "interface       " << cell(r["interface"])
+                  << (r["interface_present"].get<bool>() ? "" : " (missing: is the dataplane running?)") << "\n";
+        std::string vips;
+        for (const auto& v : r["vips"]) vips += (vips.empty() ? "" : ", ") + cell(v);
+        std::cout << "VIPs            " << (vips.empty() ? "-" : vips)
+                  << (r["vips_on_interface"].get<bool>() ? " (on the interface)" : " (not on the interface)") << "\n";
+        if (!r["ha"].get<bool>()) return;
+        std::cout << "virtual router  " << cell(r["vrid"]) << ", priority " << cell(r["priority"]);
+        if (r["priority"] != r["configured_priority"]) std::cout << " (configured " << cell(r["configured_priority"]) << ")";
+        std::cout << "\n"
+                  << "master          "
+                  << (r["master"].get<std::string>().empty() ? std::string("unknown")
+                                                              : cell(r["master"]) + " (priority " + cell(r["master_priority"]) + ")")
+                  << "\n";
+        if (!r["faults"].empty()) {
+            std::string f;
+            for (const auto& x : r["faults"]) f += (f.empty() ? "" : "; ") + cell(x);
+            std::cout << "faults          " << f << "\n";
+        }
+        if (r["preemption_held"].get<bool>()) std::cout << "preemption      held: " << cell(r["hold_reason"]) << "\n";
+        if (!r["operator"].get<std::string>().empty()) std::cout << "operator        " << cell(r["operator"]) << "\n";
+        if (!r["last_transition"].is_null()) {
+            const auto& t = r["last_transition"];
+            std::cout << "last transition " << cell(t["from"]) << " -> " << cell(t["to"]) << ", "
+                      << cell(t["ago_ms"]) << " ms ago: " << cell(t["reason"]) << "\n";
+        }
+        const auto& l = r["lease"];
+        std::cout << "dataplane lease " << (l["active"].get<bool>() ? "active" : "standby")
+                  << (l["error"].get<std::string>().empty() ? "" : " (error: " + cell(l["error"]) + ")") << "\n";
+        const auto& c = r["counters"];
+        std::cout << "adverts         " << cell(c["adverts_sent"]) << " sent, " << cell(c["adverts_received"])
+                  << " received, " << cell(c["adverts_invalid"]) << " invalid\n"
+                  << "transitions     " << cell(c["became_master"]) << " to master, " << cell(c["left_master"])
+                  << " from master\n";
+        if (r.contains("sync") && r["sync"].is_object()) {
+            const auto& y = r["sync"];
+            std::cout << "sync            " << y.dump() << "\n";
+        }
         return;
     }
     if (cmd == "reload") {
@@ -142,6 +188,12 @@ int main(int argc, char** argv) {
         sc->add_option("server", server, "address or address:port")->required();
     }
     app.add_subcommand("reload", "re-read the configuration file (refused with its errors if invalid)");
+    std::string ha_action;
+    auto* ha = app.add_subcommand("ha", "failover state: VRRP role, master, faults, lease, sync");
+    ha->add_option("action", ha_action,
+                   "takeover: become master (priority 254, preempting); release: leave master and stay "
+                   "backup; resume: back to the configured behaviour")
+        ->check(CLI::IsMember({"takeover", "release", "resume"}));
     std::string nic;
     unsigned workers = 0;
     auto* topo = app.add_subcommand("topology", "plan the dataplane's cores next to a NIC (hwloc; runs locally)");
@@ -182,6 +234,7 @@ int main(int argc, char** argv) {
     if (!service.empty()) req["service"] = service;
     if (!server.empty()) req["server"] = server;
     if (weight >= 0) req["weight"] = weight;
+    if (!ha_action.empty()) req["action"] = ha_action;
     auto r = fulcrum::control::admin_request(socket, req);
     if (!r) {
         std::cerr << "fulcrumctl: " << r.error() << "\n";

@@ -22,6 +22,73 @@ json publish_json(const PublishStatus& p) {
 
 }  // namespace
 
+namespace {
+
+json ha_json(const HaStatus& h) {
+    json invalid = json::object();
+    for (const auto& [k, n] : h.invalid_by_reason) invalid[k] = n;
+    json j = {{"ha", h.ha},
+              {"state", h.state},
+              {"interface", h.interface},
+              {"interface_present", h.interface_present},
+              {"vips", h.vips},
+              {"vips_on_interface", h.vips_on_interface}};
+    if (!h.ha) return j;
+    j.update({{"vrid", h.vrid},
+              {"priority", h.priority},
+              {"configured_priority", h.configured_priority},
+              {"master", h.master},
+              {"master_priority", h.master_priority},
+              {"faults", h.faults},
+              {"preemption_held", h.held},
+              {"hold_reason", h.hold_reason},
+              {"operator", h.operator_override},
+              {"last_transition",
+               h.last_ago_ms < 0 ? json(nullptr)
+                                 : json{{"from", h.last_from},
+                                        {"to", h.last_to},
+                                        {"reason", h.last_reason},
+                                        {"ago_ms", h.last_ago_ms}}},
+              {"lease", {{"active", h.lease_active}, {"error", h.lease_error},
+                         {"renewals", h.lease_renewals}, {"errors", h.lease_errors}}},
+              {"counters",
+               {{"transitions", h.transitions},
+                {"became_master", h.became_master},
+                {"left_master", h.left_master},
+                {"adverts_sent", h.adverts_sent},
+                {"adverts_received", h.adverts_received},
+                {"adverts_invalid", h.adverts_invalid},
+                {"adverts_invalid_by_reason", invalid},
+                {"priority_zero_sent", h.priority_zero_sent},
+                {"priority_zero_received", h.priority_zero_received},
+                {"split_heals", h.split_heals},
+                {"garp_sent", h.garp_sent},
+                {"na_sent", h.na_sent},
+                {"send_errors", h.send_errors},
+                {"address_errors", h.address_errors},
+                {"interface_changes", h.interface_changes}}}});
+    return j;
+}
+
+}  // namespace
+
+json AdminApi::ha(HaAction action) {
+    if (action == HaAction::none) {
+        const auto st = d_.ha_status();
+        if (!st)
+            return error("failover is not configured (no 'ha:' or 'interface:' section); see "
+                         "docs/configuration.md, \"ha\"");
+        json r = ha_json(*st);
+        r["ok"] = true;
+        return r;
+    }
+    auto st = d_.ha_action(action);
+    if (!st) return error(st.error());
+    json r = ha_json(st.value());
+    r["ok"] = true;
+    return r;
+}
+
 json AdminApi::status() {
     const Daemon::View v = d_.view(false);
     size_t up = 0;
@@ -49,7 +116,10 @@ json AdminApi::status() {
             {"reload_errors", v.reload_errors},
             {"last_reload_error", v.last_reload_error},
             {"metrics", v.metrics_listen},
-            {"dataplane", dp}};
+            {"dataplane", dp},
+            {"ha", v.ha ? json{{"state", v.ha->state}, {"master", v.ha->master},
+                               {"vips_on_interface", v.ha->vips_on_interface}}
+                        : json(nullptr)}};
 }
 
 json AdminApi::services() {
@@ -131,6 +201,7 @@ void AdminApi::handle(const json& request, Reply reply) {
             case AdminCommand::status: return reply(status());
             case AdminCommand::services: return reply(services());
             case AdminCommand::servers: return reply(servers(req.service));
+            case AdminCommand::ha: return reply(ha(req.ha_action));
             case AdminCommand::reload: {
                 json r = d_.reload();
                 if (!r.value("ok", false)) return reply(r);

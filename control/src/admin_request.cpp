@@ -7,7 +7,7 @@ namespace fulcrum::control {
 
 namespace {
 
-constexpr std::array<std::pair<const char*, AdminCommand>, 8> kCommands{{
+constexpr std::array<std::pair<const char*, AdminCommand>, 9> kCommands{{
     {"status", AdminCommand::status},
     {"services", AdminCommand::services},
     {"servers", AdminCommand::servers},
@@ -16,6 +16,7 @@ constexpr std::array<std::pair<const char*, AdminCommand>, 8> kCommands{{
     {"disable", AdminCommand::disable},
     {"enable", AdminCommand::enable},
     {"reload", AdminCommand::reload},
+    {"ha", AdminCommand::ha},
 }};
 
 // A string argument: absent is nullopt-like (false), present but not a string is an error.
@@ -32,7 +33,7 @@ bool string_arg(const nlohmann::json& req, const char* key, std::string& out, st
 
 }  // namespace
 
-const char* admin_commands() { return "status, services, servers, set-weight, drain, disable, enable, reload"; }
+const char* admin_commands() { return "status, services, servers, set-weight, drain, disable, enable, reload, ha"; }
 
 const char* admin_command_name(AdminCommand c) {
     for (const auto& [name, cmd] : kCommands)
@@ -61,6 +62,18 @@ Expected<AdminRequest> parse_admin_request(const nlohmann::json& req) {
         case AdminCommand::services:
         case AdminCommand::reload:
             return r;
+        case AdminCommand::ha: {
+            std::string action;
+            const bool has = string_arg(req, "action", action, error);
+            if (!error.empty() || (has && action != "takeover" && action != "release" &&
+                                   action != "resume"))
+                return Error{"ha: \"action\" must be \"takeover\", \"release\" or \"resume\" "
+                             "(or absent to show the state)"};
+            if (action == "takeover") r.ha_action = HaAction::takeover;
+            if (action == "release") r.ha_action = HaAction::release;
+            if (action == "resume") r.ha_action = HaAction::resume;
+            return r;
+        }
         case AdminCommand::servers:
             string_arg(req, "service", r.service, error);
             if (!error.empty()) return Error{"servers: " + error + " (a service name)"};

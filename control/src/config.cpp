@@ -979,6 +979,10 @@ struct Parser {
     void admin(const Field& f);
     void metrics(const Field& f);
     void limits(const Field& f);
+    void interface(const Field& f);
+    void ha(const Field& f);
+    void sync(const Field& f);
+    void ha_checks(const Field& ha_field);
     void services(const Field& f, const MergedHealth& defaults);
     std::optional<ServerConfig> server(const Field& f, const ServiceConfig& svc,
                                        const ServiceMeta& meta, bool fwd_ok,
@@ -1274,6 +1278,279 @@ std::optional<ServiceConfig> Parser::service(const Field& f, const MergedHealth&
                   "servers yet");
     }
     return svc;
+}
+
+// A host address with its prefix length ("198.18.0.2/24"): host bits are expected here.
+std::optional<IpPrefix> read_host_address(Diag& d, const Field& f) {
+    const std::string example = "198.18.0.2/24 or 2001:db8::2/64";
+    if (!f.value.IsScalar()) {
+        d.error(f.at, f.path + ": expected an address with its prefix length such as " + example +
+                          ", got " + describe(f.value));
+        return std::nullopt;
+    }
+    const std::string& s = f.value.Scalar();
+    const std::string q = "'" + printable(s) + "'";
+    const size_t slash = s.find('/');
+    const auto addr = IpAddr::parse(std::string_view(s).substr(0, slash));
+    if (!addr) {
+        d.error(f.at, f.path + ": " + q + " is not an address with a prefix length; write e.g. " +
+                          example);
+        return std::nullopt;
+    }
+    if (const char* why = not_unicast(*addr)) {
+        d.error(f.at, f.path + ": " + addr->str() + " is " + why + "; use a unicast address");
+        return std::nullopt;
+    }
+    const unsigned max_len = addr->is_v4() ? 32 : 128;
+    if (slash == std::string::npos) {
+        d.error(f.at, f.path + ": " + q + " has no prefix length; write address/length (e.g. " +
+                          example + ") so that the host's subnet route is right");
+        return std::nullopt;
+    }
+    const std::string_view len_text = std::string_view(s).substr(slash + 1);
+    unsigned len = 0;
+    const auto [ptr, ec] = std::from_chars(len_text.data(), len_text.data() + len_text.size(), len);
+    if (len_text.empty() || ec != std::errc{} || ptr != len_text.data() + len_text.size() ||
+        len < 1 || len > max_len) {
+        d.error(f.at, f.path + ": " + q + " has an invalid prefix length; use 1 to " +
+                          std::to_string(max_len));
+        return std::nullopt;
+    }
+    return IpPrefix{*addr, static_cast<uint8_t>(len)};
+}
+
+// Linux interface names: 1 to 15 bytes, no '/', ':' or whitespace.
+bool valid_ifname(std::string_view s) {
+    return !s.empty() && s.size() <= 15 && s != "." && s != ".." &&
+           std::none_of(s.begin(), s.end(), [](char c) {
+               const auto u = static_cast<unsigned char>(c);
+               return u <= 0x20 || u == 0x7f || c == '/' || c == ':';
+           });
+}
+
+void Parser::interface(const Field& f) {
+    const Section s(d, f, {"name", "addresses"});
+    if (!s.ok()) return;
+    cfg.interface.configured = true;
+    cfg.interface.where = d.at(f.at);
+    if (auto x = s.take("name"))
+        if (auto v = read_string(d, *x)) {
+            if (!valid_ifname(*v))
+                d.error(x->at, x->path + ": '" + printable(*v) +
+                                   "' is not an interface name (1 to 15 characters, no '/', ':' "
+                                   "or spaces); give the dataplane's exception interface, e.g. fl0");
+            else
+                cfg.interface.name = *v;
+        }
+    if (auto x = s.take("addresses")) {
+        if (!x->value.IsSequence()) {
+            d.error(x->at, x->path + ": expected a list of addresses with prefix lengths, e.g. "
+                                     "[198.18.0.2/24], got " + describe(x->value));
+            return;
+        }
+        for (size_t i = 0; i < x->value.size(); ++i) {
+            const Field af = list_item(d, *x, x->value[i], i);
+            if (auto a = read_host_address(d, af)) {
+                const bool dup = std::any_of(
+                    cfg.interface.addresses.begin(), cfg.interface.addresses.end(),
+                    [&](const IpPrefix& p) { return p.addr == a->addr; });
+                if (dup)
+                    d.error(af.at, af.path + ": " + a->addr.str() + " is listed twice; keep one");
+                else
+                    cfg.interface.addresses.push_back(*a);
+            }
+        }
+    }
+}
+
+constexpr std::array<Choice<bool>, 2> kChecksumForms{
+    {{"pseudo_header", false}, {"message_only", true}}};
+constexpr std::array<Choice<uint8_t>, 3> kChecksumAccept{
+    {{"both", uint8_t{0}}, {"pseudo_header", uint8_t{1}}, {"message_only", uint8_t{2}}}};
+
+void Parser::ha(const Field& f) {
+    const Section s(d, f,
+                    {"vrid", "priority", "advert_interval", "preempt", "preempt_delay",
+                     "unicast_peers", "checksum", "accept_checksum", "garp", "lease",
+                     "track_services", "sync"});
+    if (!s.ok()) return;
+    HaConfig& h = cfg.ha;
+    h.enabled = true;
+    h.where = d.at(f.at);
+    if (auto x = s.take("vrid")) {
+        if (auto v = read_uint(d, *x, 1, 255, "(the same on both balancers, unique on the link)"))
+            h.vrid = static_cast<uint8_t>(*v);
+    } else {
+        s.missing("vrid", "give the virtual router id (1 to 255), the same on both balancers");
+    }
+    if (auto x = s.take("priority"))
+        if (auto v = read_uint(d, *x, 1, 255,
+                               "(the higher one is master; 255 only for the address owner)"))
+            h.priority = static_cast<uint8_t>(*v);
+    if (auto x = s.take("advert_interval"))
+        if (auto v = read_duration(d, *x)) {
+            if (v->count() % 10 != 0 || *v < Millis{10} || *v > Millis{40950})
+                d.error(x->at, x->path + ": " + format_duration(*v) +
+                                   " is not a whole number of centiseconds from 10ms to 40950ms "
+                                   "(VRRPv3 carries the interval in centiseconds); use e.g. 100ms or 1s");
+            else
+                h.advert_interval_cs = static_cast<uint16_t>(v->count() / 10);
+        }
+    if (auto x = s.take("preempt"))
+        if (auto v = read_bool(d, *x)) h.preempt = *v;
+    if (auto x = s.take("preempt_delay")) {
+        // 0 is meaningful here (preempt at once), unlike in read_duration.
+        if (x->value.IsScalar() && (x->value.Scalar() == "0" || x->value.Scalar() == "0s" ||
+                                    x->value.Scalar() == "0ms"))
+            h.preempt_delay = Millis{0};
+        else if (auto v = read_duration(d, *x)) {
+            if (*v > Millis{1'000'000})
+                d.error(x->at, x->path + ": " + format_duration(*v) +
+                                   " is longer than 1000s; use 0s to 1000s");
+            else
+                h.preempt_delay = *v;
+        }
+    }
+    if (auto x = s.take("unicast_peers")) {
+        if (!x->value.IsSequence()) {
+            d.error(x->at, x->path + ": expected a list of peer addresses (e.g. [198.18.0.3]), "
+                                     "or [] for multicast adverts, got " + describe(x->value));
+        } else {
+            for (size_t i = 0; i < x->value.size(); ++i) {
+                const Field pf = list_item(d, *x, x->value[i], i);
+                if (auto a = read_address(d, pf)) {
+                    if (std::find(h.unicast_peers.begin(), h.unicast_peers.end(), *a) !=
+                        h.unicast_peers.end())
+                        d.error(pf.at, pf.path + ": " + a->str() + " is listed twice; keep one");
+                    else
+                        h.unicast_peers.push_back(*a);
+                }
+            }
+        }
+    }
+    if (auto x = s.take("checksum"))
+        if (auto v = read_enum(d, *x, kChecksumForms, "IPv4 checksum form"))
+            h.checksum_message_only = *v;
+    if (auto x = s.take("accept_checksum"))
+        if (auto v = read_enum(d, *x, kChecksumAccept, "accepted IPv4 checksum form"))
+            h.accept_checksum = *v;
+    if (auto x = s.take("garp")) {
+        const Section g(d, *x, {"count", "repeat_delay"});
+        if (g.ok()) {
+            if (auto y = g.take("count"))
+                if (auto v = read_uint(d, *y, 1, 100)) h.garp_count = static_cast<unsigned>(*v);
+            if (auto y = g.take("repeat_delay"))
+                if (auto v = read_duration(d, *y)) {
+                    if (*v > Millis{3'600'000})
+                        d.error(y->at, y->path + ": " + format_duration(*v) +
+                                           " is longer than 1h; use up to 1h");
+                    else
+                        h.garp_repeat_delay = *v;
+                }
+        }
+    }
+    if (auto x = s.take("lease"))
+        if (auto v = read_duration(d, *x)) {
+            if (*v > Millis{600'000})
+                d.error(x->at, x->path + ": " + format_duration(*v) +
+                                   " is longer than the dataplane's limit of 10m; use a few "
+                                   "advert intervals (the default is 3)");
+            else
+                h.lease = *v;
+        }
+    if (auto x = s.take("track_services")) {
+        if (!x->value.IsSequence()) {
+            d.error(x->at, x->path + ": expected a list of service names, got " +
+                               describe(x->value));
+        } else {
+            for (size_t i = 0; i < x->value.size(); ++i) {
+                const Field tf = list_item(d, *x, x->value[i], i);
+                if (auto v = read_string(d, tf)) h.track_services.push_back(*v);
+            }
+        }
+    }
+    if (auto x = s.take("sync")) sync(*x);
+}
+
+void Parser::sync(const Field& f) {
+    const Section s(d, f, {"peer", "local", "port", "key_file", "refresh", "rate"});
+    if (!s.ok()) return;
+    SyncConfig& y = cfg.ha.sync;
+    y.where = d.at(f.at);
+    bool ok = true;
+    if (auto x = s.take("peer")) {
+        if (auto v = read_address(d, *x))
+            y.peer = *v;
+        else
+            ok = false;
+    } else {
+        s.missing("peer", "give the other balancer's address for connection sync");
+        ok = false;
+    }
+    if (auto x = s.take("local")) {
+        if (auto v = read_address(d, *x)) {
+            if (y.peer.family != Family::none && v->family != y.peer.family)
+                d.error(x->at, x->path + ": " + v->str() + " and the peer " + y.peer.str() +
+                                   " are of different address families; use one family");
+            y.local = *v;
+        }
+    }
+    if (auto x = s.take("port"))
+        if (auto v = read_uint(d, *x, 1, 65535)) y.port = static_cast<uint16_t>(*v);
+    if (auto x = s.take("key_file"))
+        if (auto v = read_string(d, *x)) {
+            if (v->empty() || v->front() != '/')
+                d.error(x->at, x->path + ": '" + printable(*v) +
+                                   "' is not an absolute path; give the file holding the key");
+            else
+                y.key_file = *v;
+        }
+    if (auto x = s.take("refresh"))
+        if (auto v = read_duration(d, *x)) {
+            if (*v < Millis{100} || *v > Millis{3'600'000})
+                d.error(x->at, x->path + ": " + format_duration(*v) +
+                                   " is outside 100ms to 1h; use e.g. 10s");
+            else
+                y.refresh = *v;
+        }
+    if (auto x = s.take("rate"))
+        if (auto v = read_uint(d, *x, 1000, 10'000'000, "(records per second)"))
+            y.rate = static_cast<uint32_t>(*v);
+    y.enabled = ok;
+}
+
+// Checks between ha: and the rest, once the services are known.
+void Parser::ha_checks(const Field& ha_field) {
+    const HaConfig& h = cfg.ha;
+    const Location at = d.at(ha_field.at);
+    for (const auto& name : h.track_services) {
+        const bool known = std::any_of(cfg.services.begin(), cfg.services.end(),
+                                       [&](const ServiceConfig& s) { return s.name == name; });
+        if (!known) {
+            std::vector<std::string_view> names;
+            for (const auto& s : cfg.services) names.push_back(s.name);
+            d.error(at, "ha.track_services: no service is named '" + printable(name) + "'" +
+                            did_you_mean(name, names) + "; list names from 'services'");
+        }
+    }
+    for (const auto& p : h.unicast_peers)
+        for (const auto& a : cfg.interface.addresses)
+            if (a.addr == p)
+                d.error(at, "ha.unicast_peers: " + p.str() +
+                                " is this balancer's own interface address; list the other "
+                                "balancer's address");
+    if (h.sync.enabled)
+        for (const auto& a : cfg.interface.addresses)
+            if (a.addr == h.sync.peer)
+                d.error(h.sync.where, "ha.sync.peer: " + h.sync.peer.str() +
+                                          " is this balancer's own interface address; give the "
+                                          "other balancer's address");
+    if (h.effective_lease() < h.advert_interval())
+        d.error(at, "ha.lease: " + format_duration(h.effective_lease()) +
+                        " is shorter than the advert interval " +
+                        format_duration(h.advert_interval()) +
+                        "; fulcrumd renews the lease with every advert, so give it at least one "
+                        "interval (the default is 3)");
 }
 
 void Parser::services(const Field& f, const MergedHealth& defaults) {
@@ -1603,7 +1880,8 @@ Config parse(std::string_view yaml_text, const std::string& filename) {
     cfg.path = filename;
     const Field root_f{"", doc, doc.Mark()};
     const Section root(d, root_f,
-                       {"dataplane", "admin", "metrics", "limits", "health_check", "services"});
+                       {"dataplane", "admin", "metrics", "limits", "interface", "ha",
+                        "health_check", "services"});
     if (!root.ok()) throw ConfigError(d.messages());
 
     Parser p{d, cfg};
@@ -1611,6 +1889,9 @@ Config parse(std::string_view yaml_text, const std::string& filename) {
     if (auto f = root.take("admin")) p.admin(*f);
     if (auto f = root.take("metrics")) p.metrics(*f);
     if (auto f = root.take("limits")) p.limits(*f);
+    if (auto f = root.take("interface")) p.interface(*f);
+    const auto ha_field = root.take("ha");
+    if (ha_field) p.ha(*ha_field);
     MergedHealth defaults;
     if (auto f = root.take("health_check"))
         defaults = merge_health(d, defaults, read_health(d, *f));
@@ -1620,6 +1901,7 @@ Config parse(std::string_view yaml_text, const std::string& filename) {
         root.missing("services",
                      "add the list of services ('services: []' for a balancer with "
                      "no services yet)");
+    if (ha_field && cfg.ha.enabled) p.ha_checks(*ha_field);
 
     if (!d.clean()) throw ConfigError(d.messages());
     return cfg;

@@ -42,6 +42,13 @@ Clock::duration evidence_window(const ServerConfig& v) {
     return v.health.interval * (fall - 1) + v.health.timeout + std::chrono::milliseconds(200);
 }
 
+std::vector<IpAddr> vips_of(const Config& c) {
+    std::vector<IpAddr> v;
+    for (const auto& s : c.services)
+        if (std::find(v.begin(), v.end(), s.vip) == v.end()) v.push_back(s.vip);
+    return v;
+}
+
 }  // namespace
 
 void Daemon::block_signals() {
@@ -68,6 +75,10 @@ Daemon::Daemon(Config cfg) {
     if (!cfg_.metrics_listen.empty())
         metrics_ = std::make_unique<Metrics>(cfg_.metrics_listen,
                                              MetricsAuth{cfg_.metrics_username, cfg_.metrics_password_file});
+    if (cfg_.interface.configured || cfg_.ha.enabled) {
+        ha_ = std::make_unique<HaNode>(cfg_, vips_of(cfg_));
+        ha_->start();
+    }
     api_ = std::make_unique<AdminApi>(*this);
     admin_ = std::make_unique<AdminServer>(
         cfg_.admin_socket, AdminServer::AsyncHandler([this](const json& r, AdminServer::Reply reply) {
@@ -90,6 +101,7 @@ Daemon::~Daemon() {
     a.error = "fulcrumd is stopping; the change was not confirmed by the dataplane";
     finish_waiters(~uint64_t{0}, a);
     admin_.reset();
+    ha_.reset();  // if run() did not stop it cleanly: no announcement, the lease runs out
     health_.reset();
     metrics_.reset();
     if (wake_fd_ >= 0) ::close(wake_fd_);
@@ -204,7 +216,23 @@ json Daemon::reload() {
         next.metrics_username = cfg_.metrics_username;
         next.metrics_password_file = cfg_.metrics_password_file;
     }
+    {
+        // The virtual router and the interface are set up once: changing them under a running
+        // pair would make this node flap. The VIPs themselves follow the services.
+        HaConfig h = next.ha;
+        h.where = cfg_.ha.where;
+        h.sync.where = cfg_.ha.sync.where;
+        InterfaceConfig i = next.interface;
+        i.where = cfg_.interface.where;
+        if (!(h == cfg_.ha) || !(i == cfg_.interface)) {
+            warnings.push_back("ha or interface settings changed: restart fulcrumd to apply them "
+                               "(the peer takes over meanwhile); the running ones stay");
+            next.ha = cfg_.ha;
+            next.interface = cfg_.interface;
+        }
+    }
     apply_config(std::move(next));  // a changed dataplane socket: the link reconnects there
+    if (ha_) ha_->set_vips(vips_of(cfg_));
     ++reloads_;
     last_reload_error_.clear();
     for (const auto& w : warnings) spdlog::warn("{}", w.get<std::string>());
@@ -579,6 +607,7 @@ void Daemon::update_metrics() {
     if (!metrics_) return;
     const auto counters = link_->counters();
     const DataplaneStatus dp = link_->status();
+    const std::optional<HaStatus> ha = ha_ ? std::optional<HaStatus>(ha_->status()) : std::nullopt;
     std::lock_guard lk(mu_);
     MetricsInput in;
     if (admin_) {
@@ -589,6 +618,7 @@ void Daemon::update_metrics() {
     if (dp.connected) in.dataplane_control_refused = &dp.control_refused;
     in.model = &model_;
     in.dataplane = counters.get();
+    if (ha) in.ha = &*ha;
     in.published_generation = published_gen_;
     in.publishes = publishes_;
     in.publish_errors = publish_errors_;
@@ -634,7 +664,50 @@ void Daemon::tick() {
     sync_dataplane();
     release_held_health();
     publish();
+    update_ha();
     update_metrics();
+}
+
+void Daemon::update_ha() {
+    if (!ha_ || !ha_->config().enabled) return;
+    const DataplaneStatus dp = link_->status();
+    ha_->set_fault("uplink link down", dp.connected && !dp.uplink_link_up);
+    std::lock_guard lk(mu_);
+    for (const auto& name : ha_->config().track_services) {
+        bool any_up = false;
+        for (const auto& svc : model_.services) {
+            if (svc.cfg.name != name) continue;
+            for (const auto& key : svc.servers) {
+                auto it = model_.servers.find(key);
+                if (it != model_.servers.end() && it->second.state() == ServerState::up) any_up = true;
+            }
+        }
+        // Before the first checks finished every server reads down: no fault yet.
+        ha_->set_fault("no server up in " + name, first_publish_done_ && !any_up);
+    }
+}
+
+std::optional<HaStatus> Daemon::ha_status() const {
+    if (!ha_) return std::nullopt;
+    return ha_->status();
+}
+
+Expected<HaStatus> Daemon::ha_action(HaAction a) {
+    if (!ha_ || !ha_->config().enabled) {
+        std::lock_guard lk(mu_);
+        return Error{"failover is not configured: add an 'ha:' section to " + cfg_.path +
+                     " (docs/configuration.md, \"ha\") and restart fulcrumd"};
+    }
+    switch (a) {
+        case HaAction::takeover:
+            if (ha_->config().priority == 255)
+                return Error{"this node is the address owner (priority 255): it is master whenever it runs"};
+            return ha_->takeover();
+        case HaAction::release: return ha_->release();
+        case HaAction::resume: return ha_->resume();
+        case HaAction::none: break;
+    }
+    return ha_->status();
 }
 
 int Daemon::run() {
@@ -702,14 +775,19 @@ int Daemon::run() {
                         });
                     }
                 } else {
-                    spdlog::info("signal {}: stopping; the dataplane keeps forwarding with generation {}",
-                                 si.ssi_signo, published_gen_);
+                    if (ha_ && ha_->config().enabled)
+                        spdlog::info("signal {}: stopping; handing the VIPs to the peer (priority-0 advert)",
+                                     si.ssi_signo);
+                    else
+                        spdlog::info("signal {}: stopping; the dataplane keeps forwarding with generation {}",
+                                     si.ssi_signo, published_gen_);
                     stop = true;
                 }
             }
         }
     }
     ::close(sfd);
+    if (ha_) ha_->stop(true);  // a clean stop: the peer takes over after its skew time
     if (reload_thread_.joinable()) reload_thread_.join();
     return 0;
 }
@@ -731,6 +809,7 @@ Daemon::View Daemon::view(bool fresh_counters) {
     v.reloads = reloads_;
     v.reload_errors = reload_errors_;
     v.last_reload_error = last_reload_error_;
+    if (ha_) v.ha = ha_->status();
     return v;
 }
 

@@ -129,6 +129,7 @@ DataplaneStatus DataplaneLink::poll() {
         if (auto r = ctl->find("refused"); r != ctl->end() && r->is_object())
             for (auto it = r->begin(); it != r->end(); ++it)
                 if (it->is_number_unsigned()) st_.control_refused[it.key()] = it->get<uint64_t>();
+    st_.uplink_link_up = health.value("uplink_link_up", true);
     st_.connected = true;
     st_.pid = pid;
     st_.generation = gen;

@@ -102,6 +102,21 @@ struct Metrics::Impl {
     MirroredCounters dp_control_refusals{*reg, "fulcrum_dataplane_control_refusals_total",
                                          "Dataplane control socket clients refused or disconnected, by reason"};
 
+    Gauges ha_state{*reg, "fulcrum_ha_state",
+                    "1 for the VRRP state this node is in (master, backup, fault, initialize), 0 for the others"};
+    Gauges ha_priority{*reg, "fulcrum_ha_priority", "Priority this node's adverts carry"};
+    Gauges ha_vips_owned{*reg, "fulcrum_ha_vips_on_interface", "1 if the VIPs are on the exception interface"};
+    Gauges ha_lease_active{*reg, "fulcrum_ha_lease_active", "1 if the dataplane was last told active"};
+    Gauges ha_faults{*reg, "fulcrum_ha_faults", "Faults keeping this node out of master"};
+    MirroredCounters ha_transitions{*reg, "fulcrum_ha_transitions_total", "VRRP transitions, by direction"};
+    MirroredCounters ha_adverts{*reg, "fulcrum_ha_adverts_total", "VRRP adverts, by direction (sent, received)"};
+    MirroredCounters ha_invalid{*reg, "fulcrum_ha_adverts_invalid_total", "VRRP adverts refused, by reason"};
+    MirroredCounters ha_announce{*reg, "fulcrum_ha_announcements_total",
+                                 "Gratuitous ARP and unsolicited NA sent, by kind (garp, na)"};
+    MirroredCounters ha_lease{*reg, "fulcrum_ha_lease_renewals_total", "Dataplane fencing lease renewals"};
+    MirroredCounters ha_lease_errors{*reg, "fulcrum_ha_lease_errors_total",
+                                     "Failed lease requests (dataplane unreachable or refusing)"};
+
     MirroredCounters svc_packets{*reg, "fulcrum_service_packets_total", "Packets forwarded for the service"};
     MirroredCounters svc_bytes{*reg, "fulcrum_service_bytes_total", "Bytes forwarded for the service"};
     MirroredCounters svc_conns{*reg, "fulcrum_service_new_connections_total", "New connections to the service"};
@@ -207,6 +222,25 @@ void Metrics::update(const MetricsInput& in) {
     m.admin_clients.set({}, static_cast<double>(in.admin_clients));
     if (in.dataplane_control_refused)
         for (const auto& [reason, n] : *in.dataplane_control_refused) m.dp_control_refusals.set_total({{"reason", reason}}, n);
+
+    if (in.ha && in.ha->ha) {
+        const HaStatus& h = *in.ha;
+        for (const char* st : {"master", "backup", "fault", "initialize"})
+            m.ha_state.set({{"state", st}}, h.state == st ? 1 : 0);
+        m.ha_priority.set({}, h.priority);
+        m.ha_vips_owned.set({}, h.vips_on_interface ? 1 : 0);
+        m.ha_lease_active.set({}, h.lease_active ? 1 : 0);
+        m.ha_faults.set({}, static_cast<double>(h.faults.size()));
+        m.ha_transitions.set_total({{"to", "master"}}, h.became_master);
+        m.ha_transitions.set_total({{"to", "backup"}}, h.left_master);
+        m.ha_adverts.set_total({{"direction", "sent"}}, h.adverts_sent);
+        m.ha_adverts.set_total({{"direction", "received"}}, h.adverts_received);
+        for (const auto& [reason, n] : h.invalid_by_reason) m.ha_invalid.set_total({{"reason", reason}}, n);
+        m.ha_announce.set_total({{"kind", "garp"}}, h.garp_sent);
+        m.ha_announce.set_total({{"kind", "na"}}, h.na_sent);
+        m.ha_lease.set_total({}, h.lease_renewals);
+        m.ha_lease_errors.set_total({}, h.lease_errors);
+    }
 
     // Per server: state from the model, traffic from the dataplane.
     const auto traffic =

@@ -338,6 +338,20 @@ Step Router::set_fault(TimePoint now, std::string_view source, bool active) {
     return finish(std::move(out));
 }
 
+Step Router::set_priority(TimePoint /*now*/, uint8_t priority, bool preempt) {
+    if (priority == 0 || priority == 255 || cfg_.priority == 255)
+        throw std::invalid_argument("vrrp: set_priority: priority must be 1 to 254 and the router "
+                                    "must not be the address owner (255), got " +
+                                    std::to_string(priority));
+    Step out;
+    const bool changed = priority != cfg_.priority;
+    cfg_.priority = priority;
+    cfg_.preempt = preempt;
+    lower_master_since_.reset();
+    if (state_ == State::master && changed) send(cfg_.priority, out);
+    return finish(std::move(out));
+}
+
 Step Router::set_hold(TimePoint /*now*/, bool on, std::string reason) {
     hold_ = on;
     hold_reason_ = on ? std::move(reason) : std::string();

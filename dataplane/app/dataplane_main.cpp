@@ -56,6 +56,9 @@ int main(int argc, char** argv) {
                    "from here at start (default: next to the control socket, its name with .state for .sock)");
     app.add_flag("--no-state-file", no_state_file, "neither restore nor save connection state")
         ->excludes("--state-file");
+    app.add_flag("--ha-managed", opt.ha_managed,
+                 "one node of an active-passive pair: start in standby (no VIP traffic, no ARP/ND "
+                 "answers for VIPs) until fulcrumd's first ha request makes it active");
     app.add_option("--conn-capacity", opt.conn_capacity, "connection table entries per worker")->check(CLI::Range(1ul, 1ul << 31));
     app.add_option("--mtu", opt.mtu, "uplink MTU (default: the device's)")->check(CLI::Range(576, 9702));
     app.add_option("--rx-desc", opt.rx_desc, "RX descriptors per queue")->check(CLI::Range(32, 16384));

@@ -1462,4 +1462,125 @@ TEST(ConfigLimits, RefusedConfigurationGivesItsMemoryBack) {
 }
 
 }  // namespace
+
+// ---- interface: and ha: -------------------------------------------------------------------
+
+constexpr const char* kWeb = R"(
+services:
+  - name: web
+    vip: 198.18.0.100
+    port: 80
+    servers: [{address: 198.18.0.10}]
+)";
+
+TEST(ConfigHa, AbsentMeansStandaloneWithNothingManaged) {
+    const Config c = parse(kWeb);
+    EXPECT_FALSE(c.ha.enabled);
+    EXPECT_FALSE(c.interface.configured);
+}
+
+TEST(ConfigHa, FullSection) {
+    const Config c = parse(std::string(R"(
+interface:
+  name: fl1
+  addresses: [198.18.0.2/24, 2001:db8::2/64]
+ha:
+  vrid: 51
+  priority: 150
+  advert_interval: 1s
+  preempt: false
+  preempt_delay: 30s
+  unicast_peers: [198.18.0.3]
+  checksum: message_only
+  accept_checksum: pseudo_header
+  garp: {count: 5, repeat_delay: 10s}
+  lease: 2s
+  track_services: [web]
+  sync: {peer: 198.18.0.3, port: 9000, key_file: /etc/fulcrum/sync.key, refresh: 5s, rate: 50000}
+)") + kWeb);
+    EXPECT_TRUE(c.interface.configured);
+    EXPECT_EQ(c.interface.name, "fl1");
+    ASSERT_EQ(c.interface.addresses.size(), 2u);
+    EXPECT_EQ(c.interface.addresses[0].addr, ip("198.18.0.2"));  // host bits kept
+    EXPECT_EQ(c.interface.addresses[0].length, 24);
+    EXPECT_EQ(c.interface.addresses[1].length, 64);
+    ASSERT_TRUE(c.ha.enabled);
+    EXPECT_EQ(c.ha.vrid, 51);
+    EXPECT_EQ(c.ha.priority, 150);
+    EXPECT_EQ(c.ha.advert_interval_cs, 100);
+    EXPECT_FALSE(c.ha.preempt);
+    EXPECT_EQ(c.ha.preempt_delay, 30s);
+    EXPECT_EQ(c.ha.unicast_peers, std::vector<IpAddr>{ip("198.18.0.3")});
+    EXPECT_TRUE(c.ha.checksum_message_only);
+    EXPECT_EQ(c.ha.accept_checksum, 1);
+    EXPECT_EQ(c.ha.garp_count, 5u);
+    EXPECT_EQ(c.ha.garp_repeat_delay, 10s);
+    EXPECT_EQ(c.ha.effective_lease(), 2s);
+    EXPECT_EQ(c.ha.track_services, std::vector<std::string>{"web"});
+    ASSERT_TRUE(c.ha.sync.enabled);
+    EXPECT_EQ(c.ha.sync.peer, ip("198.18.0.3"));
+    EXPECT_EQ(c.ha.sync.port, 9000);
+    EXPECT_EQ(c.ha.sync.key_file, "/etc/fulcrum/sync.key");
+    EXPECT_EQ(c.ha.sync.refresh, 5s);
+    EXPECT_EQ(c.ha.sync.rate, 50000u);
+}
+
+TEST(ConfigHa, Defaults) {
+    const Config c = parse(std::string("ha: {vrid: 7}\n") + kWeb);
+    EXPECT_EQ(c.ha.priority, 100);
+    EXPECT_EQ(c.ha.advert_interval_cs, 10);  // 100 ms
+    EXPECT_TRUE(c.ha.preempt);
+    EXPECT_EQ(c.ha.preempt_delay, 0ms);
+    EXPECT_TRUE(c.ha.unicast_peers.empty());
+    EXPECT_EQ(c.ha.effective_lease(), 300ms);  // three advert intervals
+    EXPECT_FALSE(c.ha.sync.enabled);
+    EXPECT_EQ(c.interface.name, "fl0");
+}
+
+TEST(ConfigHa, Errors) {
+    EXPECT_EQ(error(std::string("ha: {priority: 100}\n") + kWeb),
+              "test.yaml:1:5: ha: missing key 'vrid'; give the virtual router id (1 to 255), the "
+              "same on both balancers");
+    EXPECT_EQ(error(std::string("ha:\n  vrid: 0\n") + kWeb),
+              "test.yaml:2:9: ha.vrid: 0 is out of range; use a number from 1 to 255 (the same on "
+              "both balancers, unique on the link)");
+    EXPECT_EQ(error(std::string("ha:\n  vrid: 1\n  advert_interval: 15ms\n") + kWeb),
+              "test.yaml:3:20: ha.advert_interval: 15ms is not a whole number of centiseconds "
+              "from 10ms to 40950ms (VRRPv3 carries the interval in centiseconds); use e.g. 100ms "
+              "or 1s");
+    EXPECT_EQ(error(std::string("ha:\n  vrid: 1\n  advert_interval: 1\n") + kWeb),
+              "test.yaml:3:20: ha.advert_interval: '1' has no unit; write 1s for seconds or 1ms "
+              "for milliseconds");
+    EXPECT_EQ(error(std::string("ha:\n  vrid: 1\n  checksum: v2\n") + kWeb),
+              "test.yaml:3:13: ha.checksum: unknown IPv4 checksum form 'v2'; use pseudo_header "
+              "or message_only");
+    EXPECT_EQ(error(std::string("ha:\n  vrid: 1\n  track_services: [wbe]\n") + kWeb),
+              "test.yaml:1:1: ha.track_services: no service is named 'wbe' (did you mean "
+              "'web'?); list names from 'services'");
+    EXPECT_EQ(error(std::string("ha:\n  vrid: 1\n  lease: 50ms\n") + kWeb),
+              "test.yaml:1:1: ha.lease: 50ms is shorter than the advert interval 100ms; "
+              "fulcrumd renews the lease with every advert, so give it at least one interval "
+              "(the default is 3)");
+    EXPECT_EQ(error(std::string("ha:\n  vrid: 1\n  sync: {port: 9}\n") + kWeb),
+              "test.yaml:3:9: ha.sync: missing key 'peer'; give the other balancer's address "
+              "for connection sync");
+    EXPECT_EQ(error(std::string("ha:\n  vrid: 1\n  preemt: false\n") + kWeb),
+              "test.yaml:3:3: unknown key 'preemt' (did you mean 'preempt'?) in ha; allowed "
+              "keys: vrid, priority, advert_interval, preempt, preempt_delay, unicast_peers, "
+              "checksum, accept_checksum, garp, lease, track_services, sync");
+    EXPECT_EQ(error(std::string("interface:\n  addresses: [198.18.0.2]\n") + kWeb),
+              "test.yaml:2:15: interface.addresses[0]: '198.18.0.2' has no prefix length; write "
+              "address/length (e.g. 198.18.0.2/24 or 2001:db8::2/64) so that the host's subnet "
+              "route is right");
+    EXPECT_EQ(error(std::string("interface:\n  name: a/b\n") + kWeb),
+              "test.yaml:2:9: interface.name: 'a/b' is not an interface name (1 to 15 "
+              "characters, no '/', ':' or spaces); give the dataplane's exception interface, "
+              "e.g. fl0");
+    EXPECT_EQ(error(std::string("interface: {addresses: [198.18.0.3/24]}\nha:\n  vrid: 1\n  "
+                                "unicast_peers: [198.18.0.3]\n") +
+                    kWeb),
+              "test.yaml:3:3: ha.unicast_peers: 198.18.0.3 is this balancer's own interface "
+              "address; list the other balancer's address");
+}
+
 }  // namespace fulcrum::control

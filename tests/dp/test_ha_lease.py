@@ -37,11 +37,12 @@ def spec():
 
 
 @pytest.fixture
-def lab(tmp_path):
+def lab(tmp_path, request):
+    extra = getattr(request, "param", ())
     with fulcrumlab.veth_namespace("flha") as ns:
         fulcrumlab.prepare_dataplane_uplink(ns, "up0")
         dp = fulcrumlab.Dataplane(tmp_path, ["net_af_packet0,iface=up0,qpairs=1"], "net_af_packet0",
-                                  netns=ns, exception="fl0")
+                                  netns=ns, exception="fl0", extra=extra)
         try:
             fulcrumlab.sh("echo 1 > /proc/sys/net/ipv6/conf/fl0/disable_ipv6", netns=ns)
             with dp.client() as c:
@@ -165,6 +166,16 @@ def test_standalone_then_lease_expiry_renewal_and_standby(lab):
 
     c = lab.dp.counters()
     assert c["rx"] == c["forwarded"] + c["replied"] + c["to_kernel"] + c["dropped"]
+
+
+@pytest.mark.parametrize("lab", [("--ha-managed",)], indirect=True)
+def test_ha_managed_start_is_standby_until_the_first_ha_request(lab):
+    # A node of a pair: a (re)started dataplane must not answer for VIPs its peer may own.
+    assert lab.health()["ha"] == {"mode": "managed", "active": False, "lease_expires_in_ms": 0}
+    assert_inactive(lab.run_corpus())
+    st, r = lab.ha({"role": "active", "lease_ms": 60000})
+    assert st == 0 and r["role"] == "active", r
+    assert_active(lab.run_corpus())
 
 
 @pytest.mark.parametrize("body,field", [

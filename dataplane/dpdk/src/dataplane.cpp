@@ -73,6 +73,11 @@ void tx_drop_cb(rte_mbuf** pkts, uint16_t unsent, void* userdata) {
 }  // namespace
 
 Dataplane::Dataplane(const DataplaneOptions& opt) : opt_(opt) {
+    if (opt_.ha_managed) {
+        ha_managed_.store(true);
+        ha_deadline_tsc_.store(0);  // standby until fulcrumd's first ha request
+        ha_active_role_ = false;
+    }
     const unsigned n_workers = rte_lcore_count() - 1;
     if (n_workers == 0)
         throw fail("no worker lcore: give the EAL at least two cores (e.g. -l 0-1); the main lcore "

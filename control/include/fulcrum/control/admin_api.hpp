@@ -10,6 +10,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "fulcrum/control/admin_request.hpp"
+
 namespace fulcrum::control {
 
 class Daemon;
@@ -27,6 +29,7 @@ private:
     nlohmann::json status();
     nlohmann::json services();
     nlohmann::json servers(const std::string& service);
+    nlohmann::json ha(HaAction action);
     Daemon& d_;
 };
 

@@ -12,16 +12,20 @@
 
 namespace fulcrum::control {
 
-enum class AdminCommand { status, services, servers, set_weight, drain, disable, enable, reload };
+enum class AdminCommand { status, services, servers, set_weight, drain, disable, enable, reload, ha };
+
+// The `ha` command's maintenance actions (none: show the state).
+enum class HaAction { none, takeover, release, resume };
 
 struct AdminRequest {
     AdminCommand command = AdminCommand::status;
     std::string service;  // servers (optional filter); set-weight, drain, disable, enable
     std::string server;   // set-weight, drain, disable, enable: address or address:port
     uint32_t weight = 0;  // set-weight: 0..65535
+    HaAction ha_action = HaAction::none;  // ha: "action"
 };
 
-// "status, services, servers, set-weight, drain, disable, enable, reload"
+// "status, services, servers, set-weight, drain, disable, enable, reload, ha"
 const char* admin_commands();
 const char* admin_command_name(AdminCommand c);
 

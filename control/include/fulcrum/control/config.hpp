@@ -52,6 +52,7 @@ struct Location {
     int line = 0;    // 1-based; 0 = unknown
     int column = 0;  // 1-based
     std::string str() const;  // "file:line:column"
+    friend bool operator==(const Location&, const Location&) = default;
 };
 
 enum class CheckType { tcp, http, https, none };
@@ -95,6 +96,55 @@ struct ServiceConfig {
     Location where;
 };
 
+// The exception interface (the dataplane's TAP, normally fl0) as fulcrumd manages it: the
+// host addresses it keeps there (again after every dataplane restart, which recreates the
+// interface) and, when `manage` is set, the service VIPs (always without `ha:`, only as master
+// with it).
+struct InterfaceConfig {
+    bool configured = false;  // the `interface:` section is present
+    std::string name = "fl0";
+    std::vector<IpPrefix> addresses;  // host address and prefix length (host bits kept)
+    Location where;
+    friend bool operator==(const InterfaceConfig&, const InterfaceConfig&) = default;
+};
+
+// Connection sync with the peer balancer (`ha.sync`).
+struct SyncConfig {
+    bool enabled = false;  // `ha.sync` is present
+    IpAddr peer;
+    IpAddr local;          // source / bind address; unset: interface address of peer's family
+    uint16_t port = 8450;
+    std::string key_file;  // HMAC-SHA256 key; empty: no authentication
+    Millis refresh{10'000};
+    uint32_t rate = 100'000;  // records per second, at most
+    Location where;
+    friend bool operator==(const SyncConfig&, const SyncConfig&) = default;
+};
+
+// VRRPv3 between two balancers (`ha:`); docs/configuration.md, "ha".
+struct HaConfig {
+    bool enabled = false;  // the `ha:` section is present
+    uint8_t vrid = 0;
+    uint8_t priority = 100;            // 255: address owner
+    uint16_t advert_interval_cs = 10;  // centiseconds
+    bool preempt = true;
+    Millis preempt_delay{0};
+    std::vector<IpAddr> unicast_peers;  // empty: multicast
+    bool checksum_message_only = false; // IPv4 adverts sent without the pseudo-header
+    // IPv4 checksum forms accepted: 0 both, 1 pseudo-header only, 2 message only.
+    uint8_t accept_checksum = 0;
+    unsigned garp_count = 3;            // gratuitous ARP / NA per VIP in a burst
+    Millis garp_repeat_delay{2000};     // the burst is repeated once after this
+    Millis lease{0};                    // dataplane fencing lease; 0: 3 advert intervals
+    std::vector<std::string> track_services;  // "no server up" in any of them is a fault
+    SyncConfig sync;
+    Location where;
+
+    Millis advert_interval() const { return Millis{advert_interval_cs * 10}; }
+    Millis effective_lease() const { return lease.count() ? lease : 3 * advert_interval(); }
+    friend bool operator==(const HaConfig&, const HaConfig&) = default;
+};
+
 struct Config {
     std::string path;
 
@@ -114,6 +164,9 @@ struct Config {
     // limits:
     Millis retire_after{900'000}; // how long a server removed from the configuration keeps
                                   // serving its existing connections
+
+    InterfaceConfig interface;
+    HaConfig ha;
 
     std::vector<ServiceConfig> services;
 };

@@ -18,7 +18,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include "fulcrum/control/admin_request.hpp"
 #include "fulcrum/control/config.hpp"
+#include "fulcrum/control/ha_node.hpp"
 #include "fulcrum/control/dataplane_link.hpp"
 #include "fulcrum/control/publisher.hpp"
 #include "fulcrum/snapshot.hpp"
@@ -83,6 +85,7 @@ public:
         int64_t uptime_seconds = 0;
         uint64_t reloads = 0, reload_errors = 0;
         std::string last_reload_error;
+        std::optional<HaStatus> ha;
     };
     View view(bool fresh_counters);
 
@@ -105,6 +108,11 @@ public:
     // snapshot refused, not applied within `wait`).
     void when_applied(uint64_t seq, Done done, std::chrono::milliseconds wait = std::chrono::seconds(8));
 
+    // The failover state (nullopt: neither `interface:` nor `ha:` is configured).
+    std::optional<HaStatus> ha_status() const;
+    // fulcrumctl ha takeover / release / resume. The error says why it cannot be done.
+    Expected<HaStatus> ha_action(HaAction a);
+
 private:
     struct Waiter {
         uint64_t seq;
@@ -126,6 +134,7 @@ private:
     void expire_waiters();
     void finish_waiters(uint64_t up_to_seq, const Applied& a);  // takes mu_
     void update_metrics();
+    void update_ha();  // faults from the dataplane and the tracked services
     void wake();
     PublishStatus publish_status() const;  // under mu_
 
@@ -163,6 +172,7 @@ private:
 
     int wake_fd_ = -1;
     std::unique_ptr<DataplaneLink> link_;
+    std::unique_ptr<HaNode> ha_;
     std::unique_ptr<NeighborResolver> neighbors_;
     std::unique_ptr<HealthChecker> health_;
     std::unique_ptr<Metrics> metrics_;

@@ -30,6 +30,7 @@ struct DataplaneStatus {
     std::string error;        // why not connected ("" when connected)
     // The dataplane's control-socket refusals by reason (health "control.refused").
     std::map<std::string, uint64_t> control_refused;
+    bool uplink_link_up = true;  // the dataplane's uplink port has link
     // When the dataplane process we talk to started (from its uptime).
     std::chrono::steady_clock::time_point up_since{};
 };

@@ -10,6 +10,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "fulcrum/control/ha_node.hpp"
 #include "fulcrum/control/publisher.hpp"
 #include "fulcrum/dp_counters.hpp"
 
@@ -33,6 +34,7 @@ struct MetricsInput {
     std::map<std::string, uint64_t> admin_refused;
     uint64_t admin_clients = 0;
     const std::map<std::string, uint64_t>* dataplane_control_refused = nullptr;
+    const HaStatus* ha = nullptr;  // null: no ha: section
 };
 
 // HTTP basic auth for scrapes (metrics.basic_auth); both empty: none.

@@ -136,6 +136,11 @@ class Router {
     Step set_fault(TimePoint now, std::string_view source, bool active);
     // Holds preemption (see above) until set_hold(now, false).
     Step set_hold(TimePoint now, bool on, std::string reason = {});
+    // Operator maintenance (fulcrumctl ha takeover / resume): changes the priority (1..254;
+    // an address owner keeps 255) and preemption of the running router. A Master announces
+    // the new priority at once; a Backup with a priority now above the master's and
+    // preemption on discards that master's adverts and takes over when its timer runs out.
+    Step set_priority(TimePoint now, uint8_t priority, bool preempt);
 
     State state() const { return state_; }
     const Config& config() const { return cfg_; }

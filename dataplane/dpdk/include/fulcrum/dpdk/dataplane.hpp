@@ -44,6 +44,10 @@ struct DataplaneOptions {
     // What one control-socket frame can carry; fulcrumd --check refuses configurations whose
     // snapshot would not fit (config.cpp, snapshot_layout).
     size_t max_snapshot_bytes = ctl::kMaxFrame;
+    // HA-managed start: standby (no VIP traffic, no ARP/ND answers for VIPs) until fulcrumd's
+    // first `ha` request, instead of standalone. For the nodes of an active-passive pair, so
+    // that a (re)started dataplane never answers for VIPs its peer owns.
+    bool ha_managed = false;
 };
 
 struct WorkerSlot;  // per-lcore state, defined in the implementation
