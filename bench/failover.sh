@@ -19,9 +19,9 @@
 #
 # Per trial it reports the time from the signal to the new master's first gratuitous ARP as
 # captured on the client, and the client-observed gaps; the summary (medians, worst) goes to
-# stdout as JSON, one line per trial to stderr. Takes about 15 s per trial (20 trials: ~40
-# minutes). Needs root, keepalived, /usr/bin/python3; every process it starts is stopped by
-# PID and every namespace deleted on exit, also on Ctrl-C.
+# stdout as JSON, one line per trial to stderr. Takes 15 to 20 s per trial (the default, 160
+# trials: about 50 minutes). Needs root, keepalived, /usr/bin/python3; every process it
+# starts is stopped by PID and every namespace deleted on exit, also on Ctrl-C.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)

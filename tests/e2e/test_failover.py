@@ -195,3 +195,32 @@ def test_keepalived_peer(pair, keepalived_role):
         fulcrumlab.wait_for(lambda: (pair.b.ha() or {}).get("master") == NODE_ADDR["a"], 10,
                             what="fulcrumd to follow keepalived as master")
     assert_connections_survived(pair, load, since)
+
+
+def test_operator_release_and_takeover_through_fulcrumctl(pair):
+    """`fulcrumctl ha release` on the master hands the VIP to the peer (and holds it off
+    master), `takeover` takes it back, `resume` returns to the configured behaviour."""
+    start_pair(pair)
+    load = pair.start_load(conns=HELD, duration=LOAD_SECONDS + 10)
+    r = pair.a.ctl("ha", "release")
+    assert r.returncode == 0, r.stderr
+    pair.wait_state("b", "master")
+    pair.wait_owner({"b"})
+    wait_client_follows(pair, "b")
+    ha = pair.a.ha()
+    assert ha["state"] in ("backup", "fault") and ha["operator"] == "release" and ha["faults"], ha
+    assert not pair.a.dp_health()["ha"]["active"]
+    r = pair.a.ctl("ha", "takeover")
+    assert r.returncode == 0, r.stderr
+    pair.wait_state("a", "master")
+    pair.wait_state("b", "backup")
+    pair.wait_owner({"a"})
+    since = wait_client_follows(pair, "a")
+    r = pair.a.ctl("ha")
+    assert r.returncode == 0 and "master" in r.stdout, r.stdout + r.stderr
+    r = pair.a.ctl("ha", "resume")
+    assert r.returncode == 0, r.stderr
+    ha = pair.a.ha()
+    assert ha["operator"] == "" and ha["priority"] == 150, ha
+    assert pair.ha_state("a") == "master" and pair.owner_of() == {"a"}  # a has the higher priority
+    assert_connections_survived(pair, load, since)
