@@ -32,7 +32,7 @@ while [ $# -gt 0 ]; do
     --trials|--cases|--intervals|--pairs|--conns|--new-rate|--keep) ARGS+=("$1" "$2"); shift 2 ;;
     --build-dir) BUILD=$2; shift 2 ;;
     --quick) ARGS+=(--trials 2 --intervals 0.1); shift ;;
-    -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
     *) echo "failover.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
