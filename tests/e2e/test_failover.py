@@ -1,0 +1,226 @@
+"""Active-passive failover end to end (tests/lib/halab.py): two balancers on one segment with
+a client and three DSR servers. Balancer a has priority 150, b 100; VRRPv3 runs over each
+balancer's fl0 (fulcrumd's `ha:`, or keepalived 2.2.7 as the peer), advert interval 100 ms.
+
+The service is Maglev with the same servers and hash seed on both balancers, so either one
+sends a flow to the same server: established connections survive a failover even without
+connection sync, once the client's ARP cache follows the new master's gratuitous ARP.
+
+Every test asserts states and connection outcomes, never how long something took; each wait
+is on a state, with a bounded deadline."""
+import os
+import time
+
+import pytest
+
+import fulcrumlab
+import halab
+from halab import NODE_ADDR, VIP
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (network namespaces)")
+
+HELD = 300          # long-lived connections, one exchange every 100 ms each
+LOAD_SECONDS = 20   # the load's run time: covers the failover and several seconds after it
+
+
+@pytest.fixture
+def pair(tmp_path):
+    with halab.PairLab(tmp_path) as lab:
+        yield lab
+
+
+def needs_keepalived():
+    if not os.access(halab.KEEPALIVED, os.X_OK):
+        pytest.skip(f"{halab.KEEPALIVED} is missing (Debian: apt-get install keepalived)")
+
+
+def start_pair(lab, a="fulcrum", b="fulcrum", ha=None, keepalived=None):
+    """Starts a, waits until it is master and owns the VIP, then starts b and waits until it
+    is backup (in fulcrum mode: following a)."""
+    lab.a.start(a, ha_overrides=ha, keepalived=keepalived)
+    lab.wait_state("a", "master")
+    lab.b.start(b, ha_overrides=ha, keepalived=keepalived)
+    lab.wait_state("b", "backup")
+    if b == "fulcrum":
+        fulcrumlab.wait_for(lambda: (lab.b.ha() or {}).get("master") == NODE_ADDR["a"], 10,
+                            what=f"b to follow a as master: {lab.b.ha()}")
+    lab.wait_owner({"a"})
+    assert VIP not in lab.b.fl0_addresses(), "the backup holds the VIP on fl0"
+
+
+def wait_client_follows(lab, node):
+    """Waits until the client's ARP cache sends VIP traffic to `node` (the new master's
+    gratuitous ARP arrived); returns the time (monotonic, as the load's report)."""
+    fulcrumlab.wait_for(lambda: lab.client_neigh() == node, 15, 0.02,
+                        what=f"the client's ARP entry for the VIP to point at {node} "
+                             f"(now {lab.client_neigh()})\n{lab.logs()}")
+    return time.monotonic()
+
+
+def assert_connections_survived(lab, load, since):
+    """Every held connection is still alive and exchanged data after `since`; new
+    connections begun after `since` all succeeded (and there were some)."""
+    r = lab.load_result(load)
+    held = r["held"]
+    assert held["established"] == HELD, held["setup_failed"]
+    assert not held["broken"], f"{len(held['broken'])} connections broke: {held['broken'][:5]}\n{lab.logs()}"
+    assert held["last_ok_min"] > since, (
+        f"a connection made no exchange after the takeover (worst gaps {held['worst']})\n{lab.logs()}")
+    after = [c for c in r["new"]["connections"] if c[0] > since]
+    assert after, f"no new connection was begun after the takeover: the load ({LOAD_SECONDS} s) ended first"
+    bad = [c for c in after if c[2] != "ok"]
+    assert not bad, f"new connections after the takeover failed: {bad[:5]}"
+    print(f"held max gap {held['max_gap_ms']} ms, new connections {r['new']['ok']}/{r['new']['attempted']} ok, "
+          f"failures {r['new']['failed']}")
+    return r
+
+
+def test_kill9_of_the_master_moves_the_vip_and_keeps_connections(pair):
+    start_pair(pair)
+    load = pair.start_load(conns=HELD, duration=LOAD_SECONDS)
+    pair.a.kill()  # fulcrumd and dataplane at once: the host is gone
+    pair.wait_state("b", "master")
+    pair.wait_owner({"b"})
+    since = wait_client_follows(pair, "b")
+    assert VIP in pair.b.fl0_addresses()
+    assert pair.b.dp_health()["ha"]["active"]
+    t = pair.b.ha()["last_transition"]
+    assert (t["from"], t["to"]) == ("backup", "master") and NODE_ADDR["a"] in t["reason"], t
+    assert_connections_survived(pair, load, since)
+
+
+def test_kill9_of_fulcrumd_alone_fences_its_dataplane(pair):
+    """fulcrumd dies, its dataplane lives on: the lease it no longer renews runs out and the
+    dataplane stops answering ARP for the VIP, although the VIP is still on its fl0 (nobody
+    removed it). After that window exactly one MAC answers: b's."""
+    start_pair(pair)
+    load = pair.start_load(conns=HELD, duration=LOAD_SECONDS)
+    pair.a.kill_fulcrumd()
+    pair.wait_state("b", "master")
+    fulcrumlab.wait_for(lambda: not pair.a.dp_health()["ha"]["active"], 10,
+                        what="a's dataplane to go inactive when its lease ran out")
+    assert VIP in pair.a.fl0_addresses(), "a's VIP was removed: this test no longer shows the fence"
+    pair.wait_owner({"b"})
+    for _ in range(5):
+        assert pair.owner_of(window=0.3) == {"b"}, "split brain: a still answers for the VIP"
+    since = wait_client_follows(pair, "b")
+    assert pair.a.dataplane.alive()
+    assert_connections_survived(pair, load, since)
+    assert pair.a.dp_health()["ha"]["active"] is False
+
+
+def test_sigterm_of_the_master_hands_over_with_a_priority_0_advert(pair):
+    start_pair(pair)
+    cap = pair.start_capture()
+    load = pair.start_load(conns=HELD, duration=LOAD_SECONDS)
+    t_stop = time.time()
+    assert pair.a.stop_fulcrumd() == 0, "fulcrumd did not exit cleanly on SIGTERM"
+    pair.wait_state("b", "master")
+    pair.wait_owner({"b"})
+    since = wait_client_follows(pair, "b")
+    adverts = [f for f in pair.captured(cap) if f["kind"] == "vrrp" and f["t"] >= t_stop]
+    resign = [f for f in adverts if f["src"] == NODE_ADDR["a"] and f["priority"] == 0]
+    assert resign, f"no priority-0 advert from a after SIGTERM: {adverts[:5]}"
+    assert resign[0]["vrid"] == halab.VRID and resign[0]["ttl"] == 255 and resign[0]["version"] == 3
+    # b took over on the resignation (after its skew time), not on the master-down timer.
+    hb = pair.b.ha()
+    assert "priority 0" in hb["last_transition"]["reason"], hb["last_transition"]
+    assert hb["counters"]["priority_zero_received"] >= 1, hb["counters"]
+    # a released what it held: the VIP is off its fl0 and its dataplane is inactive.
+    assert VIP not in pair.a.fl0_addresses()
+    fulcrumlab.wait_for(lambda: not pair.a.dp_health()["ha"]["active"], 10, what="a's dataplane to go inactive")
+    garps = [f for f in pair.captured(cap) if f["kind"] == "arp" and f["gratuitous"] and f["psrc"] == VIP]
+    assert garps and all(f["hwsrc"] == pair.b.mac for f in garps), garps[:5]
+    assert_connections_survived(pair, load, since)
+
+
+@pytest.mark.parametrize("preempt", [True, False], ids=["preempt", "nopreempt"])
+def test_restarted_master_takes_back_only_with_preempt(pair, preempt):
+    start_pair(pair, ha={"preempt": preempt})
+    load = pair.start_load(conns=HELD, duration=LOAD_SECONDS + 10)
+    pair.a.kill()
+    pair.wait_state("b", "master")
+    pair.wait_owner({"b"})
+    wait_client_follows(pair, "b")
+    cap = pair.start_capture()
+    t_restart = time.time()
+    pair.a.restart()
+    if preempt:
+        pair.wait_state("a", "master")
+        pair.wait_state("b", "backup")
+        pair.wait_owner({"a"})
+        since = wait_client_follows(pair, "a")
+        assert "preempt" in pair.a.ha()["last_transition"]["reason"], pair.a.ha()["last_transition"]
+        assert VIP not in pair.b.fl0_addresses()
+        fulcrumlab.wait_for(lambda: not pair.b.dp_health()["ha"]["active"], 10, what="b's dataplane to go inactive")
+    else:
+        pair.wait_state("a", "backup")
+        fulcrumlab.wait_for(lambda: (pair.a.ha() or {}).get("master") == NODE_ADDR["b"], 10,
+                            what="a to follow b as master")
+        # b keeps the VIP: while 20 more of b's adverts go by (2 s at 100 ms), a sends none.
+        fulcrumlab.wait_for(lambda: sum(1 for f in pair.captured(cap) if f["kind"] == "vrrp" and f["t"] >= t_restart
+                                        and f["src"] == NODE_ADDR["b"] and f["priority"] == 100) >= 20, 20,
+                            what="20 adverts from b")
+        from_a = [f for f in pair.captured(cap) if f["kind"] == "vrrp" and f["src"] == NODE_ADDR["a"]]
+        assert not from_a, f"a advertised although preemption is off: {from_a[:3]}"
+        assert pair.ha_state("a") == "backup" and pair.ha_state("b") == "master"
+        assert pair.owner_of() == {"b"}
+        since = time.monotonic()
+    assert_connections_survived(pair, load, since)
+
+
+@pytest.mark.parametrize("keepalived_role", ["backup", "master"])
+def test_keepalived_peer(pair, keepalived_role):
+    """keepalived 2.2.7 (vrrp_version 3, same VRID and VIP) on the other balancer's fl0, over
+    a standalone dataplane: it follows Fulcrum as backup and Fulcrum follows it, and either
+    takes over when the other's host dies and hands back by preemption when it returns."""
+    needs_keepalived()
+    if keepalived_role == "backup":
+        start_pair(pair, a="fulcrum", b="keepalived")
+    else:
+        start_pair(pair, a="keepalived", b="fulcrum")
+    load = pair.start_load(conns=HELD, duration=LOAD_SECONDS + 10)
+    pair.a.kill()
+    pair.wait_state("b", "master")
+    pair.wait_owner({"b"})
+    wait_client_follows(pair, "b")
+    assert VIP in pair.b.fl0_addresses()
+    pair.a.restart()
+    pair.wait_state("a", "master")  # a has the higher priority and both preempt
+    pair.wait_state("b", "backup")
+    pair.wait_owner({"a"})
+    since = wait_client_follows(pair, "a")
+    fulcrumlab.wait_for(lambda: VIP not in pair.b.fl0_addresses(), 10, what="b to remove the VIP from fl0")
+    if keepalived_role == "master":
+        fulcrumlab.wait_for(lambda: (pair.b.ha() or {}).get("master") == NODE_ADDR["a"], 10,
+                            what="fulcrumd to follow keepalived as master")
+    assert_connections_survived(pair, load, since)
+
+
+def test_operator_release_and_takeover_through_fulcrumctl(pair):
+    """`fulcrumctl ha release` on the master hands the VIP to the peer (and holds it off
+    master), `takeover` takes it back, `resume` returns to the configured behaviour."""
+    start_pair(pair)
+    load = pair.start_load(conns=HELD, duration=LOAD_SECONDS + 10)
+    r = pair.a.ctl("ha", "release")
+    assert r.returncode == 0, r.stderr
+    pair.wait_state("b", "master")
+    pair.wait_owner({"b"})
+    wait_client_follows(pair, "b")
+    ha = pair.a.ha()
+    assert ha["state"] in ("backup", "fault") and ha["operator"] == "release" and ha["faults"], ha
+    assert not pair.a.dp_health()["ha"]["active"]
+    r = pair.a.ctl("ha", "takeover")
+    assert r.returncode == 0, r.stderr
+    pair.wait_state("a", "master")
+    pair.wait_state("b", "backup")
+    pair.wait_owner({"a"})
+    since = wait_client_follows(pair, "a")
+    r = pair.a.ctl("ha")
+    assert r.returncode == 0 and "master" in r.stdout, r.stdout + r.stderr
+    r = pair.a.ctl("ha", "resume")
+    assert r.returncode == 0, r.stderr
+    ha = pair.a.ha()
+    assert ha["operator"] == "" and ha["priority"] == 150, ha
+    assert pair.ha_state("a") == "master" and pair.owner_of() == {"a"}  # a has the higher priority
+    assert_connections_survived(pair, load, since)
