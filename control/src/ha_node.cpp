@@ -576,6 +576,52 @@ void HaNode::run() {
     };
     m.override_cmd = &override_cmd;
 
+    // Reads, validates and decodes the adverts waiting on a router's socket (at most 64, so the
+    // timers run between), passing each valid one to `on_advert`.
+    auto receive = [&](Impl::Vr& vr, const std::function<void(const vrrp::PeerAdvert&)>& on_advert) {
+        if (!vr.sock) return;
+        for (int i = 0; i < 64; ++i) {
+            std::optional<ha::VrrpSocket::Received> rx;
+            try {
+                rx = vr.sock->receive();
+            } catch (const std::exception& e) {
+                ++m.st.send_errors;
+                spdlog::warn("HA: receiving on {}: {}", m.cfg.interface.name, e.what());
+                return;
+            }
+            if (!rx) return;
+            if (!vr.router) continue;
+            if (!rx->ok()) {
+                if (vr.invalid["malformed_ip"]++ == 0)
+                    spdlog::warn("HA: malformed packet on {}: {}", m.cfg.interface.name, rx->error);
+                continue;
+            }
+            vrrp::IpContext ip{vr.family, rx->src, rx->dst, rx->ttl};
+            vrrp::DecodeOptions opt;
+            opt.v4_checksum = h.accept_checksum == 1   ? vrrp::V4ChecksumAccept::pseudo_header_only
+                              : h.accept_checksum == 2 ? vrrp::V4ChecksumAccept::message_only
+                                                       : vrrp::V4ChecksumAccept::both;
+            opt.require_ttl_255 = h.unicast_peers.empty();
+            const auto res = vrrp::decode_advert(rx->msg, ip, opt);
+            if (const auto* fail = std::get_if<vrrp::DecodeFailure>(&res)) {
+                const std::string name = vrrp::to_string(fail->error);
+                if (vr.invalid[name]++ == 0)
+                    spdlog::warn("HA: invalid advert from {}: {}", rx->src.str(), fail->message);
+                continue;
+            }
+            const auto& adv = std::get<vrrp::Advert>(res);
+            if (!h.unicast_peers.empty() && rx->src != vr.primary &&
+                std::find(h.unicast_peers.begin(), h.unicast_peers.end(), rx->src) ==
+                    h.unicast_peers.end()) {
+                if (vr.invalid["unknown_peer"]++ == 0)
+                    spdlog::warn("HA: advert from {}, which is not a configured unicast peer",
+                                 rx->src.str());
+                continue;
+            }
+            on_advert(vrrp::PeerAdvert{rx->src, adv.vrid, adv.priority, adv.max_advert_int_cs});
+        }
+    };
+
     auto now = SteadyClock::now();
     check_interface(now);
     if (!ha) {
@@ -629,50 +675,10 @@ void HaNode::run() {
             [[maybe_unused]] auto r = ::read(wake_fd_, &v, sizeof v);
         }
         now = SteadyClock::now();
-        for (auto& vr : m.vrs) {
-            if (!vr.sock) continue;
-            for (int i = 0; i < 64; ++i) {  // bounded per wake: the timers run between
-                std::optional<ha::VrrpSocket::Received> rx;
-                try {
-                    rx = vr.sock->receive();
-                } catch (const std::exception& e) {
-                    ++m.st.send_errors;
-                    spdlog::warn("HA: receiving on {}: {}", m.cfg.interface.name, e.what());
-                    break;
-                }
-                if (!rx) break;
-                if (!vr.router) continue;
-                if (!rx->ok()) {
-                    if (vr.invalid["malformed_ip"]++ == 0)
-                        spdlog::warn("HA: malformed packet on {}: {}", m.cfg.interface.name, rx->error);
-                    continue;
-                }
-                vrrp::IpContext ip{vr.family, rx->src, rx->dst, rx->ttl};
-                vrrp::DecodeOptions opt;
-                opt.v4_checksum = h.accept_checksum == 1   ? vrrp::V4ChecksumAccept::pseudo_header_only
-                                  : h.accept_checksum == 2 ? vrrp::V4ChecksumAccept::message_only
-                                                           : vrrp::V4ChecksumAccept::both;
-                opt.require_ttl_255 = h.unicast_peers.empty();
-                const auto res = vrrp::decode_advert(rx->msg, ip, opt);
-                if (const auto* fail = std::get_if<vrrp::DecodeFailure>(&res)) {
-                    const std::string name = vrrp::to_string(fail->error);
-                    if (vr.invalid[name]++ == 0)
-                        spdlog::warn("HA: invalid advert from {}: {}", rx->src.str(), fail->message);
-                    continue;
-                }
-                const auto& adv = std::get<vrrp::Advert>(res);
-                if (!h.unicast_peers.empty() && rx->src != vr.primary &&
-                    std::find(h.unicast_peers.begin(), h.unicast_peers.end(), rx->src) ==
-                        h.unicast_peers.end()) {
-                    if (vr.invalid["unknown_peer"]++ == 0)
-                        spdlog::warn("HA: advert from {}, which is not a configured unicast peer",
-                                     rx->src.str());
-                    continue;
-                }
-                vrrp::PeerAdvert pa{rx->src, adv.vrid, adv.priority, adv.max_advert_int_cs};
+        for (auto& vr : m.vrs)
+            receive(vr, [&](const vrrp::PeerAdvert& pa) {
                 execute(vr, vr.router->advert_received(now, pa), now);
-            }
-        }
+            });
     }
 
     // Stopping.
@@ -683,7 +689,41 @@ void HaNode::run() {
     }
     now = SteadyClock::now();
     if (clean) {
-        each_router([&](vrrp::Router& r) { return r.shutdown(now); }, now);
+        // Resign with a priority-0 advert, but keep the VIPs and the dataplane active until the
+        // peer announces itself as master (its advert travels with its gratuitous ARP), so
+        // traffic still arriving here meanwhile is forwarded, not dropped: both balancers pick
+        // the same servers. Bounded: a peer that does not answer gets no more than 3 advert
+        // intervals (and never more than 2 s).
+        const bool was_master = m.any_master();
+        for (auto& vr : m.vrs) {
+            if (!vr.router) continue;
+            for (const auto& act : vr.router->shutdown(now).actions)
+                if (act.kind == vrrp::ActionKind::send_advert) send_advert(vr, act.priority);
+        }
+        if (ha && was_master) {
+            const auto deadline = now + std::min<SteadyClock::duration>(3 * h.advert_interval(), seconds(2));
+            auto renew_at = now;
+            bool peer_master = false;
+            while (!peer_master && SteadyClock::now() < deadline) {
+                now = SteadyClock::now();
+                if (now >= renew_at) {
+                    lease_request(m, true, now);
+                    renew_at = now + h.advert_interval();
+                }
+                std::vector<pollfd> fds;
+                for (const auto& vr : m.vrs)
+                    if (vr.sock) fds.push_back({vr.sock->fd(), POLLIN, 0});
+                const auto until = std::min(deadline, renew_at);
+                const auto wait = duration_cast<milliseconds>(until - SteadyClock::now()) + milliseconds(1);
+                if (::poll(fds.data(), fds.size(), static_cast<int>(std::max<int64_t>(0, wait.count()))) <= 0)
+                    continue;
+                for (auto& vr : m.vrs)
+                    receive(vr, [&](const vrrp::PeerAdvert& pa) {
+                        if (pa.vrid == h.vrid && pa.priority != 0 && pa.source != vr.primary) peer_master = true;
+                    });
+            }
+            spdlog::info("HA: {}", peer_master ? "the peer took over" : "no peer answered the resignation");
+        }
         if (ha) lease_request(m, false, now);
         if (m.vips_on) remove_vips(m.vips);
         m.vips_on = false;
