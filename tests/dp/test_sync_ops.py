@@ -336,3 +336,14 @@ def test_sync_ring_must_be_a_power_of_two(tmp_path):
         with pytest.raises(RuntimeError, match="--sync-ring 1000 must be 0"):
             fulcrumlab.Dataplane(tmp_path, ["net_af_packet0,iface=up0,qpairs=1"], "net_af_packet0", netns=ns,
                                  extra=["--sync-ring", "1000"])
+
+
+def test_sync_counters_are_in_dpdk_telemetry(start):
+    from test_telemetry import telemetry  # skips when dpdk-telemetry.py is not installed
+    a = start("flst", extra=["--sync-ring", "4"])
+    assert a.drain(NO_REFRESH) == []
+    a.send([a.udp(p) for p in range(7000, 7010)])
+    c = a.wait_counter(lambda c: c["sync_exported"] + c["sync_export_ring_full"] >= 10, True)
+    stats = telemetry(a.dp.prefix, "/fulcrum/stats")["/fulcrum/stats"]
+    assert (stats["sync_exported"], stats["sync_export_ring_full"]) == (c["sync_exported"], c["sync_export_ring_full"])
+    assert stats["sync_exported"] == 4 and stats["sync_installed"] == 0 and "sync_removed" in stats

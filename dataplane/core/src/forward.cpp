@@ -115,12 +115,18 @@ void Worker::sync_refresh(uint32_t now, size_t max_buckets) {
     // pass is due up to bucket buckets * elapsed / interval. A pass starts no sooner than an
     // interval after the previous one started, and an entry stays in its bucket, so each
     // entry is re-exported at most once per interval (later when the worker falls behind).
+    // The first pass begins one interval after the first call: entries made since were
+    // exported when they became established.
     const uint32_t nb = conns_.buckets();
     const uint32_t interval = sync_refresh_ms_.load(std::memory_order_relaxed);
-    if (refresh_bucket_ == 0) {
-        if (refresh_started_ && now - refresh_pass_start_ < interval) return;
-        refresh_pass_start_ = now;
+    if (!refresh_started_) {
         refresh_started_ = true;
+        refresh_pass_start_ = now;
+        return;
+    }
+    if (refresh_bucket_ == 0) {
+        if (now - refresh_pass_start_ < interval) return;
+        refresh_pass_start_ = now;
     }
     const uint64_t elapsed = now - refresh_pass_start_;
     const uint64_t due = std::min<uint64_t>(nb, uint64_t{nb} * elapsed / interval + 1);
