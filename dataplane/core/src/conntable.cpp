@@ -80,12 +80,12 @@ uint32_t ConnTable::find(const FlowKey& key, uint64_t hash, uint32_t now) {
     return b2 == b1 ? kNone : find_in(b2, key, tag, now, gone);
 }
 
-uint32_t ConnTable::insert_as(const FlowKey& key, uint64_t hash, ConnState state, uint32_t now,
-                              uint32_t server, uint32_t server_tag, bool protect_live) {
+uint32_t ConnTable::insert(const FlowKey& key, uint64_t hash, ConnState state, uint32_t now,
+                           uint32_t server, uint32_t server_tag) {
     // Victim choice over both buckets' ways: an empty way; else an expired one; else the least
     // recently used way this insert may replace (a new connection may only replace another
     // new one). Ties favour the first bucket.
-    const bool is_new = protect_live;
+    const bool is_new = state == ConnState::tcp_new;
     const uint32_t buckets[2] = {bucket_of(hash), bucket2_of(hash)};
     const int nb = buckets[0] == buckets[1] ? 1 : 2;
     int vb = -1, vw = -1;
@@ -218,12 +218,14 @@ ConnInstall ConnTable::install(const ConnEntry& e, uint64_t hash, ConnState stat
         if (old_state) *old_state = this->state(i);
         entries_[i].server = e.server;
         entries_[i].server_tag = e.server_tag;
-        meta_[i / kWays].state[i % kWays] = static_cast<uint8_t>(state);
     } else {
-        i = insert_as(e.key, hash, state, now, e.server, e.server_tag, true);
+        // Inserted as a new connection, which may replace only empty, expired or half-open
+        // ways; its real state is set below.
+        i = insert(e.key, hash, ConnState::tcp_new, now, e.server, e.server_tag);
         if (i == kNone) return ConnInstall::full;
         r = ConnInstall::inserted;
     }
+    meta_[i / kWays].state[i % kWays] = static_cast<uint8_t>(state);
     // As in restore(): the wrapping clock keeps expiry right even before this clock's origin.
     meta_[i / kWays].last_seen[i % kWays] = now - idle_ms;
     return r;

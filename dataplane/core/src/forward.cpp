@@ -81,12 +81,19 @@ Worker::Worker(const WorkerConfig& cfg)
 
 void Worker::on_remove(void* ctx, const ConnEntry& e, ConnState st) {
     auto* w = static_cast<Worker*>(ctx);
+    if (e.server < w->ctr_.max_servers) {
+        ServerCounters& c = w->ctr_.servers[e.server];
+        (st == ConnState::tcp_closing ? c.inactive : c.active).sub();
+    }
+    // Half-open entries were never exported (the common eviction under a SYN flood).
+    if (w->export_view_ && st != ConnState::tcp_new) [[unlikely]]
+        w->sync_export_removed(e, st);  // last: a tail call, no frame for the common case
+}
+
+void Worker::sync_export_removed(const ConnEntry& e, ConnState st) {
     // Entries the peer also holds (a sync state) leave its table too. Idle time 0: the hook
     // does not see it, and the peer removes the entry whatever its age.
-    if (w->export_view_ && (st == ConnState::tcp_established || st == ConnState::udp ||
-                            st == ConnState::tcp_closing)) [[unlikely]]
-        w->sync_export(*w->export_view_, e, FL_SYNC_S_REMOVED, 0);
-    w->gauge(e.server, st, false);
+    if (sync_state_of(st)) sync_export(*export_view_, e, FL_SYNC_S_REMOVED, 0);
 }
 
 // ---- connection sync ----------------------------------------------------------------------
@@ -444,14 +451,12 @@ __attribute__((always_inline)) inline Verdict Worker::to_service(Frame& f, Pendi
         const fl_snap_server& srv = view.servers()[slot];
         const bool in_range = slot < ctr_.max_servers;
         const uint32_t ni = conns_.insert(k.key, k.hash, st, now, slot, srv.tag);
-        if (ni != ConnTable::kNone) {
-            if (in_range) ctr_.servers[slot].active.add();
-            // A UDP flow, or TCP picked up mid-stream, is established from its first packet.
-            if (st != ConnState::tcp_new && export_view_) [[unlikely]]
-                sync_export(*export_view_, conns_.entry(ni), FL_SYNC_S_ESTABLISHED, 0);
-        }
+        if (ni != ConnTable::kNone && in_range) ctr_.servers[slot].active.add();
         if (svc.id < ctr_.max_services) ctr_.services[svc.id].new_conns.add();
         if (in_range) ctr_.servers[slot].new_conns.add();
+        // A UDP flow, or TCP picked up mid-stream, is established from its first packet.
+        if (st != ConnState::tcp_new && export_view_ && ni != ConnTable::kNone) [[unlikely]]
+            sync_export(*export_view_, conns_.entry(ni), FL_SYNC_S_ESTABLISHED, 0);
     }
     return send_to_server(f, p, s, svc, slot, k.hash, true);
 }

@@ -202,9 +202,7 @@ public:
     // Inserts `key` (the caller has checked it is absent). Returns its index, or kNone when
     // the bucket holds only entries this insert may not replace.
     uint32_t insert(const FlowKey& key, uint64_t hash, ConnState state, uint32_t now,
-                    uint32_t server, uint32_t server_tag) {
-        return insert_as(key, hash, state, now, server, server_tag, state == ConnState::tcp_new);
-    }
+                    uint32_t server, uint32_t server_tag);
 
     const ConnEntry& entry(uint32_t idx) const { return entries_[idx]; }
     ConnEntry& entry(uint32_t idx) { return entries_[idx]; }
@@ -288,10 +286,6 @@ private:
         const uint64_t h = (hash ^ (hash >> 29)) * 0xBF58476D1CE4E5B9ull;
         return static_cast<uint32_t>(((h >> 32) * nbuckets_) >> 32);
     }
-    // insert() with the replacement policy given apart from the state: `protect_live` lets
-    // the insert take only empty, expired or half-open ways (a new connection, a sync install).
-    uint32_t insert_as(const FlowKey& key, uint64_t hash, ConnState state, uint32_t now,
-                       uint32_t server, uint32_t server_tag, bool protect_live);
     uint32_t find_in(uint32_t b, const FlowKey& key, uint16_t tag, uint32_t now, bool& expired_removed);
     static uint16_t tag_of(uint64_t hash) {
         const auto t = static_cast<uint16_t>(hash >> 48);

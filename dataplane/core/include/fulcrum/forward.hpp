@@ -327,6 +327,7 @@ private:
     // Pushes the record of `e` to the export ring (out of line: state transitions only).
     [[gnu::noinline]] void sync_export(const SnapshotView& v, const ConnEntry& e, uint8_t sync_state,
                                        uint32_t idle_ms);
+    [[gnu::noinline]] void sync_export_removed(const ConnEntry& e, ConnState st);
     void sync_refresh(uint32_t now, size_t max_buckets);
     void sync_install_one(const SyncInstallItem& it, uint32_t now);
     unsigned sync_dump_step(uint32_t now, const LoadedSnapshot* snap);
