@@ -10,6 +10,8 @@ and the slots are swapped). Flows opened through A and synced into B must keep g
 198.18.2.1 on B, while B's own new flows go to 198.18.2.2. Which server B sends a frame to is
 read from its per-server counters."""
 import json
+import os
+import pathlib
 import struct
 import subprocess
 
@@ -347,3 +349,56 @@ def test_sync_counters_are_in_dpdk_telemetry(start):
     stats = telemetry(a.dp.prefix, "/fulcrum/stats")["/fulcrum/stats"]
     assert (stats["sync_exported"], stats["sync_export_ring_full"]) == (c["sync_exported"], c["sync_export_ring_full"])
     assert stats["sync_exported"] == 4 and stats["sync_installed"] == 0 and "sync_removed" in stats
+
+
+class TwoWorkers(fulcrumlab.Dataplane):
+    """fulcrum-dataplane with two workers on a null device (no traffic), whatever the number of
+    CPUs: EAL --lcores puts lcores 1 and 2 (the workers) on CPU 1 or 0."""
+
+    def __init__(self, workdir):
+        self.workdir = pathlib.Path(workdir)
+        self.prefix = fulcrumlab.unique("fl")
+        self.socket = self.workdir / f"{self.prefix}.sock"
+        cpu = min(1, (os.cpu_count() or 1) - 1)
+        eal = ["--no-huge", "-m", "256", "--no-pci", "--file-prefix", self.prefix, "--lcores",
+               f"0@0,1@{cpu},2@{cpu}", "--log-level", "*:warning", "--vdev", "net_null0,no-rx=1"]
+        args = ["--uplink", "net_null0", "--control-socket", str(self.socket), "--conn-capacity", "65536",
+                "--idle-sleep-us", "100", "--no-state-file"]
+        fulcrumlab.Process.__init__(self, [str(fulcrumlab.DATAPLANE)] + eal + ["--"] + args,
+                                    log=self.workdir / f"{self.prefix}.log")
+        self.wait_ready()
+
+
+def test_install_reaches_every_worker_and_the_dump_merges_the_copies(tmp_path):
+    # Each worker gets its own copy of every installed entry; the dump lists each flow once,
+    # with its freshest copy.
+    dp = TwoWorkers(tmp_path)
+    try:
+        with dp.client() as c:
+            assert c.health()["workers"] == 2
+            assert c.load_snapshot(fulcrumlab.snapshot_bytes(spec(True), tmp_path)) == 1
+            recs = [bytearray(record(TCP_P, ESTABLISHED, "198.18.0.7", 33000 + i, 80, S1)) for i in range(10)]
+            for i, r in enumerate(recs):
+                struct.pack_into("<I", r, 12, 1000 + i)  # idle_ms
+            st, reply = c.raw(OP_SYNC_INSTALL, b"".join(bytes(r) for r in recs))
+            assert st == 0 and json.loads(reply)["queued"] == 10, reply
+            fulcrumlab.wait_for(lambda: c.counters()["sync_installed"] == 20, 10, what="both workers installed")
+            # A second install of the first flow, fresher: every copy is overwritten.
+            fresh = bytearray(recs[0])
+            struct.pack_into("<I", fresh, 12, 5)
+            st, reply = c.raw(OP_SYNC_INSTALL, bytes(fresh))
+            assert st == 0, reply
+            fulcrumlab.wait_for(lambda: c.counters()["sync_installed"] == 22, 10, what="overwrite installed")
+            st, body = c.raw(OP_SYNC_DUMP)
+            assert st == 0, body
+            dump = parse(body)
+            assert sorted(r["sport"] for r in dump) == list(range(33000, 33010))
+            by_port = {r["sport"]: r for r in dump}
+            assert by_port[33000]["idle_ms"] < 1000  # the overwritten copies, not older ones
+            assert all(1000 + i <= by_port[33000 + i]["idle_ms"] < 60000 for i in range(1, 10))
+            # Copies count once per worker in the server's gauge (as restored entries do).
+            srv = next(s for s in c.counters()["servers"] if s["address"] == S1)
+            assert srv["active_connections"] == 20
+            assert parse(c.request(OP_SYNC_DRAIN)) == []  # installing exports nothing
+    finally:
+        assert dp.stop() == 0, dp.log()
