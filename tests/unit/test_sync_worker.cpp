@@ -7,9 +7,9 @@
 #include <set>
 #include <vector>
 
+#include "frame_buf.hpp"
 #include "fulcrum/forward.hpp"
 #include "fulcrum/sync.hpp"
-#include "frame_buf.hpp"
 #include "packet_builder.hpp"
 
 using namespace fulcrum;
@@ -52,8 +52,8 @@ SnapshotSpec spec(uint32_t w0 = 1, uint32_t w1 = 1, bool swap_slots = false) {
     SnapshotSpec s;
     s.hash_seed = 99;
     const uint32_t a = swap_slots ? 1 : 0, b = swap_slots ? 0 : 1;
-    s.services.push_back(
-        service(1, "198.18.1.1", 80, FL_PROTO_TCP, {server(a, "198.18.2.1", w0), server(b, "198.18.2.2", w1)}));
+    s.services.push_back(service(1, "198.18.1.1", 80, FL_PROTO_TCP,
+                                 {server(a, "198.18.2.1", w0), server(b, "198.18.2.2", w1)}));
     s.services.push_back(service(2, "198.18.1.1", 53, FL_PROTO_UDP, {server(2, "198.18.2.9")}));
     return s;
 }
@@ -96,11 +96,13 @@ std::vector<uint8_t> udp(uint16_t sport) {
 
 FlowKey key_of(uint16_t sport, bool is_udp = false) {
     const IpAddr s = ip("198.18.0.7"), d = ip("198.18.1.1");
-    return make_key(s.bytes.data(), d.bytes.data(), false, is_udp ? FL_PROTO_UDP : FL_PROTO_TCP, sport,
-                    is_udp ? 53 : 80);
+    return make_key(s.bytes.data(), d.bytes.data(), false, is_udp ? FL_PROTO_UDP : FL_PROTO_TCP,
+                    sport, is_udp ? 53 : 80);
 }
 
-uint64_t h(const FlowKey& k) { return flow_hash(k, Worker::kConnHashSeed); }
+uint64_t h(const FlowKey& k) {
+    return flow_hash(k, Worker::kConnHashSeed);
+}
 
 std::vector<fl_sync_record> drain(Worker& w) {
     std::vector<fl_sync_record> out;
@@ -129,7 +131,8 @@ TEST(ConnTableSync, InstallInsertsOverwritesAndRemoves) {
     ConnTable t(1024, ConnTimeouts{});
     const FlowKey k = key_of(1000);
     const uint32_t now = 50'000;
-    EXPECT_EQ(t.install({k, 3, 33}, h(k), ConnState::tcp_established, 2000, now), ConnInstall::inserted);
+    EXPECT_EQ(t.install({k, 3, 33}, h(k), ConnState::tcp_established, 2000, now),
+              ConnInstall::inserted);
     uint32_t i = t.find(k, h(k), now);
     ASSERT_NE(i, ConnTable::kNone);
     EXPECT_EQ(t.entry(i).server, 3u);
@@ -154,7 +157,8 @@ TEST(ConnTableSync, InstallInsertsOverwritesAndRemoves) {
     // An entry already past this table's timeout is not installed.
     EXPECT_EQ(t.install({key_of(1001), 1, 1}, h(key_of(1001)), ConnState::tcp_closing, 30'000, now),
               ConnInstall::expired);
-    EXPECT_EQ(t.install({key_of(1001), 1, 1}, h(key_of(1001)), ConnState::empty, 0, now), ConnInstall::invalid);
+    EXPECT_EQ(t.install({key_of(1001), 1, 1}, h(key_of(1001)), ConnState::empty, 0, now),
+              ConnInstall::invalid);
 
     EXPECT_TRUE(t.remove_key(k, h(k), now));
     EXPECT_EQ(t.find(k, h(k), now), ConnTable::kNone);
@@ -326,7 +330,8 @@ TEST_F(SyncWorker, InstalledEntriesWinOverTheLocalScheduler) {
     std::vector<fl_sync_record> recs;
     for (uint16_t p = 0; p < 20; ++p) {
         const IpAddr srv = ip("198.18.2.1");
-        recs.push_back(make_sync_record(key_of(static_cast<uint16_t>(6000 + p)), FL_SYNC_S_ESTABLISHED, 80, srv, 80, 5));
+        recs.push_back(make_sync_record(key_of(static_cast<uint16_t>(6000 + p)),
+                                        FL_SYNC_S_ESTABLISHED, 80, srv, 80, 5));
     }
     for (const auto& r : recs) ASSERT_TRUE(b.sync_install_ring().push(item(r, index)));
     // A bounded number per poll.
@@ -352,7 +357,9 @@ TEST_F(SyncWorker, InstallBatchIsBoundedAndOverwriteAndRemoveWork) {
     const IpAddr s1 = ip("198.18.2.1"), s2 = ip("198.18.2.2");
     for (unsigned i = 0; i < Worker::kSyncInstallBatch + 10; ++i)
         ASSERT_TRUE(w.sync_install_ring().push(
-            item(make_sync_record(key_of(static_cast<uint16_t>(7000 + i)), FL_SYNC_S_ESTABLISHED, 80, s1, 80, 0), index)));
+            item(make_sync_record(key_of(static_cast<uint16_t>(7000 + i)), FL_SYNC_S_ESTABLISHED,
+                                  80, s1, 80, 0),
+                 index)));
     EXPECT_EQ(w.sync_poll(now, snap.get()), Worker::kSyncInstallBatch);
     EXPECT_EQ(w.sync_poll(now, snap.get()), 10u);
     EXPECT_EQ(w.sync_poll(now, snap.get()), 0u);
@@ -388,7 +395,9 @@ TEST_F(SyncWorker, InstallTableFullAndExpiredAreCounted) {
     const IpAddr s1 = ip("198.18.2.1");
     for (uint16_t p = 0; p < 10; ++p)
         ASSERT_TRUE(tiny.sync_install_ring().push(
-            item(make_sync_record(key_of(static_cast<uint16_t>(8000 + p)), FL_SYNC_S_ESTABLISHED, 80, s1, 80, 0), index)));
+            item(make_sync_record(key_of(static_cast<uint16_t>(8000 + p)), FL_SYNC_S_ESTABLISHED,
+                                  80, s1, 80, 0),
+                 index)));
     ASSERT_TRUE(tiny.sync_install_ring().push(
         item(make_sync_record(key_of(8100), FL_SYNC_S_CLOSING, 80, s1, 80, 3'600'000), index)));
     tiny.sync_poll(now, snap.get());
@@ -402,7 +411,8 @@ TEST_F(SyncWorker, InstallTableFullAndExpiredAreCounted) {
 namespace {
 // Serves a dump request to the end, as the control thread does: poll, drain, until the end
 // marker of `seq` arrives (bounded).
-std::vector<fl_sync_record> dump(Worker& w, uint64_t seq, const LoadedSnapshot* snap, uint32_t now) {
+std::vector<fl_sync_record> dump(Worker& w, uint64_t seq, const LoadedSnapshot* snap,
+                                 uint32_t now) {
     w.request_sync_dump(seq);
     std::vector<fl_sync_record> out;
     SyncDumpItem d;
@@ -421,7 +431,8 @@ std::vector<fl_sync_record> dump(Worker& w, uint64_t seq, const LoadedSnapshot* 
 
 TEST_F(SyncWorker, DumpReturnsEveryEntryInASyncStateThroughASmallRing) {
     for (uint16_t p = 0; p < 40; ++p) ASSERT_GE(send(udp(static_cast<uint16_t>(9000 + p))), 0);
-    for (uint16_t p = 0; p < 5; ++p) ASSERT_GE(send(tcp(static_cast<uint16_t>(9100 + p), tcpflag::kSyn)), 0);
+    for (uint16_t p = 0; p < 5; ++p)
+        ASSERT_GE(send(tcp(static_cast<uint16_t>(9100 + p), tcpflag::kSyn)), 0);
     ASSERT_GE(send(tcp(9200, tcpflag::kAck)), 0);
     ASSERT_GE(send(tcp(9200, tcpflag::kRst)), 0);
     // The dump ring holds 16 items: the worker pauses and resumes where it stopped.

@@ -81,7 +81,8 @@ Dataplane::Dataplane(const DataplaneOptions& opt) : opt_(opt) {
         throw fail("no worker lcore: give the EAL at least two cores (e.g. -l 0-1); the main lcore "
                    "serves the control socket and every other lcore runs one worker");
     if (opt_.conn_capacity == 0) throw fail("--conn-capacity must be at least 1");
-    if (opt_.sync_ring && (!std::has_single_bit(opt_.sync_ring) || opt_.sync_ring > SpscRing<fl_sync_record>::kMaxCapacity))
+    if (opt_.sync_ring && (!std::has_single_bit(opt_.sync_ring) ||
+                           opt_.sync_ring > SpscRing<fl_sync_record>::kMaxCapacity))
         throw fail("--sync-ring " + std::to_string(opt_.sync_ring) +
                    " must be 0 (no connection sync export) or a power of two up to 2^30");
     uplink_ = resolve_port(opt_.uplink);
@@ -711,9 +712,11 @@ Error sync_json_error(const char* op, const std::string& what) {
 }
 }  // namespace
 
-ctl::Status Dataplane::sync_op(ctl::Op op, std::span<const uint8_t> body, std::vector<uint8_t>& out) {
+ctl::Status Dataplane::sync_op(ctl::Op op, std::span<const uint8_t> body,
+                               std::vector<uint8_t>& out) {
     auto error = [&out](const std::string& msg) {
-        const std::string b = nlohmann::json{{"error", msg}}.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+        const std::string b = nlohmann::json{{"error", msg}}.dump(
+            -1, ' ', false, nlohmann::json::error_handler_t::replace);
         out.assign(b.begin(), b.end());
         return ctl::Status::error;
     };
@@ -737,7 +740,9 @@ ctl::Status Dataplane::sync_op(ctl::Op op, std::span<const uint8_t> body, std::v
             out = std::move(r.value());
             return ctl::Status::ok;
         }
-        default: return error(std::string("op ") + ctl::op_name(static_cast<uint8_t>(op)) + " is not a sync op");
+        default:
+            return error(std::string("op ") + ctl::op_name(static_cast<uint8_t>(op)) +
+                         " is not a sync op");
     }
 }
 
@@ -747,19 +752,25 @@ Expected<std::vector<uint8_t>> Dataplane::sync_drain(std::span<const uint8_t> bo
         const auto req = nlohmann::json::parse(body.begin(), body.end(), nullptr, false);
         const char* shape = "; send nothing, or {\"max\": N, \"refresh_ms\": R}";
         if (req.is_discarded() || !req.is_object())
-            return sync_json_error("sync_drain", std::string("the body is not a JSON object") + shape);
+            return sync_json_error("sync_drain",
+                                   std::string("the body is not a JSON object") + shape);
         for (const auto& [k, v] : req.items()) {
             if (k == "max") {
-                if (!v.is_number_unsigned() || v.get<uint64_t>() < 1 || v.get<uint64_t>() > kSyncMaxRecords)
-                    return sync_json_error("sync_drain", "field 'max' must be an integer from 1 to " +
-                                                             std::to_string(kSyncMaxRecords) + " (records)");
+                if (!v.is_number_unsigned() || v.get<uint64_t>() < 1 ||
+                    v.get<uint64_t>() > kSyncMaxRecords)
+                    return sync_json_error("sync_drain",
+                                           "field 'max' must be an integer from 1 to " +
+                                               std::to_string(kSyncMaxRecords) + " (records)");
                 max = v.get<size_t>();
             } else if (k == "refresh_ms") {
-                if (!v.is_number_unsigned() || v.get<uint64_t>() < 100 || v.get<uint64_t>() > 3'600'000)
-                    return sync_json_error("sync_drain",
-                                           "field 'refresh_ms' must be an integer from 100 to 3600000 (milliseconds)");
+                if (!v.is_number_unsigned() || v.get<uint64_t>() < 100 ||
+                    v.get<uint64_t>() > 3'600'000)
+                    return sync_json_error(
+                        "sync_drain",
+                        "field 'refresh_ms' must be an integer from 100 to 3600000 (milliseconds)");
             } else {
-                return sync_json_error("sync_drain", "unknown field '" + k + "' (known: max, refresh_ms)");
+                return sync_json_error("sync_drain",
+                                       "unknown field '" + k + "' (known: max, refresh_ms)");
             }
         }
         // Applied only once the whole request is known to be valid.
@@ -778,7 +789,8 @@ Expected<std::vector<uint8_t>> Dataplane::sync_drain(std::span<const uint8_t> bo
         any = false;
         for (auto& w : workers_) {
             if (n >= max) break;
-            const size_t got = w->core->sync_export_ring()->pop_bulk(recs.data() + n, std::min(kTurn, max - n));
+            const size_t got =
+                w->core->sync_export_ring()->pop_bulk(recs.data() + n, std::min(kTurn, max - n));
             n += got;
             any |= got > 0;
         }
@@ -795,13 +807,16 @@ Expected<nlohmann::json> Dataplane::sync_install(std::span<const uint8_t> body) 
                      "-byte fl_sync_record (sync_abi.h)"};
     const size_t n = body.size() / kSyncRecordLen;
     if (n > kSyncMaxRecords)
-        return Error{"sync_install request: " + std::to_string(n) + " records, above the limit of " +
-                     std::to_string(kSyncMaxRecords) + " per request; send them in several requests"};
+        return Error{"sync_install request: " + std::to_string(n) +
+                     " records, above the limit of " + std::to_string(kSyncMaxRecords) +
+                     " per request; send them in several requests"};
     std::lock_guard sl(sync_mu_);  // one producer per install ring
     std::lock_guard lk(control_mu_);
     if (!sync_index_)
-        return Error{"sync_install request: no snapshot loaded; records name services and servers, so load a "
-                     "snapshot first"};
+        return Error{
+            "sync_install request: no snapshot loaded; records name services and servers, so load "
+            "a "
+            "snapshot first"};
     uint64_t queued = 0, invalid = 0, unknown = 0, ring_full = 0;
     std::string first_invalid;
     for (size_t i = 0; i < n; ++i) {
@@ -809,7 +824,8 @@ Expected<nlohmann::json> Dataplane::sync_install(std::span<const uint8_t> body) 
         std::memcpy(&r, body.data() + i * kSyncRecordLen, kSyncRecordLen);
         if (const SyncError e = validate_sync_record(r); e != SyncError::ok) {
             if (!invalid++)
-                first_invalid = "record " + std::to_string(i) + ": " + sync_error_name(e) + ": " + sync_error_text(e);
+                first_invalid = "record " + std::to_string(i) + ": " + sync_error_name(e) + ": " +
+                                sync_error_text(e);
             continue;
         }
         SyncInstallItem it{};
@@ -835,14 +851,19 @@ Expected<nlohmann::json> Dataplane::sync_install(std::span<const uint8_t> body) 
     }
     sync_install_invalid_.fetch_add(invalid, std::memory_order_relaxed);
     sync_install_unknown_.fetch_add(unknown, std::memory_order_relaxed);
-    nlohmann::json reply{{"queued", queued}, {"invalid", invalid}, {"unknown_server", unknown}, {"ring_full", ring_full}};
+    nlohmann::json reply{{"queued", queued},
+                         {"invalid", invalid},
+                         {"unknown_server", unknown},
+                         {"ring_full", ring_full}};
     if (invalid) reply["first_invalid"] = first_invalid;
     return reply;
 }
 
 Expected<std::vector<uint8_t>> Dataplane::sync_dump() {
     std::lock_guard sl(sync_mu_);
-    if (!running_) return Error{"sync_dump request: the workers are not running, so nobody can read their tables"};
+    if (!running_)
+        return Error{
+            "sync_dump request: the workers are not running, so nobody can read their tables"};
     const uint64_t seq = ++sync_dump_seq_;
     for (auto& w : workers_) w->core->request_sync_dump(seq);
     const uint64_t hz = rte_get_tsc_hz();
@@ -852,7 +873,9 @@ Expected<std::vector<uint8_t>> Dataplane::sync_dump() {
     // A flow installed from the peer has a copy in every worker: one record per flow, its
     // most recently used copy.
     struct KeyHash {
-        size_t operator()(const FlowKey& k) const { return static_cast<size_t>(flow_hash(k, 0x64756d70ull)); }
+        size_t operator()(const FlowKey& k) const {
+            return static_cast<size_t>(flow_hash(k, 0x64756d70ull));
+        }
     };
     std::unordered_map<FlowKey, size_t, KeyHash> seen;
     std::vector<fl_sync_record> recs;
@@ -885,15 +908,18 @@ Expected<std::vector<uint8_t>> Dataplane::sync_dump() {
             std::string slow;
             for (size_t i = 0; i < workers_.size(); ++i)
                 if (!done[i]) slow += (slow.empty() ? "" : ", ") + std::to_string(workers_[i]->id);
-            return Error{"sync_dump request: worker(s) " + slow + " did not finish dumping their connection table within " +
-                         std::to_string(kSyncDumpDeadlineMs) + " ms (is a worker lcore stalled?); retry"};
+            return Error{"sync_dump request: worker(s) " + slow +
+                         " did not finish dumping their connection table within " +
+                         std::to_string(kSyncDumpDeadlineMs) +
+                         " ms (is a worker lcore stalled?); retry"};
         }
         if (!got) rte_delay_us_sleep(100);  // the workers serve a few buckets per poll
     }
     const size_t bytes = recs.size() * kSyncRecordLen;
     if (bytes + 1 > ctl::kMaxFrame)
-        return Error{"sync_dump request: " + std::to_string(recs.size()) + " entries do not fit one control frame (" +
-                     std::to_string(ctl::kMaxFrame) + " bytes); use sync_drain with refreshes instead"};
+        return Error{"sync_dump request: " + std::to_string(recs.size()) +
+                     " entries do not fit one control frame (" + std::to_string(ctl::kMaxFrame) +
+                     " bytes); use sync_drain with refreshes instead"};
     std::vector<uint8_t> out(bytes);
     if (bytes) std::memcpy(out.data(), recs.data(), bytes);
     return out;
