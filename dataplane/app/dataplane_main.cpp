@@ -75,6 +75,10 @@ int main(int argc, char** argv) {
     app.add_option("--timeout-udp-ms", opt.timeouts.udp, "idle timeout of UDP flows");
     app.add_option("--max-servers", opt.max_servers, "largest server slot count accepted")->check(CLI::Range(1u, 65536u));
     app.add_option("--max-services", opt.max_services, "largest service id + 1 accepted")->check(CLI::Range(1u, 4096u));
+    app.add_option("--sync-ring", opt.sync_ring,
+                   "connection sync: records each worker's export ring holds for the HA peer until the control op "
+                   "sync_drain takes them (a power of two; 0 disables export)")
+        ->check(CLI::Range(size_t{0}, size_t{1} << 24));
     // --help and --version anywhere answer without starting DPDK (before '--' the EAL would
     // print its own usage instead of Fulcrum's options).
     for (int i = 1; i < argc; ++i) {
@@ -170,6 +174,9 @@ int main(int argc, char** argv) {
                             }
                             return;
                         }
+                        case Op::sync_drain:
+                        case Op::sync_install:
+                        case Op::sync_dump: st = dp.sync_op(static_cast<Op>(op), body, out); return;
                         case Op::hello: break;  // answered by ControlServer itself, never passed here
                         case Op::get_snapshot:
                             out = dp.snapshot_bytes();
@@ -182,7 +189,8 @@ int main(int argc, char** argv) {
                     st = fulcrum::ctl::Status::error;
                     reply_json(out, {{"error", "unknown request op " + std::to_string(op) +
                                                    " (known: 1 load_snapshot, 2 counters, 3 "
-                                                   "health, 4 get_snapshot, 5 hello, 6 ha)"}});
+                                                   "health, 4 get_snapshot, 5 hello, 6 ha, 7 sync_drain, "
+                                                   "8 sync_install, 9 sync_dump)"}});
                 });
             spdlog::info("control socket {}", control_socket);
         }

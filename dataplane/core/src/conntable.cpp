@@ -207,6 +207,37 @@ ConnRestore ConnTable::restore(const ConnEntry& e, uint64_t hash, ConnState stat
     return ConnRestore::restored;
 }
 
+ConnInstall ConnTable::install(const ConnEntry& e, uint64_t hash, ConnState state, uint32_t idle_ms,
+                               uint32_t now, ConnEntry* old, ConnState* old_state) {
+    if (state == ConnState::empty || state >= ConnState::count_) return ConnInstall::invalid;
+    if (idle_ms >= timeout_of(static_cast<uint8_t>(state))) return ConnInstall::expired;
+    uint32_t i = find(e.key, hash, now);
+    ConnInstall r = ConnInstall::overwritten;
+    if (i != kNone) {
+        if (old) *old = entries_[i];
+        if (old_state) *old_state = this->state(i);
+        entries_[i].server = e.server;
+        entries_[i].server_tag = e.server_tag;
+    } else {
+        // Inserted as a new connection, which may replace only empty, expired or half-open
+        // ways; its real state is set below.
+        i = insert(e.key, hash, ConnState::tcp_new, now, e.server, e.server_tag);
+        if (i == kNone) return ConnInstall::full;
+        r = ConnInstall::inserted;
+    }
+    meta_[i / kWays].state[i % kWays] = static_cast<uint8_t>(state);
+    // As in restore(): the wrapping clock keeps expiry right even before this clock's origin.
+    meta_[i / kWays].last_seen[i % kWays] = now - idle_ms;
+    return r;
+}
+
+bool ConnTable::remove_key(const FlowKey& key, uint64_t hash, uint32_t now) {
+    const uint32_t i = find(key, hash, now);
+    if (i == kNone) return false;
+    erase(i);
+    return true;
+}
+
 void ConnTable::clear() {
     for (uint32_t b = 0; b < nbuckets_; ++b)
         for (uint32_t w = 0; w < kWays; ++w)

@@ -19,6 +19,9 @@ const char* op_name(uint8_t op) {
         case Op::get_snapshot: return "get_snapshot";
         case Op::hello: return "hello";
         case Op::ha: return "ha";
+        case Op::sync_drain: return "sync_drain";
+        case Op::sync_install: return "sync_install";
+        case Op::sync_dump: return "sync_dump";
     }
     return "unknown";
 }

@@ -4,6 +4,7 @@
 #include <bit>
 
 #include "fulcrum/flow.hpp"
+#include "fulcrum/sync.hpp"
 #include "fulcrum/wrr.hpp"
 
 namespace fulcrum {
@@ -72,13 +73,165 @@ Worker::Worker(const WorkerConfig& cfg)
     conns_.set_remove_hook(&Worker::on_remove, this);
     pend_.reset(new Pending[kMaxBurst]);
     ip_id_ = static_cast<uint16_t>(cfg.worker_id * 7919);
+    if (cfg.sync_ring) sync_out_ = std::make_unique<SpscRing<fl_sync_record>>(cfg.sync_ring);
+    sync_in_ = std::make_unique<SpscRing<SyncInstallItem>>(std::max<size_t>(1, cfg.sync_install_ring));
+    sync_dump_ = std::make_unique<SpscRing<SyncDumpItem>>(std::max<size_t>(2, cfg.sync_dump_ring));
+    sync_refresh_ms_.store(cfg.sync_refresh_ms ? cfg.sync_refresh_ms : 1);
 }
 
 void Worker::on_remove(void* ctx, const ConnEntry& e, ConnState st) {
     auto* w = static_cast<Worker*>(ctx);
-    if (e.server >= w->ctr_.max_servers) return;
-    ServerCounters& c = w->ctr_.servers[e.server];
-    (st == ConnState::tcp_closing ? c.inactive : c.active).sub();
+    if (e.server < w->ctr_.max_servers) {
+        ServerCounters& c = w->ctr_.servers[e.server];
+        (st == ConnState::tcp_closing ? c.inactive : c.active).sub();
+    }
+    // Half-open entries were never exported (the common eviction under a SYN flood).
+    if (w->export_view_ && st != ConnState::tcp_new) [[unlikely]]
+        w->sync_export_removed(e, st);  // last: a tail call, no frame for the common case
+}
+
+void Worker::sync_export_removed(const ConnEntry& e, ConnState st) {
+    // Entries the peer also holds (a sync state) leave its table too. Idle time 0: the hook
+    // does not see it, and the peer removes the entry whatever its age.
+    if (sync_state_of(st)) sync_export(*export_view_, e, FL_SYNC_S_REMOVED, 0);
+}
+
+// ---- connection sync ----------------------------------------------------------------------
+
+void Worker::sync_export(const SnapshotView& v, const ConnEntry& e, uint8_t sync_state, uint32_t idle_ms) {
+    fl_sync_record r;
+    // An entry whose slot holds another server now has no identity to send: the next
+    // packet re-picks it, and that entry is exported.
+    if (!sync_record_from_entry(v, e, sync_state, idle_ms, r)) return;
+    if (sync_out_->push(r))
+        ctr_.sync_exported.add();
+    else
+        ctr_.sync_export_ring_full.add();
+}
+
+void Worker::idle(uint32_t now, size_t buckets, const LoadedSnapshot* snap) {
+    const bool exporting = sync_out_ && active_ && snap;
+    export_view_ = exporting ? &snap->view() : nullptr;
+    conns_.sweep(now, buckets);
+    if (exporting) sync_refresh(now, buckets);
+    export_view_ = nullptr;
+}
+
+void Worker::sync_refresh(uint32_t now, size_t max_buckets) {
+    // One pass over the table per refresh interval, spread over the interval: by `now` the
+    // pass is due up to bucket buckets * elapsed / interval. A pass starts no sooner than an
+    // interval after the previous one started, and an entry stays in its bucket, so each
+    // entry is re-exported at most once per interval (later when the worker falls behind).
+    // The first pass begins one interval after the first call: entries made since were
+    // exported when they became established.
+    const uint32_t nb = conns_.buckets();
+    const uint32_t interval = sync_refresh_ms_.load(std::memory_order_relaxed);
+    if (!refresh_started_) {
+        refresh_started_ = true;
+        refresh_pass_start_ = now;
+        return;
+    }
+    if (refresh_bucket_ == 0) {
+        if (now - refresh_pass_start_ < interval) return;
+        refresh_pass_start_ = now;
+    }
+    const uint64_t elapsed = now - refresh_pass_start_;
+    const uint64_t due = std::min<uint64_t>(nb, uint64_t{nb} * elapsed / interval + 1);
+    const SnapshotView& v = *export_view_;
+    for (size_t n = 0; refresh_bucket_ < due && n < max_buckets; ++n, ++refresh_bucket_) {
+        conns_.visit_bucket(refresh_bucket_, now, 0,
+                            [&](uint32_t, const ConnEntry& e, ConnState st, uint32_t idle_ms) {
+                                if (st == ConnState::tcp_established || st == ConnState::udp)
+                                    sync_export(v, e, FL_SYNC_S_ESTABLISHED, idle_ms);
+                                return true;
+                            });
+    }
+    if (refresh_bucket_ >= nb) refresh_bucket_ = 0;
+}
+
+unsigned Worker::sync_poll(uint32_t now, const LoadedSnapshot* snap) {
+    unsigned done = 0;
+    SyncInstallItem it;
+    while (done < kSyncInstallBatch && sync_in_->pop(it)) {
+        sync_install_one(it, now);
+        ++done;
+    }
+    return done + sync_dump_step(now, snap);
+}
+
+void Worker::sync_install_one(const SyncInstallItem& it, uint32_t now) {
+    const uint64_t h = flow_hash(it.entry.key, kConnHashSeed);
+    if (it.state == ConnState::empty) {
+        // export_view_ is null here: removing the peer's entry exports nothing back.
+        if (conns_.remove_key(it.entry.key, h, now)) ctr_.sync_removed.add();
+        return;
+    }
+    ConnEntry old{};
+    ConnState old_st = ConnState::empty;
+    switch (conns_.install(it.entry, h, it.state, it.idle_ms, now, &old, &old_st)) {
+        case ConnInstall::overwritten:
+            gauge(old.server, old_st, false);
+            gauge(it.entry.server, it.state, true);
+            ctr_.sync_installed.add();
+            break;
+        case ConnInstall::inserted:
+            gauge(it.entry.server, it.state, true);
+            ctr_.sync_installed.add();
+            break;
+        case ConnInstall::full: ctr_.sync_install_table_full.add(); break;
+        // The control thread queues only the states of validated records (never invalid):
+        // both mean the entry has no life left here.
+        case ConnInstall::expired:
+        case ConnInstall::invalid: ctr_.sync_install_expired.add(); break;
+    }
+}
+
+unsigned Worker::sync_dump_step(uint32_t now, const LoadedSnapshot* snap) {
+    const uint64_t req = dump_req_.load(std::memory_order_acquire);
+    if (req != dump_seq_) {  // a new request (or one that replaces a dump in progress)
+        dump_seq_ = req;
+        dumping_ = true;
+        dump_bucket_ = 0;
+        dump_way_ = 0;
+    }
+    if (!dumping_) return 0;
+    const uint32_t nb = conns_.buckets();
+    unsigned pushed = 0;
+    bool room = true;
+    // Without a snapshot no entry has a server identity: the dump is empty.
+    if (snap) {
+        const SnapshotView& v = snap->view();
+        for (unsigned n = 0; n < kSyncDumpBuckets && dump_bucket_ < nb; ++n) {
+            const uint32_t w = conns_.visit_bucket(
+                dump_bucket_, now, dump_way_, [&](uint32_t, const ConnEntry& e, ConnState st, uint32_t idle_ms) {
+                    const auto ss = sync_state_of(st);
+                    if (!ss) return true;
+                    SyncDumpItem d{};
+                    if (!sync_record_from_entry(v, e, *ss, idle_ms, d.record)) return true;
+                    d.seq = req;
+                    if (!sync_dump_->push(d)) return false;
+                    ++pushed;
+                    return true;
+                });
+            if (w < ConnTable::kWays) {  // the ring is full: resume at this way next time
+                dump_way_ = w;
+                room = false;
+                break;
+            }
+            dump_way_ = 0;
+            ++dump_bucket_;
+        }
+    } else {
+        dump_bucket_ = nb;
+    }
+    if (room && dump_bucket_ >= nb) {
+        SyncDumpItem end{};
+        end.seq = req;
+        end.end = 1;
+        if (sync_dump_->push(end)) dumping_ = false;
+        ++pushed;
+    }
+    return pushed ? pushed : 1;  // a dump in progress is work: the loop must not sleep
 }
 
 void Worker::process_burst(std::span<Frame> frames, Verdict* out, LoadedSnapshot* snap, uint32_t now) {
@@ -86,6 +239,8 @@ void Worker::process_burst(std::span<Frame> frames, Verdict* out, LoadedSnapshot
         process_burst_inactive(frames, out, snap);
         return;
     }
+    // Export only while active (a standby has nothing to export): set once per burst.
+    export_view_ = sync_out_ && snap ? &snap->view() : nullptr;
     Pending* pend = pend_.get();
     const size_t n = std::min<size_t>(frames.size(), kMaxBurst);
     // Pass 1: parse, find the service, hash the flow and prefetch its connection buckets.
@@ -107,6 +262,7 @@ void Worker::process_burst(std::span<Frame> frames, Verdict* out, LoadedSnapshot
         if (pend[i].svc >= 0) conns_.prefetch_entry(pend[i].hash);
     // Pass 2: decide and rewrite.
     for (size_t i = 0; i < n; ++i) out[i] = finish(frames[i], pend[i], snap, now);
+    export_view_ = nullptr;
 }
 
 namespace {
@@ -265,9 +421,15 @@ __attribute__((always_inline)) inline Verdict Worker::to_service(Frame& f, Pendi
             slot = e.server;
             const ConnState next = tcp ? tcp_next_state(st, p.tcp_flags) : ConnState::udp;
             conns_.touch(ci, now, next);
-            if (next == ConnState::tcp_closing && st != ConnState::tcp_closing && slot < ctr_.max_servers) {
-                ctr_.servers[slot].active.sub();
-                ctr_.servers[slot].inactive.add();
+            if (next != st) [[unlikely]] {
+                // tcp_new -> established, or -> closing (FIN or RST): the peer learns both.
+                if (next == ConnState::tcp_closing) {
+                    gauge(slot, ConnState::tcp_new, false);
+                    gauge(slot, ConnState::tcp_closing, true);
+                }
+                if (export_view_)
+                    sync_export(*export_view_, e,
+                                next == ConnState::tcp_closing ? FL_SYNC_S_CLOSING : FL_SYNC_S_ESTABLISHED, 0);
             }
         } else {
             conns_.erase(ci);
@@ -288,10 +450,13 @@ __attribute__((always_inline)) inline Verdict Worker::to_service(Frame& f, Pendi
         if (slot == FL_NO_SERVER) return drop(Drop::no_server);
         const fl_snap_server& srv = view.servers()[slot];
         const bool in_range = slot < ctr_.max_servers;
-        if (conns_.insert(k.key, k.hash, st, now, slot, srv.tag) != ConnTable::kNone && in_range)
-            ctr_.servers[slot].active.add();
+        const uint32_t ni = conns_.insert(k.key, k.hash, st, now, slot, srv.tag);
+        if (ni != ConnTable::kNone && in_range) ctr_.servers[slot].active.add();
         if (svc.id < ctr_.max_services) ctr_.services[svc.id].new_conns.add();
         if (in_range) ctr_.servers[slot].new_conns.add();
+        // A UDP flow, or TCP picked up mid-stream, is established from its first packet.
+        if (st != ConnState::tcp_new && export_view_ && ni != ConnTable::kNone) [[unlikely]]
+            sync_export(*export_view_, conns_.entry(ni), FL_SYNC_S_ESTABLISHED, 0);
     }
     return send_to_server(f, p, s, svc, slot, k.hash, true);
 }

@@ -12,18 +12,21 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <bit>
 #include <cerrno>
 #include <cinttypes>
 #include <cstdio>
 #include <cstring>
 #include <stdexcept>
 #include <string>
+#include <unordered_map>
 
 #include <spdlog/spdlog.h>
 
 #include "fulcrum/conn_state.hpp"
 #include "fulcrum/forward.hpp"
 #include "fulcrum/snapshot.hpp"
+#include "fulcrum/sync.hpp"
 #include "worker_slot.hpp"
 
 namespace fulcrum::dpdk {
@@ -83,6 +86,10 @@ Dataplane::Dataplane(const DataplaneOptions& opt) : opt_(opt) {
         throw fail("no worker lcore: give the EAL at least two cores (e.g. -l 0-1); the main lcore "
                    "serves the control socket and every other lcore runs one worker");
     if (opt_.conn_capacity == 0) throw fail("--conn-capacity must be at least 1");
+    if (opt_.sync_ring && (!std::has_single_bit(opt_.sync_ring) ||
+                           opt_.sync_ring > SpscRing<fl_sync_record>::kMaxCapacity))
+        throw fail("--sync-ring " + std::to_string(opt_.sync_ring) +
+                   " must be 0 (no connection sync export) or a power of two up to 2^30");
     uplink_ = resolve_port(opt_.uplink);
     uplink_name_ = port_name(uplink_);
     int socket = rte_eth_dev_socket_id(uplink_);
@@ -159,6 +166,8 @@ Dataplane::Dataplane(const DataplaneOptions& opt) : opt_(opt) {
         wc.max_services = opt_.max_services;
         wc.max_servers = opt_.max_servers;
         wc.conn_memory = w->conn_mem;
+        wc.sync_ring = opt_.sync_ring;
+        wc.sync_install_ring = kSyncMaxRecords;  // one full sync_install always fits an empty ring
         w->core = std::make_unique<Worker>(wc);
         w->tx_up = static_cast<rte_eth_dev_tx_buffer*>(
             rte_zmalloc_socket("fulcrum_txbuf", RTE_ETH_TX_BUFFER_SIZE(Worker::kMaxBurst), 0, wsock));
@@ -291,6 +300,9 @@ Expected<uint64_t> Dataplane::load_snapshot(std::span<const uint8_t> bytes) {
     if (v.servers().size() > opt_.max_servers)
         return Error{"snapshot rejected: " + std::to_string(v.servers().size()) +
                      " server slots exceed --max-servers " + std::to_string(opt_.max_servers)};
+    // Built here, on the control thread, never by the workers: sync_install maps records to
+    // this snapshot's slots with it.
+    auto index = std::make_unique<SyncServerIndex>(v);
     std::lock_guard lk(control_mu_);
     LoadedSnapshot* cur = current_.load();
     if (cur && next->generation() < cur->generation())
@@ -299,6 +311,7 @@ Expected<uint64_t> Dataplane::load_snapshot(std::span<const uint8_t> bytes) {
     const uint64_t gen = next->generation();
     LoadedSnapshot* old = current_.exchange(next.release(), std::memory_order_acq_rel);
     generation_.store(gen);
+    sync_index_ = std::move(index);
     free_snapshot_after_grace(old);
     spdlog::info("snapshot generation {} loaded: {} services, {} server slots", gen, v.services().size(),
                  v.servers().size());
@@ -522,6 +535,12 @@ DataplaneCounters Dataplane::counters() const {
         out.to_kernel += c.to_kernel.get();
         drp += c.dropped.get();
         out.too_big_replies += c.too_big_replies.get();
+        out.sync_exported += c.sync_exported.get();
+        out.sync_export_ring_full += c.sync_export_ring_full.get();
+        out.sync_installed += c.sync_installed.get();
+        out.sync_install_table_full += c.sync_install_table_full.get();
+        out.sync_install_expired += c.sync_install_expired.get();
+        out.sync_removed += c.sync_removed.get();
         for (unsigned d = 0; d < kDropReasons; ++d) drops[d] += c.drops[d].get();
         drops[static_cast<unsigned>(Drop::multi_segment)] += w->kernel_rx_drop.get();
         drops[static_cast<unsigned>(Drop::tx_full)] += w->tx_drop_up.get();
@@ -554,6 +573,9 @@ DataplaneCounters Dataplane::counters() const {
         out.conntables.push_back(ct);
     }
     out.dropped = drp + extra_drops;
+    out.sync_install_ring_full = sync_install_ring_full_.load();
+    out.sync_install_unknown = sync_install_unknown_.load();
+    out.sync_install_invalid = sync_install_invalid_.load();
     for (unsigned d = 1; d < kDropReasons; ++d) out.drops[std::string(drop_name(static_cast<Drop>(d)))] = drops[d];
     out.ports.push_back(port_stats(uplink_, "uplink"));
     if (tap_ >= 0) out.ports.push_back(port_stats(static_cast<uint16_t>(tap_), "exception"));
@@ -627,7 +649,10 @@ nlohmann::json Dataplane::health() const {
             {"snapshot_loaded", snap != nullptr},
             {"generation", snap ? snap->generation() : 0},
             {"services", snap ? snap->view().services().size() : 0},
-            {"ha", ha_status()}};
+            {"ha", ha_status()},
+            {"sync",
+             {{"export_ring", opt_.sync_ring},
+              {"refresh_ms", workers_.empty() ? 0u : workers_.front()->core->sync_refresh_ms()}}}};
 }
 
 nlohmann::json Dataplane::ha_status() const {
@@ -682,6 +707,227 @@ Expected<nlohmann::json> Dataplane::set_ha(const nlohmann::json& req) {
     return nlohmann::json{{"role", active ? "active" : "standby"},
                           {"lease_expires_in_ms", st["lease_expires_in_ms"]},
                           {"generation", generation()}};
+}
+
+// ---- connection sync ------------------------------------------------------------------------
+
+namespace {
+Error sync_json_error(const char* op, const std::string& what) {
+    return Error{std::string(op) + " request: " + what};
+}
+}  // namespace
+
+ctl::Status Dataplane::sync_op(ctl::Op op, std::span<const uint8_t> body,
+                               std::vector<uint8_t>& out) {
+    auto error = [&out](const std::string& msg) {
+        const std::string b = nlohmann::json{{"error", msg}}.dump(
+            -1, ' ', false, nlohmann::json::error_handler_t::replace);
+        out.assign(b.begin(), b.end());
+        return ctl::Status::error;
+    };
+    switch (op) {
+        case ctl::Op::sync_drain: {
+            auto r = sync_drain(body);
+            if (!r) return error(r.error());
+            out = std::move(r.value());
+            return ctl::Status::ok;
+        }
+        case ctl::Op::sync_install: {
+            auto r = sync_install(body);
+            if (!r) return error(r.error());
+            const std::string b = r.value().dump();
+            out.assign(b.begin(), b.end());
+            return ctl::Status::ok;
+        }
+        case ctl::Op::sync_dump: {
+            auto r = sync_dump();
+            if (!r) return error(r.error());
+            out = std::move(r.value());
+            return ctl::Status::ok;
+        }
+        default:
+            return error(std::string("op ") + ctl::op_name(static_cast<uint8_t>(op)) +
+                         " is not a sync op");
+    }
+}
+
+Expected<std::vector<uint8_t>> Dataplane::sync_drain(std::span<const uint8_t> body) {
+    size_t max = 4096;
+    if (!body.empty()) {
+        const auto req = nlohmann::json::parse(body.begin(), body.end(), nullptr, false);
+        const char* shape = "; send nothing, or {\"max\": N, \"refresh_ms\": R}";
+        if (req.is_discarded() || !req.is_object())
+            return sync_json_error("sync_drain",
+                                   std::string("the body is not a JSON object") + shape);
+        for (const auto& [k, v] : req.items()) {
+            if (k == "max") {
+                if (!v.is_number_unsigned() || v.get<uint64_t>() < 1 ||
+                    v.get<uint64_t>() > kSyncMaxRecords)
+                    return sync_json_error("sync_drain",
+                                           "field 'max' must be an integer from 1 to " +
+                                               std::to_string(kSyncMaxRecords) + " (records)");
+                max = v.get<size_t>();
+            } else if (k == "refresh_ms") {
+                if (!v.is_number_unsigned() || v.get<uint64_t>() < 100 ||
+                    v.get<uint64_t>() > 3'600'000)
+                    return sync_json_error(
+                        "sync_drain",
+                        "field 'refresh_ms' must be an integer from 100 to 3600000 (milliseconds)");
+            } else {
+                return sync_json_error("sync_drain",
+                                       "unknown field '" + k + "' (known: max, refresh_ms)");
+            }
+        }
+        // Applied only once the whole request is known to be valid.
+        if (const auto r = req.find("refresh_ms"); r != req.end())
+            for (auto& w : workers_) w->core->set_sync_refresh_ms(r->get<uint32_t>());
+    }
+    std::lock_guard sl(sync_mu_);
+    std::vector<uint8_t> out;
+    if (opt_.sync_ring == 0) return out;  // export disabled (--sync-ring 0): never any record
+    std::vector<fl_sync_record> recs(max);
+    size_t n = 0;
+    // Round robin, a few records per worker per turn, so one busy worker cannot starve the
+    // others' rings within one drain.
+    constexpr size_t kTurn = 64;
+    for (bool any = true; any && n < max;) {
+        any = false;
+        for (auto& w : workers_) {
+            if (n >= max) break;
+            const size_t got =
+                w->core->sync_export_ring()->pop_bulk(recs.data() + n, std::min(kTurn, max - n));
+            n += got;
+            any |= got > 0;
+        }
+    }
+    out.resize(n * kSyncRecordLen);
+    if (n) std::memcpy(out.data(), recs.data(), out.size());
+    return out;
+}
+
+Expected<nlohmann::json> Dataplane::sync_install(std::span<const uint8_t> body) {
+    if (body.size() % kSyncRecordLen != 0)
+        return Error{"sync_install request: the body is " + std::to_string(body.size()) +
+                     " bytes, not a whole number of " + std::to_string(kSyncRecordLen) +
+                     "-byte fl_sync_record (sync_abi.h)"};
+    const size_t n = body.size() / kSyncRecordLen;
+    if (n > kSyncMaxRecords)
+        return Error{"sync_install request: " + std::to_string(n) +
+                     " records, above the limit of " + std::to_string(kSyncMaxRecords) +
+                     " per request; send them in several requests"};
+    std::lock_guard sl(sync_mu_);  // one producer per install ring
+    std::lock_guard lk(control_mu_);
+    if (!sync_index_)
+        return Error{
+            "sync_install request: no snapshot loaded; records name services and servers, so load "
+            "a "
+            "snapshot first"};
+    uint64_t queued = 0, invalid = 0, unknown = 0, ring_full = 0;
+    std::string first_invalid;
+    for (size_t i = 0; i < n; ++i) {
+        fl_sync_record r;
+        std::memcpy(&r, body.data() + i * kSyncRecordLen, kSyncRecordLen);
+        if (const SyncError e = validate_sync_record(r); e != SyncError::ok) {
+            if (!invalid++)
+                first_invalid = "record " + std::to_string(i) + ": " + sync_error_name(e) + ": " +
+                                sync_error_text(e);
+            continue;
+        }
+        SyncInstallItem it{};
+        it.idle_ms = r.idle_ms;
+        if (r.state == FL_SYNC_S_REMOVED) {
+            // Removal needs only the flow: the server may be gone here already.
+            it.entry.key = sync_record_key(r);
+            it.state = ConnState::empty;
+        } else if (!conn_entry_from_sync(r, *sync_index_, it.entry, it.state)) {
+            ++unknown;
+            continue;
+        }
+        // Every worker: the queue (worker) a flow's packets reach is not predictable on every
+        // port type. The copies on workers the flow never reaches expire unused.
+        bool all = true;
+        for (auto& w : workers_) {
+            if (!w->core->sync_install_ring().push(it)) {
+                all = false;
+                sync_install_ring_full_.fetch_add(1, std::memory_order_relaxed);
+            }
+        }
+        all ? ++queued : ++ring_full;
+    }
+    sync_install_invalid_.fetch_add(invalid, std::memory_order_relaxed);
+    sync_install_unknown_.fetch_add(unknown, std::memory_order_relaxed);
+    nlohmann::json reply{{"queued", queued},
+                         {"invalid", invalid},
+                         {"unknown_server", unknown},
+                         {"ring_full", ring_full}};
+    if (invalid) reply["first_invalid"] = first_invalid;
+    return reply;
+}
+
+Expected<std::vector<uint8_t>> Dataplane::sync_dump() {
+    std::lock_guard sl(sync_mu_);
+    if (!running_)
+        return Error{
+            "sync_dump request: the workers are not running, so nobody can read their tables"};
+    const uint64_t seq = ++sync_dump_seq_;
+    for (auto& w : workers_) w->core->request_sync_dump(seq);
+    const uint64_t hz = rte_get_tsc_hz();
+    const uint64_t deadline = rte_rdtsc() + kSyncDumpDeadlineMs * (hz / 1000);
+    std::vector<bool> done(workers_.size(), false);
+    size_t left = workers_.size();
+    // A flow installed from the peer has a copy in every worker: one record per flow, its
+    // most recently used copy.
+    struct KeyHash {
+        size_t operator()(const FlowKey& k) const {
+            return static_cast<size_t>(flow_hash(k, 0x64756d70ull));
+        }
+    };
+    std::unordered_map<FlowKey, size_t, KeyHash> seen;
+    std::vector<fl_sync_record> recs;
+    constexpr size_t kBatch = 256;
+    SyncDumpItem items[kBatch];
+    while (left) {
+        size_t got = 0;
+        for (size_t i = 0; i < workers_.size(); ++i) {
+            if (done[i]) continue;
+            const size_t n = workers_[i]->core->sync_dump_ring().pop_bulk(items, kBatch);
+            got += n;
+            for (size_t j = 0; j < n; ++j) {
+                const SyncDumpItem& d = items[j];
+                if (d.seq != seq) continue;  // left over from a dump given up earlier
+                if (d.end) {
+                    done[i] = true;
+                    --left;
+                    continue;
+                }
+                const FlowKey k = sync_record_key(d.record);
+                const auto [it, fresh] = seen.emplace(k, recs.size());
+                if (fresh)
+                    recs.push_back(d.record);
+                else if (d.record.idle_ms < recs[it->second].idle_ms)
+                    recs[it->second] = d.record;
+            }
+        }
+        if (!left) break;
+        if (rte_rdtsc() > deadline) {
+            std::string slow;
+            for (size_t i = 0; i < workers_.size(); ++i)
+                if (!done[i]) slow += (slow.empty() ? "" : ", ") + std::to_string(workers_[i]->id);
+            return Error{"sync_dump request: worker(s) " + slow +
+                         " did not finish dumping their connection table within " +
+                         std::to_string(kSyncDumpDeadlineMs) +
+                         " ms (is a worker lcore stalled?); retry"};
+        }
+        if (!got) rte_delay_us_sleep(100);  // the workers serve a few buckets per poll
+    }
+    const size_t bytes = recs.size() * kSyncRecordLen;
+    if (bytes + 1 > ctl::kMaxFrame)
+        return Error{"sync_dump request: " + std::to_string(recs.size()) +
+                     " entries do not fit one control frame (" + std::to_string(ctl::kMaxFrame) +
+                     " bytes); use sync_drain with refreshes instead"};
+    std::vector<uint8_t> out(bytes);
+    if (bytes) std::memcpy(out.data(), recs.data(), bytes);
+    return out;
 }
 
 }  // namespace fulcrum::dpdk

@@ -1,5 +1,5 @@
 // DPDK telemetry commands, readable with dpdk-telemetry.py (-f FILE_PREFIX):
-//   /fulcrum/stats     totals and drops by reason
+//   /fulcrum/stats     totals, connection sync counters and drops by reason
 //   /fulcrum/services  per service counters
 //   /fulcrum/servers   per server counters, keyed SERVICE_slotN (optionally: ,SERVICE_NAME)
 //   /fulcrum/ports     port counters
@@ -61,7 +61,13 @@ int cmd_stats(const char*, const char*, rte_tel_data* d) {
     const DataplaneCounters c = g_dp->counters();
     rte_tel_data_start_dict(d);
     for (const auto& [k, v] : {std::pair<const char*, uint64_t>{"rx", c.rx}, {"forwarded", c.forwarded}, {"replied", c.replied},
-                               {"to_kernel", c.to_kernel}, {"dropped", c.dropped}, {"generation", c.generation}})
+                               {"to_kernel", c.to_kernel}, {"dropped", c.dropped}, {"generation", c.generation},
+                               {"sync_exported", c.sync_exported}, {"sync_export_ring_full", c.sync_export_ring_full},
+                               {"sync_installed", c.sync_installed}, {"sync_install_ring_full", c.sync_install_ring_full},
+                               {"sync_install_table_full", c.sync_install_table_full},
+                               {"sync_install_unknown", c.sync_install_unknown},
+                               {"sync_install_invalid", c.sync_install_invalid},
+                               {"sync_install_expired", c.sync_install_expired}, {"sync_removed", c.sync_removed}})
         add_value(d, k, v);
     for (const auto& [reason, n] : c.drops) add_value(d, "drop_" + reason, n);
     return 0;

@@ -193,6 +193,14 @@ int worker_main(void* arg) {
         w.core->set_active(tsc < dp.ha_deadline_tsc_.load(std::memory_order_relaxed));
         unsigned got = loop.poll_uplink(snap, now);
         got += loop.poll_kernel();
+        // Connection sync: install a bounded batch of the peer's entries, serve a dump request
+        // a few buckets further (docs/architecture.md, "Connection sync").
+        const unsigned sync_work = w.core->sync_poll(now, snap);
+        if (tsc - last_drain >= drain) {
+            loop.flush();
+            w.core->idle(now, 64, snap);  // expiry, and the sync refresh (uses `snap`)
+            last_drain = tsc;
+        }
         // Done with `snap` for this iteration: a swap may free it once every worker got here.
         rte_rcu_qsbr_quiescent(dp.qsbr_, w.id);
         w.polls.add();
@@ -200,11 +208,7 @@ int worker_main(void* arg) {
             w.busy_polls.add();
             empty = 0;
         }
-        if (tsc - last_drain >= drain) {
-            loop.flush();
-            w.core->idle(now, 64);
-            last_drain = tsc;
-        }
+        if (sync_work) empty = 0;  // sync work pending: do not sleep on it
         if (!got && idle_sleep && ++empty >= kIdlePollsBeforeSleep) {
             loop.flush();
             // Offline while asleep so snapshot swaps need not wait for us.

@@ -30,11 +30,10 @@
 
 namespace fulcrum::control {
 
-// Dataplane control-socket ops of connection sync (docs/control-protocol.md). Named here until
-// ctl::Op carries them.
-inline constexpr ctl::Op kOpSyncDrain = static_cast<ctl::Op>(7);
-inline constexpr ctl::Op kOpSyncInstall = static_cast<ctl::Op>(8);
-inline constexpr ctl::Op kOpSyncDump = static_cast<ctl::Op>(9);
+// Dataplane control-socket ops of connection sync (docs/control-protocol.md).
+inline constexpr ctl::Op kOpSyncDrain = ctl::Op::sync_drain;
+inline constexpr ctl::Op kOpSyncInstall = ctl::Op::sync_install;
+inline constexpr ctl::Op kOpSyncDump = ctl::Op::sync_dump;
 inline constexpr size_t kSyncInstallMaxRecords = 65536;  // per sync_install request
 
 // The dataplane's answer to sync_install.

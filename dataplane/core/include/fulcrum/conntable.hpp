@@ -109,6 +109,15 @@ enum class ConnRestore : uint8_t {
     full,       // no way this entry may take
 };
 
+// What ConnTable::install did with an entry received from the HA peer (connection sync).
+enum class ConnInstall : uint8_t {
+    inserted,     // the key was absent: a new entry
+    overwritten,  // the key was present: its server and state are the record's now
+    expired,      // idle at least as long as this table's timeout for its state: not installed
+    invalid,      // not a connection state
+    full,         // no way this entry may take (only empty, expired or half-open ways may go)
+};
+
 struct ConnTableStats {
     Counter inserts;
     Counter evictions;  // live entries replaced to make room
@@ -229,6 +238,34 @@ public:
     void export_live(uint32_t now, std::vector<ConnExport>& out) const;
     ConnRestore restore(const ConnEntry& e, uint64_t hash, ConnState state, uint32_t idle_ms, uint32_t now,
                         uint32_t* idx = nullptr);
+
+    // Connection sync (docs/architecture.md, "Connection sync"), on the owning worker, no
+    // allocation. install puts an entry of the HA peer in the table, idle for `idle_ms` at
+    // `now`: an entry for the key is overwritten (server, tag, state, last seen); a new one may
+    // take only an empty, expired or half-open way, like a new connection, so a flood of sync
+    // records never evicts established connections. `old`, when the key was present, receives
+    // its previous entry and state (for the per-server gauges). remove erases the key's entry,
+    // returning whether there was one.
+    ConnInstall install(const ConnEntry& e, uint64_t hash, ConnState state, uint32_t idle_ms,
+                        uint32_t now, ConnEntry* old = nullptr, ConnState* old_state = nullptr);
+    bool remove_key(const FlowKey& key, uint64_t hash, uint32_t now);
+
+    uint32_t buckets() const { return nbuckets_; }
+    // Visits the entries of bucket `b` (< buckets()) still live at `now`, from way `from`:
+    // f(uint32_t way, const ConnEntry&, ConnState, uint32_t idle_ms) returns false to stop;
+    // then visit_bucket returns the way it stopped at, else kWays. Incremental scans (sync
+    // refresh and dump) use it a few buckets at a time.
+    template <class F>
+    uint32_t visit_bucket(uint32_t b, uint32_t now, uint32_t from, F&& f) const {
+        const BucketMeta& m = meta_[b];
+        for (uint32_t w = from; w < kWays; ++w) {
+            if (!m.tag[w] || expired(m, w, now)) continue;
+            if (!f(w, entries_[size_t{b} * kWays + w], static_cast<ConnState>(m.state[w]),
+                   now - m.last_seen[w]))
+                return w;
+        }
+        return kWays;
+    }
 
     // Visits every live entry: f(const ConnEntry&, ConnState, uint32_t last_seen).
     template <class F>

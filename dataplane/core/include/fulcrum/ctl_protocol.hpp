@@ -26,6 +26,13 @@ enum class Op : uint8_t {
                         // fulcrumd: exempt from the idle timeout, may use a reserved slot
     ha = 6,             // body: {"role": "active"|"standby", "lease_ms": N}; reply:
                         // {"role", "lease_expires_in_ms", "generation"}. HA fencing lease
+    // Connection sync (docs/control-protocol.md, "Connection sync"): bodies of raw
+    // fl_sync_record arrays (sync_abi.h), 64 bytes each.
+    sync_drain = 7,    // body: empty or {"max": N, "refresh_ms": R}; reply: records popped
+                       // from the workers' export rings
+    sync_install = 8,  // body: records; reply: {"queued", "invalid", "unknown_server",
+                       // "ring_full"}. Queued to every worker's install ring
+    sync_dump = 9,     // body: empty; reply: a record for every entry in a sync state
 };
 
 enum class Status : uint8_t { ok = 0, error = 1 };

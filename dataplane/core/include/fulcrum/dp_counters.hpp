@@ -66,6 +66,12 @@ struct ServerTraffic {
 struct DataplaneCounters {
     uint64_t generation = 0;  // of the snapshot the dataplane runs; 0 = none
     uint64_t rx = 0, forwarded = 0, replied = 0, to_kernel = 0, dropped = 0, too_big_replies = 0;
+    // Connection sync (docs/control-protocol.md, "Connection sync counters"), summed over the
+    // workers; the install-side refusals before a worker sees a record (invalid, unknown
+    // server, install ring full) are counted by the control thread.
+    uint64_t sync_exported = 0, sync_export_ring_full = 0, sync_installed = 0,
+             sync_install_ring_full = 0, sync_install_table_full = 0, sync_install_unknown = 0,
+             sync_install_invalid = 0, sync_install_expired = 0, sync_removed = 0;
     std::map<std::string, uint64_t> drops;
     std::vector<QueueCounters> queues;
     std::vector<ConnTableCounters> conntables;

@@ -4,6 +4,7 @@
 // read-only by all workers (each owns its row of WRR accumulators).
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <span>
@@ -19,6 +20,8 @@
 #include "fulcrum/parse.hpp"
 #include "fulcrum/rewrite.hpp"
 #include "fulcrum/snapshot.hpp"
+#include "fulcrum/spsc_ring.hpp"
+#include "fulcrum/sync_abi.h"
 
 namespace fulcrum {
 
@@ -129,6 +132,13 @@ struct WorkerCounters {
     Counter rx, forwarded, replied, to_kernel, dropped;
     Counter too_big_replies;  // replied: fragmentation needed / packet too big
     Counter drops[kDropReasons];
+    // Connection sync (docs/architecture.md, "Connection sync").
+    Counter sync_exported;            // records pushed to the export ring
+    Counter sync_export_ring_full;    // records dropped: the export ring was full
+    Counter sync_installed;           // peer entries installed (new or overwriting)
+    Counter sync_install_table_full;  // peer entries dropped: no way they may take
+    Counter sync_install_expired;     // peer entries not installed: already past our timeout
+    Counter sync_removed;             // entries removed by a REMOVED record
     std::unique_ptr<ServiceCounters[]> services;  // by service id
     std::unique_ptr<ServerCounters[]> servers;    // by server slot
     uint32_t max_services = 0, max_servers = 0;
@@ -164,9 +174,34 @@ struct WorkerConfig {
     uint32_t max_services = FL_MAX_SERVICES;
     uint32_t max_servers = FL_MAX_SERVERS;
     void* conn_memory = nullptr;  // optional: ConnTable::memory_bytes(conn_capacity), 64-aligned
+    // Connection sync rings (docs/architecture.md, "Connection sync"), allocated once here.
+    // sync_ring: records of this worker's connections for the HA peer (0: export disabled);
+    // sync_install_ring: peer entries the control thread queues for this worker;
+    // sync_dump_ring: the answer to a table dump request.
+    size_t sync_ring = 0;
+    size_t sync_install_ring = 65536;
+    size_t sync_dump_ring = 4096;
+    uint32_t sync_refresh_ms = 10'000;  // each established entry re-exported at most this often
     // Whether the adapter has an exception port. Without one, frames for the kernel are
     // dropped (no_exception_port) rather than counted to_kernel, so each frame counts once.
     bool exception_path = true;
+};
+
+// A sync record mapped to this balancer's server slot by the control thread, for one
+// worker's install ring.
+struct SyncInstallItem {
+    ConnEntry entry;
+    uint32_t idle_ms;
+    ConnState state;  // ConnState::empty: remove the key's entry (a REMOVED record)
+    uint8_t pad[3];
+};
+
+// One item of a worker's dump ring: a record of the dump `seq`, or its end marker.
+struct SyncDumpItem {
+    fl_sync_record record;
+    uint64_t seq;
+    uint8_t end;  // 1: the worker has sent every entry for `seq` (record unused)
+    uint8_t pad[7];
 };
 
 class Worker {
@@ -194,8 +229,29 @@ public:
         return v;
     }
 
-    // Housekeeping between bursts: expire a few connection buckets.
-    void idle(uint32_t now, size_t buckets = 64) { conns_.sweep(now, buckets); }
+    // Housekeeping between bursts: expire a few connection buckets and, when exporting (an
+    // export ring, active, a snapshot), re-export a few buckets' established entries so each
+    // is refreshed once per refresh interval. `snap` must stay valid for the call.
+    void idle(uint32_t now, size_t buckets = 64, const LoadedSnapshot* snap = nullptr);
+
+    // ---- connection sync (docs/architecture.md, "Connection sync") ----
+    static constexpr unsigned kSyncInstallBatch = 64;  // install ring items per sync_poll
+    static constexpr unsigned kSyncDumpBuckets = 64;   // table buckets dumped per sync_poll
+    // Worker side, every poll iteration: installs up to kSyncInstallBatch queued peer entries
+    // and serves a pending dump request a few buckets further. Returns the items handled (0:
+    // nothing to do). No allocation.
+    unsigned sync_poll(uint32_t now, const LoadedSnapshot* snap);
+    // The rings, for the control thread (the other end of each): null export ring when
+    // export is disabled.
+    SpscRing<fl_sync_record>* sync_export_ring() { return sync_out_.get(); }
+    SpscRing<SyncInstallItem>& sync_install_ring() { return *sync_in_; }
+    SpscRing<SyncDumpItem>& sync_dump_ring() { return *sync_dump_; }
+    // Control thread: asks for a dump of every entry in a sync state, answered in the dump
+    // ring as items tagged `seq` (non-zero, a new one per request) and an end marker. A new
+    // request restarts a dump in progress.
+    void request_sync_dump(uint64_t seq) { dump_req_.store(seq, std::memory_order_release); }
+    void set_sync_refresh_ms(uint32_t ms) { sync_refresh_ms_.store(ms, std::memory_order_relaxed); }
+    uint32_t sync_refresh_ms() const { return sync_refresh_ms_.load(std::memory_order_relaxed); }
 
     ConnTable& conns() { return conns_; }
     const ConnTable& conns() const { return conns_; }
@@ -268,6 +324,18 @@ private:
     uint32_t pick(LoadedSnapshot& s, const fl_snap_service& svc, const FlowKey& key);
     static uint32_t maglev(const LoadedSnapshot& s, const fl_snap_service& svc, const FlowKey& key);
     static void on_remove(void* ctx, const ConnEntry& e, ConnState st);
+    // Pushes the record of `e` to the export ring (out of line: state transitions only).
+    [[gnu::noinline]] void sync_export(const SnapshotView& v, const ConnEntry& e, uint8_t sync_state,
+                                       uint32_t idle_ms);
+    [[gnu::noinline]] void sync_export_removed(const ConnEntry& e, ConnState st);
+    void sync_refresh(uint32_t now, size_t max_buckets);
+    void sync_install_one(const SyncInstallItem& it, uint32_t now);
+    unsigned sync_dump_step(uint32_t now, const LoadedSnapshot* snap);
+    void gauge(uint32_t slot, ConnState st, bool add) {
+        if (slot >= ctr_.max_servers) return;
+        Counter& c = st == ConnState::tcp_closing ? ctr_.servers[slot].inactive : ctr_.servers[slot].active;
+        add ? c.add() : c.sub();
+    }
 
     WorkerConfig cfg_;
     ParseOptions popt_;
@@ -277,6 +345,22 @@ private:
     WorkerCounters ctr_;
     uint16_t ip_id_ = 0;
     bool active_ = true;
+
+    // Connection sync. export_view_ is set only while this worker may export (active, with a
+    // snapshot, inside process_burst or idle): the remove hook exports REMOVED records then,
+    // and never for the entries it removes on the peer's behalf (sync_poll).
+    std::unique_ptr<SpscRing<fl_sync_record>> sync_out_;
+    std::unique_ptr<SpscRing<SyncInstallItem>> sync_in_;
+    std::unique_ptr<SpscRing<SyncDumpItem>> sync_dump_;
+    const SnapshotView* export_view_ = nullptr;
+    std::atomic<uint32_t> sync_refresh_ms_{10'000};
+    uint32_t refresh_bucket_ = 0;      // next bucket of the refresh pass
+    uint32_t refresh_pass_start_ = 0;  // when the current pass began
+    bool refresh_started_ = false;
+    std::atomic<uint64_t> dump_req_{0};  // written by the control thread
+    uint64_t dump_seq_ = 0;              // the request this worker serves or served last
+    bool dumping_ = false;
+    uint32_t dump_bucket_ = 0, dump_way_ = 0;  // where the dump resumes
 };
 
 }  // namespace fulcrum

@@ -23,6 +23,7 @@ struct rte_rcu_qsbr;
 
 namespace fulcrum {
 class LoadedSnapshot;
+class SyncServerIndex;
 }
 
 namespace fulcrum::dpdk {
@@ -48,6 +49,9 @@ struct DataplaneOptions {
     // first `ha` request, instead of standalone. For the nodes of an active-passive pair, so
     // that a (re)started dataplane never answers for VIPs its peer owns.
     bool ha_managed = false;
+    // Connection sync: records each worker's export ring holds (a power of two; 0 disables
+    // export). docs/architecture.md, "Connection sync".
+    size_t sync_ring = 65536;
 };
 
 struct WorkerSlot;  // per-lcore state, defined in the implementation
@@ -90,6 +94,13 @@ public:
     Expected<nlohmann::json> set_ha(const nlohmann::json& req);
     nlohmann::json ha_status() const;  // the "ha" object of health()
 
+    // Connection sync ops (docs/control-protocol.md, "Connection sync"): sync_drain,
+    // sync_install and sync_dump. Fills `out` with the reply body (raw records, or JSON) and
+    // returns its status. Any non-worker thread; serialized internally.
+    ctl::Status sync_op(ctl::Op op, std::span<const uint8_t> body, std::vector<uint8_t>& out);
+    static constexpr size_t kSyncMaxRecords = 65536;            // per drain or install
+    static constexpr uint64_t kSyncDumpDeadlineMs = 10000;      // workers finish a dump within
+
     unsigned workers() const { return static_cast<unsigned>(workers_.size()); }
     uint16_t uplink_port() const { return uplink_; }
     int exception_port() const { return tap_; }
@@ -99,6 +110,9 @@ private:
     void free_snapshot_after_grace(LoadedSnapshot* old);
     uint64_t read_rss_fingerprint(uint16_t port, uint16_t nq, const char* driver, uint64_t rss_hf);
     uint32_t now_ms() const;  // the workers' connection-table clock
+    Expected<std::vector<uint8_t>> sync_drain(std::span<const uint8_t> body);
+    Expected<nlohmann::json> sync_install(std::span<const uint8_t> body);
+    Expected<std::vector<uint8_t>> sync_dump();
 
     DataplaneOptions opt_;
     uint16_t uplink_ = 0;
@@ -123,6 +137,13 @@ private:
     bool ports_started_ = false;
     uint64_t started_tsc_ = 0;
     uint64_t rss_fingerprint_ = 0;  // of the uplink; 0: unknown (see conn_state.hpp)
+    // Connection sync. sync_index_ maps record identities to the running snapshot's slots:
+    // rebuilt by load_snapshot, read under control_mu_. sync_mu_ makes the control side of
+    // the workers' single-producer / single-consumer rings one thread at a time.
+    std::unique_ptr<SyncServerIndex> sync_index_;
+    std::mutex sync_mu_;
+    uint64_t sync_dump_seq_ = 0;  // under sync_mu_
+    std::atomic<uint64_t> sync_install_ring_full_{0}, sync_install_unknown_{0}, sync_install_invalid_{0};
 
     friend int worker_main(void* arg);
 };
