@@ -228,3 +228,68 @@ def test_operator_release_and_takeover_through_fulcrumctl(pair):
     assert ha["operator"] == "" and ha["priority"] == 150, ha
     assert pair.ha_state("a") == "master" and pair.owner_of() == {"a"}  # a has the higher priority
     assert_connections_survived(pair, load, since)
+
+
+# ---- connection sync ----------------------------------------------------------------------
+
+def wrr_service():
+    """Weighted round-robin: each balancer deals new flows out in its own order, so a flow the
+    backup first sees mid-stream (after a failover) lands on a server of its own choosing."""
+    s = halab.web_service()
+    s["scheduler"] = "wrr"
+    del s["table_size"]
+    for i, server in enumerate(s["servers"]):
+        server["weight"] = i + 1
+    return s
+
+
+def sync_overrides(node):
+    return {"sync": {"peer": NODE_ADDR["b" if node == "a" else "a"], "port": 8450, "refresh": "1s"}}
+
+
+def active_connections(node, server=None):
+    if server is None:
+        return sum(s["active_connections"] for s in (node.admin({"command": "services"}) or {}).get("services", []))
+    servers = (node.admin({"command": "servers", "service": "web"}) or {}).get("servers", [])
+    return sum(s["active_connections"] for s in servers if s["address"] == server)
+
+
+@pytest.mark.parametrize("case", ["wrr", "drained"])
+@pytest.mark.parametrize("sync", [True, False], ids=["sync", "nosync"])
+def test_connections_only_sync_can_keep(pair, case, sync):
+    """The connections that identical Maglev tables cannot carry over: a wrr service, and
+    connections on a server drained since they began. kill -9 of the master: with connection
+    sync every one survives; without it some break (the test shows both)."""
+    services = [wrr_service() if case == "wrr" else halab.web_service()]
+    for name in ("a", "b"):
+        node = getattr(pair, name)
+        node.start("fulcrum", ha_overrides=sync_overrides(name) if sync else {}, services=services)
+        pair.wait_state(name, "master" if name == "a" else "backup")
+    pair.wait_owner({"a"})
+    if sync:
+        # b asked a for its whole table on start; preemption was held until it completed.
+        fulcrumlab.wait_for(lambda: pair.b.ha()["sync"]["bulk_complete"], 15, what=f"b's bulk sync: {pair.b.ha()}")
+    load = pair.start_load(conns=HELD, duration=LOAD_SECONDS)
+    fulcrumlab.wait_for(lambda: active_connections(pair.a) >= HELD, 15,
+                        what=f"a to carry the held connections ({active_connections(pair.a)})")
+    drained = halab.SERVERS3["s1"]
+    if case == "drained":
+        assert active_connections(pair.a, drained) > 0, "no held connection on the server to drain"
+        for node in (pair.a, pair.b):
+            r = node.admin({"command": "drain", "service": "web", "server": drained}, timeout=15)
+            assert r and r["ok"], r
+    if sync:
+        fulcrumlab.wait_for(lambda: pair.b.ha()["sync"]["installed"] >= HELD, 15,
+                            what=f"b to install a's connections: {pair.b.ha()['sync']}")
+    pair.a.kill()
+    pair.wait_state("b", "master")
+    since = wait_client_follows(pair, "b")
+    if sync:
+        r = assert_connections_survived(pair, load, since)
+        s = pair.b.ha()["sync"]
+        assert s["refused"] == {}, s
+    else:
+        r = pair.load_result(load)
+        broken = r["held"]["broken"]
+        assert broken, "without sync no connection broke: this test no longer shows what sync is for"
+        print(f"without sync {len(broken)} of {HELD} held connections broke")

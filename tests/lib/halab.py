@@ -273,13 +273,14 @@ class Node:
         return states[-1] if states else None
 
     # ---- the node as a whole ----
-    def start(self, mode="fulcrum", ha_overrides=None, keepalived=None, wait_published=True):
+    def start(self, mode="fulcrum", ha_overrides=None, keepalived=None, wait_published=True, services=None):
         """Starts the balancer: dataplane, fulcrumd, and keepalived in keepalived mode
-        (`keepalived`: keyword arguments of keepalived_config)."""
+        (`keepalived`: keyword arguments of keepalived_config). `services`: fulcrumd's service
+        list (default: the Maglev web service on every VIP)."""
         self.mode = mode
         self.ha_overrides = ha_overrides or {}
         self.start_dataplane()
-        self.write_config(self.config(ha=mode == "fulcrum", ha_overrides=self.ha_overrides))
+        self.write_config(self.config(services=services, ha=mode == "fulcrum", ha_overrides=self.ha_overrides))
         self.start_fulcrumd(wait_published=wait_published)
         if mode == "keepalived":
             self.keepalived_kw = keepalived or {}
