@@ -284,6 +284,11 @@ def test_connections_only_sync_can_keep(pair, case, sync):
     pair.a.kill()
     pair.wait_state("b", "master")
     since = wait_client_follows(pair, "b")
+    if case == "drained":
+        # While the load runs: with sync, b carries the drained server's connections on;
+        # without, b has none there (their packets were sent to other servers).
+        on_drained = active_connections(pair.b, drained)
+        assert (on_drained > 0) if sync else (on_drained == 0), on_drained
     if sync:
         r = assert_connections_survived(pair, load, since)
         s = pair.b.ha()["sync"]
