@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Fulcrum demo (run through scripts/demo.sh).
+"""Fulcrum demo (run through scripts/demo.sh): one balancer, then an active-passive pair.
 
 Topology, all in network namespaces on one virtual L2 segment (198.18.0.0/24):
 
@@ -18,6 +18,7 @@ import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "tests" / "lib"))
 import fulcrumlab  # noqa: E402
+import halab  # noqa: E402
 
 VIP = "198.18.0.100"
 SERVERS = {"web1": "198.18.0.11", "web2": "198.18.0.12", "web3": "198.18.0.13"}
@@ -146,7 +147,72 @@ def main():
                 print(f"   {line}")
 
         step("cleaning up: stopping fulcrumd, the dataplane and the servers, removing the namespaces")
+    pair_demo(workdir / "pair")
     print("done.")
+
+
+def ha_line(node):
+    h = node.ha() or {}
+    t = h.get("last_transition") or {}
+    line = f"{node.name}: {h.get('state', '?')}, priority {h.get('priority', '?')}"
+    if t:
+        line += f"; last transition {t['from']} -> {t['to']}: {t['reason']}"
+    return line
+
+
+def pair_demo(workdir):
+    """Part two: two balancers, a (priority 150) and b (100), VRRPv3 between them and connection
+    sync; a wrr service, whose flows only sync can carry over to the other balancer."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    step("7. an active-passive pair: balancers a (priority 150) and b (100), VRRPv3 over fl0, "
+         "connection sync, a wrr service")
+    with halab.PairLab(workdir, tag="dpair") as pair:
+        service = halab.web_service()
+        service["scheduler"] = "wrr"
+        del service["table_size"]
+        peer = {"a": halab.NODE_ADDR["b"], "b": halab.NODE_ADDR["a"]}
+        for name in ("a", "b"):
+            getattr(pair, name).start("fulcrum", services=[service],
+                                      ha_overrides={"sync": {"peer": peer[name], "refresh": "1s"}})
+            pair.wait_state(name, "master" if name == "a" else "backup")
+        pair.wait_owner({"a"})
+        for node in (pair.a, pair.b):
+            print(f"   {ha_line(node)}")
+        conns = 200
+        load = pair.start_load(conns=conns, duration=40)
+        fulcrumlab.wait_for(lambda: pair.b.ha()["sync"]["installed"] >= conns, 20, 0.1,
+                            what="b to hold a's connections")
+        print(f"   {conns} client connections exchange data every 100 ms through a; "
+              f"b has installed {pair.b.ha()['sync']['installed']} synced connection records")
+
+        step("8. kill -9 of balancer a (fulcrumd and dataplane): b takes over")
+        t0 = time.monotonic()
+        pair.a.kill()
+        pair.wait_state("b", "master")
+        print(f"   b is master after {time.monotonic() - t0:.2f}s: {ha_line(pair.b)}")
+        fulcrumlab.wait_for(lambda: pair.client_neigh() == "b", 15, 0.02, what="the client to follow b")
+        print(f"   the client's ARP entry for the VIP points at b after {time.monotonic() - t0:.2f}s "
+              f"(b's gratuitous ARP)")
+
+        step("9. a comes back: it asks b for the whole connection table, then takes the VIP back")
+        pair.a.restart()
+        fulcrumlab.wait_for(lambda: (pair.a.ha() or {}).get("sync", {}).get("bulk_complete"), 20, 0.05,
+                            what="a's bulk sync")
+        print(f"   a's bulk sync complete: {pair.a.ha()['sync']['bulk_records_received']} records from b")
+        pair.wait_state("a", "master")
+        pair.wait_state("b", "backup")
+        fulcrumlab.wait_for(lambda: pair.client_neigh() == "a", 15, 0.02, what="the client to follow a")
+        for node in (pair.a, pair.b):
+            print(f"   {ha_line(node)}")
+        r = pair.load_result(load)
+        held = r["held"]
+        print(f"   the {conns} connections through both failovers: {conns - len(held['broken'])} alive, "
+              f"{len(held['broken'])} broken; longest pause {held['max_gap_ms']:.0f} ms; new connections "
+              f"{r['new']['ok']}/{r['new']['attempted']} ok")
+        print(f"   $ fulcrumctl ha   (on a)")
+        for line in pair.a.ctl("ha").stdout.rstrip().splitlines():
+            print(f"   {line}")
+        step("cleaning up the pair")
 
 
 if __name__ == "__main__":

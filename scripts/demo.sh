@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Fulcrum demo: the balancer on a virtual topology with real servers and traffic, about a
-# minute. Builds what is missing, then runs scripts/demo.py, which removes everything it made
+# Fulcrum demo: the balancer, then an active-passive pair failing over, on a virtual topology
+# with real servers and traffic, about 90 s. Builds what is missing, then runs scripts/demo.py, which removes everything it made
 # (namespaces, links, processes), also on Ctrl-C or failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -145,7 +145,16 @@ void print_human(const std::string& cmd, const json& r) {
                   << " from master\n";
         if (r.contains("sync") && r["sync"].is_object()) {
             const auto& y = r["sync"];
-            std::cout << "sync            " << y.dump() << "\n";
+            uint64_t refused = 0;
+            for (const auto& [k, v] : y["refused"].items()) refused += v.get<uint64_t>();
+            std::cout << "sync            bulk sync " << (y["bulk_complete"].get<bool>() ? "complete" : "NOT complete") << "; "
+                      << cell(y["records_sent"]) << " records sent, " << cell(y["records_received"]) << " received, "
+                      << cell(y["installed"]) << " installed, " << refused << " datagrams refused\n"
+                      << "sync lag        p50 " << cell(y["send_lag"]["p50_us"]) << " us, p99 " << cell(y["send_lag"]["p99_us"])
+                      << " us (drain to send); install p99 " << cell(y["install_time"]["p99_us"]) << " us\n";
+            if (y["dataplane_errors"].get<uint64_t>() || y["install_failed"].get<uint64_t>())
+                std::cout << "sync errors     " << cell(y["dataplane_errors"]) << " dataplane requests failed, "
+                          << cell(y["install_failed"]) << " records lost to failed installs (a bulk resync follows)\n";
         }
         return;
     }
