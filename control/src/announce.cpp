@@ -1,5 +1,6 @@
 // Gratuitous ARP and unsolicited neighbour advertisements (see announce.hpp).
 #include "fulcrum/control/announce.hpp"
+#include "fulcrum/control/vip_netlink.hpp"
 
 #include <linux/if_ether.h>
 #include <linux/if_packet.h>
@@ -29,13 +30,6 @@ void put16(uint8_t* p, uint16_t v) {
     p[1] = static_cast<uint8_t>(v);
 }
 
-std::string if_label(int ifindex) {
-    char name[IF_NAMESIZE] = {};
-    std::string s = "interface index " + std::to_string(ifindex);
-    if (ifindex > 0 && if_indextoname(static_cast<unsigned>(ifindex), name) != nullptr)
-        s += " (" + std::string(name) + ")";
-    return s;
-}
 
 }  // namespace
 

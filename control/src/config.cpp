@@ -624,6 +624,16 @@ std::optional<IpAddr> read_address(Diag& d, const Field& f) {
     return a;
 }
 
+// The prefix length after the '/' of `text`: 1 to max_len, or nullopt.
+std::optional<unsigned> prefix_length(std::string_view len_text, unsigned max_len) {
+    unsigned len = 0;
+    const auto [ptr, ec] = std::from_chars(len_text.data(), len_text.data() + len_text.size(), len);
+    if (len_text.empty() || ec != std::errc{} || ptr != len_text.data() + len_text.size() ||
+        len < 1 || len > max_len)
+        return std::nullopt;
+    return len;
+}
+
 // An IPv4 or IPv6 prefix of the given family, length >= 1, host bits zero.
 std::optional<IpPrefix> read_prefix(Diag& d, const Field& f, Family family) {
     const bool v4 = family == Family::v4;
@@ -654,17 +664,14 @@ std::optional<IpPrefix> read_prefix(Diag& d, const Field& f, Family family) {
                           example);
         return std::nullopt;
     }
-    const std::string_view len_text = std::string_view(s).substr(slash + 1);
-    unsigned len = 0;
-    const auto [ptr, ec] = std::from_chars(len_text.data(), len_text.data() + len_text.size(), len);
-    if (len_text.empty() || ec != std::errc{} || ptr != len_text.data() + len_text.size() ||
-        len < 1 || len > max_len) {
+    const auto len = prefix_length(std::string_view(s).substr(slash + 1), max_len);
+    if (!len) {
         d.error(f.at, f.path + ": " + q + " has an invalid prefix length; use 1 to " +
                           std::to_string(max_len));
         return std::nullopt;
     }
-    IpPrefix masked{*addr, static_cast<uint8_t>(len)};
-    for (unsigned bit = len; bit < max_len; ++bit)
+    IpPrefix masked{*addr, static_cast<uint8_t>(*len)};
+    for (unsigned bit = *len; bit < max_len; ++bit)
         masked.addr.bytes[bit / 8] &= static_cast<uint8_t>(~(0x80u >> (bit % 8)));
     if (masked.addr != *addr) {
         d.error(f.at, f.path + ": " + q + " has host bits set; write the network address (" +
@@ -1310,16 +1317,13 @@ std::optional<IpPrefix> read_host_address(Diag& d, const Field& f) {
                           example + ") so that the host's subnet route is right");
         return std::nullopt;
     }
-    const std::string_view len_text = std::string_view(s).substr(slash + 1);
-    unsigned len = 0;
-    const auto [ptr, ec] = std::from_chars(len_text.data(), len_text.data() + len_text.size(), len);
-    if (len_text.empty() || ec != std::errc{} || ptr != len_text.data() + len_text.size() ||
-        len < 1 || len > max_len) {
+    const auto len = prefix_length(std::string_view(s).substr(slash + 1), max_len);
+    if (!len) {
         d.error(f.at, f.path + ": " + q + " has an invalid prefix length; use 1 to " +
                           std::to_string(max_len));
         return std::nullopt;
     }
-    return IpPrefix{*addr, static_cast<uint8_t>(len)};
+    return IpPrefix{*addr, static_cast<uint8_t>(*len)};
 }
 
 // Linux interface names: 1 to 15 bytes, no '/', ':' or whitespace.

@@ -34,13 +34,6 @@ std::string errno_text(int err) {
     return std::string(std::strerror(err));
 }
 
-std::string if_label(int ifindex) {
-    char name[IF_NAMESIZE] = {};
-    std::string s = "interface index " + std::to_string(ifindex);
-    if (ifindex > 0 && if_indextoname(static_cast<unsigned>(ifindex), name) != nullptr)
-        s += " (" + std::string(name) + ")";
-    return s;
-}
 
 // What to do about an error the kernel returned for a change request.
 std::string advice(int err) {
@@ -422,6 +415,14 @@ std::optional<IpAddr> AddressManager::first_v4(int ifindex, std::span<const IpAd
         return a.addr;
     }
     return std::nullopt;
+}
+
+std::string if_label(int ifindex) {
+    char name[IF_NAMESIZE] = {};
+    std::string s = "interface index " + std::to_string(ifindex);
+    if (ifindex > 0 && if_indextoname(static_cast<unsigned>(ifindex), name) != nullptr)
+        s += " (" + std::string(name) + ")";
+    return s;
 }
 
 }  // namespace fulcrum::control::ha

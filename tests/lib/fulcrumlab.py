@@ -465,6 +465,21 @@ def udp_once(ns, host, port, payload=b"hi", timeout=3.0, sport=None):
         s.close()
 
 
+def admin_request(path, request, timeout=10):
+    """One request on fulcrumd's admin socket at `path`; its JSON reply."""
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(timeout)
+        s.connect(str(path))
+        s.sendall(json.dumps(request).encode() + b"\n")
+        buf = b""
+        while not buf.endswith(b"\n"):
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            buf += chunk
+    return json.loads(buf)
+
+
 # ---- a whole balancer lab ----------------------------------------------------------------
 
 FULCRUMD = BUILD / "control" / "fulcrumd"
@@ -588,17 +603,7 @@ class Lab:
         return 0
 
     def admin(self, request):
-        with socket.socket(socket.AF_UNIX) as s:
-            s.settimeout(10)
-            s.connect(str(self.admin_socket))
-            s.sendall(json.dumps(request).encode() + b"\n")
-            buf = b""
-            while not buf.endswith(b"\n"):
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                buf += chunk
-        return json.loads(buf)
+        return admin_request(self.admin_socket, request)
 
     def status(self):
         try:

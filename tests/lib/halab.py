@@ -194,17 +194,7 @@ class Node:
     def admin(self, request, timeout=5):
         """One admin request; None when fulcrumd does not answer (not running, socket gone)."""
         try:
-            with socket.socket(socket.AF_UNIX) as s:
-                s.settimeout(timeout)
-                s.connect(str(self.admin_socket))
-                s.sendall(json.dumps(request).encode() + b"\n")
-                buf = b""
-                while not buf.endswith(b"\n"):
-                    chunk = s.recv(65536)
-                    if not chunk:
-                        break
-                    buf += chunk
-            return json.loads(buf)
+            return fulcrumlab.admin_request(self.admin_socket, request, timeout)
         except (OSError, ValueError):
             return None
 

@@ -96,4 +96,7 @@ class AddressManager {
     mutable uint32_t seq_ = 0;
 };
 
+// "interface index 4 (fl0)", for messages (the name only while the interface exists).
+std::string if_label(int ifindex);
+
 }  // namespace fulcrum::control::ha
