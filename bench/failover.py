@@ -88,6 +88,33 @@ class Bench:
         node = lab.a
         speaker = node.keepalived if kind == "keepalived" else node.fulcrumd
         t_kill = time.time()
+        if case == "fence":
+            # kill -9 of the VRRP speaker alone: a's dataplane (and the VIP on its fl0) live on.
+            # The client asks for the VIP every 10 ms: how long do a and b both answer?
+            if kind == "keepalived":
+                os.killpg(speaker.pid, signal.SIGKILL)
+                node.kill_keepalived()
+            else:
+                os.kill(speaker.pid, signal.SIGKILL)
+                node.kill_fulcrumd()
+            window = 2.0 + 6 * interval
+            answers = lab.arp_answers(window)
+            r = lab.load_result(load)
+            cap.stop(5)
+            a_times = [t for t, n in answers if n == "a"]
+            b_times = [t for t, n in answers if n == "b"]
+            a_last = a_times[-1] if a_times else None
+            b_first = b_times[0] if b_times else None
+            both = max(0.0, a_last - b_first) if a_last and b_first else 0.0
+            return {"pair": kind, "case": case, "interval": interval_label(interval),
+                    "a_answers_until_ms": round((a_last - t_kill) * 1000, 1) if a_last else None,
+                    "b_answers_from_ms": round((b_first - t_kill) * 1000, 1) if b_first else None,
+                    "both_answer_ms": round(both * 1000, 1),
+                    "a_still_answering_at_end": bool(a_times) and a_last > t_kill + window - 0.2,
+                    "window_ms": round(window * 1000), "held_broken": len(r["held"]["broken"]),
+                    "held": r["held"]["established"], "held_max_gap_ms": r["held"]["max_gap_ms"],
+                    "new_failed": sum(r["new"]["failed"].values()), "new_attempted": r["new"]["attempted"],
+                    "garp_ms": None, "first_advert_ms": None, "new_max_gap_ms": r["new"]["max_gap_ms"]}
         if case == "kill9":
             if kind == "keepalived":
                 os.killpg(speaker.pid, signal.SIGKILL)
@@ -141,6 +168,14 @@ def summarize(trials):
             "held_broken_total": sum(t["held_broken"] for t in ok),
             "new_failed_total": sum(t["new_failed"] for t in ok),
             "no_garp_trials": sum(1 for t in ok if t["garp_ms"] is None)}
+        if case == "fence":
+            summary[pair][case][interval] = {
+                "trials": len(ts), "failed_trials": len(ts) - len(ok),
+                "both_answer_ms": stats(t["both_answer_ms"] for t in ok),
+                "a_answers_until_ms": stats(t["a_answers_until_ms"] for t in ok),
+                "b_answers_from_ms": stats(t["b_answers_from_ms"] for t in ok),
+                "a_still_answering_at_window_end": sum(1 for t in ok if t["a_still_answering_at_end"]),
+                "held_broken_total": sum(t["held_broken"] for t in ok)}
     return summary
 
 
@@ -157,9 +192,9 @@ def main():
     cases = a.cases.split(",")
     pairs = a.pairs.split(",")
     intervals = [float(x) for x in a.intervals.split(",")]
-    if not 1 <= a.trials <= 1000 or not set(cases) <= {"kill9", "sigterm"} or \
+    if not 1 <= a.trials <= 1000 or not set(cases) <= {"kill9", "sigterm", "fence"} or \
             not set(pairs) <= {"fulcrum", "keepalived"} or not all(0.01 <= i <= 40.95 for i in intervals):
-        ap.error("--trials 1..1000, --cases from kill9,sigterm, --pairs from fulcrum,keepalived, "
+        ap.error("--trials 1..1000, --cases from kill9,sigterm,fence, --pairs from fulcrum,keepalived, "
                  "--intervals 0.01..40.95 s")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     workdir = pathlib.Path(a.keep) if a.keep else pathlib.Path(tempfile.mkdtemp(prefix="fulcrum-failover-"))

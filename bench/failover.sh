@@ -3,13 +3,15 @@
 # keepalived pair (keepalived 2.2.7 on each balancer's fl0 over standalone dataplanes) on the
 # same two-balancer topology in network namespaces (tests/lib/halab.py; docs/benchmarks.md).
 #
-#   bench/failover.sh [--trials N] [--cases kill9,sigterm] [--intervals 0.1,1]
+#   bench/failover.sh [--trials N] [--cases kill9,sigterm,fence] [--intervals 0.1,1]
 #                     [--pairs fulcrum,keepalived] [--conns N] [--new-rate R]
 #                     [--build-dir DIR] [--keep DIR] [--quick]
 #
 #   --trials N     trials per pair, case and advert interval (default 20); the pairs alternate
 #   --cases        kill9: kill -9 of the master's VRRP speaker and dataplane at once (host
-#                  death); sigterm: SIGTERM of the master's VRRP speaker (default: both)
+#                  death); sigterm: SIGTERM of the master's VRRP speaker; fence: kill -9 of
+#                  the VRRP speaker alone, the client asking for the VIP every 10 ms: how long
+#                  both balancers answer (default: kill9,sigterm)
 #   --intervals    advert intervals in seconds (default 0.1,1)
 #   --conns N      held connections, one exchange every 100 ms each (default 100)
 #   --new-rate R   new connections a second during each trial (default 20)
@@ -32,7 +34,7 @@ while [ $# -gt 0 ]; do
     --trials|--cases|--intervals|--pairs|--conns|--new-rate|--keep) ARGS+=("$1" "$2"); shift 2 ;;
     --build-dir) BUILD=$2; shift 2 ;;
     --quick) ARGS+=(--trials 2 --intervals 0.1); shift ;;
-    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
     *) echo "failover.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
   esac
 done

@@ -415,6 +415,35 @@ class PairLab:
         finally:
             s.close()
 
+    def arp_answers(self, duration, every=0.01, vip=VIP):
+        """Asks for `vip` every `every` seconds for `duration` seconds from the probe address;
+        returns every answer as (time.time(), node name), in order."""
+        with fulcrumlab.in_netns(self.client):
+            s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0806))
+        try:
+            s.bind(("eth0", 0x0806))
+            req = (b"\xff" * 6 + mac_bytes(PROBE_MAC) + b"\x08\x06" +
+                   struct.pack("!HHBBH", 1, 0x0800, 6, 4, 1) + mac_bytes(PROBE_MAC) + socket.inet_aton(PROBE_IP) +
+                   b"\0" * 6 + socket.inet_aton(vip))
+            out = []
+            end = time.monotonic() + duration
+            next_send = time.monotonic()
+            while (now := time.monotonic()) < end:
+                if now >= next_send:
+                    s.send(req)
+                    next_send = now + every
+                s.settimeout(max(0.001, min(end, next_send) - now))
+                try:
+                    fr = s.recv(2048)
+                except socket.timeout:
+                    continue
+                if len(fr) >= 42 and fr[12:14] == b"\x08\x06" and struct.unpack("!H", fr[20:22])[0] == 2 \
+                        and fr[28:32] == socket.inet_aton(vip) and fr[38:42] == socket.inet_aton(PROBE_IP):
+                    out.append((time.time(), self.node_of_mac(mac_str(fr[22:28]))))
+            return out
+        finally:
+            s.close()
+
     def wait_owner(self, expected, vip=VIP, timeout=15):
         """Waits until exactly the balancers `expected` (a set of names) answer for the VIP."""
         last = []
