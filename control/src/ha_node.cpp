@@ -723,6 +723,21 @@ void HaNode::run() {
                     });
             }
             spdlog::info("HA: {}", peer_master ? "the peer took over" : "no peer answered the resignation");
+            if (peer_master) {
+                // A little longer: frames the clients sent before the new master's gratuitous
+                // ARP reached them are still on their way here (a dropped one costs its TCP
+                // connection a retransmission timeout, 200 ms or more).
+                const auto grace = std::clamp<SteadyClock::duration>(2 * h.advert_interval(), milliseconds(100),
+                                                                     milliseconds(500));
+                const auto until = SteadyClock::now() + grace;
+                while ((now = SteadyClock::now()) < until) {
+                    if (now >= renew_at) {
+                        lease_request(m, true, now);
+                        renew_at = now + h.advert_interval();
+                    }
+                    std::this_thread::sleep_for(std::min<SteadyClock::duration>(until - now, renew_at - now));
+                }
+            }
         }
         if (ha) lease_request(m, false, now);
         if (m.vips_on) remove_vips(m.vips);
