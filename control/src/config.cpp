@@ -634,6 +634,16 @@ std::optional<unsigned> prefix_length(std::string_view len_text, unsigned max_le
     return len;
 }
 
+// The same, reporting an invalid length for the value `q` (quoted) at `f`.
+std::optional<unsigned> read_prefix_length(Diag& d, const Field& f, const std::string& q,
+                                           std::string_view len_text, unsigned max_len) {
+    const auto len = prefix_length(len_text, max_len);
+    if (!len)
+        d.error(f.at, f.path + ": " + q + " has an invalid prefix length; use 1 to " +
+                          std::to_string(max_len));
+    return len;
+}
+
 // An IPv4 or IPv6 prefix of the given family, length >= 1, host bits zero.
 std::optional<IpPrefix> read_prefix(Diag& d, const Field& f, Family family) {
     const bool v4 = family == Family::v4;
@@ -664,12 +674,8 @@ std::optional<IpPrefix> read_prefix(Diag& d, const Field& f, Family family) {
                           example);
         return std::nullopt;
     }
-    const auto len = prefix_length(std::string_view(s).substr(slash + 1), max_len);
-    if (!len) {
-        d.error(f.at, f.path + ": " + q + " has an invalid prefix length; use 1 to " +
-                          std::to_string(max_len));
-        return std::nullopt;
-    }
+    const auto len = read_prefix_length(d, f, q, std::string_view(s).substr(slash + 1), max_len);
+    if (!len) return std::nullopt;
     IpPrefix masked{*addr, static_cast<uint8_t>(*len)};
     for (unsigned bit = *len; bit < max_len; ++bit)
         masked.addr.bytes[bit / 8] &= static_cast<uint8_t>(~(0x80u >> (bit % 8)));
@@ -1317,12 +1323,8 @@ std::optional<IpPrefix> read_host_address(Diag& d, const Field& f) {
                           example + ") so that the host's subnet route is right");
         return std::nullopt;
     }
-    const auto len = prefix_length(std::string_view(s).substr(slash + 1), max_len);
-    if (!len) {
-        d.error(f.at, f.path + ": " + q + " has an invalid prefix length; use 1 to " +
-                          std::to_string(max_len));
-        return std::nullopt;
-    }
+    const auto len = read_prefix_length(d, f, q, std::string_view(s).substr(slash + 1), max_len);
+    if (!len) return std::nullopt;
     return IpPrefix{*addr, static_cast<uint8_t>(*len)};
 }
 

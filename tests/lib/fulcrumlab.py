@@ -480,6 +480,18 @@ def admin_request(path, request, timeout=10):
     return json.loads(buf)
 
 
+def add_dsr_server(topo, name, addr, vips):
+    """A server namespace for direct server return: the VIPs on its loopback, and ARP for them
+    neither answered nor used as a source on its segment."""
+    ns = topo.add_host(name, [f"{addr}/24"], ipv6=False)
+    for vip in vips:
+        run("ip", "addr", "add", f"{vip}/32", "dev", "lo", netns=ns)
+    for k, v in (("arp_ignore", 1), ("arp_announce", 2)):
+        for dev in ("all", "eth0"):
+            sh(f"echo {v} > /proc/sys/net/ipv4/conf/{dev}/{k}", netns=ns)
+    return ns
+
+
 # ---- a whole balancer lab ----------------------------------------------------------------
 
 FULCRUMD = BUILD / "control" / "fulcrumd"
@@ -514,12 +526,7 @@ class Lab:
             self.lb = self.topo.add_host("lb", [], ipv6=False)
             prepare_dataplane_uplink(self.lb, "eth0")
             for name, addr in self.servers.items():
-                ns = self.topo.add_host(name, [f"{addr}/24"], ipv6=False)
-                for vip in self.vips:
-                    run("ip", "addr", "add", f"{vip}/32", "dev", "lo", netns=ns)
-                for k, v in (("arp_ignore", 1), ("arp_announce", 2)):
-                    for dev in ("all", "eth0"):
-                        sh(f"echo {v} > /proc/sys/net/ipv4/conf/{dev}/{k}", netns=ns)
+                add_dsr_server(self.topo, name, addr, self.vips)
                 self.start_backend(name)
             self.start_dataplane()
         except BaseException:

@@ -344,12 +344,7 @@ class PairLab:
             for name in ("a", "b"):
                 self.nodes[name] = Node(self, name)
             for name, addr in self.servers.items():
-                ns = self.topo.add_host(name, [f"{addr}/24"], ipv6=False)
-                for vip in self.vips:
-                    run("ip", "addr", "add", f"{vip}/32", "dev", "lo", netns=ns)
-                for k, v in (("arp_ignore", 1), ("arp_announce", 2)):
-                    for dev in ("all", "eth0"):
-                        sh(f"echo {v} > /proc/sys/net/ipv4/conf/{dev}/{k}", netns=ns)
+                fulcrumlab.add_dsr_server(self.topo, name, addr, self.vips)
                 self.start_backend(name)
         except BaseException:
             self.close()
