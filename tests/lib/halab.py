@@ -97,6 +97,22 @@ def kill9(proc):
     return proc.proc.returncode
 
 
+def group_members_alive(pgid):
+    """PIDs of process group `pgid` that still run (zombies excluded)."""
+    alive = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            stat = open(f"/proc/{d}/stat").read()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            alive.append(int(d))
+    return alive
+
+
 class Node:
     """One balancer: its namespace, dataplane, fulcrumd and (in keepalived mode) keepalived."""
 
@@ -248,7 +264,15 @@ class Node:
             return None
         with contextlib.suppress(ProcessLookupError):
             os.killpg(p.pid, signal.SIGKILL)
-        return kill9(p)
+        rc = kill9(p)
+        # The VRRP child is reparented when its parent dies and reaped by someone else: until
+        # it is gone (or a zombie) a restarted keepalived finds its pid file and refuses to
+        # start ("daemon is already running").
+        wait_for(lambda: not group_members_alive(p.pid), 10, what=f"{self.name}: keepalived's children to die")
+        for f in ("keepalived.pid", "keepalived-vrrp.pid", "keepalived-checkers.pid"):
+            with contextlib.suppress(FileNotFoundError):
+                (self.workdir / f).unlink()
+        return rc
 
     def stop_keepalived(self):
         p, self.keepalived = self.keepalived, None
