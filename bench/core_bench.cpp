@@ -1,6 +1,6 @@
 // Google Benchmark micro-benchmarks of the Fulcrum core library: parser, flow hash, Maglev
 // lookup and build, connection table, packet rewrites and the per-packet pipeline
-// (Worker::process_burst). Results and the exact commands are in docs/benchmarks.md.
+// (Worker::process_burst), and the connection sync path from export to install. Results and the exact commands are in docs/benchmarks.md.
 //
 // Conventions:
 //  - Every benchmark reports items_per_second (packets, lookups, hashes, builds); for the
@@ -35,6 +35,7 @@
 #include "fulcrum/parse.hpp"
 #include "fulcrum/rewrite.hpp"
 #include "fulcrum/snapshot.hpp"
+#include "fulcrum/sync.hpp"
 #include "packet_builder.hpp"
 
 using namespace fulcrum;
@@ -885,6 +886,123 @@ void add_pipeline() {
     add_pipeline_case("established_dsr_500k_4kpages", Case::established_dsr_500k, false, false);
 }
 
+
+// ---- connection sync --------------------------------------------------------------------------
+// The whole path of a synced connection on one core, as the pair runs it split over two
+// balancers: balancer A's worker establishes new flows (mid-stream TCP ACKs, each a new
+// established entry) and exports a record per flow into its ring; the control side drains the
+// ring, encodes RECORDS datagrams, decodes them as the peer does (every check), maps each
+// record's server to a local slot and queues it on balancer B's worker install ring, and B's
+// worker installs them (sync_poll). Control sockets, UDP and the network are left out: they
+// are measured end to end by bench/sync.sh.
+//
+// Each run starts from empty tables and runs a fixed number of bursts (no eviction, no table
+// full), so every iteration does the same work. "Sync/forward_only" is the same traffic through
+// a worker with export disabled: the difference is what sync adds to the forwarding core.
+constexpr uint32_t kSyncBursts = 4096;  // 131072 flows per run
+constexpr size_t kSyncCapacity = 1u << 19;
+
+struct SyncCase {
+    std::unique_ptr<Region> mem_a, mem_b;
+    std::unique_ptr<Worker> a, b;
+    LoadedSnapshot* snap = nullptr;
+    std::unique_ptr<SyncServerIndex> index;
+    std::unique_ptr<SyncEncoder> enc;
+    PipelineCase frames;  // the unique-ACK frame source (its worker is unused)
+    std::vector<fl_sync_record> drained;
+    std::vector<std::vector<uint8_t>> datagrams;
+    uint64_t records = 0, installed = 0, refused = 0;
+};
+
+std::unique_ptr<SyncCase> make_sync_case(bool export_enabled) {
+    auto c = std::make_unique<SyncCase>();
+    c->snap = &pipeline_snapshot();
+    WorkerConfig cfg;
+    cfg.own_mac = kOwnMac;
+    cfg.conn_capacity = kSyncCapacity;
+    cfg.sync_ring = export_enabled ? 4096 : 0;
+    c->mem_a = std::make_unique<Region>(ConnTable::memory_bytes(cfg.conn_capacity), true);
+    cfg.conn_memory = c->mem_a->get();
+    c->a = std::make_unique<Worker>(cfg);
+    if (export_enabled) {
+        WorkerConfig bcfg = cfg;
+        bcfg.sync_ring = 0;
+        c->mem_b = std::make_unique<Region>(ConnTable::memory_bytes(bcfg.conn_capacity), true);
+        bcfg.conn_memory = c->mem_b->get();
+        c->b = std::make_unique<Worker>(bcfg);
+        c->index = std::make_unique<SyncServerIndex>(c->snap->view());
+        SyncSenderConfig sc;
+        sc.boot_id = 0x0123456789abcdefull;
+        sc.config_digest = sync_config_digest(c->snap->view());
+        c->enc = std::make_unique<SyncEncoder>(sc);
+        c->drained.reserve(4096);
+    }
+    c->frames.pool.add(client_frame(0, "198.18.1.1", tcpflag::kAck));
+    c->frames.unique = true;  // every frame a new flow (new client address and port)
+    c->frames.serial = 1;
+    return c;
+}
+
+// One burst of new flows through A, and (with export) everything A exported through the
+// encoder, the decoder and B's install ring into B's table.
+void sync_burst(SyncCase& c) {
+    restore_burst(c.frames);
+    c.a->process_burst({c.frames.frames, kBurst}, c.frames.verdicts, c.snap, c.frames.now);
+    if (!c.b) return;
+    c.drained.clear();
+    fl_sync_record r;
+    while (c.a->sync_export_ring()->pop(r)) c.drained.push_back(r);
+    c.records += c.drained.size();
+    c.datagrams.clear();
+    c.enc->encode_records(c.drained, false, c.datagrams);
+    const SyncDecodeOptions opt{nullptr, true, c.enc->boot_id() ? sync_config_digest(c.snap->view()) : 0};
+    for (const auto& d : c.datagrams) {
+        SyncDatagram dg;
+        if (decode_sync_datagram(d, opt, dg) != SyncError::ok) die("sync bench: datagram refused");
+        for (size_t i = 0; i < dg.count(); ++i) {
+            const fl_sync_record rec = dg.record(i);
+            SyncInstallItem it{};
+            ConnState st{};
+            if (!conn_entry_from_sync(rec, *c.index, it.entry, st)) {
+                ++c.refused;
+                continue;
+            }
+            it.state = st;
+            it.idle_ms = rec.idle_ms;
+            if (!c.b->sync_install_ring().push(it)) die("sync bench: install ring full");
+        }
+    }
+    while (c.b->sync_poll(c.frames.now, c.snap) != 0) {
+    }
+}
+
+void add_sync() {
+    for (const bool exp : {true, false}) {
+        const std::string name = exp ? "Sync/export_install" : "Sync/forward_only";
+        benchmark::RegisterBenchmark(name.c_str(), [exp](benchmark::State& st) {
+            auto c = make_sync_case(exp);  // fresh, empty tables for every run
+            for (auto _ : st) {
+                sync_burst(*c);
+                benchmark::ClobberMemory();
+            }
+            const auto flows = static_cast<int64_t>(st.iterations() * kBurst);
+            st.SetItemsProcessed(flows);
+            st.counters["ns_per_flow"] = benchmark::Counter(static_cast<double>(kBurst),
+                benchmark::Counter::kIsIterationInvariantRate | benchmark::Counter::kInvert);
+            if (exp) {
+                const WorkerCounters& a = c->a->counters();
+                const WorkerCounters& b = c->b->counters();
+                if (a.sync_export_ring_full.get() != 0 || c->refused != 0 ||
+                    b.sync_installed.get() != c->records || c->records != static_cast<uint64_t>(flows))
+                    st.SkipWithError("sync bench: records lost or refused on the way");
+                st.counters["records"] = static_cast<double>(c->records);
+                st.counters["installed"] = static_cast<double>(b.sync_installed.get());
+                st.counters["ring_full"] = static_cast<double>(a.sync_export_ring_full.get());
+            }
+        })->Iterations(kSyncBursts);
+    }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -898,6 +1016,7 @@ int main(int argc, char** argv) {
     add_conntable();
     add_rewrites();
     add_pipeline();
+    add_sync();
     benchmark::Initialize(&argc, argv);
     if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
     benchmark::RunSpecifiedBenchmarks();
