@@ -86,6 +86,7 @@ json sync_json(const SyncPeerStats& y) {
             {"rate_limited", y.rate_limited},
             {"pending", y.pending},
             {"datagrams_received", y.datagrams_received},
+            {"receive_overflows", y.receive_overflows},
             {"records_received", y.records_received},
             {"refused", refused},
             {"installed", y.installed},

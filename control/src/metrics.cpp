@@ -122,6 +122,8 @@ struct Metrics::Impl {
     MirroredCounters sync_refused{*reg, "fulcrum_sync_datagrams_refused_total", "Sync datagrams refused, by reason"};
     MirroredCounters sync_dropped{*reg, "fulcrum_sync_records_dropped_total",
                                   "Sync records not installed, by reason (unknown_server, ring_full, install_failed)"};
+    MirroredCounters sync_overflows{*reg, "fulcrum_sync_receive_overflows_total",
+                                    "Sync datagrams the kernel dropped because the sync socket's receive buffer was full"};
     MirroredCounters sync_gaps{*reg, "fulcrum_sync_sequence_gaps_total", "Sequence gaps seen from the peer (each triggers a bulk resync)"};
     Gauges sync_bulk{*reg, "fulcrum_sync_bulk_complete", "1 once the bulk sync from the peer completed"};
     Gauges sync_lag{*reg, "fulcrum_sync_send_lag_seconds", "Drain-to-send lag of sync records over the recent window, by quantile"};
@@ -263,6 +265,7 @@ void Metrics::update(const MetricsInput& in) {
         m.sync_dropped.set_total({{"reason", "unknown_server"}}, y.install_unknown_server);
         m.sync_dropped.set_total({{"reason", "ring_full"}}, y.install_ring_full);
         m.sync_dropped.set_total({{"reason", "install_failed"}}, y.install_failed);
+        m.sync_overflows.set_total({}, y.receive_overflows);
         m.sync_gaps.set_total({}, y.seq_gaps);
         m.sync_bulk.set({}, y.bulk_complete ? 1 : 0);
         m.sync_lag.set({{"quantile", "0.5"}}, static_cast<double>(y.send_lag.p50_us) / 1e6);

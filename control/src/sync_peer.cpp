@@ -324,6 +324,18 @@ SyncPeer::SyncPeer(const SyncPeerConfig& cfg, SyncDataplane& dataplane)
             ::setsockopt(fd_, IPPROTO_IP, IP_RECVTTL, &one, sizeof one) != 0)
             throw fail("cannot set the TTL options on the IPv4 sync socket");
     }
+    // Room for a bulk answer arriving while this thread waits for the dataplane to install
+    // the previous batch: the default buffer (rmem_default, about 200 KiB) holds about a
+    // hundred datagrams, which a peer sending at the rate cap fills in milliseconds; each
+    // overflow is a sequence gap and a whole new bulk resync. SO_*BUFFORCE needs
+    // CAP_NET_ADMIN (fulcrumd has it); without it the kernel's rmem_max/wmem_max cap applies.
+    for (const auto& [force, plain] : {std::pair{SO_RCVBUFFORCE, SO_RCVBUF}, std::pair{SO_SNDBUFFORCE, SO_SNDBUF}}) {
+        const int size = static_cast<int>(kSyncSocketBuffer);
+        if (::setsockopt(fd_, SOL_SOCKET, force, &size, sizeof size) != 0)
+            (void)::setsockopt(fd_, SOL_SOCKET, plain, &size, sizeof size);
+    }
+    // Datagrams the kernel dropped for want of buffer space, reported with each datagram.
+    (void)::setsockopt(fd_, SOL_SOCKET, SO_RXQ_OVFL, &one, sizeof one);
     // The local address lives on the dataplane's exception interface, which exists only while
     // the dataplane runs (and is recreated when it restarts): bind to it even when it is not
     // (yet) configured, as keepalived and other HA daemons do with their addresses.
@@ -580,6 +592,12 @@ void SyncPeer::run() {
                 if ((c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_TTL) ||
                     (c->cmsg_level == IPPROTO_IPV6 && c->cmsg_type == IPV6_HOPLIMIT))
                     std::memcpy(&ttl, CMSG_DATA(c), sizeof ttl);
+                if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SO_RXQ_OVFL) {
+                    uint32_t drops = 0;  // cumulative since the socket was created
+                    std::memcpy(&drops, CMSG_DATA(c), sizeof drops);
+                    auto lk = lock();
+                    stats_.receive_overflows = drops;
+                }
             }
             SyncError err = check_sync_source(
                 src, ttl >= 0 && ttl <= 255 ? static_cast<uint8_t>(ttl) : 0, m.peers);
