@@ -6,12 +6,12 @@
  *   Ethernet too short                         -> drop  MALFORMED
  *   not IPv4/IPv6 (after up to two VLAN tags)  -> kernel PASS_NON_IP
  *   IPv4/IPv6 header truncated / inconsistent  -> drop  MALFORMED
- *   destination not a VIP                      -> kernel PASS_NON_VIP   (the host keeps its traffic)
+ *   destination not a VIP                      -> kernel PASS_NON_VIP (host traffic)
  *   source denied by the ACL (longest prefix)  -> drop  ACL_DENY / ACL_DEFAULT
  *   TCP header truncated                       -> drop  MALFORMED
  *   SYN (no ACK) over its source's rate        -> drop  SYN_RATE
- *   otherwise                                  -> AF_XDP socket of the RX queue (REDIRECT),
- *                                                 or the kernel when there is none (PASS_NO_SOCKET)
+ *   otherwise                                  -> the RX queue's AF_XDP socket (REDIRECT),
+ *                                                 or the kernel without one (PASS_NO_SOCKET)
  *
  * Maps and their layouts are the ABI in include/fulcrum_xdp.h. DPDK loads this object with
  * libbpf and attaches its first (and only) program, then puts each queue's socket into
@@ -145,7 +145,7 @@ static __always_inline int syn_admit(const struct fl_src_key* key,
         if (bpf_map_update_elem(&fl_syn, key, &fresh, BPF_NOEXIST) == 0) return 1;
         /* Another CPU created it first (or the LRU could not make room): use theirs. */
         b = bpf_map_lookup_elem(&fl_syn, key);
-        if (!b) return 1;
+        if (!b) return 1; /* evicted again at once: admit rather than guess */
     }
     for (int i = 0; i < SYN_CAS_RETRIES; i++) {
         __u64 tat = b->tat;
@@ -205,8 +205,8 @@ int fl_xdp_front(struct xdp_md* ctx) {
         src.family = 4;
         __builtin_memcpy(src.addr, &ip->saddr, 4);
         /* Non-first fragments carry no TCP header; the first one must carry all of it. */
-        tcp_check = ip->protocol == IPPROTO_TCP &&
-                    (bpf_ntohs(ip->frag_off) & IP_FRAG_OFFSET_MASK) == 0;
+        tcp_check =
+            ip->protocol == IPPROTO_TCP && (bpf_ntohs(ip->frag_off) & IP_FRAG_OFFSET_MASK) == 0;
         l4 = l3 + hlen;
         l3_end = l3_off + tot;
     } else if (proto == bpf_htons(ETH_P_IPV6)) {

@@ -58,14 +58,14 @@ struct Result {
 };
 
 std::string reason_name(int r) {
-    static const char* names[] = {"PASS_NON_IP",  "PASS_NON_VIP",    "PASS_NO_SOCKET",
-                                  "REDIRECT",     "DROP_ACL_DENY",   "DROP_ACL_DEFAULT",
+    static const char* names[] = {"PASS_NON_IP",   "PASS_NON_VIP",  "PASS_NO_SOCKET",
+                                  "REDIRECT",      "DROP_ACL_DENY", "DROP_ACL_DEFAULT",
                                   "DROP_SYN_RATE", "DROP_MALFORMED"};
     return r >= 0 && r < FL_XDP_REASON_COUNT ? names[r] : "reason " + std::to_string(r);
 }
 
 class XdpFront : public ::testing::Test {
-protected:
+  protected:
     void SetUp() override {
         skel_ = xdp_front::open();
         ASSERT_NE(skel_, nullptr) << "opening the xdp_front skeleton failed: " << errno;
@@ -137,7 +137,8 @@ protected:
     Result run(const std::vector<uint8_t>& frame, uint32_t repeat = 1) {
         auto before = stats();
         LIBBPF_OPTS(bpf_test_run_opts, opts, .data_in = frame.data(),
-                    .data_size_in = static_cast<uint32_t>(frame.size()), .repeat = static_cast<int>(repeat));
+                    .data_size_in = static_cast<uint32_t>(frame.size()),
+                    .repeat = static_cast<int>(repeat));
         Result res;
         int err = bpf_prog_test_run_opts(prog_fd_, &opts);
         EXPECT_EQ(err, 0) << "BPF_PROG_TEST_RUN failed on a " << frame.size() << "-byte frame";
@@ -146,8 +147,8 @@ protected:
         auto after = stats();
         for (int r = 0; r < FL_XDP_REASON_COUNT; r++) {
             if (after[r] == before[r]) continue;
-            EXPECT_EQ(res.reason, -1) << "two counters moved: " << reason_name(res.reason)
-                                      << " and " << reason_name(r);
+            EXPECT_EQ(res.reason, -1)
+                << "two counters moved: " << reason_name(res.reason) << " and " << reason_name(r);
             EXPECT_EQ(after[r] - before[r], repeat) << reason_name(r);
             res.reason = r;
         }
@@ -159,9 +160,9 @@ protected:
     void expect(const std::vector<uint8_t>& frame, int reason, const std::string& what = "") {
         Result r = run(frame);
         EXPECT_EQ(reason_name(r.reason), reason_name(reason)) << what;
-        int action = reason == FL_XDP_REDIRECT                ? XDP_REDIRECT
-                     : reason <= FL_XDP_PASS_NO_SOCKET        ? XDP_PASS
-                                                              : XDP_DROP;
+        int action = reason == FL_XDP_REDIRECT         ? XDP_REDIRECT
+                     : reason <= FL_XDP_PASS_NO_SOCKET ? XDP_PASS
+                                                       : XDP_DROP;
         EXPECT_EQ(r.action, action) << what << " (" << reason_name(reason) << ")";
     }
 
@@ -463,8 +464,7 @@ TEST_F(XdpFront, SynLimiterHoldsAcrossCpus) {
             pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
             for (int i = 0; i < 4; i++) {
                 LIBBPF_OPTS(bpf_test_run_opts, opts, .data_in = frame.data(),
-                            .data_size_in = static_cast<uint32_t>(frame.size()),
-                            .repeat = 2000);
+                            .data_size_in = static_cast<uint32_t>(frame.size()), .repeat = 2000);
                 if (bpf_prog_test_run_opts(prog_fd_, &opts) != 0) failures++;
             }
         });
