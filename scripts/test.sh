@@ -97,6 +97,13 @@ else
   record control control-plane skip "a control-plane dependency is missing: fulcrumd was not built"
 fi
 
+# 4b. eBPF programs through BPF_PROG_TEST_RUN (the XDP front; the servers' decap program).
+if [ -x build/tests/bpf-tests ]; then
+  run_junit bpf 600 build/tests/bpf-tests --gtest_output="xml:$RESULTS/bpf.xml"
+else
+  record bpf ebpf skip "clang, bpftool or libbpf is missing: the eBPF programs were not built"
+fi
+
 # 5. End to end: clients, balancer (dataplane + fulcrumd) and servers in network namespaces.
 if [ -x build/control/fulcrumd ] && [ -x build/dataplane/app/fulcrum-dataplane ]; then
   run_junit e2e 2400 $PY -m pytest tests/e2e -q -p no:cacheprovider --junitxml="$RESULTS/e2e.xml"
