@@ -5,7 +5,8 @@
 #   bench/sync.sh [--records N] [--bulk-trials N] [--rates R1,R2] [--lag-seconds S]
 #                 [--rate N] [--refresh D] [--build-dir DIR] [--keep DIR] [--quick]
 #
-#   --records N      entries in balancer a's table for the bulk case (default 200000)
+#   --records N      entries in balancer a's table for the bulk case (default 30000; at most
+#                    45000: the lab's dataplanes hold 65536 connections in buckets)
 #   --bulk-trials N  bulk resyncs of b from a, each a restart of b's fulcrumd (default 5)
 #   --rates          new connections a second from the client for the lag case, one run
 #                    each (default 200,500)
@@ -33,7 +34,7 @@ while [ $# -gt 0 ]; do
     --records|--bulk-trials|--rates|--lag-seconds|--rate|--refresh|--keep) ARGS+=("$1" "$2"); shift 2 ;;
     --build-dir) BUILD=$2; shift 2 ;;
     --quick) ARGS+=(--records 20000 --bulk-trials 1 --rates 100 --lag-seconds 3); shift ;;
-    -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
     *) echo "sync.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
