@@ -80,6 +80,16 @@ def losses(c):
     return out
 
 
+def kernel_drops(node):
+    """fl0's drop counters on the node's kernel side (the TAP between fulcrumd and the dataplane)."""
+    r = fulcrumlab.run("ip", "-s", "-j", "link", "show", "fl0", netns=node.ns, check=False)
+    try:
+        st = json.loads(r.stdout)[0]["stats64"]
+    except (ValueError, IndexError, KeyError):
+        return {"fl0_tx_dropped": 0, "fl0_rx_dropped": 0}
+    return {"fl0_tx_dropped": st["tx"]["dropped"], "fl0_rx_dropped": st["rx"]["dropped"]}
+
+
 def diff(after, before):
     return {k: after[k] - before[k] for k in after}
 
@@ -134,9 +144,9 @@ class Bench:
         lab = self.lab
         b = lab.b
         with lab.a.dataplane.client() as c:
-            a0 = losses(c.counters())
+            a0 = losses(c.counters()) | kernel_drops(lab.a)
         with b.dataplane.client() as c:
-            b0 = losses(c.counters())
+            b0 = losses(c.counters()) | kernel_drops(b)
         b.kill_fulcrumd()
         b.start_fulcrumd(wait_published=False)
         samples = []  # (time, bulk records received, bulk complete)
@@ -152,8 +162,8 @@ class Bench:
         with b.dataplane.client() as c:
             counters = c.counters()
         with lab.a.dataplane.client() as c:
-            a1 = losses(c.counters())
-        result = {"a_dataplane_losses": diff(a1, a0), "b_dataplane_losses": diff(losses(counters), b0),
+            a1 = losses(c.counters()) | kernel_drops(lab.a)
+        result = {"a_losses": diff(a1, a0), "b_losses": diff(losses(counters) | kernel_drops(b), b0),
                   "receive_overflows": sync.get("receive_overflows"), "records": n, "bulk_records_received": sync.get("bulk_records_received"),
                   "bulk_complete": sync.get("bulk_complete"), "install_ring_full": sync.get("install_ring_full"),
                   "install_failed": sync.get("install_failed"), "refused": sync.get("refused"),

@@ -406,9 +406,13 @@ void SyncPeer::run() {
     Impl& m = *impl_;
     const auto now0 = Clock::now();
     m.tokens_at = now0;
-    // Start with a burst's worth: what 20 ms of the rate allows, at least one full datagram.
-    const double burst = std::max<double>(static_cast<double>(m.encoder.records_per_datagram()),
-                                          static_cast<double>(cfg_.rate) / 50.0);
+    // Start with a burst's worth: what 20 ms of the rate allows, at least one full datagram,
+    // and at most kSyncMaxBurstDatagrams of them: the datagrams leave through the dataplane's
+    // exception interface, whose kernel queue (a TAP's 1000 frames) drops what the dataplane
+    // has not read yet — a 20 ms burst at a high rate cap (1000 datagrams at 1M records/s)
+    // overflowed it and cost a sequence gap and a whole new bulk resync (bench/sync.sh).
+    const double full = static_cast<double>(m.encoder.records_per_datagram());
+    const double burst = std::clamp(static_cast<double>(cfg_.rate) / 50.0, full, full * kSyncMaxBurstDatagrams);
     m.tokens = burst;
     m.next_drain = now0;
     std::vector<uint8_t> rxbuf(65536);

@@ -58,6 +58,13 @@ def test_tap_carries_the_uplink_mac(lab):
     assert fulcrumlab.run("cat", "/sys/class/net/up0/address", netns=ns).stdout.strip() == mac
 
 
+def test_tap_queues_bursts_from_the_host(lab):
+    """The kernel side of the TAP holds 8192 frames (not tun's 1000), so a burst of sync
+    datagrams or answers survives a delayed poll of the dataplane."""
+    ns, _ = lab
+    assert fulcrumlab.run("cat", "/sys/class/net/fl0/tx_queue_len", netns=ns).stdout.strip() == "8192"
+
+
 def test_arp_on_the_uplink_reaches_the_kernel(lab, tmp_path):
     ns, dp = lab
     cap = Capture(ns, "fl0", tmp_path / "tap.pcap", "arp")

@@ -9,6 +9,9 @@
 #include <rte_malloc.h>
 #include <rte_mbuf.h>
 #include <rte_rcu_qsbr.h>
+#include <net/if.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -35,6 +38,25 @@ void register_telemetry(Dataplane* dp);
 void unregister_telemetry();
 
 namespace {
+
+// The kernel side of the exception TAP queues what the host sends (ARP and ND answers, VRRP
+// adverts, connection-sync datagrams, health checks) until the dataplane reads it; a tun
+// device's default queue of 1000 frames drops a sync burst when the dataplane's poll is
+// delayed for ~20 ms on a busy host (bench/sync.sh). A longer queue only costs memory while
+// full.
+constexpr int kTapTxQueueLen = 8192;
+
+void set_tap_queue_len(const std::string& iface) {
+    const int fd = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    ifreq ifr{};
+    std::snprintf(ifr.ifr_name, IFNAMSIZ, "%s", iface.c_str());
+    ifr.ifr_qlen = kTapTxQueueLen;
+    if (fd < 0 || ::ioctl(fd, SIOCSIFTXQLEN, &ifr) != 0)
+        spdlog::warn("exception interface {}: cannot set its transmit queue to {} frames ({}); "
+                     "bursts from the host may be dropped (ip link set {} txqueuelen {})",
+                     iface, kTapTxQueueLen, std::strerror(errno), iface, kTapTxQueueLen);
+    if (fd >= 0) ::close(fd);
+}
 
 std::runtime_error fail(const std::string& m) { return std::runtime_error(m); }
 
@@ -130,6 +152,7 @@ Dataplane::Dataplane(const DataplaneOptions& opt) : opt_(opt) {
         if (rte_eth_dev_get_port_by_name(tap_name_.c_str(), &tp) != 0)
             throw fail("exception TAP port vanished after creation");
         tap_ = tp;
+        set_tap_queue_len(opt_.exception_iface);
     }
 
     setup_port(uplink_, static_cast<uint16_t>(n_workers), true, "uplink");

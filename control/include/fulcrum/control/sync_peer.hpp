@@ -104,6 +104,9 @@ struct SyncPeerConfig {
 // about 3500 full datagrams, a bulk answer of ~70 000 records in flight.
 inline constexpr size_t kSyncSocketBuffer = 8u << 20;
 
+// The rate cap's bucket holds 20 ms of the rate, but at most this many full datagrams.
+inline constexpr size_t kSyncMaxBurstDatagrams = 128;
+
 // Throws std::invalid_argument naming the field, its value and what is allowed.
 void validate(const SyncPeerConfig& c);
 
