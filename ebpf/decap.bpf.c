@@ -64,6 +64,9 @@ struct {
 #define IPPROTO_IPV6_ 41
 #define IPPROTO_UDP_ 17
 #define IPV6_MAX_EXT 4 /* extension headers walked before giving up (then: not a tunnel) */
+/* Bytes tc makes linear before parsing: L2 with two tags, IPv6 with extension headers as far
+ * as they are walked for the common cases, UDP, and the inner IPv6 header. */
+#define TC_PULL 256
 
 /* The parser's verdict. */
 enum verdict { V_PASS, V_DROP, V_DECAP };
@@ -75,6 +78,7 @@ struct plan {
     __u32 packet_len;  /* L2 + outer IP total length: anything after it is padding */
     __u16 inner_proto; /* ethertype of the inner packet, network order */
     __u16 outer_proto; /* ethertype of the outer packet, network order */
+    __u32 frame_len;   /* the whole frame; in tc more than the linear part data_end bounds */
 };
 
 static __always_inline void count(__u32 reason) {
@@ -138,7 +142,7 @@ static __always_inline enum verdict parse_v4(struct plan* pl, const __u8* ip, co
     if ((const void*)(ip + IPV4_HLEN) > data_end) return drop(pl, FL_DECAP_DROP_MALFORMED);
     const __u32 ihl = (__u32)(ip[0] & 0x0F) * 4;
     const __u32 tot = load_be16(ip + 2);
-    if ((ip[0] >> 4) != 4 || ihl < IPV4_HLEN || tot < ihl || (const void*)(ip + tot) > data_end)
+    if ((ip[0] >> 4) != 4 || ihl < IPV4_HLEN || tot < ihl || pl->l2_len + tot > pl->frame_len)
         return drop(pl, FL_DECAP_DROP_MALFORMED);
     const __u16 frag = load_be16(ip + 6);
     const int fragment = (frag & 0x3FFF) != 0; /* MF or an offset */
@@ -176,7 +180,7 @@ static __always_inline enum verdict parse_v4(struct plan* pl, const __u8* ip, co
 static __always_inline enum verdict parse_v6(struct plan* pl, const __u8* ip, const void* data_end) {
     if ((const void*)(ip + IPV6_HLEN) > data_end) return drop(pl, FL_DECAP_DROP_MALFORMED);
     const __u32 tot = IPV6_HLEN + (__u32)load_be16(ip + 4);
-    if ((ip[0] >> 4) != 6 || (const void*)(ip + tot) > data_end) return drop(pl, FL_DECAP_DROP_MALFORMED);
+    if ((ip[0] >> 4) != 6 || pl->l2_len + tot > pl->frame_len) return drop(pl, FL_DECAP_DROP_MALFORMED);
     /* Walk the extension headers only to learn whether a tunnel protocol follows: a tunnel
      * packet with any of them is dropped, everything else passes. */
     __u8 nh = ip[6];
@@ -229,8 +233,12 @@ static __always_inline enum verdict parse_v6(struct plan* pl, const __u8* ip, co
                   FL_DECAP_IPIP6);
 }
 
-static __always_inline enum verdict classify(struct plan* pl, const __u8* data, const void* data_end) {
+/* `data`..`data_end` holds at least the headers (tc pulls them into the linear part first);
+ * `frame_len` is the whole frame's length, which lengths in the headers are checked against. */
+static __always_inline enum verdict classify(struct plan* pl, const __u8* data, const void* data_end,
+                                             __u32 frame_len) {
     __builtin_memset(pl, 0, sizeof *pl);
+    pl->frame_len = frame_len;
     if ((const void*)(data + ETH_HLEN_) > data_end) return drop(pl, FL_DECAP_DROP_MALFORMED);
     __u16 type = load_be16(data + 12);
     __u32 l2 = ETH_HLEN_;
@@ -273,8 +281,8 @@ static __always_inline int move_l2(__u8* data, const void* data_end, __u32 l2, _
 SEC("xdp")
 int fl_decap_xdp(struct xdp_md* ctx) {
     struct plan pl;
-    const enum verdict v =
-        classify(&pl, (const __u8*)(long)ctx->data, (const void*)(long)ctx->data_end);
+    const enum verdict v = classify(&pl, (const __u8*)(long)ctx->data, (const void*)(long)ctx->data_end,
+                                    (__u32)(ctx->data_end - ctx->data));
     if (v != V_DECAP) {
         count(pl.reason);
         return v == V_DROP ? XDP_DROP : XDP_PASS;
@@ -299,8 +307,13 @@ int fl_decap_xdp(struct xdp_md* ctx) {
 SEC("tc")
 int fl_decap_tc(struct __sk_buff* skb) {
     struct plan pl;
+    /* Direct access reaches only the skb's linear part, which may end right after the
+     * Ethernet header (frames from a packet socket or a GRO'd skb): pull the headers in. If
+     * that fails the parser sees a short frame and counts it as malformed. */
+    const __u32 want = skb->len < TC_PULL ? skb->len : TC_PULL;
+    if ((long)skb->data_end - (long)skb->data < (long)want) bpf_skb_pull_data(skb, want);
     const enum verdict v =
-        classify(&pl, (const __u8*)(long)skb->data, (const void*)(long)skb->data_end);
+        classify(&pl, (const __u8*)(long)skb->data, (const void*)(long)skb->data_end, skb->len);
     if (v != V_DECAP) {
         count(pl.reason);
         return v == V_DROP ? TC_ACT_SHOT : TC_ACT_OK;
