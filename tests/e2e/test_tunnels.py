@@ -35,7 +35,11 @@ def tlab(tmp_path):
     server on both families answering GET /name with the server's name."""
     with fulcrumlab.Lab(tmp_path, SERVERS, vips=[VIP], tag="tun") as lab:
         enable_ipv6(lab.client, "eth0", [f"{CLIENT6}/64"])
-        enable_ipv6(lab.lb, "fl0", [f"{LB6}/64", f"{VIP6}/128"])
+        enable_ipv6(lab.lb, "fl0", [f"{LB6}/64"])
+        # Deprecated at once, so the balancer's own traffic (health checks) never takes the
+        # VIP as its source: the servers hold the VIP too and would answer themselves.
+        fulcrumlab.run("ip", "addr", "add", f"{VIP6}/128", "dev", "fl0", "nodad", "preferred_lft", "0",
+                       netns=lab.lb)
         for name, addr6 in SERVERS6.items():
             ns = lab.topo.ns(name)
             enable_ipv6(ns, "eth0", [f"{addr6}/64"])
@@ -120,11 +124,13 @@ def test_ip6ip6(tlab):
     through_tunnel(tlab, VIP6, SERVERS6, "xdp", "decap_ipip6")
 
 
-def test_gue_v4_and_v6(tlab):
+def test_gue(tlab):
     start(tlab, VIP, SERVERS, "gue")
     assert http_get(tlab, VIP, timeout=2) is None
     through_tunnel(tlab, VIP, SERVERS, "tc", "decap_gue4", ["--gue-port", str(GUE_PORT)])
-    tlab.stop_fulcrumd()
+
+
+def test_gue_ipv6(tlab):
     start(tlab, VIP6, SERVERS6, "gue")
     through_tunnel(tlab, VIP6, SERVERS6, "xdp", "decap_gue6", ["--gue-port", str(GUE_PORT)])
 
