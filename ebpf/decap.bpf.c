@@ -9,10 +9,12 @@
  * direct action). Only tunnel packets to one of the server's own addresses are touched;
  * everything else passes unchanged.
  */
+/* The kernel's types first: libbpf's helper declarations use them. */
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
 #include <linux/in.h>
 #include <linux/pkt_cls.h>
+
 #include <bpf/bpf_endian.h>
 #include <bpf/bpf_helpers.h>
 
@@ -86,7 +88,9 @@ static __always_inline void count(__u32 reason) {
     if (c) *c += 1;
 }
 
-static __always_inline __u16 load_be16(const __u8* p) { return (__u16)((p[0] << 8) | p[1]); }
+static __always_inline __u16 load_be16(const __u8* p) {
+    return (__u16)((p[0] << 8) | p[1]);
+}
 
 static __always_inline int is_gue_port(const __u8* udp) {
     __u16 port;
@@ -122,9 +126,11 @@ static __always_inline enum verdict pass(struct plan* pl, __u32 reason) {
  * one of our addresses without fragments or options: `inner` is the first byte after the
  * outer IP (and UDP) header, `inner_len` the bytes from there to the outer packet's end. */
 static __always_inline enum verdict finish(struct plan* pl, const __u8* inner, const void* data_end,
-                                           __u32 inner_len, __u32 version, int gue, __u32 ok_reason) {
+                                           __u32 inner_len, __u32 version, int gue,
+                                           __u32 ok_reason) {
     if (gue) {
-        if ((const void*)(inner + 1) > data_end || inner_len < 1) return drop(pl, FL_DECAP_DROP_MALFORMED);
+        if ((const void*)(inner + 1) > data_end || inner_len < 1)
+            return drop(pl, FL_DECAP_DROP_MALFORMED);
         /* Variant 1 starts with the IP version nibble (binary 0100 or 0110); 00 is variant 0
          * with a GUE header (control messages included), which the balancer never sends. */
         const __u8 top = inner[0] >> 6;
@@ -138,7 +144,8 @@ static __always_inline enum verdict finish(struct plan* pl, const __u8* inner, c
     return V_DECAP;
 }
 
-static __always_inline enum verdict parse_v4(struct plan* pl, const __u8* ip, const void* data_end) {
+static __always_inline enum verdict parse_v4(struct plan* pl, const __u8* ip,
+                                             const void* data_end) {
     if ((const void*)(ip + IPV4_HLEN) > data_end) return drop(pl, FL_DECAP_DROP_MALFORMED);
     const __u32 ihl = (__u32)(ip[0] & 0x0F) * 4;
     const __u32 tot = load_be16(ip + 2);
@@ -170,17 +177,20 @@ static __always_inline enum verdict parse_v4(struct plan* pl, const __u8* ip, co
         if ((const void*)(udp + UDP_HLEN) > data_end) return drop(pl, FL_DECAP_DROP_MALFORMED);
         if (load_be16(udp + 4) != tot - IPV4_HLEN) return drop(pl, FL_DECAP_DROP_MALFORMED);
         pl->outer_len = IPV4_HLEN + UDP_HLEN;
-        return finish(pl, udp + UDP_HLEN, data_end, tot - IPV4_HLEN - UDP_HLEN, 0, 1, FL_DECAP_GUE4);
+        return finish(pl, udp + UDP_HLEN, data_end, tot - IPV4_HLEN - UDP_HLEN, 0, 1,
+                      FL_DECAP_GUE4);
     }
     pl->outer_len = IPV4_HLEN;
     return finish(pl, ip + IPV4_HLEN, data_end, tot - IPV4_HLEN, proto == IPPROTO_IPIP_ ? 4 : 6, 0,
                   FL_DECAP_IPIP4);
 }
 
-static __always_inline enum verdict parse_v6(struct plan* pl, const __u8* ip, const void* data_end) {
+static __always_inline enum verdict parse_v6(struct plan* pl, const __u8* ip,
+                                             const void* data_end) {
     if ((const void*)(ip + IPV6_HLEN) > data_end) return drop(pl, FL_DECAP_DROP_MALFORMED);
     const __u32 tot = IPV6_HLEN + (__u32)load_be16(ip + 4);
-    if ((ip[0] >> 4) != 6 || pl->l2_len + tot > pl->frame_len) return drop(pl, FL_DECAP_DROP_MALFORMED);
+    if ((ip[0] >> 4) != 6 || pl->l2_len + tot > pl->frame_len)
+        return drop(pl, FL_DECAP_DROP_MALFORMED);
     /* Walk the extension headers only to learn whether a tunnel protocol follows: a tunnel
      * packet with any of them is dropped, everything else passes. */
     __u8 nh = ip[6];
@@ -195,7 +205,8 @@ static __always_inline enum verdict parse_v6(struct plan* pl, const __u8* ip, co
             ext = 1;
         } else if (nh == 44) { /* fragment */
             if ((const void*)(p + 8) > data_end) return drop(pl, FL_DECAP_DROP_MALFORMED);
-            if (load_be16(p + 2) & 0xFFF8) return pass(pl, FL_DECAP_PASS_NOT_TUNNEL); /* not first */
+            if (load_be16(p + 2) & 0xFFF8)
+                return pass(pl, FL_DECAP_PASS_NOT_TUNNEL); /* not first */
             nh = p[0];
             p += 8;
             ext = 1;
@@ -204,7 +215,8 @@ static __always_inline enum verdict parse_v6(struct plan* pl, const __u8* ip, co
             break;
         }
     }
-    if (nh == 0 || nh == 43 || nh == 60 || nh == 44) return pass(pl, FL_DECAP_PASS_NOT_TUNNEL); /* too deep */
+    if (nh == 0 || nh == 43 || nh == 60 || nh == 44)
+        return pass(pl, FL_DECAP_PASS_NOT_TUNNEL); /* too deep */
     int gue = 0;
     if (nh == IPPROTO_UDP_) {
         if ((const void*)(p + UDP_HLEN) > data_end) return drop(pl, FL_DECAP_DROP_MALFORMED);
@@ -226,7 +238,8 @@ static __always_inline enum verdict parse_v6(struct plan* pl, const __u8* ip, co
         if (tot < IPV6_HLEN + UDP_HLEN || load_be16(udp + 4) != tot - IPV6_HLEN)
             return drop(pl, FL_DECAP_DROP_MALFORMED);
         pl->outer_len = IPV6_HLEN + UDP_HLEN;
-        return finish(pl, udp + UDP_HLEN, data_end, tot - IPV6_HLEN - UDP_HLEN, 0, 1, FL_DECAP_GUE6);
+        return finish(pl, udp + UDP_HLEN, data_end, tot - IPV6_HLEN - UDP_HLEN, 0, 1,
+                      FL_DECAP_GUE6);
     }
     pl->outer_len = IPV6_HLEN;
     return finish(pl, ip + IPV6_HLEN, data_end, tot - IPV6_HLEN, nh == IPPROTO_IPIP_ ? 4 : 6, 0,
@@ -235,8 +248,8 @@ static __always_inline enum verdict parse_v6(struct plan* pl, const __u8* ip, co
 
 /* `data`..`data_end` holds at least the headers (tc pulls them into the linear part first);
  * `frame_len` is the whole frame's length, which lengths in the headers are checked against. */
-static __always_inline enum verdict classify(struct plan* pl, const __u8* data, const void* data_end,
-                                             __u32 frame_len) {
+static __always_inline enum verdict classify(struct plan* pl, const __u8* data,
+                                             const void* data_end, __u32 frame_len) {
     __builtin_memset(pl, 0, sizeof *pl);
     pl->frame_len = frame_len;
     if ((const void*)(data + ETH_HLEN_) > data_end) return drop(pl, FL_DECAP_DROP_MALFORMED);
@@ -246,7 +259,8 @@ static __always_inline enum verdict classify(struct plan* pl, const __u8* data, 
 #pragma unroll
     for (int i = 0; i < 2; i++) {
         if (type != ETH_P_8021Q && type != ETH_P_8021AD) break;
-        if ((const void*)(data + l2 + VLAN_HLEN_) > data_end) return drop(pl, FL_DECAP_DROP_MALFORMED);
+        if ((const void*)(data + l2 + VLAN_HLEN_) > data_end)
+            return drop(pl, FL_DECAP_DROP_MALFORMED);
         type = load_be16(data + l2 + 2);
         l2 += VLAN_HLEN_;
     }
@@ -258,7 +272,8 @@ static __always_inline enum verdict classify(struct plan* pl, const __u8* data, 
 
 /* Moves the L2 header (l2 bytes: 14, 18 or 22) forward by `by` bytes and sets its ethertype
  * to `proto`. Through a stack copy: the two ranges overlap when `by` < l2. */
-static __always_inline int move_l2(__u8* data, const void* data_end, __u32 l2, __u32 by, __u16 proto) {
+static __always_inline int move_l2(__u8* data, const void* data_end, __u32 l2, __u32 by,
+                                   __u16 proto) {
     __u8 hdr[ETH_HLEN_ + 2 * VLAN_HLEN_];
     if (by > 64 || (const void*)(data + by + ETH_HLEN_ + 2 * VLAN_HLEN_) > data_end ||
         (const void*)(data + ETH_HLEN_ + 2 * VLAN_HLEN_) > data_end)
@@ -281,8 +296,9 @@ static __always_inline int move_l2(__u8* data, const void* data_end, __u32 l2, _
 SEC("xdp")
 int fl_decap_xdp(struct xdp_md* ctx) {
     struct plan pl;
-    const enum verdict v = classify(&pl, (const __u8*)(long)ctx->data, (const void*)(long)ctx->data_end,
-                                    (__u32)(ctx->data_end - ctx->data));
+    const enum verdict v =
+        classify(&pl, (const __u8*)(long)ctx->data, (const void*)(long)ctx->data_end,
+                 (__u32)(ctx->data_end - ctx->data));
     if (v != V_DECAP) {
         count(pl.reason);
         return v == V_DROP ? XDP_DROP : XDP_PASS;
@@ -331,7 +347,8 @@ int fl_decap_tc(struct __sk_buff* skb) {
     /* The inner MSS is what the outer packet carried per segment: keep gso_size. */
     __u64 flags = BPF_F_ADJ_ROOM_FIXED_GSO;
     if (pl.inner_proto != pl.outer_proto)
-        flags |= pl.inner_proto == bpf_htons(ETH_P_IP) ? BPF_F_ADJ_ROOM_DECAP_L3_IPV4 : BPF_F_ADJ_ROOM_DECAP_L3_IPV6;
+        flags |= pl.inner_proto == bpf_htons(ETH_P_IP) ? BPF_F_ADJ_ROOM_DECAP_L3_IPV4
+                                                       : BPF_F_ADJ_ROOM_DECAP_L3_IPV6;
     if (bpf_skb_adjust_room(skb, -(__s32)pl.outer_len, BPF_ADJ_ROOM_MAC, flags)) {
         count(FL_DECAP_DROP_ADJUST);
         return TC_ACT_SHOT;

@@ -31,8 +31,8 @@
 
 #define FULCRUM_DECAP_ABI_VERSION 1
 
-#define FL_DECAP_MAX_ADDRS 256  /* fl_dc_addr4 and fl_dc_addr6 entries, each */
-#define FL_DECAP_MAX_PORTS 16   /* fl_dc_ports entries */
+#define FL_DECAP_MAX_ADDRS 256         /* fl_dc_addr4 and fl_dc_addr6 entries, each */
+#define FL_DECAP_MAX_PORTS 16          /* fl_dc_ports entries */
 #define FL_DECAP_DEFAULT_GUE_PORT 6080 /* dataplane.encapsulation.gue_port's default */
 
 /* The program names (bpf_prog_info.name), by which the loader recognises its own attachment. */

@@ -37,8 +37,9 @@ constexpr uint32_t kTcPriority = 1;
 
 // Counter names, in the order of enum fl_decap_reason.
 constexpr const char* kReasonNames[] = {
-    "pass_not_tunnel", "pass_not_local", "pass_vlan",      "decap_ipip4",    "decap_ipip6",  "decap_gue4",
-    "decap_gue6",      "drop_fragment",  "drop_options",   "drop_malformed", "drop_gue_variant", "drop_adjust",
+    "pass_not_tunnel", "pass_not_local", "pass_vlan",        "decap_ipip4",
+    "decap_ipip6",     "decap_gue4",     "decap_gue6",       "drop_fragment",
+    "drop_options",    "drop_malformed", "drop_gue_variant", "drop_adjust",
 };
 static_assert(sizeof kReasonNames / sizeof kReasonNames[0] == FL_DECAP_REASON_COUNT);
 
@@ -46,7 +47,9 @@ struct Error : std::runtime_error {
     using std::runtime_error::runtime_error;
 };
 
-std::string errstr(int err) { return std::strerror(err < 0 ? -err : err); }
+std::string errstr(int err) {
+    return std::strerror(err < 0 ? -err : err);
+}
 
 // An address the program decapsulates for, in network order.
 struct Address {
@@ -67,12 +70,15 @@ Address parse_address(const std::string& s) {
     if (inet_pton(AF_INET, s.c_str(), a.bytes) == 1) return a;
     a.family = AF_INET6;
     if (inet_pton(AF_INET6, s.c_str(), a.bytes) == 1) return a;
-    throw Error("--address '" + s + "' is not an IPv4 or IPv6 address; give the server's own address, e.g. 198.18.0.11");
+    throw Error(
+        "--address '" + s +
+        "' is not an IPv4 or IPv6 address; give the server's own address, e.g. 198.18.0.11");
 }
 
 std::set<Address> interface_addresses(const std::string& iface) {
     ifaddrs* list = nullptr;
-    if (getifaddrs(&list) != 0) throw Error("cannot list the interfaces' addresses: " + errstr(errno));
+    if (getifaddrs(&list) != 0)
+        throw Error("cannot list the interfaces' addresses: " + errstr(errno));
     std::set<Address> out;
     for (ifaddrs* i = list; i; i = i->ifa_next) {
         if (!i->ifa_addr || iface != i->ifa_name) continue;
@@ -188,9 +194,13 @@ std::optional<ProgInfo> tc_state(int ifindex, const std::string& iface) {
     return prog_info(o.prog_id);
 }
 
-bool is_ours(const std::optional<ProgInfo>& p, const char* name) { return p && p->name == name; }
+bool is_ours(const std::optional<ProgInfo>& p, const char* name) {
+    return p && p->name == name;
+}
 
-std::string describe(const ProgInfo& p) { return "'" + p.name + "' (id " + std::to_string(p.id) + ")"; }
+std::string describe(const ProgInfo& p) {
+    return "'" + p.name + "' (id " + std::to_string(p.id) + ")";
+}
 
 void xdp_detach(int ifindex, const std::string& iface, const XdpState& s) {
     const int err = bpf_xdp_detach(ifindex, s.mode_flag, nullptr);
@@ -210,7 +220,8 @@ int detach_all(int ifindex, const std::string& iface) {
     const auto x = xdp_state(ifindex, iface);
     if (is_ours(x.prog, FL_DECAP_PROG_XDP)) {
         xdp_detach(ifindex, iface, x);
-        std::cout << "fulcrum-decap: removed " << describe(*x.prog) << " (XDP, " << x.mode << ") from " << iface << "\n";
+        std::cout << "fulcrum-decap: removed " << describe(*x.prog) << " (XDP, " << x.mode
+                  << ") from " << iface << "\n";
         removed++;
     } else if (x.prog) {
         std::cout << "fulcrum-decap: left XDP program " << describe(*x.prog) << " on " << iface
@@ -219,13 +230,16 @@ int detach_all(int ifindex, const std::string& iface) {
     const auto t = tc_state(ifindex, iface);
     if (is_ours(t, FL_DECAP_PROG_TC)) {
         tc_detach(ifindex, iface);
-        std::cout << "fulcrum-decap: removed " << describe(*t) << " (tc ingress) from " << iface << "\n";
+        std::cout << "fulcrum-decap: removed " << describe(*t) << " (tc ingress) from " << iface
+                  << "\n";
         removed++;
     } else if (t) {
-        std::cout << "fulcrum-decap: left tc ingress filter " << describe(*t) << " (handle 0x" << std::hex << kTcHandle
-                  << std::dec << ", priority " << kTcPriority << ") on " << iface << " alone: it is not fulcrum-decap's\n";
+        std::cout << "fulcrum-decap: left tc ingress filter " << describe(*t) << " (handle 0x"
+                  << std::hex << kTcHandle << std::dec << ", priority " << kTcPriority << ") on "
+                  << iface << " alone: it is not fulcrum-decap's\n";
     }
-    if (!removed) std::cout << "fulcrum-decap: nothing of fulcrum-decap's was attached to " << iface << "\n";
+    if (!removed)
+        std::cout << "fulcrum-decap: nothing of fulcrum-decap's was attached to " << iface << "\n";
     return 0;
 }
 
@@ -241,20 +255,24 @@ int print_stats(int ifindex, const std::string& iface) {
         mode = "tc";
     }
     if (!prog)
-        throw Error("no fulcrum-decap program is attached to " + iface + "; attach it first: fulcrum-decap " + iface);
+        throw Error("no fulcrum-decap program is attached to " + iface +
+                    "; attach it first: fulcrum-decap " + iface);
     for (uint32_t id : prog->map_ids) {
         const int fd = bpf_map_get_fd_by_id(id);
         if (fd < 0) continue;
         bpf_map_info info{};
         uint32_t len = sizeof info;
-        if (bpf_obj_get_info_by_fd(fd, &info, &len) != 0 || std::string(info.name) != "fl_dc_stats") {
+        if (bpf_obj_get_info_by_fd(fd, &info, &len) != 0 ||
+            std::string(info.name) != "fl_dc_stats") {
             close(fd);
             continue;
         }
         if (info.max_entries != FL_DECAP_REASON_COUNT || info.value_size != sizeof(uint64_t)) {
             close(fd);
-            throw Error("the program attached to " + iface + " has " + std::to_string(info.max_entries) +
-                        " counters where this fulcrum-decap knows " + std::to_string(FL_DECAP_REASON_COUNT) +
+            throw Error("the program attached to " + iface + " has " +
+                        std::to_string(info.max_entries) +
+                        " counters where this fulcrum-decap knows " +
+                        std::to_string(FL_DECAP_REASON_COUNT) +
                         ": it comes from another version; re-attach it with this fulcrum-decap");
         }
         const int ncpu = libbpf_num_possible_cpus();
@@ -271,11 +289,13 @@ int print_stats(int ifindex, const std::string& iface) {
             counters[kReasonNames[r]] = sum;
         }
         close(fd);
-        nlohmann::json out = {{"interface", iface}, {"mode", mode}, {"program_id", prog->id}, {"counters", counters}};
+        nlohmann::json out = {
+            {"interface", iface}, {"mode", mode}, {"program_id", prog->id}, {"counters", counters}};
         std::cout << out.dump(2) << "\n";
         return 0;
     }
-    throw Error("the program attached to " + iface + " has no fl_dc_stats map; re-attach it with this fulcrum-decap");
+    throw Error("the program attached to " + iface +
+                " has no fl_dc_stats map; re-attach it with this fulcrum-decap");
 }
 
 void fill(decap* skel, const std::set<Address>& addrs, const std::vector<uint16_t>& ports) {
@@ -285,15 +305,16 @@ void fill(decap* skel, const std::set<Address>& addrs, const std::vector<uint16_
         const size_t klen = a.family == AF_INET ? 4 : 16;
         const int err = bpf_map__update_elem(map, a.bytes, klen, &one, sizeof one, BPF_ANY);
         if (err)
-            throw Error("cannot add address " + a.text() + " to the program: " + errstr(err) + " (at most " +
-                        std::to_string(FL_DECAP_MAX_ADDRS) + " per family)");
+            throw Error("cannot add address " + a.text() + " to the program: " + errstr(err) +
+                        " (at most " + std::to_string(FL_DECAP_MAX_ADDRS) + " per family)");
     }
     for (uint16_t p : ports) {
         const uint16_t key = htons(p);
-        const int err = bpf_map__update_elem(skel->maps.fl_dc_ports, &key, sizeof key, &one, sizeof one, BPF_ANY);
+        const int err = bpf_map__update_elem(skel->maps.fl_dc_ports, &key, sizeof key, &one,
+                                             sizeof one, BPF_ANY);
         if (err)
-            throw Error("cannot add GUE port " + std::to_string(p) + ": " + errstr(err) + " (at most " +
-                        std::to_string(FL_DECAP_MAX_PORTS) + " ports)");
+            throw Error("cannot add GUE port " + std::to_string(p) + ": " + errstr(err) +
+                        " (at most " + std::to_string(FL_DECAP_MAX_PORTS) + " ports)");
     }
 }
 
@@ -302,8 +323,8 @@ struct Skeleton {
     ~Skeleton() { decap::destroy(skel); }
 };
 
-int attach(int ifindex, const std::string& iface, const std::string& mode, const std::set<Address>& addrs,
-           const std::vector<uint16_t>& ports) {
+int attach(int ifindex, const std::string& iface, const std::string& mode,
+           const std::set<Address>& addrs, const std::vector<uint16_t>& ports) {
     Skeleton s;
     s.skel = decap::open_and_load();
     if (!s.skel)
@@ -324,7 +345,8 @@ int attach(int ifindex, const std::string& iface, const std::string& mode, const
         if (err)
             throw Error("cannot attach the XDP program to " + iface + ": " + errstr(err) +
                         "; try --mode tc (works on every interface)");
-        if (is_ours(tc_state(ifindex, iface), FL_DECAP_PROG_TC)) tc_detach(ifindex, iface);  // mode switch
+        if (is_ours(tc_state(ifindex, iface), FL_DECAP_PROG_TC))
+            tc_detach(ifindex, iface);  // mode switch
         const auto now = xdp_state(ifindex, iface);
         if (now.prog) attached = *now.prog;
         how = std::string("XDP, ") + now.mode;
@@ -332,9 +354,13 @@ int attach(int ifindex, const std::string& iface, const std::string& mode, const
         const auto t = tc_state(ifindex, iface);
         if (t && !is_ours(t, FL_DECAP_PROG_TC))
             throw Error(iface + " already has tc ingress filter " + describe(*t) + " at handle 0x" +
-                        [] { char b[16]; std::snprintf(b, sizeof b, "%x", kTcHandle); return std::string(b); }() +
-                        " priority " + std::to_string(kTcPriority) + "; remove it (tc filter del dev " + iface +
-                        " ingress) or use --mode xdp");
+                        [] {
+                            char b[16];
+                            std::snprintf(b, sizeof b, "%x", kTcHandle);
+                            return std::string(b);
+                        }() +
+                        " priority " + std::to_string(kTcPriority) +
+                        "; remove it (tc filter del dev " + iface + " ingress) or use --mode xdp");
         auto hook = ingress_hook(ifindex);
         int err = bpf_tc_hook_create(&hook);
         if (err && err != -EEXIST)
@@ -344,14 +370,15 @@ int attach(int ifindex, const std::string& iface, const std::string& mode, const
         o.prog_fd = bpf_program__fd(s.skel->progs.fl_decap_tc);
         o.flags = BPF_TC_F_REPLACE;
         err = bpf_tc_attach(&hook, &o);
-        if (err) throw Error("cannot attach the tc ingress filter to " + iface + ": " + errstr(err));
+        if (err)
+            throw Error("cannot attach the tc ingress filter to " + iface + ": " + errstr(err));
         const auto x = xdp_state(ifindex, iface);
         if (is_ours(x.prog, FL_DECAP_PROG_XDP)) xdp_detach(ifindex, iface, x);  // mode switch
         if (auto now = prog_info(o.prog_id)) attached = *now;
         how = "tc ingress";
     }
-    std::cout << "fulcrum-decap: attached '" << attached.name << "' (id " << attached.id << ", " << how << ") to "
-              << iface << "; decapsulating IPIP, IP6IP6 and GUE (UDP port";
+    std::cout << "fulcrum-decap: attached '" << attached.name << "' (id " << attached.id << ", "
+              << how << ") to " << iface << "; decapsulating IPIP, IP6IP6 and GUE (UDP port";
     if (ports.size() > 1) std::cout << "s";
     for (size_t i = 0; i < ports.size(); i++) std::cout << (i ? ", " : " ") << ports[i];
     std::cout << ") to";
@@ -371,14 +398,17 @@ int main(int argc, char** argv) {
     std::vector<int> ports;
     std::vector<std::string> addresses;
     app.add_option("IFACE", iface, "the interface tunnel packets arrive on")->required();
-    app.add_option("--mode", mode, "xdp (earliest, fastest) or tc (ingress classifier; any interface)")
+    app.add_option("--mode", mode,
+                   "xdp (earliest, fastest) or tc (ingress classifier; any interface)")
         ->check(CLI::IsMember({"xdp", "tc"}));
     app.add_flag("--detach", detach, "remove fulcrum-decap's program from IFACE (both modes)");
     app.add_flag("--stats", stats, "print the attached program's counters as JSON");
-    app.add_option("--gue-port", ports, "UDP port(s) of GUE packets (dataplane.encapsulation.gue_port); default 6080")
+    app.add_option("--gue-port", ports,
+                   "UDP port(s) of GUE packets (dataplane.encapsulation.gue_port); default 6080")
         ->check(CLI::Range(1, 65535));
-    app.add_option("--address", addresses,
-                   "outer destination address(es) to decapsulate for; default: IFACE's addresses now");
+    app.add_option(
+        "--address", addresses,
+        "outer destination address(es) to decapsulate for; default: IFACE's addresses now");
     app.get_formatter()->column_width(40);
     CLI11_PARSE(app, argc, argv);
     if (detach && stats) {
@@ -397,8 +427,10 @@ int main(int argc, char** argv) {
         for (const auto& a : addresses) addrs.insert(parse_address(a));
         if (addrs.empty()) addrs = interface_addresses(iface);
         if (addrs.empty())
-            throw Error(iface + " has no IPv4 or IPv6 address to decapsulate for; add one, or name the server's "
-                                "address(es) with --address");
+            throw Error(
+                iface +
+                " has no IPv4 or IPv6 address to decapsulate for; add one, or name the server's "
+                "address(es) with --address");
         std::vector<uint16_t> gue;
         for (int p : ports) gue.push_back(static_cast<uint16_t>(p));
         if (gue.empty()) gue.push_back(FL_DECAP_DEFAULT_GUE_PORT);

@@ -43,7 +43,7 @@ struct Result {
 
 // The loaded program, shared by every test (loading once keeps the test fast).
 class Program {
-public:
+  public:
     static Program& get() {
         static Program p;
         return p;
@@ -78,17 +78,22 @@ public:
         Result r;
         r.out = std::move(out);
         if (m == Mode::xdp)
-            r.verdict = opts.retval == XDP_PASS ? Result::pass : opts.retval == XDP_DROP ? Result::drop : Result::other;
+            r.verdict = opts.retval == XDP_PASS   ? Result::pass
+                        : opts.retval == XDP_DROP ? Result::drop
+                                                  : Result::other;
         else
-            r.verdict = opts.retval == TC_ACT_OK ? Result::pass : opts.retval == TC_ACT_SHOT ? Result::drop : Result::other;
+            r.verdict = opts.retval == TC_ACT_OK     ? Result::pass
+                        : opts.retval == TC_ACT_SHOT ? Result::drop
+                                                     : Result::other;
         return r;
     }
 
-private:
+  private:
     Program() {
         skel_ = decap::open_and_load();
         if (!skel_) {
-            error = std::string("cannot load decap.bpf.o: ") + std::strerror(errno) + " (run as root)";
+            error =
+                std::string("cannot load decap.bpf.o: ") + std::strerror(errno) + " (run as root)";
             return;
         }
         const uint32_t one = 1;
@@ -129,12 +134,14 @@ PacketBuilder client6() {
 }
 
 // The frame the dataplane sends to `server` for the client frame `inner`.
-std::vector<uint8_t> encap(const std::vector<uint8_t>& inner, uint8_t forwarding, const char* server) {
+std::vector<uint8_t> encap(const std::vector<uint8_t>& inner, uint8_t forwarding,
+                           const char* server) {
     FrameBuf fb(inner);
     Parsed p;
     EXPECT_EQ(parse_packet(fb.f.bytes(), p), Drop::none);
     const auto srv = test::ip(server);
-    EXPECT_TRUE(encapsulate(fb.f, p, forwarding, srv.bytes.data(), params(), 0x1234567890abcdefull, 9));
+    EXPECT_TRUE(
+        encapsulate(fb.f, p, forwarding, srv.bytes.data(), params(), 0x1234567890abcdefull, 9));
     return fb.bytes();
 }
 
@@ -156,13 +163,14 @@ std::vector<uint8_t> eth_plus(const std::vector<uint8_t>& frame, size_t l2, uint
 }
 
 class Decap : public ::testing::TestWithParam<Mode> {
-protected:
+  protected:
     void SetUp() override {
         auto& p = Program::get();
         ASSERT_EQ(p.error, "");
     }
     // Runs `frame`; expects `verdict`, and the counter `reason` (only it) to go up by one.
-    Result expect(const std::vector<uint8_t>& frame, decltype(Result::pass) verdict, uint32_t reason) {
+    Result expect(const std::vector<uint8_t>& frame, decltype(Result::pass) verdict,
+                  uint32_t reason) {
         auto& p = Program::get();
         const auto before = p.counters();
         Result r = p.run(GetParam(), frame);
@@ -176,8 +184,11 @@ protected:
         Result r = expect(frame, Result::pass, reason);
         EXPECT_EQ(r.out, frame);
     }
-    void expect_drop(const std::vector<uint8_t>& frame, uint32_t reason) { expect(frame, Result::drop, reason); }
-    void expect_decap(const std::vector<uint8_t>& frame, const std::vector<uint8_t>& inner, uint32_t reason) {
+    void expect_drop(const std::vector<uint8_t>& frame, uint32_t reason) {
+        expect(frame, Result::drop, reason);
+    }
+    void expect_decap(const std::vector<uint8_t>& frame, const std::vector<uint8_t>& inner,
+                      uint32_t reason) {
         Result r = expect(frame, Result::pass, reason);
         EXPECT_EQ(r.out, inner);
     }
@@ -340,6 +351,8 @@ TEST_P(Decap, TruncatedAndInconsistentFramesAreDropped) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Both, Decap, ::testing::Values(Mode::xdp, Mode::tc),
-                         [](const ::testing::TestParamInfo<Mode>& p) { return p.param == Mode::xdp ? "xdp" : "tc"; });
+                         [](const ::testing::TestParamInfo<Mode>& p) {
+                             return p.param == Mode::xdp ? "xdp" : "tc";
+                         });
 
 }  // namespace
