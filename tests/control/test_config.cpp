@@ -392,6 +392,61 @@ TEST(ConfigFiles, DocumentedExamplesParse) {
     EXPECT_NE(write.vip, read.vip);
 }
 
+// docs/migration.md: the keepalived.conf and haproxy.cfg converted there carry the values the
+// mapping tables give.
+TEST(ConfigFiles, MigratedExamplesCarryTheConvertedValues) {
+    const auto root = source_root();
+    ASSERT_TRUE(root);
+    const fs::path dir = *root / "docs" / "examples";
+
+    const Config k = load_config_file((dir / "from-keepalived.yaml").string());
+    EXPECT_TRUE(k.ha.enabled);
+    EXPECT_EQ(k.ha.vrid, 51);
+    EXPECT_EQ(k.ha.priority, 150);
+    EXPECT_EQ(k.ha.advert_interval(), Millis{1000});  // advert_int 1 (seconds)
+    ASSERT_EQ(k.ha.unicast_peers.size(), 1u);
+    EXPECT_EQ(k.ha.track_services, std::vector<std::string>{"web"});
+    EXPECT_TRUE(k.ha.sync.enabled);
+    const ServiceConfig& web = service(k, "web");
+    EXPECT_EQ(web.scheduler, Scheduler::wrr);      // lb_algo wrr
+    EXPECT_EQ(web.forwarding, Forwarding::dsr);    // lb_kind DR
+    ASSERT_EQ(web.servers.size(), 3u);
+    EXPECT_EQ(web.servers[0].weight, 1u);
+    EXPECT_EQ(web.servers[1].weight, 2u);
+    EXPECT_TRUE(web.servers[2].backup);            // sorry_server
+    EXPECT_EQ(web.servers[0].health.type, CheckType::http);
+    EXPECT_EQ(web.servers[0].health.interval, Millis{6000});  // delay_loop 6
+    EXPECT_EQ(web.servers[0].health.timeout, Millis{3000});   // connect_timeout 3
+    EXPECT_EQ(web.servers[0].health.fall, 3u);                // retry 3
+    EXPECT_EQ(web.servers[0].health.rise, 1u);
+    EXPECT_EQ(web.servers[2].health.type, CheckType::tcp);
+    const ServiceConfig& dns = service(k, "dns");
+    EXPECT_EQ(dns.scheduler, Scheduler::maglev);   // lb_algo mh
+    EXPECT_EQ(dns.forwarding, Forwarding::ipip);   // lb_kind TUN
+    EXPECT_EQ(dns.servers[0].health.port, 5353);   // connect_port
+    EXPECT_EQ(dns.servers[0].health.interval, Millis{10000});
+
+    const Config h = load_config_file((dir / "from-haproxy.yaml").string());
+    EXPECT_FALSE(h.ha.enabled);
+    const ServiceConfig& w = service(h, "postgres-write");
+    EXPECT_EQ(w.scheduler, Scheduler::maglev);
+    ASSERT_EQ(w.servers.size(), 2u);
+    EXPECT_FALSE(w.servers[0].backup);
+    EXPECT_TRUE(w.servers[1].backup);              // backup
+    EXPECT_EQ(w.servers[0].health.path, "/primary");
+    EXPECT_EQ(w.servers[0].health.port, 8008);
+    EXPECT_EQ(w.servers[0].health.interval, Millis{2000});  // inter 2s
+    EXPECT_EQ(w.servers[0].health.fall, 3u);
+    EXPECT_EQ(w.servers[0].health.rise, 2u);
+    const ServiceConfig& r = service(h, "postgres-read");
+    EXPECT_EQ(r.scheduler, Scheduler::wrr);        // balance roundrobin
+    ASSERT_EQ(r.servers.size(), 3u);
+    EXPECT_EQ(r.servers[0].weight, 20u);
+    EXPECT_EQ(r.servers[1].weight, 10u);
+    EXPECT_FALSE(r.servers[2].enabled);            // disabled
+    EXPECT_EQ(r.servers[0].health.path, "/replica");
+}
+
 // The YAML snippets of docs/configuration.md are valid, except the one that shows the error
 // output, which must produce exactly the messages printed after it.
 TEST(ConfigFiles, DocumentationSnippets) {
