@@ -1584,3 +1584,125 @@ TEST(ConfigHa, Errors) {
 }
 
 }  // namespace fulcrum::control
+
+namespace fulcrum::control {
+namespace {
+
+// ---- xdp ----------------------------------------------------------------------------------
+
+TEST(ConfigXdp, AbsentMeansNoFront) {
+    EXPECT_FALSE(parse(kWeb).xdp.enabled);
+}
+
+TEST(ConfigXdp, FullSection) {
+    const Config c = parse(std::string(R"(
+xdp:
+  interface: eth1
+  acl:
+    default: deny
+    allow: [198.18.0.0/15, 2001:db8::/32, 198.18.7.7/32]
+    deny: [198.18.66.0/24, 2001:db8:bad::/48]
+  syn_limit: {rate: 200, burst: 50, ipv6_prefix: 56}
+)") + kWeb);
+    const XdpConfig& x = c.xdp;
+    ASSERT_TRUE(x.enabled);
+    EXPECT_EQ(x.interface, "eth1");
+    EXPECT_FALSE(x.default_allow);
+    ASSERT_EQ(x.allow.size(), 3u);
+    EXPECT_EQ(x.allow[0].str(), "198.18.0.0/15");
+    EXPECT_EQ(x.allow[1].str(), "2001:db8::/32");
+    EXPECT_EQ(x.allow[2].str(), "198.18.7.7/32");
+    ASSERT_EQ(x.deny.size(), 2u);
+    EXPECT_EQ(x.deny[0].str(), "198.18.66.0/24");
+    EXPECT_EQ(x.deny[1].str(), "2001:db8:bad::/48");
+    EXPECT_EQ(x.syn_rate, 200u);
+    EXPECT_EQ(x.syn_burst, 50u);
+    EXPECT_EQ(x.syn_ipv6_prefix, 56u);
+}
+
+TEST(ConfigXdp, Defaults) {
+    const Config c = parse(std::string("xdp: {interface: eth1}\n") + kWeb);
+    ASSERT_TRUE(c.xdp.enabled);
+    EXPECT_TRUE(c.xdp.default_allow);
+    EXPECT_TRUE(c.xdp.allow.empty());
+    EXPECT_TRUE(c.xdp.deny.empty());
+    EXPECT_EQ(c.xdp.syn_rate, 0u);  // no SYN limit
+    EXPECT_EQ(c.xdp.syn_ipv6_prefix, 64u);
+    // Without a burst, one second's worth.
+    const Config r = parse(std::string("xdp: {interface: eth1, syn_limit: {rate: 300}}\n") + kWeb);
+    EXPECT_EQ(r.xdp.syn_rate, 300u);
+    EXPECT_EQ(r.xdp.syn_burst, 300u);
+}
+
+TEST(ConfigXdp, Errors) {
+    EXPECT_EQ(error(std::string("xdp: {acl: {default: deny}}\n") + kWeb),
+              "test.yaml:1:6: xdp: missing key 'interface'; give the kernel interface of the "
+              "dataplane's net_af_xdp port (its iface=), e.g. 'interface: eth1'");
+    EXPECT_EQ(error(std::string("xdp:\n  interface: eth1\n  acll: {}\n") + kWeb),
+              "test.yaml:3:3: unknown key 'acll' (did you mean 'acl'?) in xdp; allowed keys: "
+              "interface, acl, syn_limit");
+    EXPECT_EQ(error(std::string("xdp:\n  interface: eth1\n  acl: {defualt: deny}\n") + kWeb),
+              "test.yaml:3:9: unknown key 'defualt' (did you mean 'default'?) in xdp.acl; "
+              "allowed keys: default, allow, deny");
+    EXPECT_EQ(error(std::string("xdp:\n  interface: eth1\n  syn_limit: {rat: 5}\n") + kWeb),
+              "test.yaml:3:15: unknown key 'rat' (did you mean 'rate'?) in xdp.syn_limit; "
+              "allowed keys: rate, burst, ipv6_prefix");
+    EXPECT_EQ(error(std::string("xdp:\n  interface: eth 1\n") + kWeb),
+              "test.yaml:2:14: xdp.interface: 'eth 1' is not an interface name (1 to 15 "
+              "characters, no '/', ':' or spaces); give the kernel interface of the dataplane's "
+              "net_af_xdp port (its iface=), e.g. eth1");
+    EXPECT_EQ(error(std::string("xdp:\n  interface: eth1\n  acl:\n    default: alow\n") + kWeb),
+              "test.yaml:4:14: xdp.acl.default: unknown ACL default 'alow' (did you mean "
+              "'allow'?); use allow or deny");
+    EXPECT_EQ(error(std::string("xdp:\n  interface: eth1\n  acl:\n    deny: [198.18.66.1/24]\n") + kWeb),
+              "test.yaml:4:12: xdp.acl.deny[0]: '198.18.66.1/24' has host bits set; write the "
+              "network address (198.18.66.0/24)");
+    EXPECT_EQ(error(std::string("xdp:\n  interface: eth1\n  acl:\n    deny: [2001:db8::1/64]\n") + kWeb),
+              "test.yaml:4:12: xdp.acl.deny[0]: '2001:db8::1/64' has host bits set; write the "
+              "network address (2001:db8::/64)");
+    EXPECT_EQ(error(std::string("xdp:\n  interface: eth1\n  acl:\n    deny: [198.18.66.0]\n") + kWeb),
+              "test.yaml:4:12: xdp.acl.deny[0]: '198.18.66.0' has no prefix length; write "
+              "address/length, e.g. 198.18.255.0/24");
+    EXPECT_EQ(error(std::string("xdp:\n  interface: eth1\n  acl:\n    deny: [0.0.0.0/0]\n") + kWeb),
+              "test.yaml:4:12: xdp.acl.deny[0]: '0.0.0.0/0' matches every source; set "
+              "xdp.acl.default instead");
+    EXPECT_EQ(error(std::string("xdp:\n  interface: eth1\n  acl:\n    deny: [example.com/24]\n") + kWeb),
+              "test.yaml:4:12: xdp.acl.deny[0]: 'example.com/24' does not start with an IP "
+              "address; write a prefix such as 198.18.255.0/24");
+    EXPECT_EQ(error(std::string("xdp:\n  interface: eth1\n  acl:\n    deny: 198.18.66.0/24\n") + kWeb),
+              "test.yaml:4:11: xdp.acl.deny: expected a list of source prefixes such as "
+              "[198.18.0.0/15, 2001:db8::/32], got '198.18.66.0/24'");
+    EXPECT_EQ(error(std::string("xdp:\n  interface: eth1\n  acl:\n    allow: [198.18.0.0/15, "
+                                "198.18.0.0/15]\n") +
+                    kWeb),
+              "test.yaml:4:28: xdp.acl.allow[1]: 198.18.0.0/15 is listed twice (first at "
+              "test.yaml:4:13); keep one");
+    EXPECT_EQ(error(std::string("xdp:\n  interface: eth1\n  acl:\n    allow: [2001:db8::/32]\n"
+                                "    deny: [2001:db8::/32]\n") +
+                    kWeb),
+              "test.yaml:5:12: xdp.acl.deny[0]: 2001:db8::/32 is also in xdp.acl.allow (at "
+              "test.yaml:4:13); a prefix is either allowed or denied: remove one");
+    EXPECT_EQ(error(std::string("xdp:\n  interface: eth1\n  syn_limit: {rate: 10, burst: 0}\n") + kWeb),
+              "test.yaml:3:32: xdp.syn_limit.burst: 0 is out of range; use a number from 1 to "
+              "1000000000 (SYNs a source may send at once, at least 1)");
+    EXPECT_EQ(error(std::string("xdp:\n  interface: eth1\n  syn_limit: {rate: -1}\n") + kWeb),
+              "test.yaml:3:21: xdp.syn_limit.rate: -1 is out of range; use a number from 0 to "
+              "1000000000 (SYNs per second per source; 0: no limit)");
+    EXPECT_EQ(error(std::string("xdp:\n  interface: eth1\n  syn_limit: {ipv6_prefix: 129}\n") + kWeb),
+              "test.yaml:3:28: xdp.syn_limit.ipv6_prefix: 129 is out of range; use a number from 1 "
+              "to 128 (IPv6 sources are counted per prefix of this length; 64 is one customer "
+              "subnet)");
+}
+
+TEST(ConfigXdp, AclLimitPerFamily) {
+    // One IPv4 prefix more than the front's trie holds: 16385 /32s.
+    std::string list;
+    for (size_t i = 0; i <= kMaxXdpAclPerFamily; ++i)
+        list += (i ? ", " : "") + IpAddr::v4(static_cast<uint32_t>((198u << 24) | (18u << 16) | i)).str() + "/32";
+    EXPECT_EQ(error("xdp:\n  interface: eth1\n  acl:\n    deny: [" + list + "]\n" + kWeb),
+              "test.yaml:4:5: xdp.acl: 16385 IPv4 prefixes in allow and deny together; the XDP front "
+              "holds at most 16384 per address family: merge adjacent prefixes");
+}
+
+}  // namespace
+}  // namespace fulcrum::control
