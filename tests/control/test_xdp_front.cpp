@@ -13,13 +13,20 @@
 
 #include <gtest/gtest.h>
 
+#include <csignal>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <thread>
 #include <functional>
 #include <map>
 #include <set>
 #include <string>
 #include <vector>
 
+#include "fulcrum/control/admin.hpp"
+#include "fulcrum/control/config.hpp"
+#include "fulcrum/control/daemon.hpp"
 #include "fulcrum/control/xdp_front.hpp"
 #include "fulcrum_xdp.h"
 #include "netns_child.hpp"
@@ -233,6 +240,118 @@ TEST(XdpFrontKernel, FillsTheMapsOfTheAttachedProgramAsADiff) {
         // Detached: reported again.
         require(bpf_xdp_detach(static_cast<int>(::if_nametoindex("va")), XDP_FLAGS_SKB_MODE, nullptr) == 0, "detach");
         require(!front.sync() && !front.status(false).attached, "a detached program still counts as attached");
+    });
+    EXPECT_EQ(err, "");
+}
+
+// fulcrumd itself: the `xdp:` section, the main loop finding the program, `acl` over the admin
+// socket, a SIGHUP reload changing the lists, and a new program (a dataplane restart) filled
+// again. No dataplane runs: fulcrumd waits for it, the front does not need it.
+std::string daemon_config(const std::string& dir, const std::string& acl) {
+    return "dataplane: {control_socket: " + dir + "/dp.sock}\n"
+           "admin: {socket: " + dir + "/admin.sock}\n"
+           "metrics: {enabled: false}\n"
+           "xdp:\n"
+           "  interface: va\n"
+           "  acl: " + acl + "\n"
+           "  syn_limit: {rate: 200, burst: 50}\n"
+           "services:\n"
+           "  - {name: web, vip: 198.18.1.1, port: 80, servers: []}\n"
+           "  - {name: web6, vip: 2001:db8:1::1, port: 80, servers: []}\n"
+           "  - {name: dns, vip: 198.18.1.1, port: 53, protocol: udp, servers: []}\n";
+}
+
+TEST(XdpFrontKernel, FulcrumdFillsTheFrontAndShowsItInAcl) {
+    if (::geteuid() != 0) GTEST_SKIP() << kNeedsRoot;
+    const std::string err = run_isolated(false, [](Lab&) {
+        namespace fs = std::filesystem;
+        up("va");
+        up("vb");
+        const std::string dir = "/tmp/fulcrum-xdp-test-" + std::to_string(::getpid());
+        fs::create_directories(dir);
+        struct RemoveDir {
+            std::string d;
+            ~RemoveDir() {
+                std::error_code ec;
+                fs::remove_all(d, ec);
+            }
+        } remove_dir{dir};
+        const std::string path = dir + "/fulcrum.yaml";
+        auto write = [&](const std::string& text) {
+            std::ofstream(path + ".new") << text;
+            fs::rename(path + ".new", path);
+        };
+        write(daemon_config(dir, "{default: deny, allow: [198.18.0.0/15, 2001:db8::/32], deny: [198.18.66.0/24]}"));
+
+        Daemon::block_signals();
+        Daemon daemon(load_config_file(path));
+        std::thread loop([&] { daemon.run(); });
+        struct Stop {  // SIGTERM to ourselves: run() takes it from its signalfd
+            std::thread& t;
+            ~Stop() {
+                ::kill(::getpid(), SIGTERM);
+                t.join();
+            }
+        } stop{loop};
+        const std::string sock = dir + "/admin.sock";
+        auto ask = [&](const char* command) {
+            auto r = admin_request(sock, {{"command", command}});
+            require(r.ok(), std::string(command) + ": " + (r.ok() ? "" : r.error()));
+            return r.value();
+        };
+
+        // No program yet: fulcrumd runs and says so.
+        auto st = ask("status");
+        require(st["xdp"].is_object() && !st["xdp"]["attached"].get<bool>() &&
+                    st["xdp"]["error"] == "xdp front not attached on va (is the dataplane running on net_af_xdp "
+                                          "with xdp_prog=?)",
+                "status without a program: " + st["xdp"].dump());
+
+        Front a("va");
+        wait_for(
+            [&] {
+                const auto r = ask("acl");
+                return r["applied"].get<bool>() && r["program_id"] == a.id();
+            },
+            "fulcrumd to fill the front");
+        auto acl = ask("acl");
+        require(acl["ok"] == true && acl["interface"] == "va" && acl["attached"] == true && acl["error"] == "" &&
+                    acl["default"] == "deny" && acl["allow"] == nlohmann::json{"198.18.0.0/15", "2001:db8::/32"} &&
+                    acl["deny"] == nlohmann::json{"198.18.66.0/24"} &&
+                    acl["vips"] == nlohmann::json{"198.18.1.1", "2001:db8:1::1"} &&
+                    acl["syn_limit"] == nlohmann::json{{"rate", 200}, {"burst", 50}, {"ipv6_prefix", 64}} &&
+                    acl["packets"].size() == kXdpReasonCount && acl["packets"][3]["verdict"] == "redirect" &&
+                    acl["packets"][0]["packets"].is_number(),
+                "acl reply: " + acl.dump());
+        expect_eq(a.vips(), {"198.18.1.1=1", "2001:db8:1::1=1"}, "VIPs from the services");
+        expect_eq(a.acl(), {"198.18.0.0/15 allow 0", "2001:db8::/32 allow 1", "198.18.66.0/24 deny 0"}, "ACL");
+        require(a.cfg().acl_default == FL_ACL_DENY && a.cfg().syn_rate == 200 && a.cfg().syn_burst == 50,
+                "fl_cfg from the configuration");
+
+        // A reload changes the lists: the maps follow.
+        write(daemon_config(dir, "{default: allow, deny: [198.18.66.0/24, 2001:db8:bad::/48]}"));
+        ::kill(::getpid(), SIGHUP);
+        wait_for(
+            [&] {
+                const auto r = ask("acl");
+                return r["default"] == "allow" && r["applied"].get<bool>();
+            },
+            "the reload to reach the front");
+        expect_eq(a.acl(), {"198.18.66.0/24 deny 0", "2001:db8:bad::/48 deny 1"}, "ACL after the reload");
+        require(a.cfg().acl_default == FL_ACL_ALLOW, "default after the reload");
+
+        // The dataplane restarts: a new, empty program; fulcrumd fills it within its tick.
+        Front b("va");
+        wait_for(
+            [&] {
+                const auto r = ask("acl");
+                return r["applied"].get<bool>() && r["program_id"] == b.id();
+            },
+            "fulcrumd to fill the new program");
+        expect_eq(b.vips(), {"198.18.1.1=1", "2001:db8:1::1=1"}, "VIPs of the new program");
+        expect_eq(b.acl(), {"198.18.66.0/24 deny 0", "2001:db8:bad::/48 deny 1"}, "ACL of the new program");
+        st = ask("status");
+        require(st["xdp"]["attached"] == true && st["xdp"]["program_id"] == b.id(), "status: " + st["xdp"].dump());
     });
     EXPECT_EQ(err, "");
 }
