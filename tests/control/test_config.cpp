@@ -632,7 +632,7 @@ services:
               "health_check");
     EXPECT_EQ(error("services: []\nlogging: {level: debug}\n"),
               "test.yaml:2:1: unknown key 'logging' at the top level; allowed keys: dataplane, "
-              "admin, metrics, limits, interface, ha, health_check, services");
+              "admin, metrics, limits, interface, ha, xdp, health_check, services");
     EXPECT_EQ(error("services: []\nhealth_check: {tpye: http}\n"),
               "test.yaml:2:16: unknown key 'tpye' (did you mean 'type'?) in health_check; allowed "
               "keys: type, interval, timeout, rise, fall, path, expect_status, host, tls_verify, "
@@ -1392,7 +1392,7 @@ TEST(ConfigLimits, NestingDepth) {
     // The root mapping and 31 lists: 32 levels, refused only for the unknown key.
     EXPECT_EQ(error(nested(31)),
               "test.yaml:2:1: unknown key 'a' (did you mean 'ha'?) at the top level; allowed keys: dataplane, admin, "
-              "metrics, limits, interface, ha, health_check, services");
+              "metrics, limits, interface, ha, xdp, health_check, services");
     EXPECT_EQ(error(nested(32)),
               "test.yaml:2:35: lists and mappings are nested more than 32 levels deep here (a "
               "configuration needs 8 at most); check the indentation and the brackets");
@@ -1412,10 +1412,10 @@ TEST(ConfigLimits, ManyKeysAreCheckedInLinearTime) {
     ASSERT_EQ(m.size(), kMaxConfigProblems + 1);
     EXPECT_EQ(m[0],
               "test.yaml:2:1: unknown key 'k0' at the top level; allowed keys: dataplane, admin, "
-              "metrics, limits, interface, ha, health_check, services");
+              "metrics, limits, interface, ha, xdp, health_check, services");
     EXPECT_EQ(m[kMaxConfigProblems - 1],
               "test.yaml:101:1: unknown key 'k99' at the top level; allowed keys: dataplane, "
-              "admin, metrics, limits, interface, ha, health_check, services");
+              "admin, metrics, limits, interface, ha, xdp, health_check, services");
     EXPECT_EQ(m.back(), "test.yaml: 499890 more problems not listed (at most 100 are); fix the "
                         "ones above and check again");
 }
@@ -1431,7 +1431,7 @@ TEST(ConfigLimits, ProblemsListedAreTheFirstInTheFile) {
                     "test.yaml:2:3); keep only one of them");
     EXPECT_EQ(m[kMaxConfigProblems - 1],
               "test.yaml:103:1: unknown key 'k98' at the top level; allowed keys: dataplane, "
-              "admin, metrics, limits, interface, ha, health_check, services");
+              "admin, metrics, limits, interface, ha, xdp, health_check, services");
     EXPECT_EQ(m.back(), "test.yaml: 99901 more problems not listed (at most 100 are); fix the "
                         "ones above and check again");
 }
