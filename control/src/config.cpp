@@ -1543,8 +1543,6 @@ void Parser::sync(const Field& f) {
 // ---- xdp ----------------------------------------------------------------------------------
 
 constexpr std::array<Choice<bool>, 2> kAclDefaults{{{"allow", true}, {"deny", false}}};
-// FL_XDP_MAX_VIPS (ebpf/include/fulcrum_xdp.h): entries of fl_vip4 and of fl_vip6.
-constexpr size_t kMaxXdpVipsPerFamily = 1024;
 
 // A source prefix of the XDP front's ACL, IPv4 or IPv6, host bits zero.
 std::optional<IpPrefix> read_acl_prefix(Diag& d, const Field& f) {

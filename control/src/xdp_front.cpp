@@ -18,10 +18,14 @@
 
 #include <spdlog/spdlog.h>
 
+#include "fulcrum/control/config.hpp"
 #include "fulcrum_xdp.h"
 
 namespace fulcrum::control {
 
+// The loader refuses configurations the maps cannot hold.
+static_assert(kMaxXdpAclPerFamily == FL_XDP_MAX_ACL && kMaxXdpVipsPerFamily == FL_XDP_MAX_VIPS,
+              "config.hpp's xdp limits are the map sizes of fulcrum_xdp.h");
 static_assert(kXdpReasonCount == FL_XDP_REASON_COUNT, "kXdpReasons must list every fl_xdp_reason");
 static_assert(FL_XDP_REDIRECT == 3 && FL_XDP_DROP_ACL_DENY == 4 && FL_XDP_DROP_MALFORMED == 7,
               "kXdpReasons follows enum fl_xdp_reason");

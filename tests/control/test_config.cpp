@@ -1704,5 +1704,21 @@ TEST(ConfigXdp, AclLimitPerFamily) {
               "holds at most 16384 per address family: merge adjacent prefixes");
 }
 
+TEST(ConfigXdp, VipLimitPerFamily) {
+    // The front's VIP sets hold 1024 addresses per family: 1025 IPv4 VIPs are refused, and
+    // the IPv6 set is counted on its own.
+    std::string services = "services:\n";
+    for (size_t i = 0; i <= kMaxXdpVipsPerFamily; ++i)
+        services += "  - {name: s" + std::to_string(i) + ", vip: " +
+                    IpAddr::v4(static_cast<uint32_t>((198u << 24) | (18u << 16) | (1u << 12) | i)).str() +
+                    ", port: 80, table_size: 251, servers: []}\n";
+    services += "  - {name: v6, vip: 2001:db8::1, port: 80, table_size: 251, servers: []}\n";
+    EXPECT_EQ(error("xdp: {interface: eth1}\n" + services),
+              "test.yaml:1:6: xdp: the services have 1025 IPv4 VIPs; the XDP front holds at most 1024 per "
+              "address family");
+    // Without the front there is no such limit.
+    EXPECT_EQ(parse(services).services.size(), kMaxXdpVipsPerFamily + 2);
+}
+
 }  // namespace
 }  // namespace fulcrum::control

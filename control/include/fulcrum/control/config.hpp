@@ -150,6 +150,8 @@ struct HaConfig {
 // VIPs, this source ACL and the per-source SYN limit.
 // At most this many prefixes per family in acl.allow and acl.deny together (FL_XDP_MAX_ACL).
 inline constexpr size_t kMaxXdpAclPerFamily = 16384;
+// At most this many distinct VIPs per family over all services with `xdp:` (FL_XDP_MAX_VIPS).
+inline constexpr size_t kMaxXdpVipsPerFamily = 1024;
 struct XdpConfig {
     bool enabled = false;         // the `xdp:` section is present
     std::string interface;        // the kernel interface carrying the front program
