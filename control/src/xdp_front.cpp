@@ -33,7 +33,7 @@ static_assert(FL_XDP_REDIRECT == 3 && FL_XDP_DROP_ACL_DENY == 4 && FL_XDP_DROP_M
 namespace {
 
 class Fd {
-public:
+  public:
     Fd() = default;
     explicit Fd(int fd) : fd_(fd) {}
     Fd(Fd&& o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
@@ -52,11 +52,13 @@ public:
     int get() const { return fd_; }
     explicit operator bool() const { return fd_ >= 0; }
 
-private:
+  private:
     int fd_ = -1;
 };
 
-std::string errtext(int err) { return std::strerror(err < 0 ? -err : err); }
+std::string errtext(int err) {
+    return std::strerror(err < 0 ? -err : err);
+}
 
 // A map of the front as fulcrum_xdp.h defines it.
 struct MapSpec {
@@ -118,7 +120,7 @@ struct XdpFront::Impl {
     uint32_t prog_id = 0;               // the program whose maps are open
     std::string prog_name;
     std::array<Fd, kMaps.size()> maps;
-    bool maps_ok = false;               // maps found and of the right shapes
+    bool maps_ok = false;  // maps found and of the right shapes
     std::string error;
     std::string logged_error;
     uint64_t applies = 0, apply_errors = 0, program_changes = 0;
@@ -137,12 +139,14 @@ struct XdpFront::Impl {
         prog_name.clear();
         Fd prog(bpf_prog_get_fd_by_id(id));
         if (!prog)
-            throw std::runtime_error("cannot open XDP program " + std::to_string(id) + " on " + ifname +
-                                     ": " + errtext(errno) + " (fulcrumd needs CAP_BPF and CAP_SYS_ADMIN)");
+            throw std::runtime_error("cannot open XDP program " + std::to_string(id) + " on " +
+                                     ifname + ": " + errtext(errno) +
+                                     " (fulcrumd needs CAP_BPF and CAP_SYS_ADMIN)");
         bpf_prog_info info{};
         uint32_t len = sizeof info;
         if (bpf_obj_get_info_by_fd(prog.get(), &info, &len) != 0)
-            throw std::runtime_error("cannot read XDP program " + std::to_string(id) + ": " + errtext(errno));
+            throw std::runtime_error("cannot read XDP program " + std::to_string(id) + ": " +
+                                     errtext(errno));
         prog_name = info.name;
         std::vector<uint32_t> ids(info.nr_map_ids);
         if (!ids.empty()) {
@@ -151,8 +155,8 @@ struct XdpFront::Impl {
             again.map_ids = reinterpret_cast<uint64_t>(ids.data());
             len = sizeof again;
             if (bpf_obj_get_info_by_fd(prog.get(), &again, &len) != 0)
-                throw std::runtime_error("cannot list the maps of XDP program " + std::to_string(id) + ": " +
-                                         errtext(errno));
+                throw std::runtime_error("cannot list the maps of XDP program " +
+                                         std::to_string(id) + ": " + errtext(errno));
             ids.resize(std::min<size_t>(ids.size(), again.nr_map_ids));
         }
         for (const uint32_t map_id : ids) {
@@ -164,17 +168,19 @@ struct XdpFront::Impl {
             for (size_t i = 0; i < kMaps.size(); ++i) {
                 const MapSpec& s = kMaps[i];
                 if (std::strncmp(mi.name, s.name, sizeof mi.name) != 0) continue;
-                if (mi.type != s.type || mi.key_size != s.key_size || mi.value_size != s.value_size ||
-                    mi.max_entries != s.max_entries)
+                if (mi.type != s.type || mi.key_size != s.key_size ||
+                    mi.value_size != s.value_size || mi.max_entries != s.max_entries)
                     throw std::runtime_error(
-                        "the XDP program " + std::to_string(id) + " (" + prog_name + ") on " + ifname + ": map " +
-                        s.name + " has type " + std::to_string(mi.type) + ", key " + std::to_string(mi.key_size) +
-                        " bytes, value " + std::to_string(mi.value_size) + " bytes, " +
+                        "the XDP program " + std::to_string(id) + " (" + prog_name + ") on " +
+                        ifname + ": map " + s.name + " has type " + std::to_string(mi.type) +
+                        ", key " + std::to_string(mi.key_size) + " bytes, value " +
+                        std::to_string(mi.value_size) + " bytes, " +
                         std::to_string(mi.max_entries) + " entries; this fulcrumd expects type " +
                         std::to_string(s.type) + ", " + std::to_string(s.key_size) + ", " +
                         std::to_string(s.value_size) + ", " + std::to_string(s.max_entries) +
                         " (ABI version " + std::to_string(FULCRUM_XDP_ABI_VERSION) +
-                        "): load the xdp_front.bpf.o of the same Fulcrum release; nothing was written");
+                        "): load the xdp_front.bpf.o of the same Fulcrum release; nothing was "
+                        "written");
                 maps[i] = std::move(fd);
                 break;
             }
@@ -183,9 +189,10 @@ struct XdpFront::Impl {
         for (size_t i = 0; i < kMaps.size(); ++i)
             if (!maps[i]) missing += (missing.empty() ? "" : ", ") + std::string(kMaps[i].name);
         if (!missing.empty())
-            throw std::runtime_error("the XDP program " + std::to_string(id) + " (" + prog_name + ") on " + ifname +
-                                     " is not Fulcrum's front: it has no map " + missing +
-                                     " (start the dataplane with xdp_prog= pointing at xdp_front.bpf.o)");
+            throw std::runtime_error(
+                "the XDP program " + std::to_string(id) + " (" + prog_name + ") on " + ifname +
+                " is not Fulcrum's front: it has no map " + missing +
+                " (start the dataplane with xdp_prog= pointing at xdp_front.bpf.o)");
         maps_ok = true;
     }
 
@@ -193,15 +200,16 @@ struct XdpFront::Impl {
         const uint32_t zero = 0;
         fl_front_config c{};
         if (bpf_map_lookup_elem(maps[kCfg].get(), &zero, &c) != 0)
-            throw std::runtime_error("cannot read fl_cfg of XDP program " + std::to_string(prog_id) + ": " +
-                                     errtext(errno));
+            throw std::runtime_error("cannot read fl_cfg of XDP program " +
+                                     std::to_string(prog_id) + ": " + errtext(errno));
         // 0: nobody configured this program yet.
         if (c.abi_version != 0 && c.abi_version != FULCRUM_XDP_ABI_VERSION)
-            throw std::runtime_error("the XDP front on " + ifname + " (program " + std::to_string(prog_id) +
-                                     ") carries ABI version " + std::to_string(c.abi_version) +
-                                     " in fl_cfg; this fulcrumd writes version " +
-                                     std::to_string(FULCRUM_XDP_ABI_VERSION) +
-                                     ": run fulcrumd and xdp_front.bpf.o of the same release; nothing was written");
+            throw std::runtime_error(
+                "the XDP front on " + ifname + " (program " + std::to_string(prog_id) +
+                ") carries ABI version " + std::to_string(c.abi_version) +
+                " in fl_cfg; this fulcrumd writes version " +
+                std::to_string(FULCRUM_XDP_ABI_VERSION) +
+                ": run fulcrumd and xdp_front.bpf.o of the same release; nothing was written");
     }
 
     void apply() {
@@ -238,8 +246,9 @@ struct XdpFront::Impl {
         add_rules(desired.deny, FL_ACL_DENY);
         for (auto& p : plans) {
             if (p.want.size() > p.spec->max_entries)
-                throw std::runtime_error(std::string(p.spec->name) + ": " + std::to_string(p.want.size()) +
-                                         " entries wanted, the map holds " + std::to_string(p.spec->max_entries));
+                throw std::runtime_error(
+                    std::string(p.spec->name) + ": " + std::to_string(p.want.size()) +
+                    " entries wanted, the map holds " + std::to_string(p.spec->max_entries));
             p.have = map_keys(p.fd, *p.spec);
         }
         // 1. New and changed entries, 2. stale entries, 3. the configuration: a source or VIP
@@ -249,18 +258,21 @@ struct XdpFront::Impl {
             for (const auto& [k, v] : p.want) {
                 if (bpf_map_lookup_elem(p.fd, k.data(), cur.data()) == 0 && cur == v) continue;
                 if (bpf_map_update_elem(p.fd, k.data(), v.data(), BPF_ANY) != 0)
-                    throw std::runtime_error(std::string("cannot write ") + p.spec->name + ": " + errtext(errno));
+                    throw std::runtime_error(std::string("cannot write ") + p.spec->name + ": " +
+                                             errtext(errno));
             }
         }
         for (auto& p : plans)
             for (const auto& k : p.have)
                 if (!p.want.count(k) && bpf_map_delete_elem(p.fd, k.data()) != 0 && errno != ENOENT)
-                    throw std::runtime_error(std::string("cannot delete from ") + p.spec->name + ": " + errtext(errno));
+                    throw std::runtime_error(std::string("cannot delete from ") + p.spec->name +
+                                             ": " + errtext(errno));
         fl_front_config c{};
         c.abi_version = FULCRUM_XDP_ABI_VERSION;
         c.acl_default = desired.default_allow ? FL_ACL_ALLOW : FL_ACL_DENY;
         c.syn_rate = desired.syn_rate;
-        c.syn_burst = desired.syn_rate ? std::max<uint64_t>(desired.syn_burst, 1) : desired.syn_burst;
+        c.syn_burst =
+            desired.syn_rate ? std::max<uint64_t>(desired.syn_burst, 1) : desired.syn_burst;
         c.v6_source_prefix = desired.syn_ipv6_prefix;
         const uint32_t zero = 0;
         if (bpf_map_update_elem(maps[kCfg].get(), &zero, &c, BPF_ANY) != 0)
@@ -276,7 +288,8 @@ struct XdpFront::Impl {
         if (ifindex == 0) {
             prog_id = 0;
             maps_ok = false;
-            fail("xdp front not attached on " + ifname + ": no such interface (" + errtext(errno) + ")");
+            fail("xdp front not attached on " + ifname + ": no such interface (" + errtext(errno) +
+                 ")");
             return false;
         }
         bpf_xdp_query_opts q{};
@@ -286,7 +299,7 @@ struct XdpFront::Impl {
             return false;
         }
         // One mode attached: prog_id; several: prefer the driver's, where net_af_xdp attaches.
-        const uint32_t id = q.prog_id     ? q.prog_id
+        const uint32_t id = q.prog_id       ? q.prog_id
                             : q.drv_prog_id ? q.drv_prog_id
                             : q.skb_prog_id ? q.skb_prog_id
                                             : q.hw_prog_id;
@@ -294,7 +307,8 @@ struct XdpFront::Impl {
             prog_id = 0;
             maps_ok = false;
             applied.reset();
-            fail("xdp front not attached on " + ifname + " (is the dataplane running on net_af_xdp with xdp_prog=?)");
+            fail("xdp front not attached on " + ifname +
+                 " (is the dataplane running on net_af_xdp with xdp_prog=?)");
             return false;
         }
         if (id != prog_id) {
@@ -322,11 +336,14 @@ struct XdpFront::Impl {
         applied = desired;
         error.clear();
         logged_error.clear();
-        spdlog::info("xdp front on {} (program {}): {} IPv4 and {} IPv6 VIPs, {} IPv4 and {} IPv6 ACL prefixes, "
-                     "default {}, SYN limit {}",
-                     ifname, prog_id, vips4, vips6, acl4, acl6, desired.default_allow ? "allow" : "deny",
-                     desired.syn_rate ? std::to_string(desired.syn_rate) + "/s burst " + std::to_string(desired.syn_burst)
-                                      : std::string("off"));
+        spdlog::info(
+            "xdp front on {} (program {}): {} IPv4 and {} IPv6 VIPs, {} IPv4 and {} IPv6 ACL "
+            "prefixes, "
+            "default {}, SYN limit {}",
+            ifname, prog_id, vips4, vips6, acl4, acl6, desired.default_allow ? "allow" : "deny",
+            desired.syn_rate
+                ? std::to_string(desired.syn_rate) + "/s burst " + std::to_string(desired.syn_burst)
+                : std::string("off"));
         return true;
     }
 
@@ -337,7 +354,8 @@ struct XdpFront::Impl {
         std::vector<uint64_t> per_cpu(static_cast<size_t>(ncpu));  // 8-byte values: no padding
         std::array<uint64_t, kXdpReasonCount> sum{};
         for (uint32_t r = 0; r < kXdpReasonCount; ++r) {
-            if (bpf_map_lookup_elem(maps[kStats].get(), &r, per_cpu.data()) != 0) return std::nullopt;
+            if (bpf_map_lookup_elem(maps[kStats].get(), &r, per_cpu.data()) != 0)
+                return std::nullopt;
             for (const uint64_t v : per_cpu) sum[r] += v;
         }
         return sum;

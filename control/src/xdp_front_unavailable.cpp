@@ -10,14 +10,21 @@ namespace fulcrum::control {
 struct XdpFront::Impl {};
 
 XdpFront::XdpFront(std::string interface) {
-    throw std::runtime_error("xdp: this fulcrumd was built without the eBPF programs, so it cannot fill the XDP "
-                             "front on " + interface + " (build with meson -Debpf=enabled: clang, bpftool and "
-                             "libbpf); remove the 'xdp:' section or use a build with them");
+    throw std::runtime_error(
+        "xdp: this fulcrumd was built without the eBPF programs, so it cannot fill the XDP "
+        "front on " +
+        interface +
+        " (build with meson -Debpf=enabled: clang, bpftool and "
+        "libbpf); remove the 'xdp:' section or use a build with them");
 }
 
 XdpFront::~XdpFront() = default;
 void XdpFront::set_desired(XdpDesired) {}
-bool XdpFront::sync() { return false; }
-XdpStatus XdpFront::status(bool) const { return {}; }
+bool XdpFront::sync() {
+    return false;
+}
+XdpStatus XdpFront::status(bool) const {
+    return {};
+}
 
 }  // namespace fulcrum::control

@@ -50,11 +50,11 @@ inline constexpr std::array<XdpReasonName, kXdpReasonCount> kXdpReasons{{
 
 struct XdpStatus {
     std::string interface;
-    bool attached = false;   // Fulcrum's front program is attached to the interface
-    uint32_t program_id = 0; // the attached XDP program (0: none)
+    bool attached = false;    // Fulcrum's front program is attached to the interface
+    uint32_t program_id = 0;  // the attached XDP program (0: none)
     std::string program_name;
-    bool applied = false;    // the maps hold the desired state
-    std::string error;       // why not attached or not applied ("" when applied)
+    bool applied = false;  // the maps hold the desired state
+    std::string error;     // why not attached or not applied ("" when applied)
     uint64_t applies = 0, apply_errors = 0;
     uint64_t program_changes = 0;  // new programs found (dataplane restarts)
     // Entries written by the last successful apply.
@@ -64,7 +64,7 @@ struct XdpStatus {
 };
 
 class XdpFront {
-public:
+  public:
     explicit XdpFront(std::string interface);
     ~XdpFront();
     XdpFront(const XdpFront&) = delete;
@@ -85,7 +85,7 @@ public:
     // `packets`: also read fl_stats (from the program found by the last sync()).
     XdpStatus status(bool packets) const;
 
-private:
+  private:
     struct Impl;
     std::unique_ptr<Impl> impl_;
 };
