@@ -87,6 +87,14 @@ Daemon::Daemon(Config cfg) {
     if (!cfg_.metrics_listen.empty())
         metrics_ = std::make_unique<Metrics>(cfg_.metrics_listen,
                                              MetricsAuth{cfg_.metrics_username, cfg_.metrics_password_file});
+    if (cfg_.xdp.enabled) {
+        // A missing program is not fatal: the dataplane may start later (or restart); the
+        // main loop keeps looking and fills the maps of every program it finds. (A build
+        // without the eBPF programs refuses here.)
+        xdp_ = std::make_unique<XdpFront>(cfg_.xdp.interface);
+        xdp_->set_desired(xdp_desired(cfg_));
+        xdp_->sync();
+    }
     if (cfg_.interface.configured || cfg_.ha.enabled) {
         ha_ = std::make_unique<HaNode>(cfg_, vips_of(cfg_));
         if (cfg_.ha.enabled && cfg_.ha.sync.enabled) {
@@ -95,14 +103,6 @@ Daemon::Daemon(Config cfg) {
             sync_hold_ = true;
         }
         ha_->start();
-    }
-    if (cfg_.xdp.enabled) {
-        // A missing program is not fatal: the dataplane may start later (or restart); the
-        // main loop keeps looking and fills the maps of every program it finds. (A build
-        // without the eBPF programs refuses here.)
-        xdp_ = std::make_unique<XdpFront>(cfg_.xdp.interface);
-        xdp_->set_desired(xdp_desired(cfg_));
-        xdp_->sync();
     }
     if (cfg_.ha.enabled && cfg_.ha.sync.enabled) {
         const SyncConfig& y = cfg_.ha.sync;
