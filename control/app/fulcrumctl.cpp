@@ -79,6 +79,16 @@ void print_human(const std::string& cmd, const json& r) {
             std::cout << "ha              " << cell(r["ha"]["state"])
                       << (r["ha"]["master"].get<std::string>().empty() ? "" : ", master " + cell(r["ha"]["master"]))
                       << " (fulcrumctl ha)\n";
+        if (r.contains("xdp") && r["xdp"].is_object()) {
+            const auto& x = r["xdp"];
+            std::cout << "xdp front       ";
+            if (x["attached"].get<bool>())
+                std::cout << "program " << cell(x["program_id"]) << " on " << cell(x["interface"])
+                          << (x["applied"].get<bool>() ? "" : ", NOT updated: " + cell(x["error"]));
+            else
+                std::cout << cell(x["error"]);
+            std::cout << " (fulcrumctl acl)\n";
+        }
         return;
     }
     if (cmd == "services") {
@@ -158,6 +168,35 @@ void print_human(const std::string& cmd, const json& r) {
         }
         return;
     }
+    if (cmd == "acl") {
+        std::cout << "interface       " << cell(r["interface"]) << "\n"
+                  << "program         "
+                  << (r["attached"].get<bool>() ? cell(r["program_id"]) + " (" + cell(r["program_name"]) + ")"
+                                                : std::string("none"))
+                  << "\n";
+        if (!r["error"].get<std::string>().empty()) std::cout << "error           " << cell(r["error"]) << "\n";
+        else std::cout << "maps            hold the configuration (" << cell(r["applies"]) << " updates)\n";
+        auto list = [](const json& a) {
+            std::string s;
+            for (const auto& p : a) s += (s.empty() ? "" : ", ") + cell(p);
+            return s.empty() ? std::string("-") : s;
+        };
+        const auto& syn = r["syn_limit"];
+        std::cout << "VIPs            " << list(r["vips"]) << "\n"
+                  << "default         " << cell(r["default"]) << "\n"
+                  << "allow           " << list(r["allow"]) << "\n"
+                  << "deny            " << list(r["deny"]) << "\n"
+                  << "SYN limit       "
+                  << (syn["rate"].get<uint64_t>() ? cell(syn["rate"]) + "/s per source, burst " + cell(syn["burst"]) +
+                                                        ", IPv6 sources per /" + cell(syn["ipv6_prefix"])
+                                                  : std::string("off"))
+                  << "\n";
+        std::vector<std::vector<std::string>> rows;
+        for (const auto& p : r["packets"])
+            rows.push_back({cell(p["verdict"]), cell(p["reason"]), p["packets"].is_null() ? "-" : cell(p["packets"])});
+        table({"VERDICT", "REASON", "PACKETS"}, rows);
+        return;
+    }
     if (cmd == "reload") {
         std::cout << "configuration reloaded (" << cell(r["services"]) << " services), dataplane runs generation "
                   << cell(r["generation"]) << "\n";
@@ -203,6 +242,7 @@ int main(int argc, char** argv) {
                    "takeover: become master (priority 254, preempting); release: leave master and stay "
                    "backup; resume: back to the configured behaviour")
         ->check(CLI::IsMember({"takeover", "release", "resume"}));
+    app.add_subcommand("acl", "XDP front: attached program, VIPs, source ACL, SYN limit and packet counters");
     std::string nic;
     unsigned workers = 0;
     auto* topo = app.add_subcommand("topology", "plan the dataplane's cores next to a NIC (hwloc; runs locally)");

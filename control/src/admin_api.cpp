@@ -124,6 +124,43 @@ json AdminApi::ha(HaAction action) {
     return r;
 }
 
+json AdminApi::acl() {
+    const auto x = d_.xdp_view();
+    if (!x)
+        return error("the XDP front is not configured (no 'xdp:' section); see docs/configuration.md, \"xdp\"");
+    const XdpConfig& c = x->cfg;
+    const XdpStatus& s = x->status;
+    auto prefixes = [](const std::vector<IpPrefix>& l) {
+        json a = json::array();
+        for (const auto& p : l) a.push_back(p.str());
+        return a;
+    };
+    json vips = json::array();
+    for (const auto& v : x->vips) vips.push_back(v.str());
+    json packets = json::array();
+    for (size_t r = 0; r < kXdpReasonCount; ++r)
+        packets.push_back({{"verdict", kXdpReasons[r].verdict},
+                           {"reason", kXdpReasons[r].reason},
+                           {"packets", s.packets ? json((*s.packets)[r]) : json(nullptr)}});
+    return {{"ok", true},
+            {"interface", s.interface},
+            {"attached", s.attached},
+            {"program_id", s.program_id ? json(s.program_id) : json(nullptr)},
+            {"program_name", s.program_name},
+            {"applied", s.applied},
+            {"error", s.error},
+            {"default", c.default_allow ? "allow" : "deny"},
+            {"allow", prefixes(c.allow)},
+            {"deny", prefixes(c.deny)},
+            {"vips", vips},
+            {"syn_limit", {{"rate", c.syn_rate}, {"burst", c.syn_burst}, {"ipv6_prefix", c.syn_ipv6_prefix}}},
+            {"installed", {{"vips_v4", s.vips4}, {"vips_v6", s.vips6}, {"acl_v4", s.acl4}, {"acl_v6", s.acl6}}},
+            {"applies", s.applies},
+            {"apply_errors", s.apply_errors},
+            {"program_changes", s.program_changes},
+            {"packets", packets}};
+}
+
 json AdminApi::status() {
     const Daemon::View v = d_.view(false);
     size_t up = 0;
@@ -154,7 +191,13 @@ json AdminApi::status() {
             {"dataplane", dp},
             {"ha", v.ha ? json{{"state", v.ha->state}, {"master", v.ha->master},
                                {"vips_on_interface", v.ha->vips_on_interface}}
-                        : json(nullptr)}};
+                        : json(nullptr)},
+            {"xdp", v.xdp ? json{{"interface", v.xdp->interface},
+                                 {"attached", v.xdp->attached},
+                                 {"program_id", v.xdp->program_id ? json(v.xdp->program_id) : json(nullptr)},
+                                 {"applied", v.xdp->applied},
+                                 {"error", v.xdp->error}}
+                          : json(nullptr)}};
 }
 
 json AdminApi::services() {
@@ -237,6 +280,7 @@ void AdminApi::handle(const json& request, Reply reply) {
             case AdminCommand::services: return reply(services());
             case AdminCommand::servers: return reply(servers(req.service));
             case AdminCommand::ha: return reply(ha(req.ha_action));
+            case AdminCommand::acl: return reply(acl());
             case AdminCommand::reload: {
                 json r = d_.reload();
                 if (!r.value("ok", false)) return reply(r);

@@ -7,7 +7,7 @@ namespace fulcrum::control {
 
 namespace {
 
-constexpr std::array<std::pair<const char*, AdminCommand>, 9> kCommands{{
+constexpr std::array<std::pair<const char*, AdminCommand>, 10> kCommands{{
     {"status", AdminCommand::status},
     {"services", AdminCommand::services},
     {"servers", AdminCommand::servers},
@@ -17,6 +17,7 @@ constexpr std::array<std::pair<const char*, AdminCommand>, 9> kCommands{{
     {"enable", AdminCommand::enable},
     {"reload", AdminCommand::reload},
     {"ha", AdminCommand::ha},
+    {"acl", AdminCommand::acl},
 }};
 
 // A string argument: absent is nullopt-like (false), present but not a string is an error.
@@ -33,7 +34,7 @@ bool string_arg(const nlohmann::json& req, const char* key, std::string& out, st
 
 }  // namespace
 
-const char* admin_commands() { return "status, services, servers, set-weight, drain, disable, enable, reload, ha"; }
+const char* admin_commands() { return "status, services, servers, set-weight, drain, disable, enable, reload, ha, acl"; }
 
 const char* admin_command_name(AdminCommand c) {
     for (const auto& [name, cmd] : kCommands)
@@ -61,6 +62,7 @@ Expected<AdminRequest> parse_admin_request(const nlohmann::json& req) {
         case AdminCommand::status:
         case AdminCommand::services:
         case AdminCommand::reload:
+        case AdminCommand::acl:
             return r;
         case AdminCommand::ha: {
             std::string action;

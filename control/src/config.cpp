@@ -21,6 +21,7 @@
 #include <initializer_list>
 #include <limits>
 #include <map>
+#include <set>
 #include <sstream>
 #include <system_error>
 #include <tuple>
@@ -998,6 +999,10 @@ struct Parser {
     void interface(const Field& f);
     void ha(const Field& f);
     void sync(const Field& f);
+    void xdp(const Field& f);
+    void acl(const Field& f);
+    void syn_limit(const Field& f);
+    void xdp_checks();
     void ha_checks(const Field& ha_field);
     void services(const Field& f, const MergedHealth& defaults);
     std::optional<ServerConfig> server(const Field& f, const ServiceConfig& svc,
@@ -1535,6 +1540,133 @@ void Parser::sync(const Field& f) {
     y.enabled = ok;
 }
 
+// ---- xdp ----------------------------------------------------------------------------------
+
+constexpr std::array<Choice<bool>, 2> kAclDefaults{{{"allow", true}, {"deny", false}}};
+
+// A source prefix of the XDP front's ACL, IPv4 or IPv6, host bits zero.
+std::optional<IpPrefix> read_acl_prefix(Diag& d, const Field& f) {
+    if (f.value.IsScalar()) {
+        const std::string& s = f.value.Scalar();
+        const size_t slash = s.find('/');
+        const auto addr = IpAddr::parse(std::string_view(s).substr(0, slash));
+        if (addr && slash != std::string::npos && std::string_view(s).substr(slash + 1) == "0") {
+            d.error(f.at, f.path + ": '" + printable(s) +
+                              "' matches every source; set xdp.acl.default instead");
+            return std::nullopt;
+        }
+        if (addr) return read_prefix(d, f, addr->family);
+    }
+    return read_prefix(d, f, Family::v4);  // says what is wrong with it
+}
+
+void Parser::xdp(const Field& f) {
+    const Section s(d, f, {"interface", "acl", "syn_limit"});
+    if (!s.ok()) return;
+    XdpConfig& x = cfg.xdp;
+    x.enabled = true;
+    x.where = d.at(f.at);
+    if (auto y = s.take("interface")) {
+        if (auto v = read_string(d, *y)) {
+            if (!valid_ifname(*v))
+                d.error(y->at, y->path + ": '" + printable(*v) +
+                                   "' is not an interface name (1 to 15 characters, no '/', ':' "
+                                   "or spaces); give the kernel interface of the dataplane's "
+                                   "net_af_xdp port (its iface=), e.g. eth1");
+            else
+                x.interface = *v;
+        }
+    } else {
+        s.missing("interface", "give the kernel interface of the dataplane's net_af_xdp port "
+                               "(its iface=), e.g. 'interface: eth1'");
+    }
+    if (auto y = s.take("acl")) acl(*y);
+    if (auto y = s.take("syn_limit")) syn_limit(*y);
+}
+
+void Parser::acl(const Field& f) {
+    const Section s(d, f, {"default", "allow", "deny"});
+    if (!s.ok()) return;
+    XdpConfig& x = cfg.xdp;
+    if (auto y = s.take("default"))
+        if (auto v = read_enum(d, *y, kAclDefaults, "ACL default")) x.default_allow = *v;
+    // Every prefix once, in one of the two lists: the front's trie holds one action per prefix.
+    std::map<std::pair<IpAddr, uint8_t>, std::pair<bool, Location>> seen;
+    size_t per_family[2] = {0, 0};
+    for (const bool allow : {true, false}) {
+        const auto y = s.take(allow ? "allow" : "deny");
+        if (!y) continue;
+        if (!y->value.IsSequence()) {
+            d.error(y->at, y->path + ": expected a list of source prefixes such as "
+                                     "[198.18.0.0/15, 2001:db8::/32], got " + describe(y->value));
+            continue;
+        }
+        std::vector<IpPrefix>& out = allow ? x.allow : x.deny;
+        for (size_t i = 0; i < y->value.size(); ++i) {
+            const Field pf = list_item(d, *y, y->value[i], i);
+            const auto p = read_acl_prefix(d, pf);
+            if (!p) continue;
+            const auto [it, fresh] = seen.emplace(std::pair{p->addr, p->length},
+                                                  std::pair{allow, d.at(pf.at)});
+            if (!fresh) {
+                const bool same_list = it->second.first == allow;
+                if (same_list)
+                    d.error(pf.at, pf.path + ": " + p->str() + " is listed twice (first at " +
+                                       it->second.second.str() + "); keep one");
+                else
+                    d.error(pf.at, pf.path + ": " + p->str() + " is also in xdp.acl." +
+                                       (allow ? "deny" : "allow") + " (at " +
+                                       it->second.second.str() +
+                                       "); a prefix is either allowed or denied: remove one");
+                continue;
+            }
+            ++per_family[p->addr.is_v4() ? 0 : 1];
+            out.push_back(*p);
+        }
+    }
+    for (int fam = 0; fam < 2; ++fam)
+        if (per_family[fam] > kMaxXdpAclPerFamily)
+            d.error(f.at, f.path + ": " + std::to_string(per_family[fam]) + (fam ? " IPv6" : " IPv4") +
+                              " prefixes in allow and deny together; the XDP front holds at most " +
+                              std::to_string(kMaxXdpAclPerFamily) +
+                              " per address family: merge adjacent prefixes");
+}
+
+void Parser::syn_limit(const Field& f) {
+    const Section s(d, f, {"rate", "burst", "ipv6_prefix"});
+    if (!s.ok()) return;
+    XdpConfig& x = cfg.xdp;
+    if (auto y = s.take("rate"))
+        if (auto v = read_uint(d, *y, 0, 1'000'000'000, "(SYNs per second per source; 0: no limit)"))
+            x.syn_rate = *v;
+    const auto burst = s.take("burst");
+    if (burst) {
+        if (auto v = read_uint(d, *burst, 1, 1'000'000'000,
+                               "(SYNs a source may send at once, at least 1)"))
+            x.syn_burst = *v;
+    } else {
+        x.syn_burst = x.syn_rate;  // one second's worth at once
+    }
+    if (auto y = s.take("ipv6_prefix"))
+        if (auto v = read_uint(d, *y, 1, 128,
+                               "(IPv6 sources are counted per prefix of this length; 64 is one "
+                               "customer subnet)"))
+            x.syn_ipv6_prefix = static_cast<uint32_t>(*v);
+}
+
+// Checks between xdp: and the services: the front's VIP maps have a fixed size.
+void Parser::xdp_checks() {
+    std::set<IpAddr> vips;
+    for (const auto& svc : cfg.services) vips.insert(svc.vip);
+    size_t v4 = 0, v6 = 0;
+    for (const auto& a : vips) (a.is_v4() ? v4 : v6) += 1;
+    for (const auto& [n, fam] : {std::pair{v4, "IPv4"}, std::pair{v6, "IPv6"}})
+        if (n > kMaxXdpVipsPerFamily)
+            d.error(cfg.xdp.where, std::string("xdp: the services have ") + std::to_string(n) + " " +
+                                       fam + " VIPs; the XDP front holds at most " +
+                                       std::to_string(kMaxXdpVipsPerFamily) + " per address family");
+}
+
 // Checks between ha: and the rest, once the services are known.
 void Parser::ha_checks(const Field&) {
     const HaConfig& h = cfg.ha;
@@ -1896,7 +2028,7 @@ Config parse(std::string_view yaml_text, const std::string& filename) {
     cfg.path = filename;
     const Field root_f{"", doc, doc.Mark()};
     const Section root(d, root_f,
-                       {"dataplane", "admin", "metrics", "limits", "interface", "ha",
+                       {"dataplane", "admin", "metrics", "limits", "interface", "ha", "xdp",
                         "health_check", "services"});
     if (!root.ok()) throw ConfigError(d.messages());
 
@@ -1908,6 +2040,7 @@ Config parse(std::string_view yaml_text, const std::string& filename) {
     if (auto f = root.take("interface")) p.interface(*f);
     const auto ha_field = root.take("ha");
     if (ha_field) p.ha(*ha_field);
+    if (auto f = root.take("xdp")) p.xdp(*f);
     MergedHealth defaults;
     if (auto f = root.take("health_check"))
         defaults = merge_health(d, defaults, read_health(d, *f));
@@ -1918,6 +2051,7 @@ Config parse(std::string_view yaml_text, const std::string& filename) {
                      "add the list of services ('services: []' for a balancer with "
                      "no services yet)");
     if (ha_field && cfg.ha.enabled) p.ha_checks(*ha_field);
+    if (cfg.xdp.enabled) p.xdp_checks();
 
     if (!d.clean()) throw ConfigError(d.messages());
     return cfg;

@@ -49,6 +49,18 @@ std::vector<IpAddr> vips_of(const Config& c) {
     return v;
 }
 
+XdpDesired xdp_desired(const Config& c) {
+    XdpDesired d;
+    d.vips = vips_of(c);
+    d.allow = c.xdp.allow;
+    d.deny = c.xdp.deny;
+    d.default_allow = c.xdp.default_allow;
+    d.syn_rate = c.xdp.syn_rate;
+    d.syn_burst = c.xdp.syn_burst;
+    d.syn_ipv6_prefix = c.xdp.syn_ipv6_prefix;
+    return d;
+}
+
 }  // namespace
 
 void Daemon::block_signals() {
@@ -75,6 +87,14 @@ Daemon::Daemon(Config cfg) {
     if (!cfg_.metrics_listen.empty())
         metrics_ = std::make_unique<Metrics>(cfg_.metrics_listen,
                                              MetricsAuth{cfg_.metrics_username, cfg_.metrics_password_file});
+    if (cfg_.xdp.enabled) {
+        // A missing program is not fatal: the dataplane may start later (or restart); the
+        // main loop keeps looking and fills the maps of every program it finds. (A build
+        // without the eBPF programs refuses here.)
+        xdp_ = std::make_unique<XdpFront>(cfg_.xdp.interface);
+        xdp_->set_desired(xdp_desired(cfg_));
+        xdp_->sync();
+    }
     if (cfg_.interface.configured || cfg_.ha.enabled) {
         ha_ = std::make_unique<HaNode>(cfg_, vips_of(cfg_));
         if (cfg_.ha.enabled && cfg_.ha.sync.enabled) {
@@ -261,9 +281,21 @@ json Daemon::reload() {
             next.ha = cfg_.ha;
             next.interface = cfg_.interface;
         }
+        // The front's ACL and SYN limit follow reloads; which interface it is on does not
+        // (adding or removing the section, or moving it, needs a restart).
+        if (next.xdp.enabled != cfg_.xdp.enabled || next.xdp.interface != cfg_.xdp.interface) {
+            warnings.push_back("xdp section added, removed or its interface changed: restart fulcrumd to "
+                               "apply; the running XDP front settings stay");
+            next.xdp = cfg_.xdp;
+        }
     }
     apply_config(std::move(next));  // a changed dataplane socket: the link reconnects there
     if (ha_) ha_->set_vips(vips_of(cfg_));
+    if (xdp_) {
+        xdp_->set_desired(xdp_desired(cfg_));
+        if (!xdp_->sync()) warnings.push_back("xdp front not updated (fulcrumd keeps trying every second): " +
+                               xdp_->status(false).error);
+    }
     ++reloads_;
     last_reload_error_.clear();
     for (const auto& w : warnings) spdlog::warn("{}", w.get<std::string>());
@@ -647,8 +679,10 @@ void Daemon::update_metrics() {
     const DataplaneStatus dp = link_->status();
     const std::optional<HaStatus> ha = ha_ ? std::optional<HaStatus>(ha_->status()) : std::nullopt;
     const std::optional<SyncPeerStats> sync = sync_stats();
+    const std::optional<XdpStatus> xdp = xdp_ ? std::optional<XdpStatus>(xdp_->status(true)) : std::nullopt;
     std::lock_guard lk(mu_);
     MetricsInput in;
+    if (xdp) in.xdp = &*xdp;
     if (admin_) {
         for (size_t r = 0; r < kRefusalKinds; ++r)
             in.admin_refused[refusal_name(static_cast<Refusal>(r))] = admin_->stats().refused[r].load();
@@ -705,6 +739,8 @@ void Daemon::tick() {
     release_held_health();
     publish();
     update_ha();
+    // A restarted dataplane loads the front again, with empty maps: refilled here.
+    if (xdp_) xdp_->sync();
     update_metrics();
 }
 
@@ -862,7 +898,18 @@ Daemon::View Daemon::view(bool fresh_counters) {
     v.last_reload_error = last_reload_error_;
     if (ha_) v.ha = ha_->status();
     if (sync_) v.sync = sync_->stats();
+    if (xdp_) v.xdp = xdp_->status(false);
     return v;
+}
+
+std::optional<Daemon::XdpView> Daemon::xdp_view() const {
+    if (!xdp_) return std::nullopt;
+    XdpView x;
+    x.status = xdp_->status(true);
+    std::lock_guard lk(mu_);
+    x.cfg = cfg_.xdp;
+    x.vips = vips_of(cfg_);
+    return x;
 }
 
 Expected<Daemon::Change> Daemon::change_server(const std::string& service, const std::string& server, ServerOp op,

@@ -128,6 +128,11 @@ struct Metrics::Impl {
     Gauges sync_bulk{*reg, "fulcrum_sync_bulk_complete", "1 once the bulk sync from the peer completed"};
     Gauges sync_lag{*reg, "fulcrum_sync_send_lag_seconds", "Drain-to-send lag of sync records over the recent window, by quantile"};
 
+    MirroredCounters xdp_packets{*reg, "fulcrum_xdp_packets_total",
+                                 "Frames the XDP front handled, by verdict (redirect, pass, drop) and reason"};
+    Gauges xdp_attached{*reg, "fulcrum_xdp_attached",
+                        "1 if Fulcrum's XDP front is attached to its interface and its maps hold the configuration"};
+
     MirroredCounters svc_packets{*reg, "fulcrum_service_packets_total", "Packets forwarded for the service"};
     MirroredCounters svc_bytes{*reg, "fulcrum_service_bytes_total", "Bytes forwarded for the service"};
     MirroredCounters svc_conns{*reg, "fulcrum_service_new_connections_total", "New connections to the service"};
@@ -270,6 +275,16 @@ void Metrics::update(const MetricsInput& in) {
         m.sync_bulk.set({}, y.bulk_complete ? 1 : 0);
         m.sync_lag.set({{"quantile", "0.5"}}, static_cast<double>(y.send_lag.p50_us) / 1e6);
         m.sync_lag.set({{"quantile", "0.99"}}, static_cast<double>(y.send_lag.p99_us) / 1e6);
+    }
+
+    if (in.xdp) {
+        const XdpStatus& x = *in.xdp;
+        m.xdp_attached.set({{"interface", x.interface}}, x.attached && x.applied ? 1 : 0);
+        // A new program (the dataplane restarted) starts from zero: a counter reset.
+        if (x.packets)
+            for (size_t r = 0; r < kXdpReasonCount; ++r)
+                m.xdp_packets.set_total({{"verdict", kXdpReasons[r].verdict}, {"reason", kXdpReasons[r].reason}},
+                                        (*x.packets)[r]);
     }
 
     // Per server: state from the model, traffic from the dataplane.

@@ -72,6 +72,21 @@ TEST(AdminRequest, SetWeightChecksTheRange) {
     }
 }
 
+TEST(AdminRequest, AclIsAView) {
+    auto r = parse(R"({"command": "acl"})");
+    ASSERT_TRUE(r) << r.error();
+    EXPECT_EQ(r->command, AdminCommand::acl);
+    EXPECT_STREQ(admin_command_name(r->command), "acl");
+    // Arguments it does not take are ignored, as for the other views.
+    auto extra = parse(R"({"command": "acl", "service": "web"})");
+    ASSERT_TRUE(extra);
+    EXPECT_EQ(extra->command, AdminCommand::acl);
+    EXPECT_NE(std::string(admin_commands()).find("acl"), std::string::npos);
+    auto typo = parse(R"({"command": "acls"})");
+    ASSERT_FALSE(typo);
+    EXPECT_NE(typo.error().find("ha, acl)"), std::string::npos) << typo.error();
+}
+
 TEST(AdminRequest, RefusalsSayWhatIsExpected) {
     auto e = parse(R"([1, 2])");
     ASSERT_FALSE(e);

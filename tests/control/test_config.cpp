@@ -687,7 +687,7 @@ services:
               "health_check");
     EXPECT_EQ(error("services: []\nlogging: {level: debug}\n"),
               "test.yaml:2:1: unknown key 'logging' at the top level; allowed keys: dataplane, "
-              "admin, metrics, limits, interface, ha, health_check, services");
+              "admin, metrics, limits, interface, ha, xdp, health_check, services");
     EXPECT_EQ(error("services: []\nhealth_check: {tpye: http}\n"),
               "test.yaml:2:16: unknown key 'tpye' (did you mean 'type'?) in health_check; allowed "
               "keys: type, interval, timeout, rise, fall, path, expect_status, host, tls_verify, "
@@ -1447,7 +1447,7 @@ TEST(ConfigLimits, NestingDepth) {
     // The root mapping and 31 lists: 32 levels, refused only for the unknown key.
     EXPECT_EQ(error(nested(31)),
               "test.yaml:2:1: unknown key 'a' (did you mean 'ha'?) at the top level; allowed keys: dataplane, admin, "
-              "metrics, limits, interface, ha, health_check, services");
+              "metrics, limits, interface, ha, xdp, health_check, services");
     EXPECT_EQ(error(nested(32)),
               "test.yaml:2:35: lists and mappings are nested more than 32 levels deep here (a "
               "configuration needs 8 at most); check the indentation and the brackets");
@@ -1467,10 +1467,10 @@ TEST(ConfigLimits, ManyKeysAreCheckedInLinearTime) {
     ASSERT_EQ(m.size(), kMaxConfigProblems + 1);
     EXPECT_EQ(m[0],
               "test.yaml:2:1: unknown key 'k0' at the top level; allowed keys: dataplane, admin, "
-              "metrics, limits, interface, ha, health_check, services");
+              "metrics, limits, interface, ha, xdp, health_check, services");
     EXPECT_EQ(m[kMaxConfigProblems - 1],
               "test.yaml:101:1: unknown key 'k99' at the top level; allowed keys: dataplane, "
-              "admin, metrics, limits, interface, ha, health_check, services");
+              "admin, metrics, limits, interface, ha, xdp, health_check, services");
     EXPECT_EQ(m.back(), "test.yaml: 499890 more problems not listed (at most 100 are); fix the "
                         "ones above and check again");
 }
@@ -1486,7 +1486,7 @@ TEST(ConfigLimits, ProblemsListedAreTheFirstInTheFile) {
                     "test.yaml:2:3); keep only one of them");
     EXPECT_EQ(m[kMaxConfigProblems - 1],
               "test.yaml:103:1: unknown key 'k98' at the top level; allowed keys: dataplane, "
-              "admin, metrics, limits, interface, ha, health_check, services");
+              "admin, metrics, limits, interface, ha, xdp, health_check, services");
     EXPECT_EQ(m.back(), "test.yaml: 99901 more problems not listed (at most 100 are); fix the "
                         "ones above and check again");
 }
@@ -1638,4 +1638,142 @@ TEST(ConfigHa, Errors) {
               "address; list the other balancer's address");
 }
 
+}  // namespace fulcrum::control
+
+namespace fulcrum::control {
+namespace {
+
+// ---- xdp ----------------------------------------------------------------------------------
+
+TEST(ConfigXdp, AbsentMeansNoFront) {
+    EXPECT_FALSE(parse(kWeb).xdp.enabled);
+}
+
+TEST(ConfigXdp, FullSection) {
+    const Config c = parse(std::string(R"(
+xdp:
+  interface: eth1
+  acl:
+    default: deny
+    allow: [198.18.0.0/15, 2001:db8::/32, 198.18.7.7/32]
+    deny: [198.18.66.0/24, 2001:db8:bad::/48]
+  syn_limit: {rate: 200, burst: 50, ipv6_prefix: 56}
+)") + kWeb);
+    const XdpConfig& x = c.xdp;
+    ASSERT_TRUE(x.enabled);
+    EXPECT_EQ(x.interface, "eth1");
+    EXPECT_FALSE(x.default_allow);
+    ASSERT_EQ(x.allow.size(), 3u);
+    EXPECT_EQ(x.allow[0].str(), "198.18.0.0/15");
+    EXPECT_EQ(x.allow[1].str(), "2001:db8::/32");
+    EXPECT_EQ(x.allow[2].str(), "198.18.7.7/32");
+    ASSERT_EQ(x.deny.size(), 2u);
+    EXPECT_EQ(x.deny[0].str(), "198.18.66.0/24");
+    EXPECT_EQ(x.deny[1].str(), "2001:db8:bad::/48");
+    EXPECT_EQ(x.syn_rate, 200u);
+    EXPECT_EQ(x.syn_burst, 50u);
+    EXPECT_EQ(x.syn_ipv6_prefix, 56u);
+}
+
+TEST(ConfigXdp, Defaults) {
+    const Config c = parse(std::string("xdp: {interface: eth1}\n") + kWeb);
+    ASSERT_TRUE(c.xdp.enabled);
+    EXPECT_TRUE(c.xdp.default_allow);
+    EXPECT_TRUE(c.xdp.allow.empty());
+    EXPECT_TRUE(c.xdp.deny.empty());
+    EXPECT_EQ(c.xdp.syn_rate, 0u);  // no SYN limit
+    EXPECT_EQ(c.xdp.syn_ipv6_prefix, 64u);
+    // Without a burst, one second's worth.
+    const Config r = parse(std::string("xdp: {interface: eth1, syn_limit: {rate: 300}}\n") + kWeb);
+    EXPECT_EQ(r.xdp.syn_rate, 300u);
+    EXPECT_EQ(r.xdp.syn_burst, 300u);
+}
+
+TEST(ConfigXdp, Errors) {
+    EXPECT_EQ(error(std::string("xdp: {acl: {default: deny}}\n") + kWeb),
+              "test.yaml:1:6: xdp: missing key 'interface'; give the kernel interface of the "
+              "dataplane's net_af_xdp port (its iface=), e.g. 'interface: eth1'");
+    EXPECT_EQ(error(std::string("xdp:\n  interface: eth1\n  acll: {}\n") + kWeb),
+              "test.yaml:3:3: unknown key 'acll' (did you mean 'acl'?) in xdp; allowed keys: "
+              "interface, acl, syn_limit");
+    EXPECT_EQ(error(std::string("xdp:\n  interface: eth1\n  acl: {defualt: deny}\n") + kWeb),
+              "test.yaml:3:9: unknown key 'defualt' (did you mean 'default'?) in xdp.acl; "
+              "allowed keys: default, allow, deny");
+    EXPECT_EQ(error(std::string("xdp:\n  interface: eth1\n  syn_limit: {rat: 5}\n") + kWeb),
+              "test.yaml:3:15: unknown key 'rat' (did you mean 'rate'?) in xdp.syn_limit; "
+              "allowed keys: rate, burst, ipv6_prefix");
+    EXPECT_EQ(error(std::string("xdp:\n  interface: eth 1\n") + kWeb),
+              "test.yaml:2:14: xdp.interface: 'eth 1' is not an interface name (1 to 15 "
+              "characters, no '/', ':' or spaces); give the kernel interface of the dataplane's "
+              "net_af_xdp port (its iface=), e.g. eth1");
+    EXPECT_EQ(error(std::string("xdp:\n  interface: eth1\n  acl:\n    default: alow\n") + kWeb),
+              "test.yaml:4:14: xdp.acl.default: unknown ACL default 'alow' (did you mean "
+              "'allow'?); use allow or deny");
+    EXPECT_EQ(error(std::string("xdp:\n  interface: eth1\n  acl:\n    deny: [198.18.66.1/24]\n") + kWeb),
+              "test.yaml:4:12: xdp.acl.deny[0]: '198.18.66.1/24' has host bits set; write the "
+              "network address (198.18.66.0/24)");
+    EXPECT_EQ(error(std::string("xdp:\n  interface: eth1\n  acl:\n    deny: [2001:db8::1/64]\n") + kWeb),
+              "test.yaml:4:12: xdp.acl.deny[0]: '2001:db8::1/64' has host bits set; write the "
+              "network address (2001:db8::/64)");
+    EXPECT_EQ(error(std::string("xdp:\n  interface: eth1\n  acl:\n    deny: [198.18.66.0]\n") + kWeb),
+              "test.yaml:4:12: xdp.acl.deny[0]: '198.18.66.0' has no prefix length; write "
+              "address/length, e.g. 198.18.255.0/24");
+    EXPECT_EQ(error(std::string("xdp:\n  interface: eth1\n  acl:\n    deny: [0.0.0.0/0]\n") + kWeb),
+              "test.yaml:4:12: xdp.acl.deny[0]: '0.0.0.0/0' matches every source; set "
+              "xdp.acl.default instead");
+    EXPECT_EQ(error(std::string("xdp:\n  interface: eth1\n  acl:\n    deny: [example.com/24]\n") + kWeb),
+              "test.yaml:4:12: xdp.acl.deny[0]: 'example.com/24' does not start with an IP "
+              "address; write a prefix such as 198.18.255.0/24");
+    EXPECT_EQ(error(std::string("xdp:\n  interface: eth1\n  acl:\n    deny: 198.18.66.0/24\n") + kWeb),
+              "test.yaml:4:11: xdp.acl.deny: expected a list of source prefixes such as "
+              "[198.18.0.0/15, 2001:db8::/32], got '198.18.66.0/24'");
+    EXPECT_EQ(error(std::string("xdp:\n  interface: eth1\n  acl:\n    allow: [198.18.0.0/15, "
+                                "198.18.0.0/15]\n") +
+                    kWeb),
+              "test.yaml:4:28: xdp.acl.allow[1]: 198.18.0.0/15 is listed twice (first at "
+              "test.yaml:4:13); keep one");
+    EXPECT_EQ(error(std::string("xdp:\n  interface: eth1\n  acl:\n    allow: [2001:db8::/32]\n"
+                                "    deny: [2001:db8::/32]\n") +
+                    kWeb),
+              "test.yaml:5:12: xdp.acl.deny[0]: 2001:db8::/32 is also in xdp.acl.allow (at "
+              "test.yaml:4:13); a prefix is either allowed or denied: remove one");
+    EXPECT_EQ(error(std::string("xdp:\n  interface: eth1\n  syn_limit: {rate: 10, burst: 0}\n") + kWeb),
+              "test.yaml:3:32: xdp.syn_limit.burst: 0 is out of range; use a number from 1 to "
+              "1000000000 (SYNs a source may send at once, at least 1)");
+    EXPECT_EQ(error(std::string("xdp:\n  interface: eth1\n  syn_limit: {rate: -1}\n") + kWeb),
+              "test.yaml:3:21: xdp.syn_limit.rate: -1 is out of range; use a number from 0 to "
+              "1000000000 (SYNs per second per source; 0: no limit)");
+    EXPECT_EQ(error(std::string("xdp:\n  interface: eth1\n  syn_limit: {ipv6_prefix: 129}\n") + kWeb),
+              "test.yaml:3:28: xdp.syn_limit.ipv6_prefix: 129 is out of range; use a number from 1 "
+              "to 128 (IPv6 sources are counted per prefix of this length; 64 is one customer "
+              "subnet)");
+}
+
+TEST(ConfigXdp, AclLimitPerFamily) {
+    // One IPv4 prefix more than the front's trie holds: 16385 /32s.
+    std::string list;
+    for (size_t i = 0; i <= kMaxXdpAclPerFamily; ++i)
+        list += (i ? ", " : "") + IpAddr::v4(static_cast<uint32_t>((198u << 24) | (18u << 16) | i)).str() + "/32";
+    EXPECT_EQ(error("xdp:\n  interface: eth1\n  acl:\n    deny: [" + list + "]\n" + kWeb),
+              "test.yaml:4:5: xdp.acl: 16385 IPv4 prefixes in allow and deny together; the XDP front "
+              "holds at most 16384 per address family: merge adjacent prefixes");
+}
+
+TEST(ConfigXdp, VipLimitPerFamily) {
+    // The front's VIP sets hold 1024 addresses per family: 1025 IPv4 VIPs are refused, and
+    // the IPv6 set is counted on its own.
+    std::string services = "services:\n";
+    for (size_t i = 0; i <= kMaxXdpVipsPerFamily; ++i)
+        services += "  - {name: s" + std::to_string(i) + ", vip: " +
+                    IpAddr::v4(static_cast<uint32_t>((198u << 24) | (18u << 16) | (1u << 12) | i)).str() +
+                    ", port: 80, table_size: 251, servers: []}\n";
+    services += "  - {name: v6, vip: 2001:db8::1, port: 80, table_size: 251, servers: []}\n";
+    EXPECT_EQ(error("xdp: {interface: eth1}\n" + services),
+              "test.yaml:1:6: xdp: the services have 1025 IPv4 VIPs; the XDP front holds at most 1024 per "
+              "address family");
+    // Without the front there is no such limit.
+    EXPECT_EQ(parse(services).services.size(), kMaxXdpVipsPerFamily + 2);
+}
+
+}  // namespace
 }  // namespace fulcrum::control

@@ -85,6 +85,32 @@ TEST(MetricsEndpoint, ScrapesSucceedWhileIdleClientsHoldConnections) {
     }
 }
 
+TEST(MetricsEndpoint, XdpFrontPacketsByVerdictAndReason) {
+    Metrics m("127.0.0.1:0");
+    const int port = m.port();
+    ASSERT_GT(port, 0);
+    XdpStatus x;
+    x.interface = "eth1";
+    x.attached = true;
+    x.applied = true;
+    x.packets = std::array<uint64_t, kXdpReasonCount>{1, 2, 3, 40, 5, 6, 7, 8};
+    MetricsInput in;
+    in.xdp = &x;
+    m.update(in);
+    std::string r = scrape(port);
+    EXPECT_NE(r.find("fulcrum_xdp_packets_total{reason=\"admitted\",verdict=\"redirect\"} 40"), std::string::npos) << r;
+    EXPECT_NE(r.find("fulcrum_xdp_packets_total{reason=\"acl_deny\",verdict=\"drop\"} 5"), std::string::npos) << r;
+    EXPECT_NE(r.find("fulcrum_xdp_packets_total{reason=\"non_vip\",verdict=\"pass\"} 2"), std::string::npos) << r;
+    EXPECT_NE(r.find("fulcrum_xdp_attached{interface=\"eth1\"} 1"), std::string::npos) << r;
+    // A new program (the dataplane restarted) counts from zero: the counters keep rising.
+    x.packets = std::array<uint64_t, kXdpReasonCount>{0, 0, 0, 10, 0, 0, 0, 0};
+    x.applied = false;
+    m.update(in);
+    r = scrape(port);
+    EXPECT_NE(r.find("fulcrum_xdp_packets_total{reason=\"admitted\",verdict=\"redirect\"} 50"), std::string::npos) << r;
+    EXPECT_NE(r.find("fulcrum_xdp_attached{interface=\"eth1\"} 0"), std::string::npos) << r;
+}
+
 TEST(MetricsEndpoint, BasicAuth) {
     const std::string pwfile = "/tmp/fulcrum-metrics-pw-" + std::to_string(getpid());
     std::ofstream(pwfile) << "s3cret\n";

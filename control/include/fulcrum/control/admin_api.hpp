@@ -30,6 +30,7 @@ private:
     nlohmann::json services();
     nlohmann::json servers(const std::string& service);
     nlohmann::json ha(HaAction action);
+    nlohmann::json acl();
     Daemon& d_;
 };
 

@@ -12,7 +12,7 @@
 
 namespace fulcrum::control {
 
-enum class AdminCommand { status, services, servers, set_weight, drain, disable, enable, reload, ha };
+enum class AdminCommand { status, services, servers, set_weight, drain, disable, enable, reload, ha, acl };
 
 // The `ha` command's maintenance actions (none: show the state).
 enum class HaAction { none, takeover, release, resume };
@@ -25,7 +25,7 @@ struct AdminRequest {
     HaAction ha_action = HaAction::none;  // ha: "action"
 };
 
-// "status, services, servers, set-weight, drain, disable, enable, reload, ha"
+// "status, services, servers, set-weight, drain, disable, enable, reload, ha, acl"
 const char* admin_commands();
 const char* admin_command_name(AdminCommand c);
 

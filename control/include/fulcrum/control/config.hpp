@@ -145,6 +145,26 @@ struct HaConfig {
     friend bool operator==(const HaConfig&, const HaConfig&) = default;
 };
 
+// The XDP front of an af_xdp deployment (`xdp:`; docs/configuration.md, "xdp"): fulcrumd
+// fills the maps of the program the dataplane attached to `interface` with the services'
+// VIPs, this source ACL and the per-source SYN limit.
+// At most this many prefixes per family in acl.allow and acl.deny together (FL_XDP_MAX_ACL).
+inline constexpr size_t kMaxXdpAclPerFamily = 16384;
+// At most this many distinct VIPs per family over all services with `xdp:` (FL_XDP_MAX_VIPS).
+inline constexpr size_t kMaxXdpVipsPerFamily = 1024;
+struct XdpConfig {
+    bool enabled = false;         // the `xdp:` section is present
+    std::string interface;        // the kernel interface carrying the front program
+    bool default_allow = true;    // acl.default: sources no rule matches
+    std::vector<IpPrefix> allow;  // acl.allow (host bits zero, no duplicates)
+    std::vector<IpPrefix> deny;   // acl.deny (none of them also in allow)
+    uint64_t syn_rate = 0;        // SYNs per second per source; 0: no limit
+    uint64_t syn_burst = 0;       // bucket depth in SYNs (>= 1 when syn_rate > 0)
+    uint32_t syn_ipv6_prefix = 64;  // IPv6 sources are counted per prefix of this length
+    Location where;
+    friend bool operator==(const XdpConfig&, const XdpConfig&) = default;
+};
+
 struct Config {
     std::string path;
 
@@ -167,6 +187,7 @@ struct Config {
 
     InterfaceConfig interface;
     HaConfig ha;
+    XdpConfig xdp;
 
     std::vector<ServiceConfig> services;
 };

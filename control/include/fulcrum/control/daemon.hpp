@@ -24,6 +24,7 @@
 #include "fulcrum/control/sync_peer.hpp"
 #include "fulcrum/control/dataplane_link.hpp"
 #include "fulcrum/control/publisher.hpp"
+#include "fulcrum/control/xdp_front.hpp"
 #include "fulcrum/snapshot.hpp"
 
 namespace fulcrum::control {
@@ -88,6 +89,7 @@ public:
         std::string last_reload_error;
         std::optional<HaStatus> ha;
         std::optional<SyncPeerStats> sync;
+        std::optional<XdpStatus> xdp;  // without packet counters
     };
     View view(bool fresh_counters);
 
@@ -116,6 +118,14 @@ public:
     std::optional<SyncPeerStats> sync_stats() const;
     // fulcrumctl ha takeover / release / resume. The error says why it cannot be done.
     Expected<HaStatus> ha_action(HaAction a);
+    // The XDP front: the `xdp:` section in force and the program's state with its packet
+    // counters (nullopt: no `xdp:` section).
+    struct XdpView {
+        XdpConfig cfg;
+        std::vector<IpAddr> vips;
+        XdpStatus status;
+    };
+    std::optional<XdpView> xdp_view() const;
 
 private:
     struct Waiter {
@@ -180,6 +190,7 @@ private:
     std::unique_ptr<CtlSyncDataplane> sync_dp_;
     std::unique_ptr<SyncPeer> sync_;
     bool sync_hold_ = false;  // preemption held until the first bulk sync completed
+    std::unique_ptr<XdpFront> xdp_;  // `xdp:` configured
     std::unique_ptr<NeighborResolver> neighbors_;
     std::unique_ptr<HealthChecker> health_;
     std::unique_ptr<Metrics> metrics_;

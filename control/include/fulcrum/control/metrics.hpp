@@ -13,6 +13,7 @@
 #include "fulcrum/control/ha_node.hpp"
 #include "fulcrum/control/publisher.hpp"
 #include "fulcrum/control/sync_peer.hpp"
+#include "fulcrum/control/xdp_front.hpp"
 #include "fulcrum/dp_counters.hpp"
 
 namespace prometheus {
@@ -37,6 +38,7 @@ struct MetricsInput {
     const std::map<std::string, uint64_t>* dataplane_control_refused = nullptr;
     const HaStatus* ha = nullptr;  // null: no ha: section
     const SyncPeerStats* sync = nullptr;  // null: no ha.sync
+    const XdpStatus* xdp = nullptr;       // null: no xdp: section
 };
 
 // HTTP basic auth for scrapes (metrics.basic_auth); both empty: none.
