@@ -308,6 +308,10 @@ def test_kill9_fails_over_ipv4_and_ipv6_together(pair6):
         wait_client_follows(lab, "b", vip)
         assert vip in lab.b.fl0_addresses(), vip
     assert lab.b.dp_health()["ha"]["active"]
+    # The VIP on fl0 is never the source of b's own traffic (its health checks to the
+    # servers): a /128 would otherwise win source selection over the /64 host address.
+    assert lab.b.source_for(halab.SERVERS3_6["s1"]) == halab.NODE_ADDR6["b"]
+    assert lab.b.source_for(halab.SERVERS3["s1"]) == NODE_ADDR["b"]
     assert_announced6(lab, cap, lab.b, t_kill)
     fulcrumlab.wait_for(lambda: adverts6(lab, cap, b_ll, t_kill, 100), 5, what="IPv6 adverts from b")
     assert lab.b.ha()["counters"]["na_sent"] >= 1, lab.b.ha()
