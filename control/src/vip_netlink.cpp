@@ -338,9 +338,9 @@ void AddressManager::add(int ifindex, const IpAddr& a, uint8_t prefix_len, bool 
     const bool deprecated = !source && a.is_v6();
     // A deprecated address replaces one already there (its lifetimes and flags are updated),
     // so it cannot stay a source; any other add leaves an existing address as it is.
-    auto req = address_request(RTM_NEWADDR,
-                               NLM_F_CREATE | (deprecated ? NLM_F_REPLACE : NLM_F_EXCL), ifindex,
-                               a, prefix_len, flags, deprecated);
+    auto req =
+        address_request(RTM_NEWADDR, NLM_F_CREATE | (deprecated ? NLM_F_REPLACE : NLM_F_EXCL),
+                        ifindex, a, prefix_len, flags, deprecated);
     std::string what =
         "add " + a.str() + "/" + std::to_string(prefix_len) + " to " + if_label(ifindex);
     Reply r = transact(req, what.c_str());
