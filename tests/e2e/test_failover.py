@@ -4,7 +4,9 @@ balancer's fl0 (fulcrumd's `ha:`, or keepalived 2.2.7 as the peer), advert inter
 
 The service is Maglev with the same servers and hash seed on both balancers, so either one
 sends a flow to the same server: established connections survive a failover even without
-connection sync, once the client's ARP cache follows the new master's gratuitous ARP.
+connection sync, once the client's ARP cache follows the new master's gratuitous ARP. The IPv6 tests use the dual-stack lab (PairLab(ipv6=True)): an IPv6 VIP
+with its own virtual router, alone or next to the IPv4 one; the client's neighbour entry
+follows the new master's unsolicited neighbour advertisements.
 
 Every test asserts states and connection outcomes, never how long something took; each wait
 is on a state, with a bounded deadline."""
