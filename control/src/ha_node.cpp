@@ -247,7 +247,9 @@ void HaNode::run() {
     auto add_vips = [&](const std::vector<IpAddr>& which) {
         for (const auto& v : which) {
             try {
-                m.addrs.add(m.ifindex, v, vip_prefix(v), true);
+                // Never a source: the host's own traffic (health checks) must leave from
+                // its interface address, not from a VIP (see AddressManager::add).
+                m.addrs.add(m.ifindex, v, vip_prefix(v), true, false);
             } catch (const std::exception& e) {
                 ++m.st.address_errors;
                 spdlog::error("HA: adding VIP {} to {}: {}", v.str(), m.cfg.interface.name, e.what());

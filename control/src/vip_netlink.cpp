@@ -291,7 +291,8 @@ namespace {
 
 // The fixed header and the address attributes of RTM_NEWADDR / RTM_DELADDR.
 std::vector<uint8_t> address_request(uint16_t type, uint16_t flags, int ifindex, const IpAddr& a,
-                                     uint8_t prefix_len, uint32_t ifa_flags) {
+                                     uint8_t prefix_len, uint32_t ifa_flags,
+                                     bool deprecated = false) {
     ifaddrmsg ifa{};
     ifa.ifa_family = a.is_v4() ? AF_INET : AF_INET6;
     ifa.ifa_prefixlen = prefix_len;
@@ -303,6 +304,12 @@ std::vector<uint8_t> address_request(uint16_t type, uint16_t flags, int ifindex,
     put_attr(req, IFA_LOCAL, a.bytes.data(), a.size());
     put_attr(req, IFA_ADDRESS, a.bytes.data(), a.size());
     if (ifa_flags != 0) put_attr(req, IFA_FLAGS, &ifa_flags, sizeof ifa_flags);
+    if (deprecated) {
+        ifa_cacheinfo ci{};
+        ci.ifa_prefered = 0;
+        ci.ifa_valid = 0xffffffffu;  // INFINITY_LIFE_TIME: never expires
+        put_attr(req, IFA_CACHEINFO, &ci, sizeof ci);
+    }
     return req;
 }
 
@@ -324,11 +331,16 @@ void check_address(const char* op, int ifindex, const IpAddr& a, uint8_t prefix_
 
 }  // namespace
 
-void AddressManager::add(int ifindex, const IpAddr& a, uint8_t prefix_len, bool nodad) {
+void AddressManager::add(int ifindex, const IpAddr& a, uint8_t prefix_len, bool nodad,
+                         bool source) {
     check_address("add", ifindex, a, prefix_len);
     uint32_t flags = (nodad && a.is_v6()) ? IFA_F_NODAD : 0;
+    const bool deprecated = !source && a.is_v6();
+    // A deprecated address replaces one already there (its lifetimes and flags are updated),
+    // so it cannot stay a source; any other add leaves an existing address as it is.
     auto req =
-        address_request(RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL, ifindex, a, prefix_len, flags);
+        address_request(RTM_NEWADDR, NLM_F_CREATE | (deprecated ? NLM_F_REPLACE : NLM_F_EXCL),
+                        ifindex, a, prefix_len, flags, deprecated);
     std::string what =
         "add " + a.str() + "/" + std::to_string(prefix_len) + " to " + if_label(ifindex);
     Reply r = transact(req, what.c_str());

@@ -446,6 +446,70 @@ TEST(HaIoNetlink, AddRemoveListIpv6Nodad) {
     EXPECT_EQ(err, "");
 }
 
+// The source address the kernel picks to reach `dst` (a UDP connect sends nothing).
+IpAddr source_for(const IpAddr& dst) {
+    int fd = ::socket(AF_INET6, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    require(fd >= 0, std::string("udp socket: ") + std::strerror(errno));
+    sockaddr_in6 to{};
+    to.sin6_family = AF_INET6;
+    to.sin6_port = htons(80);
+    std::memcpy(&to.sin6_addr, dst.bytes.data(), 16);
+    sockaddr_in6 me{};
+    socklen_t len = sizeof me;
+    const bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&to), sizeof to) == 0 &&
+                    ::getsockname(fd, reinterpret_cast<sockaddr*>(&me), &len) == 0;
+    const int err = errno;
+    ::close(fd);
+    require(ok, "no source for " + dst.str() + ": " + std::strerror(err));
+    return IpAddr::v6(reinterpret_cast<const uint8_t*>(&me.sin6_addr));
+}
+
+// An IPv6 VIP added with source=false is deprecated: the host's own connections to its
+// neighbours leave from its interface address, not from the VIP, which a /128 would
+// otherwise win by the longest-match rule (the VIP holder's health checks were answered to
+// the VIP, that is to the DSR servers themselves). It stays an address of the host.
+TEST(HaIoNetlink, Ipv6VipIsNeverASource) {
+    if (::geteuid() != 0) GTEST_SKIP() << kNeedsRoot;
+    std::string err = run_isolated(false, [](Lab&) {
+        AddressManager am;
+        const int va = am.ifindex("va");
+        up("va");
+        up("vb");
+        const IpAddr host = ip("2001:db8::2"), vip = ip("2001:db8::100"),
+                     server = ip("2001:db8::11");
+        am.add(va, host, 64, true);
+        require(source_for(server) == host, "the source before any VIP is not 2001:db8::2");
+        // As a usable address (an older fulcrumd's VIP), the /128 takes over as the source.
+        am.add(va, vip, 128, true);
+        require(source_for(server) == vip,
+                "a preferred /128 VIP is not the source: this test no longer shows the problem");
+        // The VIP's add updates the address already there.
+        am.add(va, vip, 128, true, false);
+        auto info = find_info(am, va, vip);
+        require(info && (info->flags & IFA_F_DEPRECATED) != 0, "the VIP is not deprecated");
+        require((info->flags & IFA_F_TENTATIVE) == 0, "the VIP is tentative");
+        require(source_for(server) == host,
+                "the source is " + source_for(server).str() + ", not 2001:db8::2");
+        am.add(va, vip, 128, true, false);  // already there: fine
+        auto l = am.list(va);
+        require(std::count(l.begin(), l.end(), std::make_pair(vip, uint8_t{128})) == 1,
+                "the VIP is listed twice");
+        const std::string shown = sh_out("ip -6 addr show dev va to 2001:db8::100/128");
+        require(contains(shown, "2001:db8::100/128") && contains(shown, "deprecated") &&
+                    contains(shown, "valid_lft forever preferred_lft 0sec"),
+                "ip does not show the VIP deprecated and valid forever: " + shown);
+        // Still the host's own: a local route, so its traffic is taken in.
+        require(contains(sh_out("ip -6 route show table local"), "local 2001:db8::100"),
+                "no local route for the deprecated VIP");
+        am.remove(va, vip, 128);
+        require(!find_info(am, va, vip), "the VIP is still there after remove");
+        // IPv4 ignores the flag (its source is the subnet route's preferred source).
+        am.add(va, ip("198.18.0.10"), 32, true, false);
+        require(has_address(am.list(va), ip("198.18.0.10"), 32), "the IPv4 VIP is missing");
+    });
+    EXPECT_EQ(err, "");
+}
+
 // Without the capabilities, every refusal says what to grant.
 TEST(HaIoNetlink, WithoutCapabilities) {
     if (::geteuid() != 0) GTEST_SKIP() << kNeedsRoot;

@@ -4,7 +4,9 @@ balancer's fl0 (fulcrumd's `ha:`, or keepalived 2.2.7 as the peer), advert inter
 
 The service is Maglev with the same servers and hash seed on both balancers, so either one
 sends a flow to the same server: established connections survive a failover even without
-connection sync, once the client's ARP cache follows the new master's gratuitous ARP.
+connection sync, once the client's ARP cache follows the new master's gratuitous ARP. The IPv6 tests use the dual-stack lab (PairLab(ipv6=True)): an IPv6 VIP
+with its own virtual router, alone or next to the IPv4 one; the client's neighbour entry
+follows the new master's unsolicited neighbour advertisements.
 
 Every test asserts states and connection outcomes, never how long something took; each wait
 is on a state, with a bounded deadline."""
@@ -15,7 +17,7 @@ import pytest
 
 import fulcrumlab
 import halab
-from halab import NODE_ADDR, VIP
+from halab import NODE_ADDR, VIP, VIP6
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (network namespaces)")
 
@@ -35,34 +37,39 @@ def needs_keepalived():
 
 
 def start_pair(lab, a="fulcrum", b="fulcrum", ha=None, keepalived=None):
-    """Starts a, waits until it is master and owns the VIP, then starts b and waits until it
+    """Starts a, waits until it is master and owns the VIPs, then starts b and waits until it
     is backup (in fulcrum mode: following a)."""
     lab.a.start(a, ha_overrides=ha, keepalived=keepalived)
     lab.wait_state("a", "master")
     lab.b.start(b, ha_overrides=ha, keepalived=keepalived)
     lab.wait_state("b", "backup")
     if b == "fulcrum":
-        fulcrumlab.wait_for(lambda: (lab.b.ha() or {}).get("master") == NODE_ADDR["a"], 10,
-                            what=f"b to follow a as master: {lab.b.ha()}")
-    lab.wait_owner({"a"})
-    assert VIP not in lab.b.fl0_addresses(), "the backup holds the VIP on fl0"
+        # The `ha` view shows the IPv4 router when there is one; the IPv6 router's master is
+        # named by its link-local address.
+        master = NODE_ADDR["a"] if lab.vips else lab.a.link_local()
+        fulcrumlab.wait_for(lambda: (lab.b.ha() or {}).get("master") == master, 10,
+                            what=f"b to follow a ({master}) as master: {lab.b.ha()}")
+    for vip in lab.vips + lab.vips6:
+        lab.wait_owner({"a"}, vip)
+        assert vip not in lab.b.fl0_addresses(), f"the backup holds the VIP {vip} on fl0"
 
 
-def wait_client_follows(lab, node):
-    """Waits until the client's ARP cache sends VIP traffic to `node` (the new master's
-    gratuitous ARP arrived); returns the time (monotonic, as the load's report)."""
-    fulcrumlab.wait_for(lambda: lab.client_neigh() == node, 15, 0.02,
-                        what=f"the client's ARP entry for the VIP to point at {node} "
-                             f"(now {lab.client_neigh()})\n{lab.logs()}")
+def wait_client_follows(lab, node, vip=VIP):
+    """Waits until the client's ARP / neighbour cache sends `vip` traffic to `node` (the new
+    master's gratuitous ARP / unsolicited NA arrived); returns the time (monotonic, as the
+    load's report)."""
+    fulcrumlab.wait_for(lambda: lab.client_neigh(vip) == node, 15, 0.02,
+                        what=f"the client's neighbour entry for {vip} to point at {node} "
+                             f"(now {lab.client_neigh(vip)})\n{lab.logs()}")
     return time.monotonic()
 
 
-def assert_connections_survived(lab, load, since):
-    """Every held connection is still alive and exchanged data after `since`; new
-    connections begun after `since` all succeeded (and there were some)."""
+def assert_connections_survived(lab, load, since, conns=HELD):
+    """Every held connection (`conns` of them) is still alive and exchanged data after
+    `since`; new connections begun after `since` all succeeded (and there were some)."""
     r = lab.load_result(load)
     held = r["held"]
-    assert held["established"] == HELD, held["setup_failed"]
+    assert held["established"] == conns, held["setup_failed"]
     assert not held["broken"], f"{len(held['broken'])} connections broke: {held['broken'][:5]}\n{lab.logs()}"
     assert held["last_ok_min"] > since, (
         f"a connection made no exchange after the takeover (worst gaps {held['worst']})\n{lab.logs()}")
@@ -228,6 +235,133 @@ def test_operator_release_and_takeover_through_fulcrumctl(pair):
     assert ha["operator"] == "" and ha["priority"] == 150, ha
     assert pair.ha_state("a") == "master" and pair.owner_of() == {"a"}  # a has the higher priority
     assert_connections_survived(pair, load, since)
+
+
+# ---- IPv6 ----------------------------------------------------------------------------------
+
+HELD_EACH = HELD // 2  # held connections per family when both run at once
+
+
+@pytest.fixture
+def pair6(tmp_path):
+    """The dual-stack lab: the IPv4 VIP ("web") and the IPv6 VIP ("web6") at once."""
+    with halab.PairLab(tmp_path, ipv6=True) as lab:
+        yield lab
+
+
+@pytest.fixture
+def pair6only(tmp_path):
+    """IPv6 VIP only: fulcrumd runs the IPv6 virtual router alone."""
+    with halab.PairLab(tmp_path, ipv6=True, vips=()) as lab:
+        yield lab
+
+
+def wait_router(node, family, state):
+    fulcrumlab.wait_for(lambda: node.router_state(family) == state, 20,
+                        what=f"{node.name}'s IPv{family} router to be {state} (now {node.router_state(family)})\n"
+                             f"{node.logs()}")
+
+
+def adverts6(lab, cap, src, since, priority=None):
+    return [f for f in lab.captured(cap) if f["kind"] == "vrrp6" and f["src"] == src and f["t"] >= since
+            and (priority is None or f["priority"] == priority)]
+
+
+def assert_announced6(lab, cap, node, since):
+    """`node` sent unsolicited neighbour advertisements for the IPv6 VIP after `since` (a
+    wall-clock time), each to all nodes, from its link-local address, hop limit 255, override
+    set, with its own MAC; and the last one anybody sent is `node`'s."""
+    ll = node.link_local()
+    nas = [f for f in lab.captured(cap) if f["kind"] == "na" and f["target"] == VIP6 and f["t"] >= since
+           and not f["solicited"]]
+    mine = [f for f in nas if f["src_mac"] == node.mac]
+    assert mine, f"no unsolicited neighbour advertisement for {VIP6} from {node.name}: {nas[-5:]}\n{lab.logs()}"
+    for f in mine:
+        assert (f["tlla"], f["src"], f["dst"], f["hop_limit"], f["override"]) == (node.mac, ll, "ff02::1", 255, True), f
+    assert nas[-1]["src_mac"] == node.mac, nas[-5:]
+
+
+def test_kill9_fails_over_ipv4_and_ipv6_together(pair6):
+    """kill -9 of the master with an IPv4 and an IPv6 VIP: both of b's routers take over, the
+    client's ARP and neighbour entries follow b (gratuitous ARP, unsolicited NA), every held
+    connection of either family survives; a returns and takes both back by preemption, and b
+    removes both VIPs from fl0."""
+    lab = pair6
+    start_pair(lab)
+    a_ll, b_ll = lab.a.link_local(), lab.b.link_local()
+    assert a_ll and b_ll and a_ll != b_ll, (a_ll, b_ll)
+    for fam in (4, 6):
+        assert (lab.a.router_state(fam), lab.b.router_state(fam)) == ("master", "backup"), fam
+    cap = lab.start_capture()
+    # b follows a's IPv6 adverts too: a sends them at its priority from its link-local address.
+    fulcrumlab.wait_for(lambda: len(adverts6(lab, cap, a_ll, 0, 150)) >= 3, 10, what="IPv6 adverts from a")
+    assert not adverts6(lab, cap, b_ll, 0), "the IPv6 backup advertises"
+    loads = {vip: lab.start_load(conns=HELD_EACH, duration=LOAD_SECONDS + 10, vip=vip) for vip in (VIP, VIP6)}
+    for vip in (VIP, VIP6):
+        assert lab.client_neigh(vip) == "a", vip
+    t_kill = time.time()
+    lab.a.kill()
+    lab.wait_state("b", "master")
+    wait_router(lab.b, 6, "master")
+    wait_router(lab.b, 4, "master")
+    for vip in (VIP, VIP6):
+        lab.wait_owner({"b"}, vip)
+    for vip in (VIP, VIP6):
+        wait_client_follows(lab, "b", vip)
+        assert vip in lab.b.fl0_addresses(), vip
+    assert lab.b.dp_health()["ha"]["active"]
+    # The VIP on fl0 is never the source of b's own traffic (its health checks to the
+    # servers): a /128 would otherwise win source selection over the /64 host address.
+    assert lab.b.source_for(halab.SERVERS3_6["s1"]) == halab.NODE_ADDR6["b"]
+    assert lab.b.source_for(halab.SERVERS3["s1"]) == NODE_ADDR["b"]
+    assert_announced6(lab, cap, lab.b, t_kill)
+    fulcrumlab.wait_for(lambda: adverts6(lab, cap, b_ll, t_kill, 100), 5, what="IPv6 adverts from b")
+    assert lab.b.ha()["counters"]["na_sent"] >= 1, lab.b.ha()
+
+    t_back = time.time()
+    lab.a.restart()
+    lab.wait_state("a", "master")
+    lab.wait_state("b", "backup")
+    wait_router(lab.a, 6, "master")
+    wait_router(lab.b, 6, "backup")
+    for vip in (VIP, VIP6):
+        lab.wait_owner({"a"}, vip)
+    since = max(wait_client_follows(lab, "a", vip) for vip in (VIP, VIP6))
+    for vip in (VIP, VIP6):
+        fulcrumlab.wait_for(lambda: vip not in lab.b.fl0_addresses(), 10, what=f"b to remove {vip} from fl0")
+    fulcrumlab.wait_for(lambda: not lab.b.dp_health()["ha"]["active"], 10, what="b's dataplane to go inactive")
+    assert lab.a.link_local() == a_ll  # the recreated fl0 has the same MAC, so the same address
+    assert_announced6(lab, cap, lab.a, t_back)
+    assert adverts6(lab, cap, a_ll, t_back, 150), "a took back the IPv6 VIP without advertising"
+    for vip, load in loads.items():
+        assert_connections_survived(lab, load, since, conns=HELD_EACH)
+
+
+def test_kill9_of_the_master_moves_an_ipv6_only_vip(pair6only):
+    """With IPv6 VIPs only, the IPv6 router is the one the `ha` view shows: its master is
+    named by its link-local address. kill -9 of a: b takes over on a's silence, the client's
+    neighbour entry follows b's unsolicited NA and every held connection survives."""
+    lab = pair6only
+    start_pair(lab)
+    a_ll = lab.a.link_local()
+    assert lab.a.ha()["master"] == a_ll and lab.b.router_state(4) is None
+    assert VIP not in lab.a.fl0_addresses()
+    cap = lab.start_capture()
+    load = lab.start_load(conns=HELD, duration=LOAD_SECONDS, vip=VIP6)
+    assert lab.client_neigh(VIP6) == "a"
+    t_kill = time.time()
+    lab.a.kill()
+    lab.wait_state("b", "master")
+    lab.wait_owner({"b"}, VIP6)
+    since = wait_client_follows(lab, "b", VIP6)
+    assert VIP6 in lab.b.fl0_addresses()
+    assert lab.b.dp_health()["ha"]["active"]
+    hb = lab.b.ha()
+    t = hb["last_transition"]
+    assert (t["from"], t["to"]) == ("backup", "master") and a_ll in t["reason"], t
+    assert hb["master"] == lab.b.link_local(), hb
+    assert_announced6(lab, cap, lab.b, t_kill)
+    assert_connections_survived(lab, load, since)
 
 
 # ---- connection sync ----------------------------------------------------------------------

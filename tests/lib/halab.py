@@ -5,6 +5,12 @@
     balancer b (198.18.0.3: the same) --+
     s1, s2, s3 (198.18.0.11-13, DSR: the VIP on lo, arp_ignore / arp_announce) --+
 
+PairLab(..., ipv6=True) makes the lab dual-stack: the client also has 2001:db8::1/64, the
+balancers' fl0 has IPv6 (2001:db8::2/64, ::3 in `interface.addresses`, a link-local address
+usable at once), the servers have 2001:db8::11-13/64 and the IPv6 VIP 2001:db8::100 on lo too,
+and a second service ("web6") runs on the IPv6 VIP with the IPv6 servers. fulcrumd then runs
+one VRRP router per family; the IPv6 one speaks from fl0's link-local address.
+
 Each balancer runs fulcrum-dataplane on a net_af_packet uplink (eth0, hidden from its kernel
 by an nftables ingress drop, as fulcrumlab.Lab does) with the TAP exception interface fl0,
 which carries the uplink's MAC. Whoever holds a VIP on fl0 answers ARP for it through the
@@ -58,6 +64,15 @@ VRID = 51
 PROBE_IP = "198.18.0.9"
 PROBE_MAC = "02:00:00:00:00:99"
 
+# The IPv6 side of a dual-stack lab (PairLab(..., ipv6=True)).
+CLIENT6 = "2001:db8::1"
+NODE_ADDR6 = {"a": "2001:db8::2", "b": "2001:db8::3"}
+SERVERS3_6 = {"s1": "2001:db8::11", "s2": "2001:db8::12", "s3": "2001:db8::13"}
+VIP6 = "2001:db8::100"
+PROBE_IP6 = "2001:db8::9"
+ETH_P_IPV6 = 0x86DD
+ICMPV6 = 58
+
 
 def web_service(servers=SERVERS3, vip=VIP, name="web", port=80):
     """A Maglev TCP service over `servers`: both balancers build the same table (same servers,
@@ -75,12 +90,60 @@ def ha_config(node, **overrides):
     return ha
 
 
+def is_v6(addr):
+    return ":" in addr
+
+
 def mac_bytes(mac):
     return bytes.fromhex(mac.replace(":", ""))
 
 
 def mac_str(b):
     return ":".join(f"{x:02x}" for x in b)
+
+
+def icmpv6_checksum(src, dst, msg):
+    """The ICMPv6 checksum of `msg` (its checksum field zero) between the packed addresses."""
+    data = src + dst + struct.pack("!IxxxB", len(msg), ICMPV6) + msg
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def neighbour_solicitation(target, src_ip=PROBE_IP6, src_mac=PROBE_MAC):
+    """An Ethernet frame: a neighbour solicitation for `target` from `src_ip` / `src_mac`
+    (with its source link-layer option, so the answer comes back to `src_mac`), sent to the
+    target's solicited-node multicast group as a host resolving it would."""
+    t = socket.inet_pton(socket.AF_INET6, target)
+    group = bytes.fromhex("ff0200000000000000000001ff") + t[13:]
+    src = socket.inet_pton(socket.AF_INET6, src_ip)
+    msg = struct.pack("!BBHI", 135, 0, 0, 0) + t + bytes([1, 1]) + mac_bytes(src_mac)
+    msg = msg[:2] + struct.pack("!H", icmpv6_checksum(src, group, msg)) + msg[4:]
+    ip = struct.pack("!IHBB", 0x60000000, len(msg), ICMPV6, 255) + src + group
+    return b"\x33\x33" + group[12:] + mac_bytes(src_mac) + struct.pack("!H", ETH_P_IPV6) + ip + msg
+
+
+def neighbour_advert_of(frame, target, dst_ip=PROBE_IP6):
+    """The MAC that `frame` advertises for `target` (its target link-layer option, else its
+    Ethernet source) when it is a neighbour advertisement for `target` sent to `dst_ip`;
+    None for any other frame."""
+    if len(frame) < 14 + 40 + 24 or frame[12:14] != struct.pack("!H", ETH_P_IPV6):
+        return None
+    ip = frame[14:]
+    if ip[6] != ICMPV6 or ip[24:40] != socket.inet_pton(socket.AF_INET6, dst_ip):
+        return None
+    icmp = ip[40:40 + struct.unpack("!H", ip[4:6])[0]]
+    if len(icmp) < 24 or icmp[0] != 136 or icmp[8:24] != socket.inet_pton(socket.AF_INET6, target):
+        return None
+    opts = icmp[24:]
+    while len(opts) >= 8 and opts[1]:
+        if opts[0] == 2:  # target link-layer address
+            return mac_str(opts[2:8])
+        opts = opts[opts[1] * 8:]
+    return mac_str(frame[6:12])
 
 
 def kill9(proc):
@@ -123,6 +186,11 @@ class Node:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.ns = lab.topo.add_host(f"lb{name}", [], ipv6=False)
         fulcrumlab.prepare_dataplane_uplink(self.ns, "eth0")
+        if lab.ipv6:
+            # Interfaces made from now on (fl0, by every dataplane start) skip duplicate address
+            # detection, so fl0's link-local address, the source of the IPv6 adverts, is usable
+            # as soon as the interface is.
+            sh("echo 0 > /proc/sys/net/ipv6/conf/default/accept_dad", netns=self.ns)
         self.mac = lab.topo.mac(f"lb{name}")
         self.dp_socket = self.workdir / "dataplane.sock"
         self.admin_socket = self.workdir / "admin.sock"
@@ -145,7 +213,22 @@ class Node:
         if self.dp_socket.exists() or self.dp_socket.is_symlink():
             self.dp_socket.unlink()
         self.dp_socket.symlink_to(self.dataplane.socket)
-        sh("echo 1 > /proc/sys/net/ipv6/conf/fl0/disable_ipv6", netns=self.ns)
+        if self.lab.ipv6:
+            # fl0 is new with every start: set it up again (both are no-ops when the namespace
+            # defaults already did it).
+            sh("echo 0 > /proc/sys/net/ipv6/conf/fl0/accept_dad; "
+               "echo 0 > /proc/sys/net/ipv6/conf/fl0/disable_ipv6", netns=self.ns)
+            # The host addresses before fulcrumd starts. fulcrumd starts its health checks
+            # before its HA thread puts `interface.addresses` on fl0, so a first check can fail
+            # with "network is unreachable"; with rise 2 that server then stays down for a
+            # second, and a returning master that preempts meanwhile has a Maglev table over
+            # fewer servers than its peer's: connections moved to other servers are reset.
+            # (A fulcrumd race, not an IPv6 one; the dual-stack lab's checks happen to run
+            # early enough to hit it.) fulcrumd adds the same addresses again: no change.
+            for addr in (f"{self.addr}/24", f"{NODE_ADDR6[self.name]}/64"):
+                run("ip", "addr", "replace", addr, "dev", "fl0", *(["nodad"] if is_v6(addr) else []), netns=self.ns)
+        else:
+            sh("echo 1 > /proc/sys/net/ipv6/conf/fl0/disable_ipv6", netns=self.ns)
         if self.mode != "fulcrum":
             # keepalived mode: nobody manages fl0's host address but us (fulcrumd's
             # `interface:` does it in fulcrum mode).
@@ -172,9 +255,10 @@ class Node:
                "admin": {"socket": str(self.admin_socket)},
                "metrics": {"listen": f"127.0.0.1:{self.metrics_port}"},
                "health_check": {"type": "tcp", "interval": "500ms", "timeout": "300ms", "rise": 2, "fall": 2},
-               "services": services or [web_service(self.lab.servers, v) for v in self.lab.vips]}
+               "services": services or self.lab.services()}
         if ha:
-            cfg["interface"] = {"name": "fl0", "addresses": [f"{self.addr}/24"]}
+            cfg["interface"] = {"name": "fl0", "addresses": [f"{self.addr}/24"] +
+                                ([f"{NODE_ADDR6[self.name]}/64"] if self.lab.ipv6 else [])}
             cfg["ha"] = ha_config(self.name, **(ha_overrides or {}))
         if extra:
             cfg.update(extra)
@@ -339,7 +423,41 @@ class Node:
         r = run("ip", "-j", "addr", "show", "dev", "fl0", netns=self.ns, check=False)
         if r.returncode != 0:
             return []
-        return [a["local"] for i in json.loads(r.stdout or "[]") for a in i.get("addr_info", [])]
+        return [a["local"] for i in json.loads(r.stdout or "[]") for a in i.get("addr_info", []) if "local" in a]
+
+    def link_local(self):
+        """fl0's link-local address (the source of its IPv6 adverts), or None."""
+        r = run("ip", "-j", "-6", "addr", "show", "dev", "fl0", "scope", "link", netns=self.ns, check=False)
+        if r.returncode != 0:
+            return None
+        for i in json.loads(r.stdout or "[]"):
+            for a in i.get("addr_info", []):
+                if a.get("local", "").startswith("fe80:") and not a.get("tentative"):
+                    return a["local"]
+        return None
+
+    def source_for(self, dst):
+        """The source address this balancer's kernel picks for its own traffic to `dst`."""
+        r = run("ip", "-j", "route", "get", dst, netns=self.ns, check=False)
+        return next((e.get("prefsrc") for e in json.loads(r.stdout or "[]")), None) if r.returncode == 0 else None
+
+    def router_state(self, family):
+        """The last state fulcrumd's log reports for its `family` (4 or 6) virtual router:
+        "master", "backup" (left master, or running and never master), or None (fulcrumd not
+        running, or that router not built yet). The admin `ha` view shows one router (a
+        master one, else the first), so the other family's state is read here."""
+        if self.fulcrumd is None:
+            return None
+        name = f"IPv{family}"
+        state = None
+        for line in self.fulcrumd.log().splitlines():
+            if f"HA: {name} virtual router {VRID} on " in line:
+                state = "backup"
+            elif f"HA: {name} VRID {VRID} is master" in line:
+                state = "master"
+            elif f"HA: {name} VRID {VRID} leaves master" in line:
+                state = "backup"
+        return state
 
     def logs(self, tail=60):
         out = []
@@ -353,22 +471,32 @@ class Node:
 class PairLab:
     """client, two balancers (a: priority 150, b: 100) and three DSR servers on one segment."""
 
-    def __init__(self, workdir, servers=SERVERS3, vips=(VIP,), tag="ha"):
+    def __init__(self, workdir, servers=SERVERS3, vips=(VIP,), tag="ha", ipv6=False, servers6=SERVERS3_6,
+                 vips6=(VIP6,)):
+        """`ipv6`: dual-stack (see the module's doc): `servers6` (by the same names as
+        `servers`) and `vips6` as well; `vips` may then be empty (an IPv6-only service set)."""
         self.workdir = pathlib.Path(workdir)
+        self.ipv6 = ipv6
         self.servers = dict(servers)
         self.vips = list(vips)
+        self.servers6 = dict(servers6) if ipv6 else {}
+        self.vips6 = list(vips6) if ipv6 else []
         self.backends = {}
         self.nodes = {}
         self.loads = []
         self.captures = []
         self.topo = Topology(tag)
         try:
-            self.client = self.topo.add_host("client", [f"{CLIENT}/24"], ipv6=False)
+            self.client = self.topo.add_host("client", [f"{CLIENT}/24"] + ([f"{CLIENT6}/64"] if ipv6 else []),
+                                             ipv6=ipv6)
             self.client_mac = self.topo.mac("client")
             for name in ("a", "b"):
                 self.nodes[name] = Node(self, name)
             for name, addr in self.servers.items():
-                fulcrumlab.add_dsr_server(self.topo, name, addr, self.vips)
+                if ipv6:
+                    self.add_dsr_server6(name, addr, self.servers6[name])
+                else:
+                    fulcrumlab.add_dsr_server(self.topo, name, addr, self.vips)
                 self.start_backend(name)
         except BaseException:
             self.close()
@@ -385,8 +513,29 @@ class PairLab:
     def other(self, node):
         return self.b if node is self.a else self.a
 
+    def services(self):
+        """fulcrumd's default service list: the Maglev web service on every VIP ("web" on the
+        IPv4 ones, "web6" on the IPv6 ones, over the servers of the VIP's family)."""
+        return ([web_service(self.servers, v) for v in self.vips] +
+                [web_service(self.servers6, v, name="web6") for v in self.vips6])
+
+    def add_dsr_server6(self, name, addr, addr6):
+        """fulcrumlab.add_dsr_server, dual-stack: the IPv6 address too, and the IPv6 VIPs on lo
+        as /128. Nothing more is needed for neighbour discovery: Linux answers a solicitation
+        only for an address of the interface it arrived on, and lo's are not eth0's."""
+        ns = self.topo.add_host(name, [f"{addr}/24", f"{addr6}/64"], ipv6=True)
+        for vip in self.vips:
+            run("ip", "addr", "add", f"{vip}/32", "dev", "lo", netns=ns)
+        for vip in self.vips6:
+            run("ip", "addr", "add", f"{vip}/128", "dev", "lo", "nodad", netns=ns)
+        for k, v in (("arp_ignore", 1), ("arp_announce", 2)):
+            for dev in ("all", "eth0"):
+                sh(f"echo {v} > /proc/sys/net/ipv4/conf/{dev}/{k}", netns=ns)
+        return ns
+
     def start_backend(self, name):
-        p = Process(["/usr/bin/python3", str(fulcrumlab.TESTSERVER), name, "--tcp", "80", "--http", "8080"],
+        p = Process(["/usr/bin/python3", str(fulcrumlab.TESTSERVER), name, "--tcp", "80", "--http", "8080"] +
+                    (["--ipv6"] if self.ipv6 else []),
                     netns=self.topo.ns(name), log=self.workdir / f"{name}.log")
         wait_for(lambda: "ready" in p.log(), 15, what=f"test server {name}")
         self.backends[name] = p
@@ -399,9 +548,12 @@ class PairLab:
         return mac
 
     def owner_of(self, vip=VIP, window=0.4, requests=2):
-        """Every balancer answering ARP for `vip`, as the client segment sees it: a set of
-        node names ("a", "b"; an unknown MAC as itself). Empty: nobody answers; two: split
-        brain. The probe uses its own sender address so the client's ARP cache is untouched."""
+        """Every balancer answering ARP (IPv6: neighbour solicitations) for `vip`, as the
+        client segment sees it: a set of node names ("a", "b"; an unknown MAC as itself).
+        Empty: nobody answers; two: split brain. The probe uses its own sender address so the
+        client's ARP / neighbour cache is untouched."""
+        if is_v6(vip):
+            return self.nd_owner_of(vip, window, requests)
         with fulcrumlab.in_netns(self.client):
             s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0806))
         try:
@@ -430,6 +582,35 @@ class PairLab:
                 op = struct.unpack("!H", fr[20:22])[0]
                 if op == 2 and fr[28:32] == socket.inet_aton(vip) and fr[38:42] == socket.inet_aton(PROBE_IP):
                     seen.add(self.node_of_mac(mac_str(fr[22:28])))
+            return seen
+        finally:
+            s.close()
+
+    def nd_owner_of(self, vip=VIP6, window=0.4, requests=2):
+        """owner_of for an IPv6 VIP: neighbour solicitations for `vip` from PROBE_IP6 /
+        PROBE_MAC (an address and MAC nobody else uses: the answers go to the probe, and the
+        client kernel's entry for the VIP follows the unsolicited advertisements alone)."""
+        with fulcrumlab.in_netns(self.client):
+            s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_IPV6))
+        try:
+            s.bind(("eth0", ETH_P_IPV6))
+            req = neighbour_solicitation(vip)
+            seen = set()
+            end = time.monotonic() + window
+            next_send, sent = time.monotonic(), 0
+            while (now := time.monotonic()) < end:
+                if sent < requests and now >= next_send:
+                    s.send(req)
+                    sent += 1
+                    next_send = now + window / (requests + 1)
+                s.settimeout(max(0.001, min(end, next_send if sent < requests else end) - now))
+                try:
+                    fr = s.recv(2048)
+                except socket.timeout:
+                    continue
+                mac = neighbour_advert_of(fr, vip)
+                if mac:
+                    seen.add(self.node_of_mac(mac))
             return seen
         finally:
             s.close()
@@ -478,7 +659,8 @@ class PairLab:
         return True
 
     def client_neigh(self, vip=VIP):
-        """The MAC the client kernel's ARP cache holds for `vip` (as a node name), or None."""
+        """The MAC the client kernel's ARP / neighbour cache holds for `vip` (as a node
+        name), or None."""
         r = run("ip", "-j", "neigh", "show", vip, "dev", "eth0", netns=self.client, check=False)
         for e in json.loads(r.stdout or "[]"):
             if e.get("lladdr"):
@@ -601,7 +783,7 @@ class _New:
 
 
 def _nb_connect(addr):
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s = socket.socket(socket.AF_INET6 if is_v6(addr[0]) else socket.AF_INET, socket.SOCK_STREAM)
     s.setblocking(False)
     err = s.connect_ex(addr)
     if err not in (0, errno.EINPROGRESS):
@@ -864,7 +1046,8 @@ ETH_P_ALL = 0x0003
 
 def run_capture(a):
     """Writes one JSON line per ARP frame and VRRP advert seen on `iface`, with the kernel's
-    receive time (CLOCK_REALTIME, SO_TIMESTAMPNS) as "t"."""
+    receive time (CLOCK_REALTIME, SO_TIMESTAMPNS) as "t". IPv6: VRRP adverts as kind "vrrp6"
+    ("ttl" is the hop limit) and neighbour advertisements as kind "na"."""
     s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
     s.bind((a.iface, ETH_P_ALL))
     s.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
@@ -902,6 +1085,19 @@ def run_capture(a):
                     rec = {"t": t, "kind": "vrrp", "src_mac": mac_str(fr[6:12]), "src": socket.inet_ntoa(fr[26:30]),
                            "dst": socket.inet_ntoa(fr[30:34]), "ttl": fr[22], "version": v[0] >> 4, "vrid": v[1],
                            "priority": v[2], "count": v[3], "interval_cs": struct.unpack("!H", v[4:6])[0] & 0x0FFF}
+            elif etype == struct.pack("!H", ETH_P_IPV6) and len(fr) >= 14 + 40 + 8:
+                ip = fr[14:]
+                src, dst = socket.inet_ntop(socket.AF_INET6, ip[8:24]), socket.inet_ntop(socket.AF_INET6, ip[24:40])
+                v = ip[40:40 + struct.unpack("!H", ip[4:6])[0]]
+                if ip[6] == 112 and len(v) >= 8:
+                    rec = {"t": t, "kind": "vrrp6", "src_mac": mac_str(fr[6:12]), "src": src, "dst": dst,
+                           "ttl": ip[7], "version": v[0] >> 4, "vrid": v[1], "priority": v[2], "count": v[3],
+                           "interval_cs": struct.unpack("!H", v[4:6])[0] & 0x0FFF}
+                elif ip[6] == ICMPV6 and len(v) >= 24 and v[0] == 136:
+                    rec = {"t": t, "kind": "na", "src_mac": mac_str(fr[6:12]), "src": src, "dst": dst,
+                           "hop_limit": ip[7], "target": socket.inet_ntop(socket.AF_INET6, v[8:24]),
+                           "solicited": bool(v[4] & 0x40), "override": bool(v[4] & 0x20),
+                           "tlla": mac_str(v[26:32]) if len(v) >= 32 and v[24] == 2 else None}
             if rec:
                 out.write(json.dumps(rec) + "\n")
                 out.flush()

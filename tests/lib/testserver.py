@@ -1,12 +1,13 @@
 #!/usr/bin/python3
 """A test backend server for Fulcrum's end-to-end tests and demo.
 
-  testserver.py NAME [--tcp PORT] [--udp PORT] [--http PORT] [--health-file PATH]
+  testserver.py NAME [--tcp PORT] [--udp PORT] [--http PORT] [--health-file PATH] [--ipv6]
 
 TCP: on connect sends "NAME\\n", then echoes every line back until the client closes
 (long-lived connections). UDP: answers every datagram with "NAME <datagram>". HTTP: GET /
 answers "NAME\\n"; GET /health answers 200, or 503 while --health-file exists. Every listener
-binds the wildcard address so traffic to a VIP held on the loopback (DSR) is served.
+binds the wildcard address so traffic to a VIP held on the loopback (DSR) is served; with
+--ipv6 each one has an IPv6 twin on "::" (IPv6 only, so the IPv4 listener stays as it was).
 Stops on SIGTERM.
 """
 import argparse
@@ -61,6 +62,17 @@ class ThreadingHTTP(socketserver.ThreadingMixIn, http.server.HTTPServer):
     daemon_threads = True
 
 
+def ipv6_twin(cls):
+    """`cls` listening on an IPv6 address only (IPV6_V6ONLY: next to the IPv4 listener)."""
+    class V6(cls):
+        address_family = socket.AF_INET6
+
+        def server_bind(self):
+            self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            super().server_bind()
+    return V6
+
+
 def main():
     global NAME, HEALTH_FILE
     ap = argparse.ArgumentParser()
@@ -69,16 +81,18 @@ def main():
     ap.add_argument("--udp", type=int)
     ap.add_argument("--http", type=int)
     ap.add_argument("--health-file")
+    ap.add_argument("--ipv6", action="store_true", help="listen on :: too (IPv6 VIPs and addresses)")
     a = ap.parse_args()
     NAME = a.name.encode()
     HEALTH_FILE = a.health_file
     servers = []
-    if a.tcp:
-        servers.append(ThreadingTCP(("0.0.0.0", a.tcp), EchoHandler))
-    if a.udp:
-        servers.append(socketserver.ThreadingUDPServer(("0.0.0.0", a.udp), UDPHandler))
-    if a.http:
-        servers.append(ThreadingHTTP(("0.0.0.0", a.http), HTTPHandler))
+    for wildcard, wrap in [("0.0.0.0", lambda c: c)] + ([("::", ipv6_twin)] if a.ipv6 else []):
+        if a.tcp:
+            servers.append(wrap(ThreadingTCP)((wildcard, a.tcp), EchoHandler))
+        if a.udp:
+            servers.append(wrap(socketserver.ThreadingUDPServer)((wildcard, a.udp), UDPHandler))
+        if a.http:
+            servers.append(wrap(ThreadingHTTP)((wildcard, a.http), HTTPHandler))
     if not servers:
         sys.exit("testserver.py: give at least one of --tcp, --udp, --http")
     for s in servers:

@@ -59,9 +59,17 @@ class AddressManager {
     // address with the same prefix length; another length adds a second entry, as `ip addr
     // add` does; for IPv6: the same address, whatever its prefix length). With `nodad`, an IPv6
     // address is added with IFA_F_NODAD, so it is usable at once instead of tentative for the
-    // duration of duplicate address detection (ignored for IPv4). Throws std::runtime_error
+    // duration of duplicate address detection (ignored for IPv4). With `source` false, an
+    // IPv6 address is added deprecated (preferred lifetime 0, valid forever): the kernel still
+    // takes its traffic and answers neighbour solicitations for it, but never picks it as the
+    // source of a connection of its own (RFC 6724 rule 3). A VIP needs this: as a /128 it
+    // beats the host's /64 address for every destination in its prefix (rule 8, the longest
+    // match is capped at the prefix length), so health checks would leave from the VIP and
+    // their answers go to whoever holds it. Such an address that is already there is updated
+    // (a VIP left preferred by an older fulcrumd is made deprecated). Ignored for IPv4, whose
+    // source is the subnet route's preferred source, not a /32. Throws std::runtime_error
     // (interface gone, no permission, bad prefix length...).
-    void add(int ifindex, const IpAddr& a, uint8_t prefix_len, bool nodad);
+    void add(int ifindex, const IpAddr& a, uint8_t prefix_len, bool nodad, bool source = true);
 
     // Removes `a/prefix_len` (the kernel matches the prefix length too: pass the one it was
     // added with). An address that is not there is fine, and so is an interface
