@@ -97,10 +97,14 @@ Daemon::Daemon(Config cfg) {
     }
     if (cfg_.interface.configured || cfg_.ha.enabled) {
         ha_ = std::make_unique<HaNode>(cfg_, vips_of(cfg_));
-        if (cfg_.ha.enabled && cfg_.ha.sync.enabled) {
-            // Preempt only with the connections in hand: held until the first bulk sync.
-            ha_->set_hold(true, "waiting for the bulk connection sync from the peer");
-            sync_hold_ = true;
+        if (cfg_.ha.enabled) {
+            // Preempt only with the servers' health known and published (a master that took
+            // over with a pool still being checked would send flows elsewhere than its peer
+            // did), and with the connections in hand: held until the first publish and the
+            // first bulk sync (update_ha).
+            publish_hold_ = true;
+            sync_hold_ = cfg_.ha.sync.enabled;
+            ha_->set_hold(true, kHoldPublish);
         }
         ha_->start();
     }
@@ -746,11 +750,23 @@ void Daemon::tick() {
 
 void Daemon::update_ha() {
     if (!ha_ || !ha_->config().enabled) return;
-    if (sync_hold_ && sync_ && sync_->bulk_complete()) {
-        ha_->set_hold(false, {});
-        sync_hold_ = false;
-        spdlog::info("bulk connection sync complete: preemption no longer held");
+    bool first_published;
+    {
+        std::lock_guard lk(mu_);
+        first_published = first_publish_done_;
     }
+    if (publish_hold_ && first_published) {
+        publish_hold_ = false;
+        if (sync_hold_) ha_->set_hold(true, kHoldSync);
+        spdlog::info("first publish done{}", sync_hold_ ? "; preemption held until the bulk connection sync"
+                                                         : ": preemption no longer held");
+    }
+    if (sync_hold_ && sync_ && sync_->bulk_complete()) {
+        sync_hold_ = false;
+        if (!publish_hold_) spdlog::info("bulk connection sync complete: preemption no longer held");
+    }
+    if (!publish_hold_ && !sync_hold_ && hold_set_) ha_->set_hold(false, {});
+    hold_set_ = publish_hold_ || sync_hold_;
     const DataplaneStatus dp = link_->status();
     ha_->set_fault("uplink link down", dp.connected && !dp.uplink_link_up);
     std::lock_guard lk(mu_);

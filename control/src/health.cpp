@@ -58,6 +58,10 @@ std::string errno_text(int e) {
     return s;
 }
 
+// Errors that say the check never left this host (no route, no usable source address), not
+// that the server failed it.
+bool local_error(int e) { return e == ENETUNREACH || e == EADDRNOTAVAIL; }
+
 std::string timeout_text(Millis timeout) { return "timeout after " + std::to_string(timeout.count()) + " ms"; }
 
 const char* type_name(CheckType t) {
@@ -208,6 +212,7 @@ struct HealthChecker::Impl {
         uint64_t generation = 0;
         bool last_ok = false;         // kind of the last result, for the streak
         bool notify_pending = false;  // type none: the "up" verdict is still to be announced
+        bool local_logged = false;    // "cannot be checked from this host yet" was logged
     };
 
     OnChange on_change;
@@ -536,7 +541,7 @@ struct HealthChecker::Impl {
         if (fd < 0) return finish(r, false, "socket: " + errno_text(errno));
         r.fd = fd;
         if (::connect(fd, reinterpret_cast<const sockaddr*>(&ss), len) == 0) return finish(r, true, {});
-        if (errno != EINPROGRESS) return finish(r, false, errno_text(errno));
+        if (errno != EINPROGRESS) return finish(r, false, errno_text(errno), local_error(errno));
         epoll_event ev{};
         ev.events = EPOLLOUT;
         ev.data.u64 = (kTagTcp << kTagShift) | r.id;
@@ -552,7 +557,7 @@ struct HealthChecker::Impl {
         if (::getsockopt(r.fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0) err = errno;
         if (err == 0 && (what & EPOLLOUT)) return finish(r, true, {});
         if (err == 0) err = ECONNRESET;  // hang-up without an error code: treat as reset
-        finish(r, false, errno_text(err));
+        finish(r, false, errno_text(err), local_error(err));
     }
 
     void start_http(Runner& r) {
@@ -648,12 +653,14 @@ struct HealthChecker::Impl {
         }
         const std::string detail = h.errbuf[0] ? std::string(h.errbuf.data()) : std::string(curl_easy_strerror(res));
         std::string reason;
+        bool local = false;
         switch (res) {
             case CURLE_OPERATION_TIMEDOUT:
                 reason = timeout_text(r.timeout);
                 break;
             case CURLE_COULDNT_CONNECT:
                 reason = os_errno ? errno_text(os_errno) : "connect failed: " + detail;
+                local = local_error(os_errno);
                 break;
             case CURLE_GOT_NOTHING:
                 reason = "empty reply from server";
@@ -675,7 +682,7 @@ struct HealthChecker::Impl {
                 reason = is_tls_error(res) ? "TLS error: " + detail : detail;
                 break;
         }
-        finish(r, false, std::move(reason));
+        finish(r, false, std::move(reason), local);
     }
 
     void on_deadline(Runner& r) {
@@ -705,7 +712,8 @@ struct HealthChecker::Impl {
         timers.clear();
     }
 
-    void finish(Runner& r, bool ok, std::string reason) {
+    // `local`: the check could not leave this host (local_error), not an answer of the server.
+    void finish(Runner& r, bool ok, std::string reason, bool local = false) {
         const TimePoint now = Clock::now();
         const double latency = std::chrono::duration<double, std::milli>(now - r.started).count();
         if (ok && r.fd >= 0) {
@@ -719,15 +727,42 @@ struct HealthChecker::Impl {
         set_timer(r, r.due);
         spdlog::debug("health: {} {} check {} in {:.1f} ms{}{}", r.key, type_name(r.target.cfg.type),
                       ok ? "passed" : "failed", latency, ok ? "" : ": ", reason);
-        report(r.key, r.generation, ok, std::move(reason), latency);
+        report(r.key, r.generation, ok, std::move(reason), latency, local);
     }
 
     // ---- results ------------------------------------------------------------------------------
 
-    void report(const std::string& key, uint64_t generation, bool ok, std::string reason, double latency) {
+    void report(const std::string& key, uint64_t generation, bool ok, std::string reason, double latency,
+                bool local = false) {
         CheckStatus changed;
         bool first = false;
         bool change = false;
+        bool unchecked = false, log_unchecked = false;
+        {
+            std::lock_guard lk(mu);
+            auto it = entries.find(key);
+            if (it == entries.end() || it->second.generation != generation) return;  // gone or changed
+            Entry& e = it->second;
+            CheckStatus& s = e.status;
+            if (!ok && local && !s.checked) {
+                // This host cannot send the check yet (its address or route is missing, as
+                // on fl0 just after the dataplane started): no verdict on the server. It stays
+                // unchecked, so the first publish waits for a real answer (up to its deadline).
+                unchecked = true;
+                ++s.failures;
+                s.last_latency_ms = latency;
+                s.reason = "not checked yet: " + reason;
+                log_unchecked = !e.local_logged;
+                e.local_logged = true;
+            }
+        }
+        if (unchecked) {
+            if (log_unchecked)
+                spdlog::warn("health: {} cannot be checked from this host yet: {} (no verdict until a check "
+                             "leaves this host; check its addresses and routes if this persists)",
+                             key, reason);
+            return;
+        }
         {
             std::lock_guard lk(mu);
             auto it = entries.find(key);

@@ -2,6 +2,7 @@
 // servers on ephemeral ports; every wait is bounded, and every server, socket and thread is
 // owned by an RAII object so it is stopped even when an assertion fails.
 #include "fulcrum/control/health.hpp"
+#include "netns_child.hpp"
 
 #include <gtest/gtest.h>
 #include <netinet/in.h>
@@ -525,6 +526,36 @@ TEST(HealthTcp, ChecksRunOncePerInterval) {
     const uint64_t done = status_of(hc, "web/rate").successes - first;
     EXPECT_GE(done, 7u);   // about 10
     EXPECT_LE(done, 11u);  // never faster than the interval
+}
+
+// A check that cannot leave this host (no route yet: fl0 just recreated by a restarting
+// dataplane, before fulcrumd put its address back) is no verdict on the server: the server
+// stays unchecked, nothing is announced, and the first real answer decides. In a namespace of
+// its own (the test's own addresses, no route anywhere else).
+TEST(HealthTcp, NoRouteFromThisHostLeavesTheServerUnchecked) {
+    namespace nn = fulcrum::test::netns;
+    const std::string err = nn::run_isolated(false, [](nn::Lab&) {
+        Recorder rec;
+        HealthChecker hc(rec.callback());
+        CheckTarget t = make_target("web/unrouted", Family::v4, 80, check_cfg(CheckType::tcp, 50ms, 200ms));
+        t.address = IpAddr::v4(std::array<uint8_t, 4>{198, 18, 77, 1}.data());
+        hc.set_targets({t});
+        nn::wait_for([&] { return status_of(hc, "web/unrouted").failures >= 3; }, "three unsendable checks");
+        const CheckStatus st = status_of(hc, "web/unrouted");
+        nn::require(!st.checked, "an unsendable check gave a verdict");
+        nn::require(st.reason == "not checked yet: network is unreachable", "reason is '" + st.reason + "'");
+        nn::require(rec.count("web/unrouted") == 0, "a state change was announced");
+        nn::require(!hc.all_checked(), "all_checked() with an unchecked server");
+        // The route appears; the server does not answer (nobody behind vb): a real verdict.
+        nn::up("va");
+        nn::up("vb");
+        nn::sh("ip addr add 198.18.77.2/24 dev va");
+        nn::wait_for([&] { return rec.count("web/unrouted") == 1; }, "the first real verdict");
+        const auto ev = rec.events("web/unrouted").at(0);
+        nn::require(ev.st.checked && !ev.st.up, "the first real verdict is not 'checked, down'");
+        nn::require(ev.st.reason.find("not checked yet") == std::string::npos, "reason is '" + ev.st.reason + "'");
+    });
+    EXPECT_EQ(err, "");
 }
 
 TEST(HealthTcp, TimeoutWhenConnectHangs) {

@@ -218,15 +218,6 @@ class Node:
             # defaults already did it).
             sh("echo 0 > /proc/sys/net/ipv6/conf/fl0/accept_dad; "
                "echo 0 > /proc/sys/net/ipv6/conf/fl0/disable_ipv6", netns=self.ns)
-            # The host addresses before fulcrumd starts. fulcrumd starts its health checks
-            # before its HA thread puts `interface.addresses` on fl0, so a first check can fail
-            # with "network is unreachable"; with rise 2 that server then stays down for a
-            # second, and a returning master that preempts meanwhile has a Maglev table over
-            # fewer servers than its peer's: connections moved to other servers are reset.
-            # (A fulcrumd race, not an IPv6 one; the dual-stack lab's checks happen to run
-            # early enough to hit it.) fulcrumd adds the same addresses again: no change.
-            for addr in (f"{self.addr}/24", f"{NODE_ADDR6[self.name]}/64"):
-                run("ip", "addr", "replace", addr, "dev", "fl0", *(["nodad"] if is_v6(addr) else []), netns=self.ns)
         else:
             sh("echo 1 > /proc/sys/net/ipv6/conf/fl0/disable_ipv6", netns=self.ns)
         if self.mode != "fulcrum":

@@ -189,7 +189,13 @@ private:
     std::unique_ptr<HaNode> ha_;
     std::unique_ptr<CtlSyncDataplane> sync_dp_;
     std::unique_ptr<SyncPeer> sync_;
-    bool sync_hold_ = false;  // preemption held until the first bulk sync completed
+    // Preemption held until the first publish (the servers' health known) and, with sync,
+    // the first bulk sync completed; hold_set_: what HaNode was last told.
+    static constexpr const char* kHoldPublish = "waiting for the first publish of the servers' health";
+    static constexpr const char* kHoldSync = "waiting for the bulk connection sync from the peer";
+    bool publish_hold_ = false;
+    bool sync_hold_ = false;
+    bool hold_set_ = true;
     std::unique_ptr<XdpFront> xdp_;  // `xdp:` configured
     std::unique_ptr<NeighborResolver> neighbors_;
     std::unique_ptr<HealthChecker> health_;
