@@ -74,6 +74,11 @@ void print_human(const std::string& cmd, const json& r) {
         std::cout << "reloads         " << cell(r["reloads"]) << " applied, " << cell(r["reload_errors"]) << " refused\n";
         if (!r["last_reload_error"].get<std::string>().empty())
             std::cout << "last reload error:\n" << cell(r["last_reload_error"]) << "\n";
+        if (r.contains("state_file") && r["state_file"].is_object()) {
+            const auto& f = r["state_file"];
+            std::cout << "state file      " << cell(f["path"]) << " (" << cell(f["overrides"]) << " servers overridden)"
+                      << (f["error"].get<std::string>().empty() ? "" : "; ERROR: " + cell(f["error"])) << "\n";
+        }
         std::cout << "metrics         " << (r["metrics"].get<std::string>().empty() ? "off" : "http://" + cell(r["metrics"]) + "/metrics") << "\n";
         if (r.contains("ha") && r["ha"].is_object())
             std::cout << "ha              " << cell(r["ha"]["state"])
@@ -95,9 +100,13 @@ void print_human(const std::string& cmd, const json& r) {
         std::vector<std::vector<std::string>> rows;
         for (const auto& s : r["servers"]) {
             std::string weight = cell(s["weight"]);
-            if (s["weight"] != s["configured_weight"]) weight += " (config " + cell(s["configured_weight"]) + ")";
-            rows.push_back({cell(s["service"]), cell(s["address"]) + ":" + cell(s["port"]),
-                            cell(s["state"]) + (s["backup"].get<bool>() ? " (backup)" : ""), weight,
+            // Operator overrides are marked: they outlive reloads and restarts (fulcrumctl enable).
+            const bool op_weight = s.contains("operator_weight") && !s["operator_weight"].is_null();
+            if (op_weight) weight += " (operator; config " + cell(s["configured_weight"]) + ")";
+            else if (s["weight"] != s["configured_weight"]) weight += " (config " + cell(s["configured_weight"]) + ")";
+            std::string state = cell(s["state"]) + (s["backup"].get<bool>() ? " (backup)" : "");
+            if (s.value("operator_disabled", false)) state += " (operator)";
+            rows.push_back({cell(s["service"]), cell(s["address"]) + ":" + cell(s["port"]), state, weight,
                             cell(s["health_check"]) + " " + cell(s["check_latency_ms"]) + " ms",
                             cell(s["active_connections"]), cell(s["inactive_connections"]),
                             cell(s["new_connections"]), cell(s["packets"]), cell(s["reason"])});
@@ -166,6 +175,7 @@ void print_human(const std::string& cmd, const json& r) {
     }
     std::cout << cell(r["server"]) << ": " << cell(r["state"]) << ", weight " << cell(r["weight"])
               << ", applied in generation " << cell(r["generation"]) << "\n";
+    if (r.contains("warning")) std::cout << "warning: " << cell(r["warning"]) << "\n";
 }
 
 }  // namespace

@@ -124,6 +124,14 @@ json AdminApi::ha(HaAction action) {
     return r;
 }
 
+namespace {
+
+json state_file_json(const Daemon::StateFileStatus& s) {
+    return {{"path", s.path}, {"overrides", s.overrides}, {"error", s.error}};
+}
+
+}  // namespace
+
 json AdminApi::status() {
     const Daemon::View v = d_.view(false);
     size_t up = 0;
@@ -152,6 +160,7 @@ json AdminApi::status() {
             {"last_reload_error", v.last_reload_error},
             {"metrics", v.metrics_listen},
             {"dataplane", dp},
+            {"state_file", state_file_json(d_.state_file_status())},
             {"ha", v.ha ? json{{"state", v.ha->state}, {"master", v.ha->master},
                                {"vips_on_interface", v.ha->vips_on_interface}}
                         : json(nullptr)}};
@@ -206,6 +215,9 @@ json AdminApi::servers(const std::string& service) {
                            {"reason", sm.reason()},
                            {"weight", sm.weight()},
                            {"configured_weight", sm.cfg.weight},
+                           // the operator's overrides (kept in admin.state_file across restarts)
+                           {"operator_weight", sm.weight_override ? json(*sm.weight_override) : json(nullptr)},
+                           {"operator_disabled", sm.admin_disabled},
                            {"backup", sm.cfg.backup},
                            {"health_check", check_type_name(sm.cfg.health.type)},
                            {"healthy", sm.health_up},
@@ -269,6 +281,9 @@ void AdminApi::handle(const json& request, Reply reply) {
         const Daemon::Change c = change.value();
         d_.when_applied(c.seq, [c, reply](const Applied& a) {
             json r = {{"server", c.server}, {"state", c.state}, {"weight", c.weight}};
+            if (!c.persist_error.empty())
+                r["warning"] = "the change applies but is not saved, a restart of fulcrumd would lose it: " +
+                               c.persist_error;
             if (a.ok) {
                 r["ok"] = true;
                 r["generation"] = a.generation;
