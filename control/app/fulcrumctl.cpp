@@ -167,6 +167,37 @@ void print_human(const std::string& cmd, const json& r) {
         }
         return;
     }
+    if (cmd == "connections") {
+        std::vector<std::vector<std::string>> rows;
+        auto ep = [](const json& a, const json& p) {
+            const std::string s = cell(a);
+            return (s.find(':') != std::string::npos ? "[" + s + "]" : s) + ":" + cell(p);
+        };
+        for (const auto& e : r["entries"])
+            rows.push_back({cell(e["service"]), ep(e["client"], e["client_port"]), ep(e["vip"], e["port"]),
+                            cell(e["proto"]), cell(e["state"]), ep(e["server"], e["server_port"]),
+                            cell(e["idle_ms"]) + " ms"});
+        table({"SERVICE", "CLIENT", "VIP", "PROTO", "STATE", "SERVER", "IDLE"}, rows);
+        std::cout << r["entries"].size() << " of " << cell(r["total"]) << " matching entries";
+        if (!r["next_cursor"].is_null()) std::cout << "; next page: --cursor " << cell(r["next_cursor"]);
+        std::cout << "\n";
+        return;
+    }
+    if (cmd == "lookup") {
+        const auto& f = r["flow"];
+        std::cout << "flow            " << cell(f["client"]) << " -> " << cell(f["vip"]) << "/" << cell(f["proto"]) << "\n"
+                  << "service         " << cell(r["service"]) << "\n"
+                  << "server          " << cell(r["server"]) << "\n"
+                  << "why             " << cell(r["reason"]) << "\n";
+        if (r["verdict"] == "scheduler" && r["choice"]["scheduler"] == "wrr") {
+            std::string c;
+            for (const auto& x : r["choice"]["candidates"])
+                c += (c.empty() ? "" : ", ") + cell(x["server"]) + ":" + cell(x["server_port"]) + " (weight " +
+                     cell(x["weight"]) + ")";
+            std::cout << "candidates      " << c << "\n";
+        }
+        return;
+    }
     if (cmd == "reload") {
         std::cout << "configuration reloaded (" << cell(r["services"]) << " services), dataplane runs generation "
                   << cell(r["generation"]) << "\n";
@@ -213,6 +244,18 @@ int main(int argc, char** argv) {
                    "takeover: become master (priority 254, preempting); release: leave master and stay "
                    "backup; resume: back to the configured behaviour")
         ->check(CLI::IsMember({"takeover", "release", "resume"}));
+    std::string client, flow_client, flow_vip;
+    uint32_t limit = 0;
+    int64_t cursor = -1;
+    auto* conns = app.add_subcommand("connections", "the dataplane's connection entries (established, closing, UDP)");
+    conns->add_option("--service", service, "only this service");
+    conns->add_option("--server", server, "only to this server: address or address:port");
+    conns->add_option("--client", client, "only from this client: address or address:port");
+    conns->add_option("--limit", limit, "entries per page (1..10000, default 100)")->check(CLI::Range(1, 10000));
+    conns->add_option("--cursor", cursor, "the next page (the previous page's --cursor hint)")->check(CLI::NonNegativeNumber);
+    auto* lk = app.add_subcommand("lookup", "which server a flow goes to, and why");
+    lk->add_option("client", flow_client, "CLIENT:PORT (IPv6: [ADDRESS]:PORT)")->required();
+    lk->add_option("vip", flow_vip, "VIP:PORT[/tcp|/udp] (default tcp)")->required();
     std::string nic;
     unsigned workers = 0;
     auto* topo = app.add_subcommand("topology", "plan the dataplane's cores next to a NIC (hwloc; runs locally)");
@@ -254,6 +297,21 @@ int main(int argc, char** argv) {
     if (!server.empty()) req["server"] = server;
     if (weight >= 0) req["weight"] = weight;
     if (!ha_action.empty()) req["action"] = ha_action;
+    if (cmd == "connections") {
+        if (!client.empty()) req["client"] = client;
+        if (limit) req["limit"] = limit;
+        if (cursor >= 0) req["cursor"] = cursor;
+    }
+    if (cmd == "lookup") {
+        std::string vip = flow_vip;
+        for (const char* p : {"tcp", "udp"})
+            if (vip.size() > 4 && vip.substr(vip.size() - 4) == std::string("/") + p) {
+                req["proto"] = p;
+                vip.resize(vip.size() - 4);
+            }
+        req["client"] = flow_client;
+        req["vip"] = vip;
+    }
     auto r = fulcrum::control::admin_request(socket, req);
     if (!r) {
         std::cerr << "fulcrumctl: " << r.error() << "\n";

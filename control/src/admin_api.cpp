@@ -249,6 +249,8 @@ void AdminApi::handle(const json& request, Reply reply) {
             case AdminCommand::services: return reply(services());
             case AdminCommand::servers: return reply(servers(req.service));
             case AdminCommand::ha: return reply(ha(req.ha_action));
+            case AdminCommand::connections: return reply(connections(req));
+            case AdminCommand::lookup: return reply(lookup(req));
             case AdminCommand::reload: {
                 json r = d_.reload();
                 if (!r.value("ok", false)) return reply(r);

@@ -30,6 +30,9 @@ private:
     nlohmann::json services();
     nlohmann::json servers(const std::string& service);
     nlohmann::json ha(HaAction action);
+    // admin_inspect.cpp: the dataplane's connection entries, and where a flow goes.
+    nlohmann::json connections(const AdminRequest& req);
+    nlohmann::json lookup(const AdminRequest& req);
     Daemon& d_;
 };
 
