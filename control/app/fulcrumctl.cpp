@@ -167,6 +167,15 @@ void print_human(const std::string& cmd, const json& r) {
         }
         return;
     }
+    if (cmd == "doctor") {
+        for (const auto& c : r["checks"]) {
+            const std::string st = c["status"] == "ok" ? "ok   " : c["status"] == "warning" ? "WARN " : "ERROR";
+            std::cout << "[" << st << "] " << cell(c["check"]) << ": " << cell(c["detail"]) << "\n";
+            if (c.contains("fix")) std::cout << "        what to do: " << cell(c["fix"]) << "\n";
+        }
+        std::cout << cell(r["errors"]) << " errors, " << cell(r["warnings"]) << " warnings\n";
+        return;
+    }
     if (cmd == "connections") {
         std::vector<std::vector<std::string>> rows;
         auto ep = [](const json& a, const json& p) {
@@ -253,6 +262,7 @@ int main(int argc, char** argv) {
     conns->add_option("--client", client, "only from this client: address or address:port");
     conns->add_option("--limit", limit, "entries per page (1..10000, default 100)")->check(CLI::Range(1, 10000));
     conns->add_option("--cursor", cursor, "the next page (the previous page's --cursor hint)")->check(CLI::NonNegativeNumber);
+    app.add_subcommand("doctor", "check this host for the usual mistakes, and say what to do");
     auto* lk = app.add_subcommand("lookup", "which server a flow goes to, and why");
     lk->add_option("client", flow_client, "CLIENT:PORT (IPv6: [ADDRESS]:PORT)")->required();
     lk->add_option("vip", flow_vip, "VIP:PORT[/tcp|/udp] (default tcp)")->required();
@@ -320,6 +330,7 @@ int main(int argc, char** argv) {
     const json& reply = r.value();
     if (as_json) {
         std::cout << reply.dump(2) << "\n";
+        if (cmd == "doctor" && reply.value("errors", 0) > 0) return 1;  // problems found: scripts see them
         return reply.value("ok", false) ? 0 : 1;
     }
     if (!reply.value("ok", false)) {
@@ -329,5 +340,6 @@ int main(int argc, char** argv) {
         return 1;
     }
     print_human(cmd, reply);
+    if (cmd == "doctor" && reply.value("errors", 0) > 0) return 1;
     return 0;
 }

@@ -251,6 +251,7 @@ void AdminApi::handle(const json& request, Reply reply) {
             case AdminCommand::ha: return reply(ha(req.ha_action));
             case AdminCommand::connections: return reply(connections(req));
             case AdminCommand::lookup: return reply(lookup(req));
+            case AdminCommand::doctor: return reply(doctor());
             case AdminCommand::reload: {
                 json r = d_.reload();
                 if (!r.value("ok", false)) return reply(r);

@@ -9,7 +9,7 @@ namespace fulcrum::control {
 
 namespace {
 
-constexpr std::array<std::pair<const char*, AdminCommand>, 11> kCommands{{
+constexpr std::array<std::pair<const char*, AdminCommand>, 12> kCommands{{
     {"status", AdminCommand::status},
     {"services", AdminCommand::services},
     {"servers", AdminCommand::servers},
@@ -21,6 +21,7 @@ constexpr std::array<std::pair<const char*, AdminCommand>, 11> kCommands{{
     {"ha", AdminCommand::ha},
     {"connections", AdminCommand::connections},
     {"lookup", AdminCommand::lookup},
+    {"doctor", AdminCommand::doctor},
 }};
 
 // A string argument: absent is nullopt-like (false), present but not a string is an error.
@@ -83,7 +84,7 @@ Expected<AdminRequest> parse_inspection(const nlohmann::json& req, AdminRequest 
 }  // namespace
 
 const char* admin_commands() {
-    return "status, services, servers, set-weight, drain, disable, enable, reload, ha, connections, lookup";
+    return "status, services, servers, set-weight, drain, disable, enable, reload, ha, connections, lookup, doctor";
 }
 
 std::optional<AdminRequest::Endpoint> parse_endpoint(const std::string& text) {
@@ -139,6 +140,7 @@ Expected<AdminRequest> parse_admin_request(const nlohmann::json& req) {
         case AdminCommand::status:
         case AdminCommand::services:
         case AdminCommand::reload:
+        case AdminCommand::doctor:
             return r;
         case AdminCommand::ha: {
             std::string action;

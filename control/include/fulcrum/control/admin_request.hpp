@@ -14,7 +14,7 @@
 
 namespace fulcrum::control {
 
-enum class AdminCommand { status, services, servers, set_weight, drain, disable, enable, reload, ha, connections, lookup };
+enum class AdminCommand { status, services, servers, set_weight, drain, disable, enable, reload, ha, connections, lookup, doctor };
 
 // The `ha` command's maintenance actions (none: show the state).
 enum class HaAction { none, takeover, release, resume };
