@@ -74,6 +74,11 @@ void print_human(const std::string& cmd, const json& r) {
         std::cout << "reloads         " << cell(r["reloads"]) << " applied, " << cell(r["reload_errors"]) << " refused\n";
         if (!r["last_reload_error"].get<std::string>().empty())
             std::cout << "last reload error:\n" << cell(r["last_reload_error"]) << "\n";
+        if (r.contains("state_file") && r["state_file"].is_object()) {
+            const auto& f = r["state_file"];
+            std::cout << "state file      " << cell(f["path"]) << " (" << cell(f["overrides"]) << " servers overridden)"
+                      << (f["error"].get<std::string>().empty() ? "" : "; ERROR: " + cell(f["error"])) << "\n";
+        }
         std::cout << "metrics         " << (r["metrics"].get<std::string>().empty() ? "off" : "http://" + cell(r["metrics"]) + "/metrics") << "\n";
         if (r.contains("ha") && r["ha"].is_object())
             std::cout << "ha              " << cell(r["ha"]["state"])
@@ -105,9 +110,13 @@ void print_human(const std::string& cmd, const json& r) {
         std::vector<std::vector<std::string>> rows;
         for (const auto& s : r["servers"]) {
             std::string weight = cell(s["weight"]);
-            if (s["weight"] != s["configured_weight"]) weight += " (config " + cell(s["configured_weight"]) + ")";
-            rows.push_back({cell(s["service"]), cell(s["address"]) + ":" + cell(s["port"]),
-                            cell(s["state"]) + (s["backup"].get<bool>() ? " (backup)" : ""), weight,
+            // Operator overrides are marked: they outlive reloads and restarts (fulcrumctl enable).
+            const bool op_weight = s.contains("operator_weight") && !s["operator_weight"].is_null();
+            if (op_weight) weight += " (operator; config " + cell(s["configured_weight"]) + ")";
+            else if (s["weight"] != s["configured_weight"]) weight += " (config " + cell(s["configured_weight"]) + ")";
+            std::string state = cell(s["state"]) + (s["backup"].get<bool>() ? " (backup)" : "");
+            if (s.value("operator_disabled", false)) state += " (operator)";
+            rows.push_back({cell(s["service"]), cell(s["address"]) + ":" + cell(s["port"]), state, weight,
                             cell(s["health_check"]) + " " + cell(s["check_latency_ms"]) + " ms",
                             cell(s["active_connections"]), cell(s["inactive_connections"]),
                             cell(s["new_connections"]), cell(s["packets"]), cell(s["reason"])});
@@ -197,6 +206,46 @@ void print_human(const std::string& cmd, const json& r) {
         table({"VERDICT", "REASON", "PACKETS"}, rows);
         return;
     }
+    if (cmd == "doctor") {
+        for (const auto& c : r["checks"]) {
+            const std::string st = c["status"] == "ok" ? "ok   " : c["status"] == "warning" ? "WARN " : "ERROR";
+            std::cout << "[" << st << "] " << cell(c["check"]) << ": " << cell(c["detail"]) << "\n";
+            if (c.contains("fix")) std::cout << "        what to do: " << cell(c["fix"]) << "\n";
+        }
+        std::cout << cell(r["errors"]) << " errors, " << cell(r["warnings"]) << " warnings\n";
+        return;
+    }
+    if (cmd == "connections") {
+        std::vector<std::vector<std::string>> rows;
+        auto ep = [](const json& a, const json& p) {
+            const std::string s = cell(a);
+            return (s.find(':') != std::string::npos ? "[" + s + "]" : s) + ":" + cell(p);
+        };
+        for (const auto& e : r["entries"])
+            rows.push_back({cell(e["service"]), ep(e["client"], e["client_port"]), ep(e["vip"], e["port"]),
+                            cell(e["proto"]), cell(e["state"]), ep(e["server"], e["server_port"]),
+                            cell(e["idle_ms"]) + " ms"});
+        table({"SERVICE", "CLIENT", "VIP", "PROTO", "STATE", "SERVER", "IDLE"}, rows);
+        std::cout << r["entries"].size() << " of " << cell(r["total"]) << " matching entries";
+        if (!r["next_cursor"].is_null()) std::cout << "; next page: --cursor " << cell(r["next_cursor"]);
+        std::cout << "\n";
+        return;
+    }
+    if (cmd == "lookup") {
+        const auto& f = r["flow"];
+        std::cout << "flow            " << cell(f["client"]) << " -> " << cell(f["vip"]) << "/" << cell(f["proto"]) << "\n"
+                  << "service         " << cell(r["service"]) << "\n"
+                  << "server          " << cell(r["server"]) << "\n"
+                  << "why             " << cell(r["reason"]) << "\n";
+        if (r["verdict"] == "scheduler" && r["choice"]["scheduler"] == "wrr") {
+            std::string c;
+            for (const auto& x : r["choice"]["candidates"])
+                c += (c.empty() ? "" : ", ") + cell(x["server"]) + ":" + cell(x["server_port"]) + " (weight " +
+                     cell(x["weight"]) + ")";
+            std::cout << "candidates      " << c << "\n";
+        }
+        return;
+    }
     if (cmd == "reload") {
         std::cout << "configuration reloaded (" << cell(r["services"]) << " services), dataplane runs generation "
                   << cell(r["generation"]) << "\n";
@@ -205,6 +254,7 @@ void print_human(const std::string& cmd, const json& r) {
     }
     std::cout << cell(r["server"]) << ": " << cell(r["state"]) << ", weight " << cell(r["weight"])
               << ", applied in generation " << cell(r["generation"]) << "\n";
+    if (r.contains("warning")) std::cout << "warning: " << cell(r["warning"]) << "\n";
 }
 
 }  // namespace
@@ -243,6 +293,19 @@ int main(int argc, char** argv) {
                    "backup; resume: back to the configured behaviour")
         ->check(CLI::IsMember({"takeover", "release", "resume"}));
     app.add_subcommand("acl", "XDP front: attached program, VIPs, source ACL, SYN limit and packet counters");
+    std::string client, flow_client, flow_vip;
+    uint32_t limit = 0;
+    int64_t cursor = -1;
+    auto* conns = app.add_subcommand("connections", "the dataplane's connection entries (established, closing, UDP)");
+    conns->add_option("--service", service, "only this service");
+    conns->add_option("--server", server, "only to this server: address or address:port");
+    conns->add_option("--client", client, "only from this client: address or address:port");
+    conns->add_option("--limit", limit, "entries per page (1..10000, default 100)")->check(CLI::Range(1, 10000));
+    conns->add_option("--cursor", cursor, "the next page (the previous page's --cursor hint)")->check(CLI::NonNegativeNumber);
+    app.add_subcommand("doctor", "check this host for the usual mistakes, and say what to do");
+    auto* lk = app.add_subcommand("lookup", "which server a flow goes to, and why");
+    lk->add_option("client", flow_client, "CLIENT:PORT (IPv6: [ADDRESS]:PORT)")->required();
+    lk->add_option("vip", flow_vip, "VIP:PORT[/tcp|/udp] (default tcp)")->required();
     std::string nic;
     unsigned workers = 0;
     auto* topo = app.add_subcommand("topology", "plan the dataplane's cores next to a NIC (hwloc; runs locally)");
@@ -284,6 +347,21 @@ int main(int argc, char** argv) {
     if (!server.empty()) req["server"] = server;
     if (weight >= 0) req["weight"] = weight;
     if (!ha_action.empty()) req["action"] = ha_action;
+    if (cmd == "connections") {
+        if (!client.empty()) req["client"] = client;
+        if (limit) req["limit"] = limit;
+        if (cursor >= 0) req["cursor"] = cursor;
+    }
+    if (cmd == "lookup") {
+        std::string vip = flow_vip;
+        for (const char* p : {"tcp", "udp"})
+            if (vip.size() > 4 && vip.substr(vip.size() - 4) == std::string("/") + p) {
+                req["proto"] = p;
+                vip.resize(vip.size() - 4);
+            }
+        req["client"] = flow_client;
+        req["vip"] = vip;
+    }
     auto r = fulcrum::control::admin_request(socket, req);
     if (!r) {
         std::cerr << "fulcrumctl: " << r.error() << "\n";
@@ -292,6 +370,7 @@ int main(int argc, char** argv) {
     const json& reply = r.value();
     if (as_json) {
         std::cout << reply.dump(2) << "\n";
+        if (cmd == "doctor" && reply.value("errors", 0) > 0) return 1;  // problems found: scripts see them
         return reply.value("ok", false) ? 0 : 1;
     }
     if (!reply.value("ok", false)) {
@@ -301,5 +380,6 @@ int main(int argc, char** argv) {
         return 1;
     }
     print_human(cmd, reply);
+    if (cmd == "doctor" && reply.value("errors", 0) > 0) return 1;
     return 0;
 }

@@ -161,6 +161,14 @@ json AdminApi::acl() {
             {"packets", packets}};
 }
 
+namespace {
+
+json state_file_json(const Daemon::StateFileStatus& s) {
+    return {{"path", s.path}, {"overrides", s.overrides}, {"error", s.error}};
+}
+
+}  // namespace
+
 json AdminApi::status() {
     const Daemon::View v = d_.view(false);
     size_t up = 0;
@@ -189,6 +197,7 @@ json AdminApi::status() {
             {"last_reload_error", v.last_reload_error},
             {"metrics", v.metrics_listen},
             {"dataplane", dp},
+            {"state_file", state_file_json(d_.state_file_status())},
             {"ha", v.ha ? json{{"state", v.ha->state}, {"master", v.ha->master},
                                {"vips_on_interface", v.ha->vips_on_interface}}
                         : json(nullptr)},
@@ -249,6 +258,9 @@ json AdminApi::servers(const std::string& service) {
                            {"reason", sm.reason()},
                            {"weight", sm.weight()},
                            {"configured_weight", sm.cfg.weight},
+                           // the operator's overrides (kept in admin.state_file across restarts)
+                           {"operator_weight", sm.weight_override ? json(*sm.weight_override) : json(nullptr)},
+                           {"operator_disabled", sm.admin_disabled},
                            {"backup", sm.cfg.backup},
                            {"health_check", check_type_name(sm.cfg.health.type)},
                            {"healthy", sm.health_up},
@@ -281,6 +293,9 @@ void AdminApi::handle(const json& request, Reply reply) {
             case AdminCommand::servers: return reply(servers(req.service));
             case AdminCommand::ha: return reply(ha(req.ha_action));
             case AdminCommand::acl: return reply(acl());
+            case AdminCommand::connections: return reply(connections(req));
+            case AdminCommand::lookup: return reply(lookup(req));
+            case AdminCommand::doctor: return reply(doctor());
             case AdminCommand::reload: {
                 json r = d_.reload();
                 if (!r.value("ok", false)) return reply(r);
@@ -313,6 +328,9 @@ void AdminApi::handle(const json& request, Reply reply) {
         const Daemon::Change c = change.value();
         d_.when_applied(c.seq, [c, reply](const Applied& a) {
             json r = {{"server", c.server}, {"state", c.state}, {"weight", c.weight}};
+            if (!c.persist_error.empty())
+                r["warning"] = "the change applies but is not saved, a restart of fulcrumd would lose it: " +
+                               c.persist_error;
             if (a.ok) {
                 r["ok"] = true;
                 r["generation"] = a.generation;

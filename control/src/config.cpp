@@ -1051,10 +1051,19 @@ void Parser::dataplane(const Field& f) {
 }
 
 void Parser::admin(const Field& f) {
-    const Section s(d, f, {"socket"});
+    const Section s(d, f, {"socket", "state_file"});
     if (!s.ok()) return;
     if (auto x = s.take("socket"))
         if (auto v = read_socket_path(d, *x)) cfg.admin_socket = *v;
+    if (auto x = s.take("state_file"))
+        if (auto v = read_string(d, *x)) {
+            if (v->empty() || v->front() != '/' || v->back() == '/')
+                d.error(x->at, x->path + ": '" + printable(*v) +
+                                   "' is not an absolute file path; give the file fulcrumd keeps the "
+                                   "operator's overrides in (e.g. /var/lib/fulcrum/overrides.json)");
+            else
+                cfg.state_file = *v;
+        }
 }
 
 void Parser::metrics(const Field& f) {

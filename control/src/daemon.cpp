@@ -82,6 +82,7 @@ Daemon::Daemon(Config cfg) {
     {
         std::lock_guard lk(mu_);
         apply_config(std::move(cfg));
+        load_state();
         checks_deadline_ = started_ + longest_first_check(cfg_) + std::chrono::seconds(2);
     }
     if (!cfg_.metrics_listen.empty())
@@ -208,6 +209,14 @@ void Daemon::apply_config(Config cfg) {
             r.retired_at = now;
             spdlog::info("server {} removed from the configuration: retired, serving its existing connections", key);
         }
+        if (r.weight_override || r.admin_disabled) {
+            // An override belongs to a configured server: a server added back later starts clean.
+            spdlog::info("operator override of {} dropped (weight {}, {}): the server is no longer in the "
+                         "configuration", key, r.weight_override ? std::to_string(*r.weight_override) : "configured",
+                         r.admin_disabled ? "disabled" : "enabled");
+            r.weight_override.reset();
+            r.admin_disabled = false;
+        }
         servers[key] = r;
         for (auto& svc : services)
             if (svc.cfg.name == r.service) svc.servers.push_back(key);
@@ -261,6 +270,10 @@ json Daemon::reload() {
     if (next.admin_socket != cfg_.admin_socket) {
         warnings.push_back("admin.socket changed: restart fulcrumd to apply; still serving " + cfg_.admin_socket);
         next.admin_socket = cfg_.admin_socket;
+    }
+    if (next.state_file != cfg_.state_file) {
+        warnings.push_back("admin.state_file changed: restart fulcrumd to apply; still using " + cfg_.state_file);
+        next.state_file = cfg_.state_file;
     }
     if (next.metrics_listen != cfg_.metrics_listen) {
         warnings.push_back("metrics.listen changed: restart fulcrumd to apply; still serving " + cfg_.metrics_listen);
@@ -738,6 +751,7 @@ void Daemon::tick() {
             }
         }
     }
+    persist_state();  // overrides dropped by a reload, or a write that failed before
     resolve_all();
     sync_dataplane();
     release_held_health();
@@ -930,7 +944,7 @@ std::optional<Daemon::XdpView> Daemon::xdp_view() const {
 
 Expected<Daemon::Change> Daemon::change_server(const std::string& service, const std::string& server, ServerOp op,
                                                uint32_t weight) {
-    std::lock_guard lk(mu_);
+    std::unique_lock lk(mu_);
     bool service_found = false;
     std::vector<ServerModel*> matches;
     for (auto& [key, sm] : model_.servers) {
@@ -962,7 +976,90 @@ Expected<Daemon::Change> Daemon::change_server(const std::string& service, const
     mark_changed();
     spdlog::info("admin: {} -> state {}, weight {}", sm.key, server_state_name(sm.state()), sm.weight());
     wake();
-    return Change{sm.key, server_state_name(sm.state()), sm.weight(), change_seq_};
+    Change c{sm.key, server_state_name(sm.state()), sm.weight(), change_seq_, {}};
+    lk.unlock();
+    c.persist_error = persist_state();
+    return c;
+}
+
+// ---- the state file ------------------------------------------------------------------------
+
+void Daemon::load_state() {
+    std::lock_guard sl(state_mu_);
+    state_file_ = std::make_unique<StateFile>(cfg_.state_file);
+    auto loaded = state_file_->load();
+    if (!loaded) {
+        state_error_ = loaded.error();
+        spdlog::error("{}; starting without operator overrides (the file is kept: it moves to {}.bad at the "
+                      "first drain, disable, enable or set-weight)",
+                      loaded.error(), cfg_.state_file);
+        return;
+    }
+    state_saved_ = loaded.value();
+    size_t applied = 0;
+    for (const auto& [key, ov] : state_saved_) {
+        auto it = model_.servers.find(key);
+        if (it == model_.servers.end() || it->second.retired) {
+            // The next tick writes the file without it.
+            spdlog::info("operator override of {} dropped (weight {}, {}): the server is no longer in the "
+                         "configuration", key, ov.weight ? std::to_string(*ov.weight) : "configured",
+                         ov.disabled ? "disabled" : "enabled");
+            continue;
+        }
+        it->second.weight_override = ov.weight;
+        it->second.admin_disabled = ov.disabled;
+        ++applied;
+        spdlog::info("operator override of {} from {}: weight {}, {}", key, cfg_.state_file,
+                     ov.weight ? std::to_string(*ov.weight) : "configured", ov.disabled ? "disabled" : "enabled");
+    }
+    if (applied) mark_changed();
+}
+
+Overrides Daemon::overrides() const {
+    Overrides o;
+    for (const auto& [key, sm] : model_.servers) {
+        if (sm.retired || (!sm.weight_override && !sm.admin_disabled)) continue;
+        o[key] = ServerOverride{sm.weight_override, sm.admin_disabled};
+    }
+    return o;
+}
+
+std::string Daemon::persist_state() {
+    std::lock_guard sl(state_mu_);
+    if (!state_file_) return {};
+    Overrides now;
+    {
+        std::lock_guard lk(mu_);
+        now = overrides();
+    }
+    if (now == state_saved_ && !state_write_failed_) return {};
+    try {
+        if (state_file_->save(now))
+            spdlog::warn("state file {}: the file that could not be read at start was moved to {}",
+                         state_file_->path(), state_file_->kept_bad());
+        if (state_write_failed_) spdlog::info("state file {} written again", state_file_->path());
+        state_saved_ = std::move(now);
+        state_write_failed_ = false;
+        state_error_.clear();
+        return {};
+    } catch (const std::exception& e) {
+        if (state_error_ != e.what())
+            spdlog::error("{}: the operator's overrides apply now but would be lost at a restart of fulcrumd; "
+                          "retrying every second",
+                          e.what());
+        state_error_ = e.what();
+        state_write_failed_ = true;
+        return state_error_;
+    }
+}
+
+Daemon::StateFileStatus Daemon::state_file_status() const {
+    std::lock_guard sl(state_mu_);
+    StateFileStatus st;
+    if (state_file_) st.path = state_file_->path();
+    st.error = state_error_;
+    st.overrides = state_saved_.size();
+    return st;
 }
 
 }  // namespace fulcrum::control

@@ -176,7 +176,8 @@ int main(int argc, char** argv) {
                         }
                         case Op::sync_drain:
                         case Op::sync_install:
-                        case Op::sync_dump: st = dp.sync_op(static_cast<Op>(op), body, out); return;
+                        case Op::sync_dump:
+                        case Op::conn_list: st = dp.sync_op(static_cast<Op>(op), body, out); return;
                         case Op::hello: break;  // answered by ControlServer itself, never passed here
                         case Op::get_snapshot:
                             out = dp.snapshot_bytes();
@@ -190,7 +191,7 @@ int main(int argc, char** argv) {
                     reply_json(out, {{"error", "unknown request op " + std::to_string(op) +
                                                    " (known: 1 load_snapshot, 2 counters, 3 "
                                                    "health, 4 get_snapshot, 5 hello, 6 ha, 7 sync_drain, "
-                                                   "8 sync_install, 9 sync_dump)"}});
+                                                   "8 sync_install, 9 sync_dump, 10 conn_list)"}});
                 });
             spdlog::info("control socket {}", control_socket);
         }

@@ -35,6 +35,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
             case AdminCommand::enable:
                 if (q.service.empty() || q.server.empty()) std::abort();
                 break;
+            case AdminCommand::lookup:  // a whole flow: both ends with ports, one family
+                if (!q.client_ep || !q.client_ep->port || !q.vip_ep || !q.vip_ep->port ||
+                    q.client_ep->addr.family != q.vip_ep->addr.family || (q.proto != 6 && q.proto != 17))
+                    std::abort();
+                break;
+            case AdminCommand::connections:
+                if (q.limit < 1 || q.limit > 10000) std::abort();
+                break;
             default:
                 break;
         }

@@ -519,6 +519,7 @@ class Lab:
         self.conn_capacity = conn_capacity
         self.dp_socket = self.workdir / "dataplane.sock"
         self.admin_socket = self.workdir / "admin.sock"
+        self.state_file = self.workdir / "overrides.json"  # operator overrides: never outside the lab
         self.metrics_port = 9300 + os.getpid() % 500
         self.topo = Topology(tag)
         try:
@@ -578,7 +579,7 @@ class Lab:
     def config(self, services, health=None, extra=None):
         """fulcrumd's configuration (JSON is valid YAML)."""
         cfg = {"dataplane": {"control_socket": str(self.dp_socket), "hash_seed": 7},
-               "admin": {"socket": str(self.admin_socket)},
+               "admin": {"socket": str(self.admin_socket), "state_file": str(self.state_file)},
                "metrics": {"listen": f"127.0.0.1:{self.metrics_port}"},
                "health_check": health or {"type": "tcp", "interval": "500ms", "timeout": "300ms", "rise": 2, "fall": 2},
                "services": services}

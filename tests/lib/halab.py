@@ -194,6 +194,7 @@ class Node:
         self.mac = lab.topo.mac(f"lb{name}")
         self.dp_socket = self.workdir / "dataplane.sock"
         self.admin_socket = self.workdir / "admin.sock"
+        self.state_file = self.workdir / "overrides.json"  # operator overrides: never outside the lab
         self.metrics_port = 9300 + (os.getpid() + (1 if name == "b" else 0)) % 500
         self.mode = None
         self.dataplane = None
@@ -243,7 +244,7 @@ class Node:
     # ---- fulcrumd ----
     def config(self, services=None, ha=True, ha_overrides=None, extra=None):
         cfg = {"dataplane": {"control_socket": str(self.dp_socket), "hash_seed": 7},
-               "admin": {"socket": str(self.admin_socket)},
+               "admin": {"socket": str(self.admin_socket), "state_file": str(self.state_file)},
                "metrics": {"listen": f"127.0.0.1:{self.metrics_port}"},
                "health_check": {"type": "tcp", "interval": "500ms", "timeout": "300ms", "rise": 2, "fall": 2},
                "services": services or self.lab.services()}

@@ -22,6 +22,7 @@ const char* op_name(uint8_t op) {
         case Op::sync_drain: return "sync_drain";
         case Op::sync_install: return "sync_install";
         case Op::sync_dump: return "sync_dump";
+        case Op::conn_list: return "conn_list";
     }
     return "unknown";
 }

@@ -26,6 +26,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "fulcrum/conn_query.hpp"
 #include "fulcrum/conn_state.hpp"
 #include "fulcrum/forward.hpp"
 #include "fulcrum/snapshot.hpp"
@@ -766,6 +767,22 @@ ctl::Status Dataplane::sync_op(ctl::Op op, std::span<const uint8_t> body,
             auto r = sync_dump();
             if (!r) return error(r.error());
             out = std::move(r.value());
+            return ctl::Status::ok;
+        }
+        case ctl::Op::conn_list: {
+            // The workers' tables are read the way sync_dump reads them (each worker copies
+            // its entries into its dump ring, a few buckets per poll): no lock on the packet
+            // path, no read of a table another thread writes. The filtering and paging are
+            // the control thread's.
+            auto q = parse_conn_query(body);
+            if (!q) return error(q.error());
+            auto r = sync_dump();
+            if (!r) return error("conn_list request: reading the tables failed: " + r.error());
+            std::vector<fl_sync_record> recs(r.value().size() / sizeof(fl_sync_record));
+            if (!recs.empty()) std::memcpy(recs.data(), r.value().data(), recs.size() * sizeof(fl_sync_record));
+            const std::string b = conn_list_reply(recs, q.value()).dump(-1, ' ', false,
+                                                                        nlohmann::json::error_handler_t::replace);
+            out.assign(b.begin(), b.end());
             return ctl::Status::ok;
         }
         default:

@@ -31,6 +31,11 @@ private:
     nlohmann::json servers(const std::string& service);
     nlohmann::json ha(HaAction action);
     nlohmann::json acl();
+    // admin_inspect.cpp: the dataplane's connection entries, and where a flow goes.
+    nlohmann::json connections(const AdminRequest& req);
+    nlohmann::json lookup(const AdminRequest& req);
+    // admin_doctor.cpp: the usual mistakes on this host, each with what to do.
+    nlohmann::json doctor();
     Daemon& d_;
 };
 

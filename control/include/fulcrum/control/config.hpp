@@ -176,6 +176,8 @@ struct Config {
 
     // admin:
     std::string admin_socket = "/run/fulcrum/admin.sock";
+    // operator overrides (drain, disable, set-weight) kept across restarts of fulcrumd
+    std::string state_file = "/var/lib/fulcrum/overrides.json";
     // metrics: ("" disables the endpoint)
     std::string metrics_listen = "127.0.0.1:9310";
     std::string metrics_username;       // metrics.basic_auth: scrapes need these credentials

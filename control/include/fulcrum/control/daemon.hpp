@@ -25,6 +25,7 @@
 #include "fulcrum/control/dataplane_link.hpp"
 #include "fulcrum/control/publisher.hpp"
 #include "fulcrum/control/xdp_front.hpp"
+#include "fulcrum/control/state_file.hpp"
 #include "fulcrum/snapshot.hpp"
 
 namespace fulcrum::control {
@@ -99,6 +100,7 @@ public:
         std::string server, state;
         uint32_t weight = 0;
         uint64_t seq = 0;  // pass to when_applied
+        std::string persist_error;  // "": the change is in the state file; else why it is not
     };
     // Changes a server in the model (and the snapshot to come). The error names what was
     // wrong (no such service or server, ambiguous, retiring).
@@ -127,6 +129,13 @@ public:
     };
     std::optional<XdpView> xdp_view() const;
 
+    // The state file holding the operator's overrides, and its last problem ("" if none).
+    struct StateFileStatus {
+        std::string path, error;
+        size_t overrides = 0;  // servers with an override in the file
+    };
+    StateFileStatus state_file_status() const;
+
 private:
     struct Waiter {
         uint64_t seq;
@@ -151,6 +160,10 @@ private:
     void update_ha();  // faults from the dataplane and the tracked services
     void wake();
     PublishStatus publish_status() const;  // under mu_
+    // Operator overrides (admin.state_file): read once at start, written on every change.
+    void load_state();           // at start, under mu_: applies the file's overrides to the model
+    Overrides overrides() const;  // under mu_: the model's overrides, by server key
+    std::string persist_state();  // takes state_mu_ then mu_; writes if changed; returns the error
 
     mutable std::mutex mu_;  // guards everything below but the link's own state
     Config cfg_;
@@ -180,6 +193,14 @@ private:
     bool health_pending_ = false;  // down verdicts wait for settle_health()
     int64_t adopted_pid_ = -1;
     bool adopted_any_ = false;
+
+    // The state file: writes are serialised by state_mu_ (taken before mu_, never inside it)
+    // so that an older set of overrides is never written over a newer one.
+    mutable std::mutex state_mu_;
+    std::unique_ptr<StateFile> state_file_;  // under state_mu_
+    Overrides state_saved_;                  // under state_mu_: what the file holds
+    std::string state_error_;                // under state_mu_: the last load or write problem
+    bool state_write_failed_ = false;        // under state_mu_: the last write failed (retried)
 
     std::thread reload_thread_;  // SIGHUP reloads run here, not on the main loop
     std::atomic<bool> reloading_{false};

@@ -33,6 +33,8 @@ enum class Op : uint8_t {
     sync_install = 8,  // body: records; reply: {"queued", "invalid", "unknown_server",
                        // "ring_full"}. Queued to every worker's install ring
     sync_dump = 9,     // body: empty; reply: a record for every entry in a sync state
+    conn_list = 10,    // body: empty or a JSON query (conn_query.hpp); reply: one page of the
+                       // workers' connection entries as JSON, read by a sync_dump
 };
 
 enum class Status : uint8_t { ok = 0, error = 1 };

@@ -95,8 +95,9 @@ public:
     nlohmann::json ha_status() const;  // the "ha" object of health()
 
     // Connection sync ops (docs/control-protocol.md, "Connection sync"): sync_drain,
-    // sync_install and sync_dump. Fills `out` with the reply body (raw records, or JSON) and
-    // returns its status. Any non-worker thread; serialized internally.
+    // sync_install and sync_dump, and conn_list (which reads the tables as sync_dump does).
+    // Fills `out` with the reply body (raw records, or JSON) and returns its status. Any
+    // non-worker thread; serialized internally.
     ctl::Status sync_op(ctl::Op op, std::span<const uint8_t> body, std::vector<uint8_t>& out);
     static constexpr size_t kSyncMaxRecords = 65536;            // per drain or install
     static constexpr uint64_t kSyncDumpDeadlineMs = 10000;      // workers finish a dump within
