@@ -36,7 +36,7 @@ usage() { sed -n '2,28p' "$0" >&2; exit 2; }
 iface="" vip="" port=80 protocol=tcp host_address="" config=/etc/fulcrum/fulcrum.yaml
 run_dir=/run/fulcrum hugepages=512 no_huge=0 af_xdp=0 undo=0 dry_run=0
 servers=()
-need_arg() { [ $# -ge 2 ] && [ -n "$2" ] || die "$1 needs a value (see --help)"; }
+need_arg() { if [ $# -lt 2 ] || [ -z "$2" ]; then die "$1 needs a value (see --help)"; fi; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --interface) need_arg "$@"; iface="$2"; shift 2 ;;
@@ -122,7 +122,9 @@ if [ "$undo" -eq 1 ]; then
 fi
 
 # ---- arguments of the configuration -------------------------------------------------------
-[[ "$port" =~ ^[0-9]+$ ]] && [ "$port" -ge 1 ] && [ "$port" -le 65535 ] || die "--port $port: give a port from 1 to 65535"
+if ! [[ "$port" =~ ^[0-9]+$ ]] || [ "$port" -lt 1 ] || [ "$port" -gt 65535 ]; then
+  die "--port $port: give a port from 1 to 65535"
+fi
 case "$protocol" in tcp|udp) ;; *) die "--protocol $protocol: give tcp or udp" ;; esac
 [[ "$hugepages" =~ ^[0-9]+$ ]] || die "--hugepages $hugepages: give a number of 2 MiB pages (or --no-huge)"
 if [ ! -e "$config" ]; then
