@@ -84,7 +84,7 @@ TEST(AdminRequest, AclIsAView) {
     EXPECT_NE(std::string(admin_commands()).find("acl"), std::string::npos);
     auto typo = parse(R"({"command": "acls"})");
     ASSERT_FALSE(typo);
-    EXPECT_NE(typo.error().find("ha, acl)"), std::string::npos) << typo.error();
+    EXPECT_NE(typo.error().find("ha, acl, connections"), std::string::npos) << typo.error();
 }
 
 TEST(AdminRequest, RefusalsSayWhatIsExpected) {
