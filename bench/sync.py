@@ -181,9 +181,21 @@ class Bench:
     def lag_trial(self, rate, seconds):
         lab = self.lab
         a, b = lab.a.dataplane, lab.b.dataplane
-        load = lab.start_load(conns=10, duration=seconds, new_rate=rate)
         samples = []  # (t_a, exported_a, t_b, handled_b)
         with a.client() as ca, b.client() as cb:
+            # The baseline: both counters at rest (b has everything a exported so far), so
+            # that a's k-th record from here on is b's k-th from here on.
+            last, still = None, 0
+            settle = time.monotonic() + 15
+            while still < 3 and time.monotonic() < settle:
+                now = (ca.counters()["sync_exported"], handled_by_b(cb.counters()))
+                still = still + 1 if now == last else 0
+                last = now
+                time.sleep(0.05)
+            if still < 3:
+                raise RuntimeError("the sync counters never came to rest before the lag run")
+            base_a, base_b = last
+            load = lab.start_load(conns=10, duration=seconds, new_rate=rate)
             end = time.monotonic() + seconds
             while time.monotonic() < end:
                 t0 = time.monotonic()
@@ -195,22 +207,21 @@ class Bench:
                 time.sleep(self.args.sample_every)
             # Let b catch up with what a exported in the window (bounded).
             last_a = samples[-1][1]
-            base_b = samples[0][3] - samples[0][1]  # b's count for a's count k is k + base_b
             settle = time.monotonic() + 10
             while time.monotonic() < settle:
                 t1 = time.monotonic()
                 hb = handled_by_b(cb.counters())
                 samples.append((t1, ca.counters()["sync_exported"], time.monotonic(), hb))
-                if hb - base_b >= last_a:
+                if hb - base_b >= last_a - base_a:
                     break
                 time.sleep(self.args.sample_every)
         res = lab.load_result(load)
         ta = [s[0] for s in samples]
-        ka = [s[1] for s in samples]
+        ka = [s[1] - base_a for s in samples]
         tb = [s[2] for s in samples]
         kb = [s[3] - base_b for s in samples]
         lags = []
-        for k in range(samples[0][1] + 1, last_a + 1):
+        for k in range(1, last_a - base_a + 1):
             ia = bisect.bisect_left(ka, k)
             ib = bisect.bisect_left(kb, k)
             if ia < len(ka) and ib < len(kb):
@@ -225,7 +236,8 @@ class Bench:
                 "sampling_period_ms": {"median": ms(statistics.median(periods) if periods else None),
                                        "max": ms(max(periods) if periods else None)},
                 "fulcrumd_a_send_lag_us": sync.get("send_lag"),
-                "fulcrumd_b_install_time_us": sync_b.get("install_time")}
+                "fulcrumd_b_install_time_us": sync_b.get("install_time"),
+                "samples": [[round(x, 5) if isinstance(x, float) else x for x in smp] for smp in samples]}
 
 
 def ms(x):
@@ -268,7 +280,7 @@ def main():
             for r in rates:
                 t = b.lag_trial(r, a.lag_seconds)
                 lag.append(t)
-                print(json.dumps(t), file=sys.stderr, flush=True)
+                print(json.dumps({k: v for k, v in t.items() if k != "samples"}), file=sys.stderr, flush=True)
     finally:
         rps = [t["records_per_second"] for t in bulk if t.get("records_per_second")]
         result = {"bench": "sync", "commit": os.environ.get("SYNC_COMMIT", "unknown"),
@@ -280,7 +292,7 @@ def main():
                            "runs": bulk},
                   "lag": lag}
         (workdir / "results.json").write_text(json.dumps(result, indent=2))
-        print(json.dumps(result, indent=2))
+        print(json.dumps({**result, "lag": [{k: v for k, v in t.items() if k != "samples"} for t in lag]}, indent=2))
         if not a.keep:
             import shutil
             shutil.rmtree(workdir, ignore_errors=True)
