@@ -32,7 +32,11 @@ int main(int argc, char** argv) {
             const auto cfg = fulcrum::control::load_config_file(check);
             size_t servers = 0;
             for (const auto& s : cfg.services) servers += s.servers.size();
-            std::cout << check << ": valid (" << cfg.services.size() << " services, " << servers << " servers)\n";
+            const auto warnings = fulcrum::control::config_warnings(cfg);
+            for (const auto& w : warnings) std::cerr << w << "\n";
+            std::cout << check << ": valid (" << cfg.services.size() << " services, " << servers << " servers";
+            if (!warnings.empty()) std::cout << ", " << warnings.size() << " warning" << (warnings.size() == 1 ? "" : "s");
+            std::cout << ")\n";
             return 0;
         } catch (const fulcrum::control::ConfigError& e) {
             for (const auto& m : e.messages()) std::cerr << m << "\n";
@@ -53,6 +57,7 @@ int main(int argc, char** argv) {
         spdlog::error("not starting: fix {} (check it with: fulcrumd --check {})", config, config);
         return 1;
     }
+    for (const auto& w : fulcrum::control::config_warnings(cfg)) spdlog::warn("{}", w);
     fulcrum::control::Daemon::block_signals();
     try {
         fulcrum::control::Daemon d(std::move(cfg));

@@ -2116,4 +2116,30 @@ Config load_config_file(const std::string& path) {
     return parse_config(text, path);
 }
 
+std::vector<std::string> config_warnings(const Config& c) {
+    std::vector<std::string> out;
+    for (size_t i = 0; i < c.services.size(); ++i) {
+        const ServiceConfig& svc = c.services[i];
+        const std::string at = (svc.where.line ? svc.where.str() : c.path) + ": warning: services[" +
+                               std::to_string(i) + "] '" + svc.name + "': ";
+        if (svc.servers.empty()) {
+            out.push_back(at + "no servers: its traffic is dropped (no_server) until servers are added");
+            continue;
+        }
+        const bool none_in_rotation = std::all_of(svc.servers.begin(), svc.servers.end(), [](const ServerConfig& s) {
+            return s.weight == 0 || !s.enabled;
+        });
+        if (none_in_rotation)
+            out.push_back(at + "every server is drained (weight 0) or disabled: its traffic is dropped (no_server); "
+                               "give one a weight or enable it");
+        const bool unchecked = std::all_of(svc.servers.begin(), svc.servers.end(), [](const ServerConfig& s) {
+            return s.health.type == CheckType::none;
+        });
+        if (unchecked)
+            out.push_back(at + "no health check (type none): a server that dies keeps receiving new connections; "
+                               "use tcp, http or https");
+    }
+    return out;
+}
+
 }  // namespace fulcrum::control

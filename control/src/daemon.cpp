@@ -267,6 +267,10 @@ json Daemon::reload() {
     }
     std::lock_guard lk(mu_);
     json warnings = json::array();
+    for (const auto& w : config_warnings(next)) {
+        spdlog::warn("reload: {}", w);
+        warnings.push_back(w);
+    }
     if (next.admin_socket != cfg_.admin_socket) {
         warnings.push_back("admin.socket changed: restart fulcrumd to apply; still serving " + cfg_.admin_socket);
         next.admin_socket = cfg_.admin_socket;

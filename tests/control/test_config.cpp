@@ -392,6 +392,37 @@ TEST(ConfigFiles, DocumentedExamplesParse) {
     EXPECT_NE(write.vip, read.vip);
 }
 
+// Valid but probably not meant: named with the service's location and what to do; a sound
+// configuration has none.
+TEST(ConfigWarnings, NoServerInRotationAndNoHealthCheck) {
+    const Config c = parse(R"(
+services:
+  - {name: ok, vip: 198.18.0.1, port: 80, servers: [{address: 198.18.1.1}, {address: 198.18.1.2, weight: 0}]}
+  - {name: empty, vip: 198.18.0.2, port: 80, servers: []}
+  - name: drained
+    vip: 198.18.0.3
+    port: 80
+    servers: [{address: 198.18.1.1, weight: 0}, {address: 198.18.1.2, enabled: false}]
+  - name: blind
+    vip: 198.18.0.4
+    port: 80
+    health_check: {type: none}
+    servers: [{address: 198.18.1.1}]
+)");
+    const auto w = config_warnings(c);
+    ASSERT_EQ(w.size(), 3u) << ::testing::PrintToString(w);
+    EXPECT_EQ(w[0], "test.yaml:3:5: warning: services[1] 'empty': no servers: its traffic is dropped (no_server) "
+                    "until servers are added");
+    EXPECT_EQ(w[1], "test.yaml:4:5: warning: services[2] 'drained': every server is drained (weight 0) or "
+                    "disabled: its traffic is dropped (no_server); give one a weight or enable it");
+    EXPECT_EQ(w[2], "test.yaml:8:5: warning: services[3] 'blind': no health check (type none): a server that dies "
+                    "keeps receiving new connections; use tcp, http or https");
+    EXPECT_TRUE(config_warnings(parse(R"(
+services:
+  - {name: ok, vip: 198.18.0.1, port: 80, servers: [{address: 198.18.1.1}]}
+)")).empty());
+}
+
 // docs/migration.md: the keepalived.conf and haproxy.cfg converted there carry the values the
 // mapping tables give.
 TEST(ConfigFiles, MigratedExamplesCarryTheConvertedValues) {

@@ -213,6 +213,13 @@ Config parse_config(std::string_view yaml_text, const std::string& filename);
 // is a ConfigError with a single message naming the file.
 Config load_config_file(const std::string& path);
 
+// What is valid but probably not meant, as "file:line:col: warning: what, and what to do":
+// a service without servers, or whose servers are all drained (weight 0) or disabled (its
+// traffic is dropped as no_server), and a service whose servers are never health-checked
+// (type none: a dead server keeps receiving new connections). `fulcrumd --check` prints them
+// and still exits 0; fulcrumd logs them at start and on every reload.
+std::vector<std::string> config_warnings(const Config& c);
+
 // Durations as written in the configuration: a whole number followed by ms, s, m or h
 // ("500ms", "2s", "1m", "1h"), or a plain number of milliseconds ("250"). No spaces, no
 // fractions. Returns nullopt for anything else or on overflow. Zero is returned as zero (the
