@@ -9,6 +9,7 @@
 #include <spdlog/spdlog.h>
 
 #include "fulcrum/control/config.hpp"
+#include "fulcrum/control/metrics.hpp"
 #include "fulcrum/control/daemon.hpp"
 #include "fulcrum_version.h"
 
@@ -24,8 +25,16 @@ int main(int argc, char** argv) {
         ->capture_default_str()
         ->transform(CLI::IsMember({"trace", "debug", "info", "warn", "warning", "error", "critical", "off"},
                                   CLI::ignore_case));
+    bool reference = false;
+    app.add_flag("--metrics-reference", reference,
+                 "print every Prometheus metric fulcrumd exports (name, type, meaning) as a Markdown table and exit");
     app.set_version_flag("--version", std::string("fulcrumd ") + FULCRUM_VERSION);
     CLI11_PARSE(app, argc, argv);
+
+    if (reference) {
+        std::cout << fulcrum::control::metrics_reference_markdown();
+        return 0;
+    }
 
     if (!check.empty()) {
         try {

@@ -63,11 +63,20 @@ private:
     std::set<std::string> seen_;
 };
 
+// Set while metrics_reference() builds a Metrics::Impl: every family declared is listed.
+thread_local std::vector<MetricReference>* g_reference = nullptr;
+
+void declare(const std::string& name, const char* type, const std::string& help) {
+    if (g_reference) g_reference->push_back({name, type, help});
+}
+
 // A counter family fed from running totals: adds the increase since the last value seen.
 class MirroredCounters : public Series<Counter, uint64_t> {
 public:
     MirroredCounters(prometheus::Registry& r, const std::string& name, const std::string& help)
-        : Series(prometheus::BuildCounter().Name(name).Help(help).Register(r)) {}
+        : Series(prometheus::BuildCounter().Name(name).Help(help).Register(r)) {
+        declare(name, "counter", help);
+    }
     void set_total(const Labels& l, uint64_t total) {
         Entry& e = entry(l);
         const uint64_t delta = total >= e.last ? total - e.last : total;  // a restart resets totals
@@ -79,7 +88,9 @@ public:
 class Gauges : public Series<Gauge, double> {
 public:
     Gauges(prometheus::Registry& r, const std::string& name, const std::string& help)
-        : Series(prometheus::BuildGauge().Name(name).Help(help).Register(r)) {}
+        : Series(prometheus::BuildGauge().Name(name).Help(help).Register(r)) {
+        declare(name, "gauge", help);
+    }
     void set(const Labels& l, double v) { entry(l).metric->Set(v); }
 };
 
@@ -225,6 +236,25 @@ int Metrics::port() const {
 }
 
 Metrics::~Metrics() = default;
+
+std::vector<MetricReference> metrics_reference() {
+    std::vector<MetricReference> out;
+    g_reference = &out;
+    try {
+        Metrics::Impl impl;  // declares every family on a registry of its own, serves nothing
+        g_reference = nullptr;
+    } catch (...) {
+        g_reference = nullptr;
+        throw;
+    }
+    return out;
+}
+
+std::string metrics_reference_markdown() {
+    std::string md = "| metric | type | meaning |\n|---|---|---|\n";
+    for (const auto& m : metrics_reference()) md += "| `" + m.name + "` | " + m.type + " | " + m.help + " |\n";
+    return md;
+}
 
 void Metrics::update(const MetricsInput& in) {
     Impl& m = *impl_;

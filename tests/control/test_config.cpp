@@ -8,10 +8,12 @@
 #include <optional>
 #include <sstream>
 #include <stdexcept>
+#include <set>
 #include <string>
 #include <vector>
 
 #include "fulcrum/control/config.hpp"
+#include "fulcrum/control/metrics.hpp"
 
 namespace fulcrum::control {
 namespace {
@@ -421,6 +423,29 @@ services:
 services:
   - {name: ok, vip: 198.18.0.1, port: 80, servers: [{address: 198.18.1.1}]}
 )")).empty());
+}
+
+// docs/metrics.md's table is the one fulcrumd --metrics-reference prints from the metric
+// declarations: a metric added, renamed or re-described without the docs fails here
+// (regenerate the table with the command in docs/metrics.md).
+TEST(ConfigFiles, MetricsReferenceInTheDocsIsTheCodes) {
+    const auto root = source_root();
+    ASSERT_TRUE(root);
+    std::ifstream in(*root / "docs" / "metrics.md");
+    ASSERT_TRUE(in) << "docs/metrics.md is missing";
+    std::stringstream ss;
+    ss << in.rdbuf();
+    const std::string text = ss.str();
+    const std::string begin = "<!-- metrics-reference:begin -->\n", end = "<!-- metrics-reference:end -->";
+    const size_t b = text.find(begin), e = text.find(end);
+    ASSERT_NE(b, std::string::npos);
+    ASSERT_NE(e, std::string::npos);
+    EXPECT_EQ(text.substr(b + begin.size(), e - b - begin.size()), metrics_reference_markdown())
+        << "regenerate the table: build/control/fulcrumd --metrics-reference";
+    const auto ref = metrics_reference();
+    EXPECT_GE(ref.size(), 50u);
+    std::set<std::string> names;
+    for (const auto& m : ref) EXPECT_TRUE(names.insert(m.name).second) << m.name << " declared twice";
 }
 
 // docs/migration.md: the keepalived.conf and haproxy.cfg converted there carry the values the

@@ -7,6 +7,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -47,6 +48,18 @@ struct MetricsAuth {
     std::string password_file;  // its first line is the password
 };
 
+// Every metric family fulcrumd exports, in declaration order: the one list the endpoint is
+// built from (Metrics::Impl's members), for `fulcrumd --metrics-reference` and the reference
+// table in docs/metrics.md (a test keeps the two equal).
+struct MetricReference {
+    std::string name;
+    std::string type;  // counter or gauge
+    std::string help;
+};
+std::vector<MetricReference> metrics_reference();
+// The reference as the Markdown table of docs/metrics.md.
+std::string metrics_reference_markdown();
+
 class Metrics {
 public:
     // Starts the HTTP endpoint on `listen` ("127.0.0.1:9310", "[::1]:9310"; port 0 picks a
@@ -64,6 +77,7 @@ public:
     static constexpr int kRequestTimeoutMs = 3000;
 
 private:
+    friend std::vector<MetricReference> metrics_reference();
     struct Impl;
     std::unique_ptr<Impl> impl_;
     std::string listen_;
