@@ -542,51 +542,29 @@ class PairLab:
     def owner_of(self, vip=VIP, window=0.4, requests=2):
         """Every balancer answering ARP (IPv6: neighbour solicitations) for `vip`, as the
         client segment sees it: a set of node names ("a", "b"; an unknown MAC as itself).
-        Empty: nobody answers; two: split brain. The probe uses its own sender address so the
-        client's ARP / neighbour cache is untouched."""
+        Empty: nobody answers; two: split brain. The probe uses its own sender address and MAC
+        (PROBE_IP / PROBE_IP6, PROBE_MAC, nobody else's), so the answers go to the probe and
+        the client kernel's ARP / neighbour entry for the VIP follows the gratuitous ARP /
+        unsolicited advertisements alone."""
         if is_v6(vip):
-            return self.nd_owner_of(vip, window, requests)
-        with fulcrumlab.in_netns(self.client):
-            s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0806))
-        try:
-            s.bind(("eth0", 0x0806))
+            ethertype, req = ETH_P_IPV6, neighbour_solicitation(vip)
+            answer_of = lambda fr: neighbour_advert_of(fr, vip)  # noqa: E731
+        else:
+            ethertype = 0x0806
             req = (b"\xff" * 6 + mac_bytes(PROBE_MAC) + b"\x08\x06" +
                    struct.pack("!HHBBH", 1, 0x0800, 6, 4, 1) + mac_bytes(PROBE_MAC) + socket.inet_aton(PROBE_IP) +
                    b"\0" * 6 + socket.inet_aton(vip))
-            seen = set()
-            end = time.monotonic() + window
-            next_send, sent = time.monotonic(), 0
-            while True:
-                now = time.monotonic()
-                if now >= end:
-                    break
-                if sent < requests and now >= next_send:
-                    s.send(req)
-                    sent += 1
-                    next_send = now + window / (requests + 1)
-                s.settimeout(max(0.001, min(end, next_send if sent < requests else end) - now))
-                try:
-                    fr = s.recv(2048)
-                except socket.timeout:
-                    continue
-                if len(fr) < 42 or fr[12:14] != b"\x08\x06":
-                    continue
-                op = struct.unpack("!H", fr[20:22])[0]
-                if op == 2 and fr[28:32] == socket.inet_aton(vip) and fr[38:42] == socket.inet_aton(PROBE_IP):
-                    seen.add(self.node_of_mac(mac_str(fr[22:28])))
-            return seen
-        finally:
-            s.close()
 
-    def nd_owner_of(self, vip=VIP6, window=0.4, requests=2):
-        """owner_of for an IPv6 VIP: neighbour solicitations for `vip` from PROBE_IP6 /
-        PROBE_MAC (an address and MAC nobody else uses: the answers go to the probe, and the
-        client kernel's entry for the VIP follows the unsolicited advertisements alone)."""
+            def answer_of(fr):
+                if len(fr) < 42 or fr[12:14] != b"\x08\x06" or struct.unpack("!H", fr[20:22])[0] != 2:
+                    return None
+                if fr[28:32] == socket.inet_aton(vip) and fr[38:42] == socket.inet_aton(PROBE_IP):
+                    return mac_str(fr[22:28])
+                return None
         with fulcrumlab.in_netns(self.client):
-            s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_IPV6))
+            s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ethertype))
         try:
-            s.bind(("eth0", ETH_P_IPV6))
-            req = neighbour_solicitation(vip)
+            s.bind(("eth0", ethertype))
             seen = set()
             end = time.monotonic() + window
             next_send, sent = time.monotonic(), 0
@@ -600,7 +578,7 @@ class PairLab:
                     fr = s.recv(2048)
                 except socket.timeout:
                     continue
-                mac = neighbour_advert_of(fr, vip)
+                mac = answer_of(fr)
                 if mac:
                     seen.add(self.node_of_mac(mac))
             return seen
