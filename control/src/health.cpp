@@ -737,32 +737,7 @@ struct HealthChecker::Impl {
         CheckStatus changed;
         bool first = false;
         bool change = false;
-        bool unchecked = false, log_unchecked = false;
-        {
-            std::lock_guard lk(mu);
-            auto it = entries.find(key);
-            if (it == entries.end() || it->second.generation != generation) return;  // gone or changed
-            Entry& e = it->second;
-            CheckStatus& s = e.status;
-            if (!ok && local && !s.checked) {
-                // This host cannot send the check yet (its address or route is missing, as
-                // on fl0 just after the dataplane started): no verdict on the server. It stays
-                // unchecked, so the first publish waits for a real answer (up to its deadline).
-                unchecked = true;
-                ++s.failures;
-                s.last_latency_ms = latency;
-                s.reason = "not checked yet: " + reason;
-                log_unchecked = !e.local_logged;
-                e.local_logged = true;
-            }
-        }
-        if (unchecked) {
-            if (log_unchecked)
-                spdlog::warn("health: {} cannot be checked from this host yet: {} (no verdict until a check "
-                             "leaves this host; check its addresses and routes if this persists)",
-                             key, reason);
-            return;
-        }
+        bool log_unchecked = false;
         {
             std::lock_guard lk(mu);
             auto it = entries.find(key);
@@ -770,29 +745,43 @@ struct HealthChecker::Impl {
             Entry& e = it->second;
             CheckStatus& s = e.status;
             s.last_latency_ms = latency;
-            if (ok)
-                ++s.successes;
-            else
-                s.reason = reason;
-            if (!ok) ++s.failures;
-            s.streak = (s.checked && e.last_ok == ok) ? s.streak + 1 : 1;
-            e.last_ok = ok;
-            const unsigned rise = std::max(1u, e.target.cfg.rise);
-            const unsigned fall = std::max(1u, e.target.cfg.fall);
-            if (!s.checked) {
-                s.checked = true;
-                s.up = ok;
-                first = change = true;
-            } else if (s.up && !ok && s.streak >= fall) {
-                s.up = false;
-                change = true;
-            } else if (!s.up && ok && s.streak >= rise) {
-                s.up = true;
-                change = true;
+            if (!ok && local && !s.checked) {
+                // This host cannot send the check yet (its address or route is missing, as
+                // on fl0 just after the dataplane started): no verdict on the server. It stays
+                // unchecked, so the first publish waits for a real answer (up to its deadline).
+                ++s.failures;
+                s.reason = "not checked yet: " + reason;
+                log_unchecked = !e.local_logged;
+                e.local_logged = true;
+            } else {
+                if (ok)
+                    ++s.successes;
+                else
+                    s.reason = reason;
+                if (!ok) ++s.failures;
+                s.streak = (s.checked && e.last_ok == ok) ? s.streak + 1 : 1;
+                e.last_ok = ok;
+                const unsigned rise = std::max(1u, e.target.cfg.rise);
+                const unsigned fall = std::max(1u, e.target.cfg.fall);
+                if (!s.checked) {
+                    s.checked = true;
+                    s.up = ok;
+                    first = change = true;
+                } else if (s.up && !ok && s.streak >= fall) {
+                    s.up = false;
+                    change = true;
+                } else if (!s.up && ok && s.streak >= rise) {
+                    s.up = true;
+                    change = true;
+                }
+                if (change) changed = s;
             }
-            if (change) changed = s;
         }
-        if (!change) return;
+        if (log_unchecked)
+            spdlog::warn("health: {} cannot be checked from this host yet: {} (no verdict until a check "
+                         "leaves this host; check its addresses and routes if this persists)",
+                         key, reason);
+        if (!change) return;  // an unsendable check changes nothing
         if (changed.up) {
             if (first)
                 spdlog::info("health: {} is up (first check, {:.1f} ms)", key, latency);
