@@ -27,6 +27,8 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+NAME=failover.sh
+source "$ROOT/bench/lib.sh"
 BUILD=build
 ARGS=()
 while [ $# -gt 0 ]; do
@@ -51,8 +53,6 @@ fi
 echo "== building fulcrum-dataplane, fulcrumd and fulcrumctl in $BUILD" >&2
 ninja -C "$BUILD" -j2 dataplane/app/fulcrum-dataplane control/fulcrumd control/fulcrumctl >/dev/null ||
   { echo "failover.sh: build failed (run: ninja -C $BUILD -j2 control/fulcrumd)" >&2; exit 1; }
-c=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
-git -C "$ROOT" diff --quiet HEAD -- 2>/dev/null || c="$c (modified)"
-export FAILOVER_COMMIT=$c
+export FAILOVER_COMMIT="$(commit_desc)"
 export FULCRUM_BUILD_DIR="$ROOT/$BUILD"
 exec /usr/bin/python3 bench/failover.py "${ARGS[@]}"

@@ -1,4 +1,4 @@
-# Shared by bench/throughput.sh and bench/instructions.sh (sourced; ROOT, BUILD and NAME set).
+# Shared by the bench/*.sh scripts (sourced; ROOT, BUILD and NAME set).
 
 die() { echo "$NAME: $*" >&2; exit 1; }
 

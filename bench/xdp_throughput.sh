@@ -9,6 +9,8 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+NAME=xdp_throughput.sh
+source "$ROOT/bench/lib.sh"
 BUILD=build
 ARGS=()
 while [ $# -gt 0 ]; do
@@ -25,8 +27,6 @@ cd "$ROOT"
 [ -f "$BUILD/build.ninja" ] || meson setup "$BUILD" >/dev/null
 ninja -C "$BUILD" -j2 ebpf/xdp_front.bpf.o dataplane/app/fulcrum-dataplane dataplane/fulcrum-snapshot >/dev/null ||
   { echo "xdp_throughput.sh: build failed; is eBPF enabled in $BUILD (clang, bpftool, libbpf)?" >&2; exit 1; }
-c=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
-git -C "$ROOT" diff --quiet HEAD -- 2>/dev/null || c="$c (modified)"
-export BENCH_COMMIT=$c
+export BENCH_COMMIT="$(commit_desc)"
 export FULCRUM_BUILD_DIR="$ROOT/$BUILD"
 exec /usr/bin/python3 bench/xdp_throughput.py --prog "$ROOT/$BUILD/ebpf/xdp_front.bpf.o" "${ARGS[@]}"
