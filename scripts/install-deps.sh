@@ -20,6 +20,8 @@ PKGS=(
   python3-scapy python3-pytest iproute2 iputils-ping curl
   procps psmisc util-linux tcpdump tshark tcpreplay wrk valgrind nftables ethtool
   keepalived haproxy
+  # operations: packaging, man pages, monitoring (Prometheus rules, dashboard picture)
+  debhelper lintian scdoc bash-completion prometheus python3-matplotlib
 )
 
 missing=()
@@ -47,8 +49,8 @@ if ! install; then
     exit 1
   fi
 fi
-# keepalived and haproxy are used as peers by tests, never as running services.
-for svc in keepalived haproxy; do
+# keepalived, haproxy and prometheus are started by tests on their own, never as services.
+for svc in keepalived haproxy prometheus; do
   if command -v systemctl >/dev/null 2>&1; then
     $SUDO systemctl disable --now "$svc" >/dev/null 2>&1 || true
   fi
