@@ -111,6 +111,17 @@ else
   record e2e end-to-end skip "fulcrumd or fulcrum-dataplane was not built"
 fi
 
+# 5b. Operations: the package, systemd units, man pages, completion and monitoring assets
+#     checked against the built binaries and their metrics (tests/ops).
+if [ -x build/control/fulcrumd ]; then
+  run_junit ops 1800 $PY -m pytest tests/ops -q -p no:cacheprovider --junitxml="$RESULTS/ops.xml"
+else
+  record ops operations skip "fulcrumd was not built"
+fi
+
+# 5c. The benchmark scripts' own logic on recorded tool output (tests/bench).
+run_junit bench-scripts 300 $PY -m pytest tests/bench -q -p no:cacheprovider --junitxml="$RESULTS/bench-scripts.xml"
+
 # 6. Benchmarks still run (not timed: a short smoke run of each kind, figures ignored).
 if [ -x build/bench/core-bench ]; then
   echo "== bench-core (smoke)"
