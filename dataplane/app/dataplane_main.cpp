@@ -79,6 +79,8 @@ int main(int argc, char** argv) {
                    "connection sync: records each worker's export ring holds for the HA peer until the control op "
                    "sync_drain takes them (a power of two; 0 disables export)")
         ->check(CLI::Range(size_t{0}, size_t{1} << 24));
+    // Listed by --help; the loop below answers it before DPDK or CLI11 parse anything.
+    app.set_version_flag("--version", std::string("fulcrum-dataplane ") + FULCRUM_VERSION);
     // --help and --version anywhere answer without starting DPDK (before '--' the EAL would
     // print its own usage instead of Fulcrum's options).
     for (int i = 1; i < argc; ++i) {

@@ -392,6 +392,7 @@ int attach(int ifindex, const std::string& iface, const std::string& mode,
 
 int main(int argc, char** argv) {
     CLI::App app{"Attach Fulcrum's IPIP/IP6IP6/GUE decapsulation program to a server's interface"};
+    app.name("fulcrum-decap");
     app.set_version_flag("--version", std::string("fulcrum-decap ") + FULCRUM_VERSION);
     std::string iface, mode = "xdp";
     bool detach = false, stats = false;
@@ -400,7 +401,8 @@ int main(int argc, char** argv) {
     app.add_option("IFACE", iface, "the interface tunnel packets arrive on")->required();
     app.add_option("--mode", mode,
                    "xdp (earliest, fastest) or tc (ingress classifier; any interface)")
-        ->check(CLI::IsMember({"xdp", "tc"}));
+        ->check(CLI::IsMember({"xdp", "tc"}))
+        ->capture_default_str();
     app.add_flag("--detach", detach, "remove fulcrum-decap's program from IFACE (both modes)");
     app.add_flag("--stats", stats, "print the attached program's counters as JSON");
     app.add_option("--gue-port", ports,
