@@ -55,6 +55,10 @@ def promql_duration(seconds):
     return f"{max(1, int(round(seconds)))}s"
 
 
+class Unreachable(RuntimeError):
+    """Prometheus did not answer at all: no point in running the other queries."""
+
+
 class Prometheus:
     def __init__(self, url, timeout=30.0):
         self.url = url.rstrip("/")
@@ -72,7 +76,7 @@ class Prometheus:
             except ValueError:
                 raise RuntimeError(f"HTTP {e.code} from {self.url}") from None
         except (urllib.error.URLError, OSError) as e:
-            raise RuntimeError(f"cannot reach Prometheus at {self.url}: {e}") from None
+            raise Unreachable(f"cannot reach Prometheus at {self.url}: {e}") from None
         if body.get("status") != "success":
             raise RuntimeError(f"{body.get('errorType', 'error')}: {body.get('error', body)}")
         return body["data"]["result"]
@@ -136,6 +140,8 @@ def run_panel(prom, panel, args, start, end):
         expr = substitute(t.get("expr", ""), args.variables, args.rate_interval, args.step)
         try:
             result = prom.query_range(expr, start, end, args.step)
+        except Unreachable:
+            raise
         except RuntimeError as e:
             errors.append(f"{panel['title']} {t.get('refId', '')}: {e}")
             continue
@@ -306,7 +312,11 @@ def main(argv=None):
     except (OSError, ValueError) as e:
         print(f"render.py: cannot read the dashboard {args.dashboard}: {e}", file=sys.stderr)
         return 1
-    errors, summary = render(dashboard, Prometheus(args.prometheus), args)
+    try:
+        errors, summary = render(dashboard, Prometheus(args.prometheus), args)
+    except Unreachable as e:
+        print(f"render.py: {e} (is --prometheus right, and is it running?)", file=sys.stderr)
+        return 1
     if args.summary:
         pathlib.Path(args.summary).write_text(json.dumps(summary, indent=1))
     for e in errors:
