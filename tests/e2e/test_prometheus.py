@@ -224,6 +224,9 @@ def test_prometheus_scrapes_fulcrumd_with_our_rules(lab3, tmp_path):
             if not q.startswith("label_values("):
                 problems += label_problems(checker.grafana_to_promql(q), where, live, records)
         assert problems == []
+        # ... and the check sees a label a real series lacks, in a matcher and in a by() list.
+        assert label_problems('fulcrum_server_up{reason="x"}', "q", live, records) != []
+        assert label_problems("sum by (port) (rate(fulcrum_service_packets_total[1m]))", "q", live, records) != []
 
         picture = os.environ.get("FULCRUM_DASHBOARD_PNG")
         if picture:  # for the docs: a minute more of traffic, so the 1m rates settle
