@@ -14,6 +14,7 @@ Exit status: 0 when every query ran (panels without data say "No data"), 1 when 
 failed or Prometheus did not answer (the failures are listed on stderr and in the panels).
 """
 import argparse
+import datetime
 import json
 import math
 import pathlib
@@ -153,7 +154,6 @@ def run_panel(prom, panel, args, start, end):
 
 
 def _utc(ts):
-    import datetime
     return datetime.datetime.fromtimestamp(ts, datetime.timezone.utc)
 
 
@@ -203,7 +203,10 @@ def draw_stat(ax, panel, series):
     width = 1.0 / len(last)
     for i, (name, v) in enumerate(last):
         m = mapped(v, defaults.get("mappings"))
-        text, colour = m if m else (human(v, defaults.get("unit", "none")), threshold_colour(v, defaults.get("thresholds")))
+        if m:
+            text, colour = m
+        else:
+            text, colour = human(v, defaults.get("unit", "none")), threshold_colour(v, defaults.get("thresholds"))
         ax.add_patch(plt.Rectangle((i * width + 0.02, 0.05), width - 0.04, 0.9, color=colour or PALETTE[0], alpha=0.85,
                                    transform=ax.transAxes))
         ax.text(i * width + width / 2, 0.55, text, ha="center", va="center", fontsize=16, color="white",
@@ -288,7 +291,8 @@ def main(argv=None):
     ap.add_argument("--output", required=True, help="PNG file to write")
     ap.add_argument("--range", type=parse_duration, default=parse_duration("10m"), help="time range (default 10m)")
     ap.add_argument("--end", type=float, help="end of the range, Unix seconds (default now)")
-    ap.add_argument("--step", type=parse_duration, default=None, help="query resolution (default range/200, 1s or more)")
+    ap.add_argument("--step", type=parse_duration, default=None,
+                    help="query resolution (default range/200, 1s or more)")
     ap.add_argument("--scrape-interval", type=parse_duration, default=parse_duration("15s"),
                     help="Prometheus's scrape interval, for $__rate_interval (default 15s)")
     ap.add_argument("--var", action="append", default=[], metavar="NAME=REGEX",
