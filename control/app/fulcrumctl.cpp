@@ -69,8 +69,9 @@ void reset_footer(const json& rows, const char* service_key) {
     std::map<std::string, std::string> since;
     bool any = false;
     for (const auto& row : rows) {
-        since[row[service_key].get<std::string>()] = ago(row["counters_reset_ago_ms"]);
-        any = any || !row["counters_reset_ago_ms"].is_null();
+        const json ms = row.value("counters_reset_ago_ms", json(nullptr));  // null too from an older fulcrumd
+        since[row[service_key].get<std::string>()] = ago(ms);
+        any = any || !ms.is_null();
     }
     if (!any) return;
     std::string s;
@@ -280,7 +281,7 @@ void print_human(const std::string& cmd, const json& r) {
                                   : (l["scope"] == "all" ? std::string("all counters") : "service " + cell(l["service"])) +
                                         ", " + ago(l["ago_ms"]) + " (" + cell(l["at"]) + ")")
                   << "\n";
-        if (!r["all"].is_null() && l["scope"] == "service")
+        if (!r["all"].is_null() && !l.is_null() && l["scope"] == "service")
             std::cout << "all counters    " << ago(r["all"]["ago_ms"]) << " (" << cell(r["all"]["at"]) << ")\n";
         for (const auto& [name, w] : r["services"].items())
             std::cout << "service " << std::left << std::setw(8) << name << ago(w["ago_ms"]) << " (" << cell(w["at"]) << ")\n";
@@ -404,10 +405,10 @@ int main(int argc, char** argv) {
     for (const auto& [variant, flag] : sub.variants)
         if (flag->count()) spec = variant;
     std::string given_elsewhere;
-    for (const auto& [cli, slot] : sub.args) {
-        if (!slot.first->count()) continue;
-        if (std::none_of(spec->args.begin(), spec->args.end(), [&](const auto& a) { return a.cli == cli; }))
-            given_elsewhere = cli;
+    for (const auto& given : sub.args) {
+        if (!given.second.first->count()) continue;
+        if (std::none_of(spec->args.begin(), spec->args.end(), [&](const auto& a) { return a.cli == given.first; }))
+            given_elsewhere = given.first;
     }
     if (!given_elsewhere.empty()) {
         std::string with;

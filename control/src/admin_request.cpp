@@ -152,11 +152,13 @@ std::vector<AdminCommandSpec> build_table() {
     t.back().notes = "Refused when no `xdp:` section is configured.";
     t.push_back(spec(
         "connections", AdminCommand::connections, "the dataplane's connection entries (established, closing, UDP)",
-        {service_arg(false, "only this service's entries", "--service"),
+        {service_arg(false, "only this service's entries", "--service", "every service"),
          endpoint_arg("server", AdminArgType::endpoint, false, "only entries to this server", "--server",
-                      [](AdminRequest& r, const json& v) { r.server_ep = parse_endpoint(v.get<std::string>()); }),
+                      [](AdminRequest& r, const json& v) { r.server_ep = parse_endpoint(v.get<std::string>()); },
+                      "every server"),
          endpoint_arg("client", AdminArgType::endpoint, false, "only entries from this client", "--client",
-                      [](AdminRequest& r, const json& v) { r.client_ep = parse_endpoint(v.get<std::string>()); }),
+                      [](AdminRequest& r, const json& v) { r.client_ep = parse_endpoint(v.get<std::string>()); },
+                      "every client"),
          integer_arg("limit", false, 1, 10000, "entries per page", "--limit",
                      [](AdminRequest& r, const json& v) { r.limit = v.get<uint32_t>(); }, "100"),
          integer_arg("cursor", false, 0, std::numeric_limits<uint64_t>::max(), "where the page starts", "--cursor",
@@ -348,7 +350,8 @@ Expected<AdminRequest> parse_admin_request(const json& req) {
         known.push_back(a.name);
         if (a.required) required.push_back(a.name);
     }
-    for (const auto& [k, v] : req.items()) {
+    for (const auto& item : req.items()) {
+        const std::string& k = item.key();
         if (k == "command") continue;
         if (std::none_of(spec->args.begin(), spec->args.end(), [&](const AdminArg& a) { return a.name == k; })) {
             std::string known_text;
@@ -412,18 +415,20 @@ std::string admin_reference_markdown() {
     for (const auto& s : admin_command_table())
         md += "| [`" + s.name + "`](#" + s.name + ") | `" + usage(s) + "` | " + s.summary + " |\n";
     for (const auto& s : admin_command_table()) {
-        md += "\n### `" + s.name + "`\n\n" + s.summary + ".";
+        std::string summary = s.summary;
+        summary[0] = static_cast<char>(std::toupper(static_cast<unsigned char>(summary[0])));
+        md += "\n### `" + s.name + "`\n\n" + summary + ".";
         if (s.changes_state)
             md += " A state change: the reply comes once the dataplane runs a generation containing it.";
         md += "\n\n";
-        md += "Request: `" + json{{"command", s.name}}.dump() + "`";
-        md += s.args.empty() ? " (no arguments).\n\n" : " with:\n\n";
+        md += "Request: `{\"command\": \"" + s.name + "\"}`";
+        md += s.args.empty() ? ", no other keys.\n\n" : " and these keys:\n\n";
         if (!s.args.empty()) {
-            md += "| key | type | required | absent | meaning | fulcrumctl |\n|---|---|---|---|---|---|\n";
+            md += "| key | type | required | meaning | when absent | fulcrumctl |\n|---|---|---|---|---|---|\n";
             for (const auto& a : s.args) {
                 std::string cli = a.cli.empty() ? a.cli_note : "`" + a.cli + "`";
-                md += "| `" + a.name + "` | " + type_name(a) + " | " + (a.required ? "yes" : "no") + " | " +
-                      (a.required ? "" : a.absent) + " | " + a.help + " | " + cli + " |\n";
+                md += "| `" + a.name + "` | " + type_name(a) + " | " + (a.required ? "yes" : "no") + " | " + a.help +
+                      " | " + (a.required ? "refused" : a.absent) + " | " + cli + " |\n";
             }
             md += "\n";
         }
