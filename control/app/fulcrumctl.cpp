@@ -1,5 +1,7 @@
 // fulcrumctl: the command-line client of fulcrumd's admin API.
+#include <algorithm>
 #include <cstdio>
+#include <map>
 #include <iomanip>
 #include <iostream>
 #include <sstream>
@@ -8,9 +10,11 @@
 #include <nlohmann/json.hpp>
 
 #include "fulcrum/control/admin.hpp"
+#include "fulcrum/control/admin_request.hpp"
 #include "fulcrum/control/placement.hpp"
 #include "fulcrum_version.h"
 
+using fulcrum::control::AdminCommandSpec;
 using nlohmann::json;
 
 namespace {
@@ -51,6 +55,28 @@ void table(const std::vector<std::string>& headers, const std::vector<std::vecto
     };
     line(headers);
     for (const auto& r : rows) line(r);
+}
+
+std::string ago(const json& ms) {
+    if (ms.is_null()) return "never";
+    std::ostringstream o;
+    o << std::fixed << std::setprecision(1) << static_cast<double>(ms.get<int64_t>()) / 1000.0 << " s ago";
+    return o.str();
+}
+
+// Under a table whose counters may be since a reset: since when, per service.
+void reset_footer(const json& rows, const char* service_key) {
+    std::map<std::string, std::string> since;
+    bool any = false;
+    for (const auto& row : rows) {
+        const json ms = row.value("counters_reset_ago_ms", json(nullptr));  // null too from an older fulcrumd
+        since[row[service_key].get<std::string>()] = ago(ms);
+        any = any || !ms.is_null();
+    }
+    if (!any) return;
+    std::string s;
+    for (const auto& [name, when] : since) s += (s.empty() ? "" : ", ") + name + " " + when;
+    std::cout << "counters reset (fulcrumctl counters): " << s << "\n";
 }
 
 void print_human(const std::string& cmd, const json& r) {
@@ -104,6 +130,7 @@ void print_human(const std::string& cmd, const json& r) {
                             cell(s["servers_up"]) + "/" + cell(s["servers"]), cell(s["active_connections"]),
                             cell(s["new_connections"]), cell(s["packets"]), human_bytes(s["bytes"].get<uint64_t>())});
         table({"SERVICE", "VIP", "SCHEDULER", "FORWARDING", "UP", "ACTIVE", "CONNECTIONS", "PACKETS", "BYTES"}, rows);
+        reset_footer(r["services"], "name");
         return;
     }
     if (cmd == "servers") {
@@ -124,6 +151,7 @@ void print_human(const std::string& cmd, const json& r) {
         table({"SERVICE", "SERVER", "STATE", "WEIGHT", "CHECK", "ACTIVE", "INACTIVE", "CONNECTIONS", "PACKETS",
                "REASON"},
               rows);
+        reset_footer(r["servers"], "service");
         return;
     }
     if (cmd == "ha") {
@@ -246,6 +274,33 @@ void print_human(const std::string& cmd, const json& r) {
         }
         return;
     }
+    if (cmd == "counters") {
+        const auto& l = r["last_reset"];
+        std::cout << "last reset      "
+                  << (l.is_null() ? std::string("never (the views show the counters since each source started)")
+                                  : (l["scope"] == "all" ? std::string("all counters") : "service " + cell(l["service"])) +
+                                        ", " + ago(l["ago_ms"]) + " (" + cell(l["at"]) + ")")
+                  << "\n";
+        if (!r["all"].is_null() && !l.is_null() && l["scope"] == "service")
+            std::cout << "all counters    " << ago(r["all"]["ago_ms"]) << " (" << cell(r["all"]["at"]) << ")\n";
+        for (const auto& [name, w] : r["services"].items())
+            std::cout << "service " << std::left << std::setw(8) << name << ago(w["ago_ms"]) << " (" << cell(w["at"]) << ")\n";
+        for (const auto& [source, x] : r["restarted"].items())
+            std::cout << "restarted       " << source << ": " << cell(x["counters"]) << " counters count from zero again, "
+                      << ago(x["ago_ms"]) << ": " << cell(x["why"]) << "\n";
+        std::cout << "Prometheus metrics (/metrics) are never reset.\n";
+        return;
+    }
+    if (cmd == "counters-reset") {
+        std::cout << "zeroed " << cell(r["counters"]) << " counters of "
+                  << (r["scope"] == "all" ? std::string("every source") : "service " + cell(r["service"])) << " at "
+                  << cell(r["at"]);
+        std::string by;
+        for (const auto& [source, n] : r["by_source"].items()) by += (by.empty() ? "" : ", ") + source + " " + cell(n);
+        std::cout << (by.empty() ? "" : " (" + by + ")") << "; /metrics is not reset\n";
+        for (const auto& w : r["warnings"]) std::cout << "warning: " << cell(w) << "\n";
+        return;
+    }
     if (cmd == "reload") {
         std::cout << "configuration reloaded (" << cell(r["services"]) << " services), dataplane runs generation "
                   << cell(r["generation"]) << "\n";
@@ -268,44 +323,47 @@ int main(int argc, char** argv) {
     app.add_option("-s,--socket", socket, "fulcrumd's admin socket")->capture_default_str();
     app.add_flag("--json", as_json, "print the raw JSON reply (for scripts)");
     app.require_subcommand(1);
-    std::string service, server;
-    int64_t weight = -1;
-    app.add_subcommand("status", "fulcrumd, dataplane and publishing state");
-    app.add_subcommand("services", "services with their traffic");
-    auto* servers = app.add_subcommand("servers", "servers with health, reason, weight, connections and counters");
-    servers->add_option("service", service, "only this service");
-    auto* sw = app.add_subcommand("set-weight", "set a server's weight (0 drains it)");
-    sw->add_option("service", service)->required();
-    sw->add_option("server", server, "address or address:port")->required();
-    sw->add_option("weight", weight, "0..65535")->required()->check(CLI::Range(0, 65535));
-    for (const char* c : {"drain", "disable", "enable"}) {
-        auto* sc = app.add_subcommand(c, std::string(c) == "drain" ? "no new connections; existing ones continue"
-                                         : std::string(c) == "disable" ? "take a server out of service"
-                                                                       : "put a server back in service at its configured weight");
-        sc->add_option("service", service)->required();
-        sc->add_option("server", server, "address or address:port")->required();
+
+    // The admin requests' subcommands come from the request table (admin_request.hpp): one
+    // subcommand per request, or a flag of another's subcommand (counters --reset).
+    struct Sub {
+        CLI::App* app = nullptr;
+        const AdminCommandSpec* base = nullptr;                                   // the subcommand alone
+        std::vector<std::pair<const AdminCommandSpec*, CLI::Option*>> variants;  // selected by a flag
+        std::map<std::string, std::pair<CLI::Option*, std::string>> args;       // by cli spelling
+    };
+    std::map<std::string, Sub> subs;
+    for (const auto& spec : fulcrum::control::admin_command_table()) {
+        Sub& sub = subs[spec.cli_command];
+        if (!sub.app) sub.app = app.add_subcommand(spec.cli_command, spec.summary);
+        if (spec.cli_flag.empty()) {
+            sub.base = &spec;
+            sub.app->description(spec.summary);
+        } else {
+            sub.variants.emplace_back(&spec, sub.app->add_flag(spec.cli_flag, spec.cli_flag_help));
+            sub.app->description(sub.app->get_description() + "; " + spec.cli_flag + ": " + spec.summary);
+        }
+        for (const auto& a : spec.args) {
+            if (a.cli.empty()) {
+                // Filled from another argument: say how.
+                sub.app->footer("The request's \"" + a.name + "\" (" + a.help +
+                                (a.absent.empty() ? "" : ", default " + a.absent) + "): " + a.cli_note + ".");
+                continue;
+            }
+            if (sub.args.count(a.cli)) continue;
+            auto& slot = sub.args[a.cli];
+            std::string help = a.help;
+            if (a.type == fulcrum::control::AdminArgType::endpoint) help += ": ADDRESS, ADDRESS:PORT or [IPV6]:PORT";
+            if (a.type == fulcrum::control::AdminArgType::flow_endpoint) help += ": ADDRESS:PORT or [IPV6]:PORT";
+            if (!a.absent.empty()) help += " (default: " + a.absent + ")";
+            if (!spec.cli_flag.empty()) help += " (with " + spec.cli_flag + ")";
+            CLI::Option* o = sub.app->add_option(a.cli, slot.second, help);
+            if (a.required && spec.cli_flag.empty()) o->required();
+            if (a.type == fulcrum::control::AdminArgType::integer) o->check(CLI::Range(a.min, a.max));
+            if (a.type == fulcrum::control::AdminArgType::choice) o->check(CLI::IsMember(a.choices));
+            slot.first = o;
+        }
     }
-    app.add_subcommand("reload", "re-read the configuration file (refused with its errors if invalid)");
-    std::string ha_action;
-    auto* ha = app.add_subcommand("ha", "failover state: VRRP role, master, faults, lease, sync");
-    ha->add_option("action", ha_action,
-                   "takeover: become master (priority 254, preempting); release: leave master and stay "
-                   "backup; resume: back to the configured behaviour")
-        ->check(CLI::IsMember({"takeover", "release", "resume"}));
-    app.add_subcommand("acl", "XDP front: attached program, VIPs, source ACL, SYN limit and packet counters");
-    std::string client, flow_client, flow_vip;
-    uint32_t limit = 0;
-    int64_t cursor = -1;
-    auto* conns = app.add_subcommand("connections", "the dataplane's connection entries (established, closing, UDP)");
-    conns->add_option("--service", service, "only this service");
-    conns->add_option("--server", server, "only to this server: address or address:port");
-    conns->add_option("--client", client, "only from this client: address or address:port");
-    conns->add_option("--limit", limit, "entries per page (1..10000, default 100)")->check(CLI::Range(1, 10000));
-    conns->add_option("--cursor", cursor, "the next page (the previous page's --cursor hint)")->check(CLI::NonNegativeNumber);
-    app.add_subcommand("doctor", "check this host for the usual mistakes, and say what to do");
-    auto* lk = app.add_subcommand("lookup", "which server a flow goes to, and why");
-    lk->add_option("client", flow_client, "CLIENT:PORT (IPv6: [ADDRESS]:PORT)")->required();
-    lk->add_option("vip", flow_vip, "VIP:PORT[/tcp|/udp] (default tcp)")->required();
     std::string nic;
     unsigned workers = 0;
     auto* topo = app.add_subcommand("topology", "plan the dataplane's cores next to a NIC (hwloc; runs locally)");
@@ -342,24 +400,48 @@ int main(int argc, char** argv) {
             return 1;
         }
     }
-    json req = {{"command", cmd}};
-    if (!service.empty()) req["service"] = service;
-    if (!server.empty()) req["server"] = server;
-    if (weight >= 0) req["weight"] = weight;
-    if (!ha_action.empty()) req["action"] = ha_action;
-    if (cmd == "connections") {
-        if (!client.empty()) req["client"] = client;
-        if (limit) req["limit"] = limit;
-        if (cursor >= 0) req["cursor"] = cursor;
+    Sub& sub = subs.at(cmd);
+    const AdminCommandSpec* spec = sub.base;
+    for (const auto& [variant, flag] : sub.variants)
+        if (flag->count()) spec = variant;
+    std::string given_elsewhere;
+    for (const auto& given : sub.args) {
+        if (!given.second.first->count()) continue;
+        if (std::none_of(spec->args.begin(), spec->args.end(), [&](const auto& a) { return a.cli == given.first; }))
+            given_elsewhere = given.first;
     }
-    if (cmd == "lookup") {
-        std::string vip = flow_vip;
+    if (!given_elsewhere.empty()) {
+        std::string with;
+        for (const auto& [variant, flag] : sub.variants)
+            for (const auto& a : variant->args)
+                if (a.cli == given_elsewhere) with += (with.empty() ? "" : " or ") + variant->cli_flag;
+        std::cerr << "fulcrumctl " << cmd << ": " << given_elsewhere << " goes with " << with << "\n";
+        return 1;
+    }
+    json req = {{"command", spec->name}};
+    for (const auto& a : spec->args) {
+        if (a.cli.empty()) continue;
+        const auto& [opt, value] = sub.args.at(a.cli);
+        if (!opt->count()) {
+            if (a.required) {
+                std::cerr << "fulcrumctl " << cmd << ": " << a.cli << " is required\n";
+                return 1;
+            }
+            continue;
+        }
+        if (a.type == fulcrum::control::AdminArgType::integer)
+            req[a.name] = std::stoull(value);  // checked by CLI::Range
+        else
+            req[a.name] = value;
+    }
+    if (spec->command == fulcrum::control::AdminCommand::lookup) {
+        // VIP:PORT[/tcp|/udp]: the suffix is the request's "proto".
+        std::string vip = req["vip"].get<std::string>();
         for (const char* p : {"tcp", "udp"})
             if (vip.size() > 4 && vip.substr(vip.size() - 4) == std::string("/") + p) {
                 req["proto"] = p;
                 vip.resize(vip.size() - 4);
             }
-        req["client"] = flow_client;
         req["vip"] = vip;
     }
     auto r = fulcrum::control::admin_request(socket, req);
@@ -379,7 +461,7 @@ int main(int argc, char** argv) {
             for (const auto& m : reply["messages"]) std::cerr << "  " << m.get<std::string>() << "\n";
         return 1;
     }
-    print_human(cmd, reply);
+    print_human(spec->name, reply);
     if (cmd == "doctor" && reply.value("errors", 0) > 0) return 1;
     return 0;
 }

@@ -2,12 +2,14 @@
 //
 //   fulcrumd --config /etc/fulcrum/fulcrum.yaml     run
 //   fulcrumd --check /etc/fulcrum/fulcrum.yaml      validate the file and exit (0 valid, 1 not)
+//   fulcrumd --metrics-reference / --admin-reference   print docs/metrics.md's table / docs/admin-api.md
 #include <iostream>
 
 #include <CLI/CLI.hpp>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include "fulcrum/control/admin_request.hpp"
 #include "fulcrum/control/config.hpp"
 #include "fulcrum/control/metrics.hpp"
 #include "fulcrum/control/daemon.hpp"
@@ -28,9 +30,17 @@ int main(int argc, char** argv) {
     bool reference = false;
     app.add_flag("--metrics-reference", reference,
                  "print every Prometheus metric fulcrumd exports (name, type, meaning) as a Markdown table and exit");
+    bool admin_reference = false;
+    app.add_flag("--admin-reference", admin_reference,
+                 "print the admin API's requests (arguments, replies, fulcrumctl commands) as Markdown and exit "
+                 "(docs/admin-api.md)");
     app.set_version_flag("--version", std::string("fulcrumd ") + FULCRUM_VERSION);
     CLI11_PARSE(app, argc, argv);
 
+    if (admin_reference) {
+        std::cout << fulcrum::control::admin_reference_markdown();
+        return 0;
+    }
     if (reference) {
         std::cout << fulcrum::control::metrics_reference_markdown();
         return 0;

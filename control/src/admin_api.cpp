@@ -1,5 +1,6 @@
 #include "fulcrum/control/admin_api.hpp"
 
+#include <algorithm>
 #include <optional>
 
 #include "fulcrum/control/admin_request.hpp"
@@ -107,27 +108,36 @@ json sync_json(const SyncPeerStats& y) {
 }  // namespace
 
 json AdminApi::ha(HaAction action) {
+    std::optional<HaStatus> st;
     if (action == HaAction::none) {
-        const auto st = d_.ha_status();
+        st = d_.ha_status();
         if (!st)
             return error("failover is not configured (no 'ha:' or 'interface:' section); see "
                          "docs/configuration.md, \"ha\"");
-        json r = ha_json(*st);
-        if (auto y = d_.sync_stats()) r["sync"] = sync_json(*y);
-        r["ok"] = true;
-        return r;
+    } else {
+        auto done = d_.ha_action(action);
+        if (!done) return error(done.error());
+        st = std::move(done.value());
     }
-    auto st = d_.ha_action(action);
-    if (!st) return error(st.error());
-    json r = ha_json(st.value());
+    const CounterVisitor since_reset = baseline_.subtract();
+    visit_counters(*st, since_reset);
+    json r = ha_json(*st);
+    if (action == HaAction::none)
+        if (auto y = d_.sync_stats()) {
+            visit_counters(*y, since_reset);
+            r["sync"] = sync_json(*y);
+        }
+    r["counters_reset"] = baseline_.reset_json("");
     r["ok"] = true;
     return r;
 }
 
 json AdminApi::acl() {
-    const auto x = d_.xdp_view();
+    auto x = d_.xdp_view();
     if (!x)
         return error("the XDP front is not configured (no 'xdp:' section); see docs/configuration.md, \"xdp\"");
+    if (x->status.program_id) baseline_.observe("xdp_packets", "program " + std::to_string(x->status.program_id));
+    visit_counters(x->status, baseline_.subtract());
     const XdpConfig& c = x->cfg;
     const XdpStatus& s = x->status;
     auto prefixes = [](const std::vector<IpPrefix>& l) {
@@ -158,7 +168,8 @@ json AdminApi::acl() {
             {"applies", s.applies},
             {"apply_errors", s.apply_errors},
             {"program_changes", s.program_changes},
-            {"packets", packets}};
+            {"packets", packets},
+            {"counters_reset", baseline_.reset_json("")}};
 }
 
 namespace {
@@ -171,6 +182,8 @@ json state_file_json(const Daemon::StateFileStatus& s) {
 
 json AdminApi::status() {
     const Daemon::View v = d_.view(false);
+    FulcrumdCounters fc{v.publish.publishes, v.publish.publish_errors, v.reloads, v.reload_errors};
+    visit_counters(fc, baseline_.subtract());
     size_t up = 0;
     for (const auto& [k, sm] : v.model.servers) up += sm.state() == ServerState::up;
     json dp = {{"socket", v.dataplane.socket}, {"connected", v.dataplane.connected}};
@@ -189,11 +202,11 @@ json AdminApi::status() {
             {"published_generation", v.publish.applied_generation},
             {"publish_pending", v.publish.state != "idle"},
             {"publish", publish_json(v.publish)},
-            {"publishes", v.publish.publishes},
-            {"publish_errors", v.publish.publish_errors},
+            {"publishes", fc.publishes},
+            {"publish_errors", fc.publish_errors},
             {"last_publish_error", v.publish.last_error},
-            {"reloads", v.reloads},
-            {"reload_errors", v.reload_errors},
+            {"reloads", fc.reloads},
+            {"reload_errors", fc.reload_errors},
             {"last_reload_error", v.last_reload_error},
             {"metrics", v.metrics_listen},
             {"dataplane", dp},
@@ -206,12 +219,34 @@ json AdminApi::status() {
                                  {"program_id", v.xdp->program_id ? json(v.xdp->program_id) : json(nullptr)},
                                  {"applied", v.xdp->applied},
                                  {"error", v.xdp->error}}
-                          : json(nullptr)}};
+                          : json(nullptr)},
+            {"counters_reset", baseline_.reset_json("")}};
 }
+
+void AdminApi::observe_dataplane(int64_t pid, bool connected) {
+    // The pid tells one dataplane process from the next; a new one counts from zero.
+    if (connected && pid > 0) baseline_.observe("dataplane", "pid " + std::to_string(pid));
+}
+
+namespace {
+
+// The dataplane's counters since the last reset (a copy: the shared ones feed /metrics).
+std::optional<DataplaneCounters> since_reset(const Daemon::View& v, const CounterVisitor& subtract) {
+    if (!v.counters) return std::nullopt;
+    DataplaneCounters c = *v.counters;
+    visit_counters(c, subtract);
+    return c;
+}
+
+json ago(std::optional<int64_t> ms) { return ms ? json(*ms) : json(nullptr); }
+
+}  // namespace
 
 json AdminApi::services() {
     const Daemon::View v = d_.view(true);
-    const auto traffic = v.counters ? v.counters->servers_by_key() : std::unordered_map<std::string, const ServerTraffic*>{};
+    observe_dataplane(v.dataplane.pid, v.dataplane.connected);
+    const auto counters = since_reset(v, baseline_.subtract());
+    const auto traffic = counters ? counters->servers_by_key() : std::unordered_map<std::string, const ServerTraffic*>{};
     json out = json::array();
     for (const auto& svc : v.model.services) {
         size_t up = 0;
@@ -221,7 +256,7 @@ json AdminApi::services() {
             if (auto t = traffic.find(k); t != traffic.end()) active += t->second->active_connections;
         }
         const auto& c = svc.cfg;
-        const ServiceTraffic* t = v.counters ? v.counters->find_service(c.name) : nullptr;
+        const ServiceTraffic* t = counters ? counters->find_service(c.name) : nullptr;
         out.push_back({{"name", c.name},
                        {"vip", c.vip.str()},
                        {"port", c.port},
@@ -233,14 +268,19 @@ json AdminApi::services() {
                        {"active_connections", active},
                        {"packets", t ? t->packets : 0},
                        {"bytes", t ? t->bytes : 0},
-                       {"new_connections", t ? t->new_connections : 0}});
+                       {"new_connections", t ? t->new_connections : 0},
+                       {"counters_reset_ago_ms", ago(baseline_.reset_ago_ms(c.name))}});
     }
-    return {{"ok", true}, {"services", out}};
+    return {{"ok", true}, {"services", out}, {"counters_reset", baseline_.reset_json("")}};
 }
 
 json AdminApi::servers(const std::string& service) {
-    const Daemon::View v = d_.view(true);
-    const auto traffic = v.counters ? v.counters->servers_by_key() : std::unordered_map<std::string, const ServerTraffic*>{};
+    Daemon::View v = d_.view(true);
+    observe_dataplane(v.dataplane.pid, v.dataplane.connected);
+    const CounterVisitor subtract = baseline_.subtract();
+    visit_counters(v.model, subtract);  // the health checks' counts
+    const auto counters = since_reset(v, subtract);
+    const auto traffic = counters ? counters->servers_by_key() : std::unordered_map<std::string, const ServerTraffic*>{};
     json out = json::array();
     bool found = service.empty();
     for (const auto& svc : v.model.services) {
@@ -275,11 +315,68 @@ json AdminApi::servers(const std::string& service) {
                            {"inactive_connections", t ? t->inactive_connections : 0},
                            {"packets", t ? t->packets : 0},
                            {"bytes", t ? t->bytes : 0},
-                           {"new_connections", t ? t->new_connections : 0}});
+                           {"new_connections", t ? t->new_connections : 0},
+                           {"counters_reset_ago_ms", ago(baseline_.reset_ago_ms(sm.service))}});
         }
     }
     if (!found) return error("no service named '" + service + "'");
-    return {{"ok", true}, {"servers", out}};
+    return {{"ok", true}, {"servers", out}, {"counters_reset", baseline_.reset_json("")}};
+}
+
+json AdminApi::counters() {
+    json r = baseline_.describe();
+    r["ok"] = true;
+    return r;
+}
+
+json AdminApi::counters_reset(const std::string& service) {
+    Daemon::View v = d_.view(true);
+    if (!service.empty() &&
+        std::none_of(v.model.services.begin(), v.model.services.end(),
+                     [&](const ServiceModel& s) { return s.cfg.name == service; }))
+        return error("no service named '" + service + "' (fulcrumctl services lists them)");
+    observe_dataplane(v.dataplane.pid, v.dataplane.connected);
+    json warnings = json::array();
+    if (!v.counters)
+        warnings.push_back("the dataplane is not reachable (" + v.dataplane.error +
+                           "): its traffic counters were not zeroed; reset again once it is back");
+    std::optional<HaStatus> ha;
+    std::optional<SyncPeerStats> sync;
+    std::optional<XdpStatus> xdp;
+    if (service.empty()) {
+        ha = d_.ha_status();
+        sync = d_.sync_stats();
+        if (auto x = d_.xdp_view()) {
+            xdp = std::move(x->status);
+            if (xdp->program_id) baseline_.observe("xdp_packets", "program " + std::to_string(xdp->program_id));
+            if (!xdp->packets)
+                warnings.push_back("the XDP front's packet counters cannot be read (" + xdp->error +
+                                   "): they were not zeroed");
+        }
+    }
+    FulcrumdCounters fc{v.publish.publishes, v.publish.publish_errors, v.reloads, v.reload_errors};
+    std::optional<DataplaneCounters> dp;
+    if (v.counters) dp = *v.counters;
+    const auto done = baseline_.reset(
+        [&](const CounterVisitor& take) {
+            if (dp) visit_counters(*dp, take);
+            visit_counters(v.model, take);
+            visit_counters(fc, take);
+            if (ha) visit_counters(*ha, take);
+            if (sync) visit_counters(*sync, take);
+            if (xdp) visit_counters(*xdp, take);
+        },
+        service);
+    json by_source = json::object();
+    for (const auto& [source, n] : done.by_source) by_source[source] = n;
+    const json when = baseline_.reset_json(service);
+    return {{"ok", true},
+            {"scope", service.empty() ? "all" : "service"},
+            {"service", service.empty() ? json(nullptr) : json(service)},
+            {"counters", done.counters},
+            {"by_source", by_source},
+            {"at", when.is_object() ? when["at"] : json(nullptr)},
+            {"warnings", warnings}};
 }
 
 void AdminApi::handle(const json& request, Reply reply) {
@@ -296,6 +393,8 @@ void AdminApi::handle(const json& request, Reply reply) {
             case AdminCommand::connections: return reply(connections(req));
             case AdminCommand::lookup: return reply(lookup(req));
             case AdminCommand::doctor: return reply(doctor());
+            case AdminCommand::counters: return reply(counters());
+            case AdminCommand::counters_reset: return reply(counters_reset(req.service));
             case AdminCommand::reload: {
                 json r = d_.reload();
                 if (!r.value("ok", false)) return reply(r);

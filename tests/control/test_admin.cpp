@@ -403,3 +403,251 @@ TEST(AdminAsync, DeferredReplyDoesNotBlockOtherClientsAndKeepsOrder) {
     EXPECT_EQ(first["generation"], 7);
     EXPECT_EQ(second["command"], "after");
 }
+
+// ---- counters --reset: the views subtract a baseline; the sources and /metrics never reset ----
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
+#include "fulcrum/control/admin_counters.hpp"
+#include "fulcrum/control/metrics.hpp"
+
+namespace {
+
+fulcrum::DataplaneCounters traffic(uint64_t web_packets, uint64_t dns_packets) {
+    fulcrum::DataplaneCounters c;
+    fulcrum::ServiceTraffic web, dns;
+    web.name = "web";
+    web.packets = web_packets;
+    web.bytes = web_packets * 100;
+    web.new_connections = web_packets / 10;
+    dns.name = "dns";
+    dns.packets = dns_packets;
+    c.services = {web, dns};
+    fulcrum::ServerTraffic s;
+    s.service = "web";
+    s.address = "198.18.0.11";
+    s.port = 80;
+    s.packets = web_packets;
+    s.active_connections = 3;  // a gauge: never subtracted
+    c.servers = {s};
+    return c;
+}
+
+// The copy a view prints: the counters since the last reset.
+fulcrum::DataplaneCounters shown(CounterBaseline& b, const fulcrum::DataplaneCounters& source) {
+    fulcrum::DataplaneCounters c = source;
+    visit_counters(c, b.subtract());
+    return c;
+}
+
+// GET /metrics on 127.0.0.1:port; the whole response ("" on a transport failure).
+std::string scrape_metrics(int port) {
+    const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(static_cast<uint16_t>(port));
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    timeval tv{10, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    if (connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+        close(fd);
+        return "";
+    }
+    const std::string req = "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
+    (void)!send(fd, req.data(), req.size(), MSG_NOSIGNAL);
+    std::string in;
+    char buf[8192];
+    for (;;) {
+        const ssize_t n = recv(fd, buf, sizeof buf, 0);
+        if (n <= 0) break;
+        in.append(buf, static_cast<size_t>(n));
+    }
+    close(fd);
+    return in;
+}
+
+// The value of one exposition line starting with `series` (e.g. `x{service="web"}`), or -1.
+double metric(const std::string& text, const std::string& series) {
+    const size_t at = text.find("\n" + series + " ");
+    if (at == std::string::npos) return -1;
+    return std::stod(text.substr(at + series.size() + 2));
+}
+
+}  // namespace
+
+TEST(CountersReset, ViewsSubtractTheResetValuesAndTheSourceStays) {
+    CounterBaseline b;
+    const auto t0 = CounterBaseline::Clock::now();
+    fulcrum::DataplaneCounters src = traffic(100, 40);
+    EXPECT_EQ(shown(b, src).services[0].packets, 100u);  // never reset: the values as they are
+    EXPECT_FALSE(b.reset_ago_ms(""));
+    EXPECT_TRUE(b.reset_json("web").is_null());
+    EXPECT_TRUE(b.describe(t0)["last_reset"].is_null());
+
+    const auto r = b.reset([&](const CounterVisitor& take) { visit_counters(src, take); }, "", t0);
+    EXPECT_EQ(r.counters, 9u);  // 2 services x 3 + 1 server x 3
+    EXPECT_EQ(r.by_source.at("dataplane"), 9u);
+    auto v = shown(b, src);
+    EXPECT_EQ(v.services[0].packets, 0u);
+    EXPECT_EQ(v.services[0].bytes, 0u);
+    EXPECT_EQ(v.services[1].packets, 0u);
+    EXPECT_EQ(v.servers[0].packets, 0u);
+    EXPECT_EQ(v.servers[0].active_connections, 3u);
+    EXPECT_EQ(src.services[0].packets, 100u);  // the source is untouched
+
+    src = traffic(107, 41);
+    v = shown(b, src);
+    EXPECT_EQ(v.services[0].packets, 7u);
+    EXPECT_EQ(v.services[0].bytes, 700u);
+    EXPECT_EQ(v.services[1].packets, 1u);
+    EXPECT_EQ(v.servers[0].packets, 7u);
+    EXPECT_EQ(*b.reset_ago_ms("web", t0 + std::chrono::milliseconds(1500)), 1500);
+    const json d = b.describe(t0 + std::chrono::seconds(2));
+    EXPECT_EQ(d["last_reset"]["scope"], "all");
+    EXPECT_EQ(d["last_reset"]["ago_ms"], 2000);
+    EXPECT_EQ(d["all"]["ago_ms"], 2000);
+    EXPECT_EQ(d["baselines"], 9);
+    EXPECT_TRUE(d["restarted"].empty());
+    EXPECT_EQ(d["last_reset"]["at"].get<std::string>().size(), 20u);  // 2026-12-02T05:50:00Z
+}
+
+TEST(CountersReset, AServiceScopeResetsOnlyThatService) {
+    CounterBaseline b;
+    const auto t0 = CounterBaseline::Clock::now();
+    fulcrum::DataplaneCounters src = traffic(100, 40);
+    Model model;
+    ServerModel sm;
+    sm.service = "dns";
+    sm.key = "dns/198.18.0.21:53";
+    sm.checks_ok = 50;
+    model.servers[sm.key] = sm;
+    FulcrumdCounters fc{5, 1, 2, 0};
+    const auto visit_all = [&](const CounterVisitor& take) {
+        visit_counters(src, take);
+        visit_counters(model, take);
+        visit_counters(fc, take);
+    };
+    const auto r = b.reset(visit_all, "web", t0);
+    EXPECT_EQ(r.counters, 6u);  // web's service and server traffic; not dns, not fulcrumd's own
+    auto v = shown(b, src);
+    EXPECT_EQ(v.services[0].packets, 0u);
+    EXPECT_EQ(v.services[1].packets, 40u);
+    FulcrumdCounters f = fc;
+    visit_counters(f, b.subtract());
+    EXPECT_EQ(f.publishes, 5u);
+    EXPECT_TRUE(b.reset_ago_ms("web", t0));
+    EXPECT_FALSE(b.reset_ago_ms("dns", t0));
+    EXPECT_FALSE(b.reset_ago_ms("", t0));
+    EXPECT_EQ(b.describe(t0)["last_reset"]["service"], "web");
+
+    // Then all: every source, dns's health checks included; the service's own reset is
+    // superseded.
+    const auto all = b.reset(visit_all, "", t0 + std::chrono::seconds(1));
+    EXPECT_EQ(all.counters, 9u + 2u + 4u);
+    EXPECT_EQ(all.by_source.at("health"), 2u);
+    Model m = model;
+    m.servers.at(sm.key).checks_ok = 53;
+    visit_counters(m, b.subtract());
+    EXPECT_EQ(m.servers.at(sm.key).checks_ok, 3u);
+    EXPECT_EQ(*b.reset_ago_ms("web", t0 + std::chrono::seconds(3)), 2000);
+    EXPECT_TRUE(b.describe(t0)["services"].empty());
+}
+
+TEST(CountersReset, ACounterThatRestartedFromZeroIsClampedAndReported) {
+    CounterBaseline b;
+    const auto t0 = CounterBaseline::Clock::now();
+    fulcrum::DataplaneCounters src = traffic(100, 40);
+    b.reset([&](const CounterVisitor& take) { visit_counters(src, take); }, "", t0);
+    // The dataplane restarted (its identity was not seen change): it counts from zero.
+    src = traffic(30, 2);
+    auto v = shown(b, src);
+    EXPECT_EQ(v.services[0].packets, 30u);  // never negative (nor wrapped): what it counted since
+    EXPECT_EQ(v.services[1].packets, 2u);
+    json d = b.describe(t0 + std::chrono::seconds(1));
+    ASSERT_TRUE(d["restarted"].contains("dataplane")) << d.dump();
+    EXPECT_GE(d["restarted"]["dataplane"]["counters"].get<int>(), 3);
+    EXPECT_NE(d["restarted"]["dataplane"]["why"].get<std::string>().find("went below its value at the reset"),
+              std::string::npos);
+    // It counts on from its new zero.
+    src = traffic(35, 2);
+    EXPECT_EQ(shown(b, src).services[0].packets, 35u);
+
+    // A new dataplane process seen by its identity: everything it counts is since the reset,
+    // even a counter that already went past its old reset value.
+    CounterBaseline c;
+    src = traffic(100, 40);
+    c.observe("dataplane", "pid 100", t0);
+    c.reset([&](const CounterVisitor& take) { visit_counters(src, take); }, "", t0);
+    c.observe("dataplane", "pid 100", t0);
+    src = traffic(150, 45);
+    EXPECT_EQ(shown(c, src).services[0].packets, 50u);
+    c.observe("dataplane", "pid 200", t0);
+    src = traffic(120, 45);
+    EXPECT_EQ(shown(c, src).services[0].packets, 120u);
+    d = c.describe(t0);
+    EXPECT_EQ(d["restarted"]["dataplane"]["counters"], 5);  // those whose reset value was not 0 already
+    EXPECT_NE(d["restarted"]["dataplane"]["why"].get<std::string>().find("pid 100, now pid 200"), std::string::npos);
+    // Another reset starts the report afresh.
+    c.reset([&](const CounterVisitor& take) { visit_counters(src, take); }, "", t0);
+    EXPECT_TRUE(c.describe(t0)["restarted"].empty());
+}
+
+TEST(CountersReset, PrometheusCountersStayMonotonic) {
+    Metrics m("127.0.0.1:0");
+    CounterBaseline b;
+    fulcrum::DataplaneCounters src = traffic(100, 40);
+    MetricsInput in;
+    in.dataplane = &src;
+    m.update(in);
+    const std::string web = "fulcrum_service_packets_total{service=\"web\"}";
+    EXPECT_EQ(metric(scrape_metrics(m.port()), web), 100);
+
+    b.reset([&](const CounterVisitor& take) { visit_counters(src, take); }, "");
+    EXPECT_EQ(shown(b, src).services[0].packets, 0u);
+    m.update(in);  // fulcrumd feeds /metrics from the sources, which the reset left as they were
+    EXPECT_EQ(metric(scrape_metrics(m.port()), web), 100);
+
+    src = traffic(105, 40);
+    m.update(in);
+    EXPECT_EQ(shown(b, src).services[0].packets, 5u);
+    EXPECT_EQ(metric(scrape_metrics(m.port()), web), 105);
+}
+
+TEST(CountersReset, EveryHostSourceIsVisited) {
+    // Each counter a view shows is reset; gauges and identities are not touched.
+    HaStatus h;
+    h.adverts_sent = 10;
+    h.priority = 100;
+    h.invalid_by_reason = {{"bad_checksum", 2}};
+    SyncPeerStats y;
+    y.records_sent = 7;
+    y.pending = 3;
+    y.refused[0] = 1;
+    XdpStatus x;
+    x.applies = 4;
+    x.program_id = 9;
+    x.packets = std::array<uint64_t, kXdpReasonCount>{};
+    (*x.packets)[0] = 11;
+    CounterBaseline b;
+    b.reset(
+        [&](const CounterVisitor& take) {
+            visit_counters(h, take);
+            visit_counters(y, take);
+            visit_counters(x, take);
+        },
+        "");
+    const auto sub = b.subtract();
+    visit_counters(h, sub);
+    visit_counters(y, sub);
+    visit_counters(x, sub);
+    EXPECT_EQ(h.adverts_sent, 0u);
+    EXPECT_EQ(h.invalid_by_reason[0].second, 0u);
+    EXPECT_EQ(h.priority, 100);
+    EXPECT_EQ(y.records_sent, 0u);
+    EXPECT_EQ(y.refused[0], 0u);
+    EXPECT_EQ(y.pending, 3u);
+    EXPECT_EQ(x.applies, 0u);
+    EXPECT_EQ((*x.packets)[0], 0u);
+    EXPECT_EQ(x.program_id, 9u);
+}

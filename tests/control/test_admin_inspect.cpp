@@ -55,7 +55,7 @@ TEST(AdminInspect, ConnectionsTakesFiltersAndAPage) {
          "\"cursor\" must be the previous reply's next_cursor"},
         {R"({"command": "connections", "server": "s1"})",
          "\"server\" must be ADDRESS, ADDRESS:PORT or [IPV6]:PORT"},
-        {R"({"command": "connections", "client": 3})", "\"client\" must be a string"},
+        {R"({"command": "connections", "client": 3})", "\"client\" must be ADDRESS, ADDRESS:PORT or [IPV6]:PORT"},
         {R"({"command": "connections", "vip": "198.18.0.100:80"})", "unknown key \"vip\""},
     };
     for (const auto& [text, want] : bad) {
@@ -78,15 +78,15 @@ TEST(AdminInspect, LookupNeedsAFlow) {
     EXPECT_EQ(tcp->proto, 6);
 
     const std::pair<const char*, const char*> bad[] = {
-        {R"({"command": "lookup"})", "lookup needs \"client\" and \"vip\", each ADDRESS:PORT"},
+        {R"({"command": "lookup"})", "lookup needs \"client\" and \"vip\" (\"client\" is missing: ADDRESS:PORT"},
         {R"({"command": "lookup", "client": "198.18.0.1", "vip": "198.18.0.100:80"})",
-         "each ADDRESS:PORT"},
+         "lookup: \"client\" must be ADDRESS:PORT or [IPV6]:PORT, not '198.18.0.1'"},
         {R"({"command": "lookup", "client": "198.18.0.1:1", "vip": "198.18.0.100"})",
-         "each ADDRESS:PORT"},
+         "lookup: \"vip\" must be ADDRESS:PORT or [IPV6]:PORT, not '198.18.0.100'"},
         {R"({"command": "lookup", "client": "198.18.0.1:1", "vip": "[2001:db8::1]:80"})",
          "same address family"},
         {R"({"command": "lookup", "client": "198.18.0.1:1", "vip": "198.18.0.100:80", "proto": "icmp"})",
-         "\"proto\" must be \"tcp\" or \"udp\""},
+         "\"proto\" must be \"tcp\" or \"udp\" (or absent: tcp)"},
         {R"({"command": "lookup", "client": "198.18.0.1:1", "vip": "198.18.0.100:80", "limit": 3})",
          "unknown key \"limit\""},
     };

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "fulcrum/control/admin_request.hpp"
 #include "fulcrum/control/config.hpp"
 #include "fulcrum/control/metrics.hpp"
 
@@ -446,6 +447,22 @@ TEST(ConfigFiles, MetricsReferenceInTheDocsIsTheCodes) {
     EXPECT_GE(ref.size(), 50u);
     std::set<std::string> names;
     for (const auto& m : ref) EXPECT_TRUE(names.insert(m.name).second) << m.name << " declared twice";
+}
+
+// docs/admin-api.md is `fulcrumd --admin-reference`: the request table the decoder and
+// fulcrumctl use, never edited by hand.
+TEST(ConfigFiles, AdminReferenceInTheDocsIsTheCodes) {
+    const auto root = source_root();
+    ASSERT_TRUE(root);
+    std::ifstream in(*root / "docs" / "admin-api.md");
+    ASSERT_TRUE(in) << "docs/admin-api.md is missing";
+    std::stringstream ss;
+    ss << in.rdbuf();
+    EXPECT_EQ(ss.str(), admin_reference_markdown())
+        << "regenerate it: build/control/fulcrumd --admin-reference > docs/admin-api.md";
+    const std::string md = admin_reference_markdown();
+    for (const auto& spec : admin_command_table())
+        EXPECT_NE(md.find("\n### `" + spec.name + "`\n"), std::string::npos) << spec.name;
 }
 
 // docs/migration.md: the keepalived.conf and haproxy.cfg converted there carry the values the

@@ -87,7 +87,8 @@ def test_connections_and_lookup_agree_with_the_flows_opened(lab3):
         assert r["verdict"] == "not_balanced" and r["server"] is None and "goes to the kernel" in r["reason"], r
         # Refusals say what is wrong.
         bad = lab3.ctl("lookup", f"{CLIENT}", f"{VIP}:80")
-        assert bad.returncode == 1 and "lookup needs \"client\" and \"vip\", each ADDRESS:PORT" in bad.stderr, bad.stderr
+        assert bad.returncode == 1 and \
+            f"lookup: \"client\" must be ADDRESS:PORT or [IPV6]:PORT, not '{CLIENT}'" in bad.stderr, bad.stderr
         bad = lab3.ctl("connections", "--service", "nope")
         assert bad.returncode == 1 and "no service named 'nope'" in bad.stderr, bad.stderr
     finally:

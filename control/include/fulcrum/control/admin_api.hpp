@@ -10,6 +10,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "fulcrum/control/admin_counters.hpp"
 #include "fulcrum/control/admin_request.hpp"
 
 namespace fulcrum::control {
@@ -36,7 +37,14 @@ private:
     nlohmann::json lookup(const AdminRequest& req);
     // admin_doctor.cpp: the usual mistakes on this host, each with what to do.
     nlohmann::json doctor();
+    // counters and counters-reset: the views show counters since the last reset (baseline_);
+    // the sources, and so the Prometheus metrics, are never reset.
+    nlohmann::json counters();
+    nlohmann::json counters_reset(const std::string& service);
+    // Tells the baseline which dataplane process the view's counters come from.
+    void observe_dataplane(int64_t pid, bool connected);
     Daemon& d_;
+    CounterBaseline baseline_;
 };
 
 }  // namespace fulcrum::control
