@@ -17,6 +17,9 @@ How pktgen is driven. pktgen runs two generated files given with -f, in order:
                before and after (pktgen refreshes them once per second, so it waits
                --settle-ms on each side), and records latency with pktgen's latency sampler
                (samples of pktgen's timestamped latency packets, written to a file on stop).
+               pktgen's own latency counters in the line (lat_pkts, lat_min_us, ...) are
+               cumulative since pktgen started: kept for reference, the per-trial latency
+               comes from the sampler's file.
 One pktgen process serves one traffic kind; the device under test (DUT) restarts for every
 (packet size, run, DUT) and fulcrum and macswap alternate, as bench/throughput.py does.
 
