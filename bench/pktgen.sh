@@ -40,7 +40,7 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 NAME=pktgen.sh
-BUILD=build-bench OUT= KEEP=0 HUGE=0 QUICK=0 MODE=memif
+BUILD=build-bench OUT='' KEEP=0 HUGE=0 QUICK=0 MODE=memif
 PASS=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -64,9 +64,13 @@ fi
 
 # shellcheck source=bench/lib.sh
 . "$ROOT/bench/lib.sh"
+if [ -n "${PKTGEN:-}" ] && [ ! -x "$PKTGEN" ]; then
+  die "PKTGEN=$PKTGEN is not an executable file (docs/benchmarks.md, \"Building Pktgen-DPDK\")"
+fi
 PKTGEN=${PKTGEN:-$(command -v pktgen || true)}
-[ -n "$PKTGEN" ] && [ -x "$PKTGEN" ] ||
+if [ -z "$PKTGEN" ]; then
   die "no pktgen binary: set PKTGEN=/path/to/pktgen or put pktgen on PATH (docs/benchmarks.md, \"Building Pktgen-DPDK\")"
+fi
 [ "$(id -u)" = 0 ] || die "run as root (DPDK needs it, even with --no-huge)"
 [ "$(nproc)" -ge 2 ] || die "needs 2 CPUs (generator and DUT on separate cores); this host has $(nproc)"
 for t in dpdk-testpmd meson ninja timeout stdbuf /usr/bin/python3; do
@@ -82,7 +86,7 @@ fi
 build_dataplane
 
 if [ -n "$OUT" ]; then mkdir -p "$OUT"; WORK=$(cd "$OUT" && pwd); KEEP=1; else WORK=$(mktemp -d /tmp/fulcrum-pktgen.XXXXXX); fi
-DRIVER= HUGE_BEFORE= HUGE_MOUNTED=0
+DRIVER='' HUGE_BEFORE='' HUGE_MOUNTED=0
 cleanup() {
   if [ -n "$DRIVER" ] && kill -0 "$DRIVER" 2>/dev/null; then
     kill -TERM "$DRIVER" 2>/dev/null || true
@@ -120,5 +124,5 @@ PYTHONPATH="$ROOT/bench" /usr/bin/python3 "$ROOT/bench/pktgen.py" --pktgen "$PKT
 DRIVER=$!
 RC=0
 wait "$DRIVER" || RC=$?
-DRIVER=
+DRIVER=''
 exit $RC
