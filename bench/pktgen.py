@@ -504,6 +504,16 @@ def summarise(results):
                 mpps = [r["search"]["best"]["rx_mpps"] if r["search"]["best"] else 0.0 for r in runs]
                 row[dut] = {"zero_loss_mpps": statistics.median(mpps), "runs_mpps": mpps,
                             "zero_loss_rate_pct": statistics.median(r["search"]["rate_pct"] for r in runs)}
+                # Fixed offered loads: per load, the medians over the runs.
+                loads = sorted({f["rate_pct"] for r in runs for f in r["fixed"]})
+                row[dut]["fixed"] = [
+                    {"rate_pct": load,
+                     "offered_mpps": statistics.median(f["offered_mpps"] for r in runs for f in r["fixed"]
+                                                       if f["rate_pct"] == load),
+                     "rx_mpps": statistics.median(f["rx_mpps"] for r in runs for f in r["fixed"]
+                                                  if f["rate_pct"] == load),
+                     "loss": statistics.median(f["loss"] for r in runs for f in r["fixed"] if f["rate_pct"] == load)}
+                    for load in loads]
                 lats = [r["search"]["best"]["latency"] for r in runs
                         if r["search"]["best"] and r["search"]["best"].get("latency", {}).get("samples")]
                 for key in ("min_us", "mean_us", "p99_us"):
@@ -779,6 +789,10 @@ def main(argv=None):
         m = row.get("macswap", {}).get("zero_loss_mpps")
         log(f"{row['kind']:5s} {row['size']:5d} B  fulcrum {f if f is not None else '-'}  macswap "
             f"{m if m is not None else '-'}  ratio {row.get('ratio', '-')}")
+        for dut in ("fulcrum", "macswap"):
+            for f in row.get(dut, {}).get("fixed", []):
+                log(f"      {dut} at {f['rate_pct']} % ({f['offered_mpps']:.3f} Mpps offered): "
+                    f"{f['rx_mpps']:.3f} Mpps received, loss {f['loss']:.5f}")
     doc = result_document(a, summary, {k: {str(s): v for s, v in d.items()} for k, d in results.items()}, meta)
     pathlib.Path(a.json).write_text(json.dumps(doc, indent=1))
     plot(summary, a.plot)

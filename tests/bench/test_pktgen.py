@@ -318,6 +318,18 @@ def fake_run(mpps, p99):
     return {"search": {"rate_pct": 10.0, "best": best, "trials": [best], "stopped": "resolution"}, "fixed": []}
 
 
+def test_fixed_loads_are_summarised_per_load():
+    def fixed(rate, rx, loss):
+        return {"rate_pct": rate, "offered_mpps": rate / 10, "rx_mpps": rx, "loss": loss, "passed": True}
+    runs = [dict(fake_run(1.0, 5.0), fixed=[fixed(1.0, 0.1, 0.0), fixed(5.0, 0.4, 0.2)]),
+            dict(fake_run(1.0, 5.0), fixed=[fixed(1.0, 0.3, 0.0), fixed(5.0, 0.5, 0.1)])]
+    row = pktgen.summarise({"syn6": {512: {"fulcrum": runs}}})[0]
+    assert row["fulcrum"]["fixed"] == [
+        {"rate_pct": 1.0, "offered_mpps": 0.1, "rx_mpps": pytest.approx(0.2), "loss": 0.0},
+        {"rate_pct": 5.0, "offered_mpps": 0.5, "rx_mpps": pytest.approx(0.45), "loss": pytest.approx(0.15)}]
+    assert "ratio" not in row
+
+
 def test_summary_and_json_shape(tmp_path):
     results = {"tcp4": {64: {"fulcrum": [fake_run(1.0, 5.0), fake_run(3.0, 7.0), fake_run(2.0, 6.0)],
                              "macswap": [fake_run(4.0, 3.0)]},
