@@ -731,10 +731,16 @@ def main(argv=None):
     duts = Duts(a, tag, tp)
     def measured(g, d, dut, size, rate):
         """A trial, with the dataplane's own counters over it: where the losses happened."""
+        def checked_trial():
+            v = g.trial(size, rate)
+            if not d.alive():  # a DUT that died would otherwise read as 100 % loss
+                raise RuntimeError(f"{dut} exited ({d.proc.returncode}) during a trial; log {d.logfile}:\n"
+                                   f"{d.text()[-3000:]}")
+            return v
         if dut != "fulcrum":
-            return g.trial(size, rate)
+            return checked_trial()
         c0 = tp.fulcrum_counters(d.sock)
-        v = g.trial(size, rate)
+        v = checked_trial()
         c1 = tp.fulcrum_counters(d.sock)
         v["dut"] = {"rx": c1["rx"] - c0["rx"], "forwarded": c1["forwarded"] - c0["forwarded"],
                     "dropped": c1["dropped"] - c0["dropped"], "inserts": c1["inserts"] - c0["inserts"],
