@@ -219,7 +219,9 @@ def setup_commands(kind, flows, dut_mac, size=64):
     tcpN: TCP ACKs of `flows` established flows (sources CLIENT + 0..flows-1, source port 1024)
     to the VIP, the balancer's steady state. synN: bare SYNs whose source address (65,535
     values) and source port (64,511 values) both step every packet; the counts are coprime, so
-    the pair repeats only after 65,535 x 64,511 packets: every SYN is a new flow (a SYN storm)."""
+    the pairs would repeat only after 65,535 x 64,511 packets. pktgen 23.03 writes the range
+    fields into each of its 24,576 range mbufs once and recycles them, though: its stream
+    repeats after 24,576 SYNs, which are new connections only once per idle timeout."""
     if kind not in KINDS:
         raise ArgError(f"traffic kind '{kind}' not known; use one of {','.join(KINDS)}")
     v6 = kind.endswith("6")
@@ -525,7 +527,8 @@ def summarise(results):
 
 
 def plot(summary, png):
-    """Zero-loss throughput and latency (mean, p99) against packet size, one line per kind and DUT."""
+    """Zero-loss throughput and latency (mean, p99) against frame size: one colour per traffic
+    kind, solid for fulcrum and dashed for macswap."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -535,22 +538,25 @@ def plot(summary, png):
         for dut in ("fulcrum", "macswap"):
             if dut in row:
                 series.setdefault((row["kind"], dut), []).append((row["size"], row[dut]))
+    colours = {k: f"C{i}" for i, k in enumerate(KINDS)}
     for (kind, dut), pts in sorted(series.items()):
         pts.sort()
-        style = "-" if dut == "fulcrum" else "--"
-        xs = [p[0] for p in pts]
-        ax1.plot(xs, [p[1]["zero_loss_mpps"] for p in pts], style, marker="o", label=f"{dut} {kind}")
-        lx = [p[0] for p in pts if p[1]["p99_us"] is not None]
-        if lx:
-            ax2.plot(lx, [p[1]["mean_us"] for p in pts if p[1]["p99_us"] is not None], style, marker="o",
-                     label=f"{dut} {kind} mean")
-            ax2.plot(lx, [p[1]["p99_us"] for p in pts if p[1]["p99_us"] is not None], style, marker="x",
-                     label=f"{dut} {kind} p99")
+        style = dict(color=colours[kind], linestyle="-" if dut == "fulcrum" else "--")
+        ax1.plot([p[0] for p in pts], [p[1]["zero_loss_mpps"] for p in pts], marker="o", label=f"{dut} {kind}",
+                 **style)
+        lat = [p for p in pts if p[1]["p99_us"] is not None]
+        if lat:
+            ax2.plot([p[0] for p in lat], [p[1]["p99_us"] for p in lat], marker="x", label=f"{dut} {kind} p99",
+                     **style)
+            ax2.plot([p[0] for p in lat], [p[1]["mean_us"] for p in lat], marker="o", markersize=3, linewidth=0.8,
+                     label=f"{dut} {kind} mean", **style)
     ax1.set(xlabel="frame size (bytes)", ylabel="zero-loss throughput (Mpps)", title="Throughput (RFC 2544)")
-    ax2.set(xlabel="frame size (bytes)", ylabel="latency (µs)", title="Latency at the zero-loss rate")
+    ax2.set(xlabel="frame size (bytes)", ylabel="round trip (µs, log)", title="Latency at the zero-loss rate",
+            yscale="log")
     for ax in (ax1, ax2):
         ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=6, ncol=2)
     fig.tight_layout()
     fig.savefig(png, dpi=110)
     plt.close(fig)

@@ -19,7 +19,7 @@
 #   --warmup-seconds S  uncounted trial before each search (default 3)
 #   --loads LIST        also measure at these fixed offered loads, percent of the link
 #   --search-seconds S  bound of one search (600); --total-seconds S: bound of the run (3600)
-#   --quick             smoke test: tcp4, 64 B, fulcrum only, 2 trials of 1 s from 1 %
+#   --quick             smoke test: tcp4, 64 B, fulcrum only, a warm-up and 2 trials of 1 s from 1 %
 #   --mode memif|nic    memif pair on this host (default), or two NIC ports cabled back to back:
 #   --gen-pci ADDR --dut-pci ADDR   (nic) PCI addresses of pktgen's and the DUT's port
 #   --gen-lcores L --dut-lcores L   EAL --lcores (defaults 0@1,1@0: pktgen main, RX+TX (or
@@ -59,7 +59,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 if [ "$QUICK" = 1 ]; then
-  PASS=(--kinds tcp4 --sizes 64 --duts fulcrum --trial-seconds 1 --max-rate 1 --max-iterations 2 --warmup-seconds 1 --total-seconds 240 "${PASS[@]}")
+  PASS=(--kinds tcp4 --sizes 64 --duts fulcrum --trial-seconds 1 --max-rate 1 --max-iterations 2 --total-seconds 300 "${PASS[@]}")
 fi
 
 # shellcheck source=bench/lib.sh
