@@ -5,7 +5,10 @@
 #   PKTGEN=/path/to/pktgen bench/pktgen.sh [options]      (or pktgen on PATH)
 #
 #   --kinds LIST        tcp4,syn4,tcp6,syn6 (default all): TCP ACKs of --flows established flows
-#                       to the VIP, or a storm of SYNs from ever new (address, port) pairs
+#                       to the VIP, or SYNs stepping source address and port (pktgen's range
+#                       mode repeats after 24,576 of them); synpcap4 (64 B only): a pcap of
+#                       --pcap-syns unique SYNs (default 1,048,576) replayed with pktgen -s, the
+#                       DUT with --syn-capacity connections (default 131,072): every SYN is new
 #   --sizes LIST        frame sizes with FCS, from 64,128,256,512,1024,1280,1518 (default all)
 #   --flows N           flows of tcp4/tcp6 (default 4096)
 #   --duts LIST         fulcrum,macswap (default both, alternating)
@@ -45,7 +48,7 @@ PASS=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --kinds|--sizes|--flows|--duts|--runs|--trial-seconds|--loss-tolerance|--rate-slack|--max-iterations|\
-    --resolution|--max-rate|--warmup-seconds|--loads|--search-seconds|--total-seconds|--gen-pci|--dut-pci|--gen-lcores|--dut-lcores|--rsize)
+    --resolution|--max-rate|--warmup-seconds|--loads|--search-seconds|--total-seconds|--gen-pci|--dut-pci|--gen-lcores|--dut-lcores|--rsize|--pcap-syns|--syn-capacity)
       [ $# -ge 2 ] || { echo "$NAME: $1 needs a value (see --help)" >&2; exit 2; }
       PASS+=("$1" "$2"); shift 2 ;;
     --mode) MODE=$2; PASS+=("$1" "$2"); shift 2 ;;
@@ -54,7 +57,7 @@ while [ $# -gt 0 ]; do
     --build-dir) BUILD=$2; shift 2 ;;
     --out) OUT=$2; shift 2 ;;
     --keep) KEEP=1; shift ;;
-    -h|--help) sed -n '2,39p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,41p' "$0"; exit 0 ;;
     *) echo "$NAME: unknown option '$1' (see --help)" >&2; exit 2 ;;
   esac
 done

@@ -135,7 +135,11 @@ def test_ipv6_kinds_use_ipv6_addresses():
 def test_latency_packets_go_to_the_udp_latency_service(kind):
     c = commands(kind)
     assert "set 0 proto udp" in c and "set 0 dst ip 198.18.1.3" in c and "set 0 dport 5001" in c
-    assert c[-2:] == ["enable 0 range", "enable 0 latency"]  # latency copies the single packet set above
+    assert c[-1] == "enable 0 latency"  # latency copies the single packet set above
+    if kind not in pktgen.PCAP_KINDS:
+        assert c[-2] == "enable 0 range"
+    else:
+        assert not [x for x in c if x.startswith("range")]  # the pcap is the traffic
     spec = pktgen.snapshot_spec()
     lat = [s for s in spec["services"] if s["protocol"] == "udp"]
     assert lat and lat[0]["vip"] == pktgen.VIP_LAT and lat[0]["port"] == pktgen.LAT_PORT
@@ -146,6 +150,29 @@ def test_generated_setup_is_the_one_pktgen_ran():
     # tests/bench/data/pktgen/setup.pkt is what the recorded run gave pktgen (tcp4, 4096 flows).
     recorded = (DATA / "setup.pkt").read_text().splitlines()
     assert recorded == pktgen.setup_commands("tcp4", 4096, "02:00:00:00:00:01")
+
+
+def test_pcap_syns_are_unique_syns_to_the_vip(tmp_path):
+    import struct
+    pktgen.write_syn_pcap(tmp_path / "s.pcap", 1500, "02:00:00:00:00:01")
+    data = (tmp_path / "s.pcap").read_bytes()
+    off, flows = 24, set()
+    while off < len(data):
+        caplen = struct.unpack_from("<I", data, off + 8)[0]
+        f = data[off + 16:off + 16 + caplen]
+        off += 16 + caplen
+        assert len(f) == 60 and f[:6] == bytes.fromhex("020000000001") and f[12:14] == b"\x08\x00"
+        assert f[23] == 6 and f[30:34] == bytes([198, 18, 1, 1]) and f[47] == 0x02  # TCP SYN to the VIP
+        flows.add((f[26:30], f[34:36]))
+    assert len(flows) == 1500
+
+
+def test_pcap_kind_only_for_64_bytes():
+    with pytest.raises(pktgen.ArgError, match="replays 64-byte frames"):
+        pktgen.parse_args(BASE + ["--kinds", "tcp4,synpcap4", "--sizes", "64,128"])
+    assert pktgen.parse_args(BASE + ["--kinds", "synpcap4", "--sizes", "64"]).kinds == ["synpcap4"]
+    with pytest.raises(pktgen.ArgError, match="--pcap-syns"):
+        pktgen.parse_args(BASE + ["--pcap-syns", "10"])
 
 
 def test_unknown_kind_is_refused():
