@@ -147,6 +147,25 @@ elif [ -x build/dataplane/app/fulcrum-dataplane ] && command -v dpdk-testpmd >/d
     record bench-throughput "throughput.sh runs both DUTs" fail "bench/throughput.sh --quick failed (log: build/test-results/bench-throughput.log)"
   fi
 fi
+PKTGEN_BIN=${PKTGEN:-$(command -v pktgen || true)}
+if [ -z "$PKTGEN_BIN" ] || [ ! -x "$PKTGEN_BIN" ]; then
+  record bench-pktgen "pktgen.sh smoke" skip "no pktgen binary (PKTGEN=... or PATH); see docs/benchmarks.md"
+elif [ "$(id -u)" != 0 ] || [ "$(nproc)" -lt 2 ]; then
+  record bench-pktgen "pktgen.sh smoke" skip "needs root and 2 CPUs"
+elif [ -x build/dataplane/app/fulcrum-dataplane ] && command -v dpdk-testpmd >/dev/null; then
+  echo "== bench-pktgen (smoke: bench/pktgen.sh --quick with $PKTGEN_BIN)"
+  # Passes when traffic went through the dataplane and back (a trial received packets) and
+  # the summary was written; the figures themselves are not checked.
+  if PKTGEN="$PKTGEN_BIN" timeout --kill-after=30 600 bench/pktgen.sh --quick --build-dir build \
+       >"$RESULTS/bench-pktgen.log" 2>&1 &&
+     grep -Eq '^ +trial .* rx [1-9][0-9]* ' "$RESULTS/bench-pktgen.log" &&
+     grep -Eq '^tcp4 +64 B +fulcrum [0-9.]+' "$RESULTS/bench-pktgen.log"; then
+    record bench-pktgen "pktgen.sh smoke" pass
+  else
+    tail -n 30 "$RESULTS/bench-pktgen.log"
+    record bench-pktgen "pktgen.sh smoke" fail "bench/pktgen.sh --quick failed (log: build/test-results/bench-pktgen.log)"
+  fi
+fi
 
 # 7. Fuzzers, each for a bounded time.
 for target in parse snapshot config vrrp admin_request ctl_frame admin_line sync; do
