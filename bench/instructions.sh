@@ -29,12 +29,12 @@
 #
 # --workers N (default 1): fulcrum-dataplane runs N workers (EAL lcores 0-N, spread over the
 # CPUs there are: on a small host some share one, which changes the time under callgrind but
-# not the instructions) on a net_pcap port
-# with N RX queues, one rx_pcap per queue: the case's flows split over N files
-# (gen_pcap.py --queues N), each flow in one queue as RSS would place it. Each worker thread is
-# reported on its own row ("case wI": the threads that ran Worker::process_burst, in creation
-# order, which is lcore and so queue order), its packets counted from its own process_burst calls and checked against its
-# queue's counters. macswap stays testpmd with one forwarding core, the single-core baseline.
+# not the instructions) on a net_pcap port with N RX queues, one rx_pcap per queue: the case's
+# flows split over N files (gen_pcap.py --queues N), each flow in one queue as RSS would place
+# it. Each worker thread is reported on its own row ("case wI": the threads that ran
+# Worker::process_burst, in creation order, which is lcore and so queue order), its packets
+# counted from its own process_burst calls and checked against its queue's counters. macswap
+# stays testpmd with one forwarding core, the single-core baseline.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -48,7 +48,7 @@ while [ $# -gt 0 ]; do
     --build-dir) BUILD=$2; shift 2 ;;
     --keep) KEEP=$2; shift 2 ;;
     --quick) SHORT=5 LONG=10; shift ;;
-    -h|--help) sed -n '2,38p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,37p' "$0"; exit 0 ;;
     *) echo "instructions.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
