@@ -33,7 +33,7 @@ Region region(const std::string& what, const T* p, size_t n = 1) {
 }
 
 struct AlignedFree {
-    void operator()(void* p) const { ::operator delete(p, std::align_val_t{kCacheLine}); }
+    void operator()(void* p) const { ::operator delete (p, std::align_val_t{kCacheLine}); }
 };
 
 // A worker as the adapter makes one: its own allocation, its connection table in separate
@@ -45,7 +45,8 @@ struct OneWorker {
     OneWorker(unsigned id, const WorkerConfig& base) {
         WorkerConfig c = base;
         c.worker_id = id;
-        conn_mem.reset(::operator new(ConnTable::memory_bytes(c.conn_capacity), std::align_val_t{kCacheLine}));
+        conn_mem.reset(::operator new (ConnTable::memory_bytes(c.conn_capacity),
+                                       std::align_val_t{kCacheLine}));
         c.conn_memory = conn_mem.get();
         w = std::make_unique<Worker>(c);
     }
@@ -59,11 +60,14 @@ struct OneWorker {
             {who + " connection table", reinterpret_cast<uintptr_t>(conn_mem.get()),
              ConnTable::memory_bytes(w->config().conn_capacity)},
             region(who + " sync export ring", w->sync_export_ring()),
-            region(who + " sync export slots", w->sync_export_ring()->slots(), w->sync_export_ring()->capacity()),
+            region(who + " sync export slots", w->sync_export_ring()->slots(),
+                   w->sync_export_ring()->capacity()),
             region(who + " sync install ring", &w->sync_install_ring()),
-            region(who + " sync install slots", w->sync_install_ring().slots(), w->sync_install_ring().capacity()),
+            region(who + " sync install slots", w->sync_install_ring().slots(),
+                   w->sync_install_ring().capacity()),
             region(who + " sync dump ring", &w->sync_dump_ring()),
-            region(who + " sync dump slots", w->sync_dump_ring().slots(), w->sync_dump_ring().capacity()),
+            region(who + " sync dump slots", w->sync_dump_ring().slots(),
+                   w->sync_dump_ring().capacity()),
         };
         return r;
     }
@@ -92,8 +96,9 @@ void expect_line_exclusive(const std::vector<Region>& all) {
         for (const Region& b : all) {
             if (&a == &b) continue;
             EXPECT_TRUE(a.last_line() < b.first_line() || b.last_line() < a.first_line())
-                << a.what << " [" << std::hex << a.begin << ", +" << std::dec << a.bytes << ") and " << b.what
-                << " [" << std::hex << b.begin << ", +" << std::dec << b.bytes << ") share a cache line";
+                << a.what << " [" << std::hex << a.begin << ", +" << std::dec << a.bytes << ") and "
+                << b.what << " [" << std::hex << b.begin << ", +" << std::dec << b.bytes
+                << ") share a cache line";
         }
     }
 }

@@ -11,7 +11,9 @@ namespace fulcrum {
 
 inline constexpr size_t kCacheLine = 64;  // x86-64 and the Arm server cores DPDK targets
 
-constexpr size_t cache_line_round(size_t n) { return (n + kCacheLine - 1) & ~(kCacheLine - 1); }
+constexpr size_t cache_line_round(size_t n) {
+    return (n + kCacheLine - 1) & ~(kCacheLine - 1);
+}
 
 // Base of element types that a worker allocates as arrays with new T[n] (its counters by
 // service and by server, its per-burst scratch): the array then takes whole cache lines of
@@ -22,7 +24,9 @@ struct CacheLineArrays {
     static void* operator new[](size_t bytes) {
         return ::operator new[](cache_line_round(bytes), std::align_val_t{kCacheLine});
     }
-    static void operator delete[](void* p) noexcept { ::operator delete[](p, std::align_val_t{kCacheLine}); }
+    static void operator delete[](void* p) noexcept {
+        ::operator delete[](p, std::align_val_t{kCacheLine});
+    }
 };
 
 }  // namespace fulcrum
