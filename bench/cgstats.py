@@ -2,6 +2,11 @@
 """Reads the per-thread callgrind outputs of bench/instructions.sh.
 
     cgstats.py thread PREFIX             the busiest thread's file and its total Ir
+    cgstats.py threads PREFIX N          the files of the N threads that ran NAME (default
+               [NAME]                    Worker::process_burst: the workers) and their total
+                                         Ir, one a line, in thread order (the order the
+                                         threads were created: EAL starts the worker lcores in
+                                         lcore order); fails unless exactly N did
     cgstats.py funcs FILE NAME...        for each NAME: inclusive Ir, self Ir and calls of the
                                          first function whose name contains NAME (JSON)
     cgstats.py top FILE PACKETS [N]      the N functions with the most self Ir, per packet
@@ -22,6 +27,27 @@ def total_ir(path):
             if line.startswith("summary:") or line.startswith("totals:"):
                 return int(line.split()[1])
     return 0
+
+
+def runs(files, name):
+    """The files (threads) with costs in a function whose name contains `name`. Callgrind
+    compresses names across the files of one run: "(id) name" once, in whichever file
+    mentions it first, and "(id)" everywhere after; so find the ids, then the files with an
+    fn= line (costs of the function itself) for one of them."""
+    ids = set()
+    define = re.compile(r"^c?fn=\((\d+)\) (.*)$")
+    for f in files:
+        with open(f, errors="replace") as fh:
+            for line in fh:
+                m = define.match(line)
+                if m and name in m.group(2):
+                    ids.add(m.group(1))
+    out = []
+    for f in files:
+        with open(f, errors="replace") as fh:
+            if any(line.startswith("fn=(") and line[4:].split(")", 1)[0] in ids for line in fh):
+                out.append(f)
+    return out
 
 
 def annotate(path, *opts):
@@ -74,12 +100,21 @@ def strip_params(fn):
 
 def main():
     cmd = sys.argv[1]
-    if cmd == "thread":
+    if cmd in ("thread", "threads"):
         files = [f for f in glob.glob(sys.argv[2] + "-*") if re.search(r"-\d+$", f)]
         if not files:
             sys.exit(f"no callgrind thread files {sys.argv[2]}-NN")
-        best = max(files, key=total_ir)
-        print(best, total_ir(best))
+        if cmd == "thread":
+            best = max(files, key=total_ir)
+            print(best, total_ir(best))
+            return
+        n = int(sys.argv[3])
+        name = sys.argv[4] if len(sys.argv) > 4 else "Worker::process_burst"
+        ran = sorted(runs(files, name), key=lambda f: int(f.rsplit("-", 1)[1]))
+        if len(ran) != n:
+            sys.exit(f"{len(ran)} threads of {sys.argv[2]} ran {name}, {n} expected")
+        for f in ran:
+            print(f, total_ir(f))
     elif cmd == "funcs":
         path = sys.argv[2]
         inc = rows(annotate(path, "--inclusive=yes"))

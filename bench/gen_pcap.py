@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Writes the input pcaps and snapshot specs of bench/throughput.sh and bench/instructions.sh.
 
-    gen_pcap.py OUTDIR [--flows 16384] [--syns 1048576] [--dut-mac 02:00:00:00:00:01]
+    gen_pcap.py OUTDIR [--flows 16384] [--syns 1048576] [--dut-mac 02:00:00:00:00:01] [--queues N]
 
 Makes, in OUTDIR:
   established_dsr.pcap   one TCP ACK of each of --flows flows (198.19.0.0/16 clients, ports
@@ -10,6 +10,10 @@ Makes, in OUTDIR:
   unique_syn.pcap        --syns TCP SYNs, each from a distinct (source address, port), to
                          198.18.1.1:80
   spec.json              fulcrum-snapshot build input: both services, 16 servers each
+With --queues N (N > 1), also NAME.q0.pcap .. NAME.q{N-1}.pcap for each of the three: the
+same frames split over N inputs by flow, the k-th flow of NAME.pcap's order into queue k mod N,
+so every flow is in exactly one queue file (what RSS does for a device with N queues), in the
+order it has in NAME.pcap.
 All frames are 60 bytes (Ethernet II + IPv4 + TCP, no payload, zero padded: 64 bytes on the
 wire with the FCS) with valid IPv4 and TCP checksums, addressed to --dut-mac. Raw struct
 packing, no scapy: a million frames take a few seconds.
@@ -84,19 +88,26 @@ def main():
     ap.add_argument("--flows", type=int, default=16384)
     ap.add_argument("--syns", type=int, default=1 << 20)
     ap.add_argument("--dut-mac", default="02:00:00:00:00:01")
+    ap.add_argument("--queues", type=int, default=1)
     a = ap.parse_args()
     if not 1 <= a.flows <= 1 << 24 or not 1 <= a.syns <= 1 << 24:
         ap.error("--flows and --syns must be in 1..16777216 (198.19.0.0/16 x 256 ports)")
+    if not 1 <= a.queues <= 64 or a.queues > min(a.flows, a.syns):
+        ap.error("--queues must be in 1..64 and at most --flows and --syns (every queue gets a flow)")
     out = pathlib.Path(a.outdir)
     out.mkdir(parents=True, exist_ok=True)
     mac = mac_bytes(a.dut_mac)
     order = list(range(a.flows))
     random.Random(1).shuffle(order)
+    inputs = {}
     for name, vip in (("established_dsr", VIP_DSR), ("established_ipip", VIP_IPIP)):
-        write_pcap(out / f"{name}.pcap",
-                   [frame(mac, client(i)[0], vip, client(i)[1], 0x10, 1000 + i) for i in order])
-    write_pcap(out / "unique_syn.pcap",
-               [frame(mac, client(i)[0], VIP_DSR, client(i)[1], 0x02, i) for i in range(a.syns)])
+        inputs[name] = [frame(mac, client(i)[0], vip, client(i)[1], 0x10, 1000 + i) for i in order]
+    inputs["unique_syn"] = [frame(mac, client(i)[0], VIP_DSR, client(i)[1], 0x02, i) for i in range(a.syns)]
+    for name, frames in inputs.items():
+        write_pcap(out / f"{name}.pcap", frames)
+        if a.queues > 1:  # one frame per flow in every file: the k-th frame is the k-th flow
+            for q in range(a.queues):
+                write_pcap(out / f"{name}.q{q}.pcap", frames[q::a.queues])
     (out / "spec.json").write_text(json.dumps(spec(), indent=1))
 
 

@@ -3,7 +3,7 @@
 # testpmd's macswap forwarding lcore on the same input (docs/benchmarks.md, "Dataplane
 # throughput").
 #
-#   bench/instructions.sh [--short S] [--long L] [--cases a,b,c] [--build-dir DIR] [--keep DIR] [--quick]
+#   bench/instructions.sh [--short S] [--long L] [--cases a,b,c] [--workers N] [--build-dir DIR] [--keep DIR] [--quick]
 #
 # The DUT reads a net_pcap port with infinite_rx=1 (the pcap's frames replayed from memory
 # for ever, so every RX burst is a full 32) and transmits back out of it (no tx_pcap: the
@@ -18,30 +18,47 @@
 # flush and a connection-table sweep of 64 buckets); under callgrind an iteration takes longer
 # than 100 us, so the sweep runs on every poll, far more often per packet than at native
 # speed. It is therefore reported apart (Ir per sweep call) and left out of the per-packet
-# figure "excl. sweep".
+# figure "excl. sweep". "excl. idle" also leaves out the rest of Worker::idle (the sync refresh,
+# which re-exports each established entry once per refresh interval of wall time): all the
+# time-driven work, so that runs whose workers get different shares of the CPU under callgrind
+# (several workers on fewer CPUs) compare.
 #
 # Cases (pcaps from bench/gen_pcap.py): established_dsr, established_ipip (16,384 flows, ACKs)
 # and unique_syn (131,072 unique SYNs, --conn-capacity 8192, so every packet is a new flow that
 # evicts another new one; checked with the counters); macswap on established_dsr.
+#
+# --workers N (default 1): fulcrum-dataplane runs N workers (EAL lcores 0-N, spread over the
+# CPUs there are: on a small host some share one, which changes the time under callgrind but
+# not the instructions) on a net_pcap port with N RX queues, one rx_pcap per queue: the case's
+# flows split over N files (gen_pcap.py --queues N), each flow in one queue as RSS would place
+# it. Each worker thread is reported on its own row ("case wI": the threads that ran
+# Worker::process_burst, in creation order, which is lcore and so queue order), its packets
+# counted from its own process_burst calls and checked against its queue's counters. macswap
+# stays testpmd with one forwarding core, the single-core baseline.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-SHORT=20 LONG=60 CASES=established_dsr,established_ipip,unique_syn,macswap BUILD=build-bench KEEP=
+SHORT=20 LONG=60 CASES=established_dsr,established_ipip,unique_syn,macswap BUILD=build-bench KEEP= WORKERS=1
 while [ $# -gt 0 ]; do
   case "$1" in
     --short) SHORT=$2; shift 2 ;;
     --long) LONG=$2; shift 2 ;;
     --cases) CASES=$2; shift 2 ;;
+    --workers) WORKERS=$2; shift 2 ;;
     --build-dir) BUILD=$2; shift 2 ;;
     --keep) KEEP=$2; shift 2 ;;
     --quick) SHORT=5 LONG=10; shift ;;
-    -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,37p' "$0"; exit 0 ;;
     *) echo "instructions.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
 NAME=instructions.sh
 # shellcheck source=bench/lib.sh
 . "$ROOT/bench/lib.sh"
+case "$WORKERS" in
+  [1-8]) ;;
+  *) die "--workers '$WORKERS' must be a number of workers from 1 to 8" ;;
+esac
 [ "$(id -u)" = 0 ] || die "run as root (DPDK needs it, even with --no-huge)"
 for t in valgrind callgrind_annotate dpdk-testpmd meson ninja timeout /usr/bin/python3; do
   command -v "$t" >/dev/null || die "'$t' not found (Debian: apt-get install valgrind dpdk meson ninja-build python3)"
@@ -58,7 +75,7 @@ stop_child() {
     wait "$PID" 2>/dev/null || true
   fi
   PID=
-  exec 3>&- 2>/dev/null || true
+  { exec 3>&-; } 2>/dev/null || true  # (a bare "exec 3>&- 2>/dev/null" would silence the script's stderr for good)
   [ -n "$PREFIX" ] && rm -rf "/var/run/dpdk/$PREFIX"
   PREFIX=
 }
@@ -70,35 +87,48 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM HUP
 
-/usr/bin/python3 "$ROOT/bench/gen_pcap.py" "$WORK" --flows 16384 --syns 131072 >/dev/null
+/usr/bin/python3 "$ROOT/bench/gen_pcap.py" "$WORK" --flows 16384 --syns 131072 --queues "$WORKERS" >/dev/null
 "$SNAPTOOL" build "$WORK/spec.json" -o "$WORK/bench.snap" >/dev/null
 LIMIT=$((LONG + 400))
+# lcores 0..N (the main lcore and N workers) on the CPUs there are, shared when there are fewer
+NCPU=$(nproc)
+LCORES=0@0
+for i in $(seq 1 "$WORKERS"); do LCORES+=",$i@$((i % NCPU))"; done
 VG=(valgrind --tool=callgrind --separate-threads=yes --fair-sched=yes)
-EAL_COMMON=(-l 0-1 --no-huge -m 1024 --no-pci --iova-mode=va --log-level '*:warning')
+EAL_COMMON=(--no-huge -m 1024 --no-pci --iova-mode=va --log-level '*:warning')
 
-counters() {  # counters of the dataplane at socket $1 as "rx polls busy_polls inserts evictions"
+counters() {  # counters of the dataplane at socket $1: "inserts evictions capacity" (all tables), then "rx polls busy_polls" per queue
   /usr/bin/python3 - "$1" "$ROOT/tests/lib" <<'EOF'
 import sys
 sys.path.insert(0, sys.argv[2])
 from fulcrumlab import DpClient
 with DpClient(sys.argv[1], timeout=60) as client:
     c = client.counters()
-q, t = c["queues"][0], c["conntables"][0]
-print(c["rx"], q["polls"], q["busy_polls"], t["inserts"], t["evictions"])
+t = c["conntables"]
+print(sum(x["inserts"] for x in t), sum(x["evictions"] for x in t), sum(x["capacity"] for x in t))
+for q in sorted(c["queues"], key=lambda q: q["queue"]):
+    print(q["rx"], q["polls"], q["busy_polls"])
 EOF
 }
 
-# run_fulcrum CASE SECONDS OUT: prints "Ir packets sweep_ir sweep_calls process_burst_incl
-# new/pkt evict/pkt" (called with stdout to a file, not in a subshell, so the traps see the
-# child)
+# run_fulcrum CASE SECONDS OUT: prints one line per worker, "Ir packets sweep_ir sweep_calls
+# process_burst_incl new/pkt evict/pkt idle_incl" (new and evict: all workers together) (called with
+# stdout to a file, not in a subshell, so the traps see the child)
 run_fulcrum() {
-  local case=$1 secs=$2 out=$3 cap=1048576 pcapn=16384
+  local case=$1 secs=$2 out=$3 cap=1048576 pcapn=16384 rx q
   if [ "$case" = unique_syn ]; then cap=8192 pcapn=131072; fi
   PREFIX="fbcg$$${case:0:3}$secs"
   local sock="$WORK/$PREFIX.sock"
-  timeout --kill-after=300 "$LIMIT" "${VG[@]}" --callgrind-out-file="$out" "$DP" "${EAL_COMMON[@]}" --file-prefix "$PREFIX" \
-    --vdev "net_pcap0,rx_pcap=$WORK/$case.pcap,infinite_rx=1" -- --uplink net_pcap0 --snapshot "$WORK/bench.snap" \
-    --control-socket "$sock" --conn-capacity "$cap" --mbufs $((pcapn + 16383)) --idle-sleep-us 0 \
+  if [ "$WORKERS" = 1 ]; then
+    rx="rx_pcap=$WORK/$case.pcap"
+  else
+    rx=
+    for q in $(seq 0 $((WORKERS - 1))); do rx+="rx_pcap=$WORK/$case.q$q.pcap,"; done
+    rx=${rx%,}
+  fi
+  timeout --kill-after=300 "$LIMIT" "${VG[@]}" --callgrind-out-file="$out" "$DP" --lcores "$LCORES" "${EAL_COMMON[@]}" \
+    --file-prefix "$PREFIX" --vdev "net_pcap0,$rx,infinite_rx=1" -- --uplink net_pcap0 --snapshot "$WORK/bench.snap" \
+    --control-socket "$sock" --conn-capacity "$cap" --mbufs $((pcapn + 16383 * WORKERS)) --idle-sleep-us 0 \
     >"$out.log" 2>&1 &
   PID=$!
   local t0=$SECONDS
@@ -110,24 +140,40 @@ run_fulcrum() {
   sleep "$secs"
   counters "$sock" >"$out.counters"
   stop_child
-  local rx polls busy ins evi f ir
-  read -r rx polls busy ins evi <"$out.counters"
-  /usr/bin/python3 "$ROOT/bench/cgstats.py" thread "$out" >"$out.thread"
-  read -r f ir <"$out.thread"
-  /usr/bin/python3 - "$f" "$ir" "$rx" "$polls" "$busy" "$ins" "$evi" "$case" "$ROOT" <<'EOF'
+  /usr/bin/python3 "$ROOT/bench/cgstats.py" threads "$out" "$WORKERS" >"$out.threads"
+  /usr/bin/python3 - "$out.threads" "$out.counters" "$case" "$ROOT" <<'EOF'
 import json, subprocess, sys
-f, ir, rx, polls, busy, ins, evi, case, root = sys.argv[1:]
-ir, rx, polls, busy, ins, evi = map(int, (ir, rx, polls, busy, ins, evi))
-fn = json.loads(subprocess.run(["/usr/bin/python3", root + "/bench/cgstats.py", "funcs", f, "Worker::process_burst",
-                                "ConnTable::sweep"], capture_output=True, text=True, check=True).stdout)
-pb, sw = fn["Worker::process_burst"], fn["ConnTable::sweep"]
-# Every poll must have been a full burst of 32 for packets = 32 x calls to hold. (The counters
-# are read while the worker runs: rx counts per packet, polls and busy_polls per burst.)
-if polls - busy > 1 or abs(rx - 32 * busy) > 32:
-    sys.exit(f"{case}: not every poll was a full burst (rx {rx}, polls {polls}, busy {busy})")
-if case == "unique_syn" and (ins < 0.99 * rx or evi < 0.98 * rx):
-    sys.exit(f"unique_syn: only {ins / rx:.3f} inserts and {evi / rx:.3f} evictions per packet")
-print(ir, 32 * pb["calls"], sw["inclusive"], sw["calls"], pb["inclusive"], f"{ins / rx:.4f}", f"{evi / rx:.4f}")
+threads, counters, case, root = sys.argv[1:]
+threads = [line.split() for line in open(threads)]
+lines = open(counters).read().split("\n")
+ins, evi, cap = map(int, lines[0].split())
+queues = [tuple(map(int, line.split())) for line in lines[1:] if line.strip()]
+if len(queues) != len(threads):
+    sys.exit(f"{case}: {len(queues)} queues in the counters but {len(threads)} worker threads")
+rx_all = sum(q[0] for q in queues)
+for i, (rx, polls, busy) in enumerate(queues):
+    # Every poll must have been a full burst of 32 for packets = 32 x calls to hold. (The
+    # counters are read while the worker runs: rx counts per packet, polls and busy_polls per
+    # burst.)
+    if rx == 0 or polls - busy > 1 or abs(rx - 32 * busy) > 32:
+        sys.exit(f"{case}: queue {i}: not every poll was a full burst (rx {rx}, polls {polls}, busy {busy})")
+# Every SYN is a new flow; once the tables are full (the first `cap` inserts evict nothing),
+# every insert evicts another new one.
+if case == "unique_syn" and (ins < 0.99 * rx_all or evi < 0.98 * (rx_all - cap)):
+    sys.exit(f"unique_syn: only {ins / rx_all:.3f} inserts per packet and {evi / max(1, rx_all - cap):.3f} "
+             f"evictions per packet after the tables filled ({cap} entries)")
+for i, (f, ir) in enumerate(threads):
+    fn = json.loads(subprocess.run(["/usr/bin/python3", root + "/bench/cgstats.py", "funcs", f, "Worker::process_burst",
+                                    "ConnTable::sweep", "Worker::idle"], capture_output=True, text=True,
+                                   check=True).stdout)
+    pb, sw, idle = fn["Worker::process_burst"], fn["ConnTable::sweep"], fn["Worker::idle"]
+    # The thread is this queue's worker: its packets (counted until the dataplane stopped) are
+    # at least what the counters saw while it ran.
+    if 32 * pb["calls"] < queues[i][0]:
+        sys.exit(f"{case}: worker thread {f} forwarded {32 * pb['calls']} packets, fewer than queue {i}'s "
+                 f"{queues[i][0]}: the threads are not in queue order")
+    print(ir, 32 * pb["calls"], sw["inclusive"], sw["calls"], pb["inclusive"], f"{ins / rx_all:.4f}", f"{evi / rx_all:.4f}",
+          idle["inclusive"])
 EOF
 }
 
@@ -137,7 +183,7 @@ run_macswap() {
   PREFIX="fbcg$$mac$secs"
   local fifo="$WORK/$PREFIX.fifo"
   mkfifo "$fifo"
-  timeout --kill-after=300 "$LIMIT" stdbuf -o0 "${VG[@]}" --callgrind-out-file="$out" dpdk-testpmd "${EAL_COMMON[@]}" --file-prefix "$PREFIX" \
+  timeout --kill-after=300 "$LIMIT" stdbuf -o0 "${VG[@]}" --callgrind-out-file="$out" dpdk-testpmd -l 0-1 "${EAL_COMMON[@]}" --file-prefix "$PREFIX" \
     --vdev "net_pcap0,rx_pcap=$WORK/established_dsr.pcap,infinite_rx=1" -- -i --forward-mode=macswap \
     --port-topology=loop --nb-cores=1 --total-num-mbufs=32768 <"$fifo" >"$out.log" 2>&1 &
   PID=$!
@@ -162,8 +208,8 @@ run_macswap() {
   echo "$ir $pk" >"$out.result"
 }
 
-echo "== $(date -u +%FT%TZ) commit $(commit_desc); forwarding for $SHORT s and $LONG s under callgrind per configuration"
-printf '%-18s %14s %12s %14s %12s %10s %12s %12s %12s\n' case Ir_short pkts_short Ir_long pkts_long "Ir/pkt" "excl.sweep" "burst_incl" "new,evict"
+echo "== $(date -u +%FT%TZ) commit $(commit_desc); $WORKERS worker(s); forwarding for $SHORT s and $LONG s under callgrind per configuration"
+printf '%-18s %14s %12s %14s %12s %10s %12s %10s %12s %12s\n' case Ir_short pkts_short Ir_long pkts_long "Ir/pkt" "excl.sweep" "excl.idle" "burst_incl" "new,evict"
 IFS=, read -r -a LIST <<<"$CASES"
 for c in "${LIST[@]}"; do
   if [ "$c" = macswap ]; then
@@ -173,17 +219,21 @@ for c in "${LIST[@]}"; do
     read -r i2 p2 <"$WORK/cg.macswap.l.result"
     /usr/bin/python3 -c "
 i1,p1,i2,p2=$i1,$p1,$i2,$p2
-print(f'{\"macswap\":18s} {i1:14d} {p1:12d} {i2:14d} {p2:12d} {(i2-i1)/(p2-p1):10.1f} {\"-\":>12s} {\"-\":>12s} {\"-\":>12s}')"
+print(f'{\"macswap\":18s} {i1:14d} {p1:12d} {i2:14d} {p2:12d} {(i2-i1)/(p2-p1):10.1f} {\"-\":>12s} {\"-\":>10s} {\"-\":>12s} {\"-\":>12s}')"
   else
     run_fulcrum "$c" "$SHORT" "$WORK/cg.$c.s" >"$WORK/cg.$c.s.result"
     run_fulcrum "$c" "$LONG" "$WORK/cg.$c.l" >"$WORK/cg.$c.l.result"
-    read -r i1 p1 s1 n1 b1 ni1 ev1 <"$WORK/cg.$c.s.result"
-    read -r i2 p2 s2 n2 b2 ni2 ev2 <"$WORK/cg.$c.l.result"
-    /usr/bin/python3 -c "
-i1,p1,s1,n1,b1,i2,p2,s2,n2,b2=$i1,$p1,$s1,$n1,$b1,$i2,$p2,$s2,$n2,$b2
-print(f'{\"$c\":18s} {i1:14d} {p1:12d} {i2:14d} {p2:12d} {(i2-i1)/(p2-p1):10.1f} {((i2-s2)-(i1-s1))/(p2-p1):12.1f} {(b2-b1)/(p2-p1):12.1f} {\"$ni2,$ev2\":>12s}')
+    for w in $(seq 1 "$WORKERS"); do
+      read -r i1 p1 s1 n1 b1 ni1 ev1 d1 < <(sed -n "${w}p" "$WORK/cg.$c.s.result")
+      read -r i2 p2 s2 n2 b2 ni2 ev2 d2 < <(sed -n "${w}p" "$WORK/cg.$c.l.result")
+      label=$c
+      [ "$WORKERS" = 1 ] || label="$c w$((w - 1))"
+      /usr/bin/python3 -c "
+i1,p1,s1,n1,b1,d1,i2,p2,s2,n2,b2,d2=$i1,$p1,$s1,$n1,$b1,$d1,$i2,$p2,$s2,$n2,$b2,$d2
+print(f'{\"$label\":18s} {i1:14d} {p1:12d} {i2:14d} {p2:12d} {(i2-i1)/(p2-p1):10.1f} {((i2-s2)-(i1-s1))/(p2-p1):12.1f} {((i2-d2)-(i1-d1))/(p2-p1):10.1f} {(b2-b1)/(p2-p1):12.1f} {\"$ni2,$ev2\":>12s}')
 print(f'{\"\":18s} sweep: {s2/n2:.0f} Ir per call ({n2} calls in the long run, one per {p2/n2:.0f} packets under callgrind)')"
-    echo "   top functions of the long run (self Ir per packet):"
-    /usr/bin/python3 "$ROOT/bench/cgstats.py" top "$(/usr/bin/python3 "$ROOT/bench/cgstats.py" thread "$WORK/cg.$c.l" | cut -d' ' -f1)" "$p2" 14 | sed 's/^/   /'
+      echo "   top functions of the long run (self Ir per packet):"
+      /usr/bin/python3 "$ROOT/bench/cgstats.py" top "$(sed -n "${w}p" "$WORK/cg.$c.l.threads" | cut -d' ' -f1)" "$p2" 14 | sed 's/^/   /'
+    done
   fi
 done

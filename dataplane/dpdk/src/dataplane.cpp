@@ -61,6 +61,22 @@ void set_tap_queue_len(const std::string& iface) {
 
 std::runtime_error fail(const std::string& m) { return std::runtime_error(m); }
 
+static_assert(alignof(rte_rcu_qsbr_cnt) == RTE_CACHE_LINE_SIZE && sizeof(rte_rcu_qsbr_cnt) % RTE_CACHE_LINE_SIZE == 0,
+              "each worker's RCU counter has a cache line of its own");
+
+// Virtual devices whose RX queues are separate inputs filled by someone else, without RSS:
+// each memif ring by the peer application, each rx_pcap file by whoever wrote it, each
+// af_packet queue by the kernel's fanout (a flow hash), each af_xdp queue by the NIC's own RSS
+// (set with ethtool), each ring by the application at its other end. Several workers on such a
+// device are correct as long as that side keeps every flow on one queue, as RSS would. A
+// hardware NIC without RSS is still refused: nothing would spread its flows over the queues.
+bool queues_are_separate_inputs(const char* driver) {
+    if (!driver) return false;
+    for (const char* d : {"net_memif", "net_pcap", "net_af_packet", "net_af_xdp", "net_ring"})
+        if (std::strcmp(driver, d) == 0) return true;
+    return false;
+}
+
 std::string port_name(uint16_t p) {
     char name[RTE_ETH_NAME_MAX_LEN] = "";
     rte_eth_dev_get_name_by_port(p, name);
@@ -161,6 +177,8 @@ Dataplane::Dataplane(const DataplaneOptions& opt) : opt_(opt) {
     ports_started_ = true;
 
     // RCU: workers report a quiescent state after every burst; a snapshot swap waits for all.
+    // Each worker's quiescent-state counter, written every poll, is on a cache line of its own
+    // in DPDK's layout (checked at compile time below).
     const size_t qsz = rte_rcu_qsbr_get_memsize(n_workers);
     qsbr_ = static_cast<rte_rcu_qsbr*>(rte_zmalloc_socket("fulcrum_qsbr", qsz, RTE_CACHE_LINE_SIZE, socket));
     if (!qsbr_ || rte_rcu_qsbr_init(qsbr_, n_workers) != 0) throw fail("cannot set up RCU state");
@@ -174,7 +192,9 @@ Dataplane::Dataplane(const DataplaneOptions& opt) : opt_(opt) {
         w->dp = this;
         const int wsock = static_cast<int>(rte_lcore_to_socket_id(lcore));
         const size_t bytes = ConnTable::memory_bytes(opt_.conn_capacity);
-        w->conn_mem = rte_malloc_socket("fulcrum_conns", bytes, 64, wsock);
+        // Cache-line aligned, and rte_malloc rounds every allocation up to whole cache lines:
+        // the table shares no line with anything else.
+        w->conn_mem = rte_malloc_socket("fulcrum_conns", bytes, RTE_CACHE_LINE_SIZE, wsock);
         if (!w->conn_mem)
             throw fail("cannot allocate " + std::to_string(bytes >> 20) + " MiB for the connection table of worker " +
                        std::to_string(id) + " (--conn-capacity " + std::to_string(opt_.conn_capacity) +
@@ -194,7 +214,7 @@ Dataplane::Dataplane(const DataplaneOptions& opt) : opt_(opt) {
         wc.sync_install_ring = kSyncMaxRecords;  // one full sync_install always fits an empty ring
         w->core = std::make_unique<Worker>(wc);
         w->tx_up = static_cast<rte_eth_dev_tx_buffer*>(
-            rte_zmalloc_socket("fulcrum_txbuf", RTE_ETH_TX_BUFFER_SIZE(Worker::kMaxBurst), 0, wsock));
+            rte_zmalloc_socket("fulcrum_txbuf", RTE_ETH_TX_BUFFER_SIZE(Worker::kMaxBurst), RTE_CACHE_LINE_SIZE, wsock));
         if (!w->tx_up) throw fail("cannot allocate transmit buffers");
         rte_eth_tx_buffer_init(w->tx_up, 32);
         rte_eth_tx_buffer_set_err_callback(w->tx_up, tx_drop_cb, &w->tx_drop_up);
@@ -225,14 +245,21 @@ void Dataplane::setup_port(uint16_t port, uint16_t nq, bool rss, const char* rol
     if (rss && nq > 1) {
         const uint64_t want = RTE_ETH_RSS_IP | RTE_ETH_RSS_TCP | RTE_ETH_RSS_UDP;
         const uint64_t got = want & info.flow_type_rss_offloads;
-        if (got == 0)
+        if (got == 0 && queues_are_separate_inputs(info.driver_name)) {
+            spdlog::info("{}: no RSS; each of its {} queues is a separate input, one per worker: whatever "
+                         "fills the queues must keep every flow on one queue",
+                         name, nq);
+        } else if (got == 0) {
             throw fail(name + " cannot spread flows over " + std::to_string(nq) +
                        " queues (no RSS support): run one worker (-l with two cores)");
-        if (got != want)
+        }
+        if (got != 0 && got != want)
             spdlog::warn("{}: RSS hash types trimmed to what the device supports: 0x{:x} of requested 0x{:x}",
                          name, got, want);
-        conf.rxmode.mq_mode = RTE_ETH_MQ_RX_RSS;
-        conf.rx_adv_conf.rss_conf.rss_hf = got;
+        if (got != 0) {
+            conf.rxmode.mq_mode = RTE_ETH_MQ_RX_RSS;
+            conf.rx_adv_conf.rss_conf.rss_hf = got;
+        }
     }
     if (rss && (info.rx_offload_capa & RTE_ETH_RX_OFFLOAD_IPV4_CKSUM)) {
         conf.rxmode.offloads |= RTE_ETH_RX_OFFLOAD_IPV4_CKSUM;

@@ -1,10 +1,12 @@
 // Per-worker-lcore state of the DPDK adapter (internal).
 #pragma once
 
+#include <rte_common.h>
 #include <rte_ethdev.h>
 
 #include <memory>
 
+#include "fulcrum/cache_line.hpp"
 #include "fulcrum/counter.hpp"
 #include "fulcrum/forward.hpp"
 
@@ -12,7 +14,10 @@ namespace fulcrum::dpdk {
 
 class Dataplane;
 
-struct alignas(64) WorkerSlot {
+// One per worker lcore, allocated apart (make_unique: aligned new) and 64-byte aligned, so the
+// adapter counters one worker writes per poll share no cache line with another worker's
+// (docs/architecture.md, "Per-worker placement").
+struct alignas(RTE_CACHE_LINE_SIZE) WorkerSlot {
     unsigned id = 0;     // queue number and RCU thread id
     unsigned lcore = 0;
     Dataplane* dp = nullptr;
@@ -29,5 +34,8 @@ struct alignas(64) WorkerSlot {
     Counter polls;        // loop iterations
     Counter busy_polls;   // iterations that received something
 };
+static_assert(alignof(WorkerSlot) == RTE_CACHE_LINE_SIZE && sizeof(WorkerSlot) % RTE_CACHE_LINE_SIZE == 0,
+              "a WorkerSlot takes whole cache lines");
+static_assert(RTE_CACHE_LINE_SIZE == kCacheLine, "the core's cache-line size is DPDK's");
 
 }  // namespace fulcrum::dpdk

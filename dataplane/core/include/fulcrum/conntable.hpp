@@ -138,6 +138,9 @@ public:
         uint8_t pad[8];
     };
     static_assert(sizeof(BucketMeta) == 64);
+    // memory_bytes() is then a whole number of cache lines: a table's 64-aligned memory shares
+    // no line with another allocation.
+    static_assert(sizeof(ConnEntry) * kWays % 64 == 0);
 
     // Called for every entry that leaves the table (eviction, expiry, erase, clear).
     using RemoveHook = void (*)(void* ctx, const ConnEntry& e, ConnState state);

@@ -8,10 +8,12 @@
 #include <cstdint>
 #include <memory>
 #include <span>
+#include <type_traits>
 #include <vector>
 
 #include "fulcrum/addr.hpp"
 #include "fulcrum/bytes.hpp"
+#include "fulcrum/cache_line.hpp"
 #include "fulcrum/conntable.hpp"
 #include "fulcrum/counter.hpp"
 #include "fulcrum/drop.hpp"
@@ -115,11 +117,13 @@ private:
     std::vector<std::vector<int64_t>> wrr_;
 };
 
-// Per-worker counters, read by telemetry threads while the worker writes them.
-struct ServiceCounters {
+// Per-worker counters, read by telemetry threads while the worker writes them. The arrays by
+// service and by server are allocated per worker in whole cache lines (CacheLineArrays); the
+// scalar ones live in the worker's own 64-byte aligned Worker object.
+struct ServiceCounters : CacheLineArrays {
     Counter packets, bytes, new_conns;
 };
-struct ServerCounters {
+struct ServerCounters : CacheLineArrays {
     Counter packets, bytes, new_conns;
     // Signed gauges of connection entries pointing at this server, like IPVS's ActiveConn
     // and InActConn: active = opening, established or UDP; inactive = closing (FIN/RST seen).
@@ -204,7 +208,10 @@ struct SyncDumpItem {
     uint8_t pad[7];
 };
 
-class Worker {
+// alignas(64): a Worker is allocated per worker lcore (make_unique, so aligned new) and its
+// counters, connection-table statistics and sync cursors, written per packet, must not share
+// a cache line with another worker's (docs/architecture.md, "Per-worker placement").
+class alignas(kCacheLine) Worker {
 public:
     // Connection-table lookups hash with this fixed seed, not the snapshot's: a new hash seed
     // (which re-deals Maglev tables) must not make established connections unreachable.
@@ -306,7 +313,7 @@ private:
         ctr_.to_kernel.add();
         return {Action::to_kernel, Drop::none};
     }
-    struct Pending {
+    struct Pending : CacheLineArrays {
         Parsed p;
         FlowKey key;
         uint64_t hash;
@@ -362,5 +369,11 @@ private:
     bool dumping_ = false;
     uint32_t dump_bucket_ = 0, dump_way_ = 0;  // where the dump resumes
 };
+
+// Placement checks (tests/unit/test_worker_layout.cpp checks the addresses at run time).
+static_assert(alignof(Worker) == kCacheLine && sizeof(Worker) % kCacheLine == 0,
+              "a Worker takes whole cache lines");
+static_assert(std::is_trivially_destructible_v<ServiceCounters> && std::is_trivially_destructible_v<ServerCounters>,
+              "no array cookie: new T[n] starts the array on its allocation's first cache line");
 
 }  // namespace fulcrum

@@ -7,7 +7,9 @@
 // reads tail_ with acquire before reading the slot, then frees it by publishing head_ with
 // release, which the producer reads with acquire before overwriting the slot. Each side keeps a
 // cached copy of the other's index and rereads the shared one only when the copy says full
-// (producer) or empty (consumer), so the index cache lines move between cores rarely.
+// (producer) or empty (consumer), so the index cache lines move between cores rarely. The
+// slots take whole cache lines of their own (aligned and padded), so a worker's writes to its
+// ring never touch a line of another allocation.
 #pragma once
 
 #include <algorithm>
@@ -16,6 +18,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <new>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
@@ -37,12 +40,17 @@ public:
                                         " outside 1.." + std::to_string(kMaxCapacity));
         cap_ = std::bit_ceil(capacity);
         mask_ = cap_ - 1;
-        slots_ = std::make_unique<T[]>(cap_);
+        const size_t bytes = (cap_ * sizeof(T) + kLine - 1) & ~(kLine - 1);
+        T* p = static_cast<T*>(::operator new(bytes, std::align_val_t{kLine}));
+        std::uninitialized_value_construct_n(p, cap_);
+        slots_.reset(p);
     }
     SpscRing(const SpscRing&) = delete;
     SpscRing& operator=(const SpscRing&) = delete;
 
     size_t capacity() const { return cap_; }
+    // The slot storage, capacity() items (for placement checks).
+    const T* slots() const { return slots_.get(); }
 
     // Producer only. False when full: nothing is written.
     bool push(const T& v) {
@@ -88,6 +96,11 @@ public:
     bool empty() const { return size() == 0; }
 
 private:
+    static constexpr size_t kLine = 64;
+    struct FreeSlots {  // trivially copyable, so trivially destructible: nothing to destroy
+        void operator()(T* p) const { ::operator delete(p, std::align_val_t{kLine}); }
+    };
+
     // 64-bit indices that only grow: they cannot wrap in the lifetime of a process, so
     // tail - head is always the fill level.
     struct alignas(64) Producer {
@@ -104,7 +117,7 @@ private:
     // Read-only after construction: kept off the index lines.
     alignas(64) size_t cap_ = 0;
     size_t mask_ = 0;
-    std::unique_ptr<T[]> slots_;
+    std::unique_ptr<T[], FreeSlots> slots_;
 };
 
 }  // namespace fulcrum

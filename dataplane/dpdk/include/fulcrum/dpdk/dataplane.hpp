@@ -123,20 +123,24 @@ private:
     uint16_t mtu_ = 1500;
     bool rx_ipv4_cksum_ = false;
     rte_mempool* pool_ = nullptr;
-    rte_rcu_qsbr* qsbr_ = nullptr;
     std::vector<std::unique_ptr<WorkerSlot>> workers_;
-    std::atomic<LoadedSnapshot*> current_{nullptr};
-    mutable std::mutex control_mu_;  // snapshot swaps vs. readers of snapshot metadata
+    // Read by every worker on every poll, written rarely (a snapshot swap, stop, an HA lease
+    // renewal): a cache line of their own, apart from what the control thread writes on every
+    // request (its mutexes, the sync counters), which would otherwise take the line away from
+    // the workers' caches each time (docs/architecture.md, "Per-worker placement").
+    alignas(64) std::atomic<LoadedSnapshot*> current_{nullptr};
     std::atomic<bool> quit_{false};
-    std::atomic<bool> running_{false};
-    std::atomic<uint64_t> generation_{0};  // of the published snapshot
     // HA lease: the workers are active while rte_rdtsc() < ha_deadline_tsc_ (one relaxed load
     // per poll). UINT64_MAX: standalone (never managed) or not yet expiring; 0: standby.
     std::atomic<uint64_t> ha_deadline_tsc_{UINT64_MAX};
+    uint64_t started_tsc_ = 0;
+    rte_rcu_qsbr* qsbr_ = nullptr;
+    alignas(64) mutable std::mutex control_mu_;  // snapshot swaps vs. readers of snapshot metadata
+    std::atomic<bool> running_{false};
+    std::atomic<uint64_t> generation_{0};  // of the published snapshot
     std::atomic<bool> ha_managed_{false};
     bool ha_active_role_ = true;  // under control_mu_: the role of the last ha op
     bool ports_started_ = false;
-    uint64_t started_tsc_ = 0;
     uint64_t rss_fingerprint_ = 0;  // of the uplink; 0: unknown (see conn_state.hpp)
     // Connection sync. sync_index_ maps record identities to the running snapshot's slots:
     // rebuilt by load_snapshot, read under control_mu_. sync_mu_ makes the control side of
