@@ -49,35 +49,9 @@ ConnTable::~ConnTable() {
 }
 
 
-// Inlined into find(): it runs for every packet of a known flow.
-__attribute__((always_inline)) inline uint32_t ConnTable::find_in(uint32_t b, const FlowKey& key, uint16_t tag, uint32_t now, bool& expired_removed) {
-    BucketMeta& m = meta_[b];
-    uint32_t mask = detail::match_tags(m.tag, tag);
-    while (mask) {
-        const uint32_t w = static_cast<uint32_t>(__builtin_ctz(mask));
-        mask &= mask - 1;
-        const uint32_t idx = b * kWays + w;
-        if (entries_[idx].key == key) {
-            if (expired(m, w, now)) {
-                stats_.expired.add();
-                remove(b, w);
-                expired_removed = true;
-                return kNone;
-            }
-            return idx;
-        }
-    }
-    return kNone;
-}
-
-uint32_t ConnTable::find(const FlowKey& key, uint64_t hash, uint32_t now) {
-    const uint16_t tag = tag_of(hash);
-    bool gone = false;
-    const uint32_t b1 = bucket_of(hash);
-    const uint32_t i = find_in(b1, key, tag, now, gone);
-    if (i != kNone || gone) return i;
-    const uint32_t b2 = bucket2_of(hash);
-    return b2 == b1 ? kNone : find_in(b2, key, tag, now, gone);
+void ConnTable::expire_at(uint32_t b, uint32_t w) {
+    stats_.expired.add();
+    remove(b, w);
 }
 
 uint32_t ConnTable::insert(const FlowKey& key, uint64_t hash, ConnState state, uint32_t now,
