@@ -498,9 +498,16 @@ void Worker::process_burst(std::span<Frame> frames, Verdict* out, LoadedSnapshot
     for (size_t i = 0; i < n; ++i) {
         Pending& k = pend[i];
         k.svc = ServiceIndex::kNone;
-        k.parse = parse_packet(frames[i].bytes(), k.p, frames[i].ipv4_csum_good ? hw_checked_ : popt_);
-        if (k.parse != Drop::none || !snap || k.p.frag != Frag::none) continue;
-        if (k.p.l4_proto != ipproto::kTcp && k.p.l4_proto != ipproto::kUdp) continue;
+        const Frame& f = frames[i];
+        if (detail::parse_ipv4_fast(f.data, f.len, k.p, !f.ipv4_csum_good && popt_.verify_ipv4_checksum)) [[likely]] {
+            // Parsed as IPv4, unfragmented, TCP or UDP: what the checks below establish.
+            k.parse = Drop::none;
+            if (!snap) continue;
+        } else {
+            k.parse = parse_packet_full(f.bytes(), k.p, f.ipv4_csum_good ? hw_checked_ : popt_);
+            if (k.parse != Drop::none || !snap || k.p.frag != Frag::none) continue;
+            if (k.p.l4_proto != ipproto::kTcp && k.p.l4_proto != ipproto::kUdp) continue;
+        }
         if (!k.p.is_v6()) {
             const uint64_t mk = uint64_t{load_u32(k.p.dst)} | (uint64_t{k.p.dport} << 32) | (uint64_t{k.p.l4_proto} << 48);
             if (mk != memo_key) {
@@ -512,8 +519,7 @@ void Worker::process_burst(std::span<Frame> frames, Verdict* out, LoadedSnapshot
             k.svc = snap->index().find(k.p.dst, true, k.p.dport, k.p.l4_proto);
         }
         if (k.svc < 0) continue;
-        k.key = flow_key_of(k.p);
-        k.hash = flow_hash(k.key, kConnHashSeed);
+        k.hash = flow_key_hash(k.p, kConnHashSeed, k.key);
         k.probe = conns_.probe(k.hash);
         conns_.prefetch(k.probe);
     }
