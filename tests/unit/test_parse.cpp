@@ -1,5 +1,8 @@
 #include <gtest/gtest.h>
 
+#include <cstddef>
+#include <cstring>
+#include <memory>
 #include <random>
 
 #include "fulcrum/bytes.hpp"
@@ -489,4 +492,120 @@ TEST(ParseProperty, RandomEncodeParseRoundTrip) {
             EXPECT_EQ(p.tcp_flags, b.tcp_flags);
         }
     }
+}
+
+namespace {
+
+// Parses `f` with parse_packet (the inline fast path, else the general parser) and with
+// parse_packet_full, both into structs pre-filled with garbage, and checks that they agree on
+// the result and on every byte they write. Returns whether the fast path took the frame.
+bool expect_fast_parser_agrees(const std::vector<uint8_t>& f, bool verify) {
+    std::unique_ptr<uint8_t[]> buf(new uint8_t[f.size() ? f.size() : 1]);
+    if (!f.empty()) std::memcpy(buf.get(), f.data(), f.size());
+    const std::span<const uint8_t> bytes{buf.get(), f.size()};
+    ParseOptions o;
+    o.verify_ipv4_checksum = verify;
+    Parsed a, b, c;
+    std::memset(static_cast<void*>(&a), 0xA5, sizeof a);
+    std::memset(static_cast<void*>(&b), 0xA5, sizeof b);
+    std::memset(static_cast<void*>(&c), 0x5A, sizeof c);
+    const Drop da = parse_packet(bytes, a, o);
+    const Drop db = parse_packet_full(bytes, b, o);
+    const bool fast = detail::parse_ipv4_fast(bytes.data(), bytes.size(), c, verify);
+    EXPECT_EQ(da, db);
+    EXPECT_EQ(0, std::memcmp(&a, &b, offsetof(Parsed, quoted))) << "frame of " << f.size() << " bytes";
+    if (fast) {
+        // The fast path accepts only what the general parser accepts, and writes all of it.
+        EXPECT_EQ(db, Drop::none);
+        EXPECT_EQ(0, std::memcmp(&c, &b, offsetof(Parsed, quoted))) << "frame of " << f.size() << " bytes";
+    }
+    return fast;
+}
+
+std::vector<std::vector<uint8_t>> parser_seeds() {
+    std::vector<std::vector<uint8_t>> s;
+    PacketBuilder b;
+    s.push_back(b.build());                                   // IPv4 TCP SYN
+    s.push_back(PacketBuilder().tcp(tcpflag::kAck).with_payload(100).build());
+    s.push_back(PacketBuilder().udp().build());                // UDP, empty payload
+    s.push_back(PacketBuilder().udp().with_payload(3).build());  // short: Ethernet padding
+    PacketBuilder opt;
+    opt.ipv4_options = {1, 1, 1, 0};
+    s.push_back(opt.build());
+    PacketBuilder vl;
+    vl.vlans = {7};
+    s.push_back(vl.udp().build());
+    PacketBuilder fr;
+    fr.more_fragments = true;
+    s.push_back(fr.udp().with_payload(40).build());
+    PacketBuilder later;
+    later.frag_offset = 64;
+    s.push_back(later.udp().with_payload(40).build());
+    PacketBuilder nodf;
+    nodf.df = false;
+    nodf.tos = 0xB8;
+    s.push_back(nodf.tcp(tcpflag::kFin | tcpflag::kAck).build());
+    PacketBuilder badck;
+    badck.bad_ip_checksum = true;
+    s.push_back(badck.build());
+    s.push_back(PacketBuilder().icmp_echo().build());
+    s.push_back(v6().build());
+    s.push_back(v6().udp().with_payload(20).build());
+    PacketBuilder other;
+    other.proto = 47;  // GRE
+    s.push_back(other.with_payload(24).build());
+    return s;
+}
+
+}  // namespace
+
+TEST(ParseFast, AgreesWithTheGeneralParserOnWellFormedFrames) {
+    size_t fast = 0;
+    for (const auto& f : parser_seeds())
+        for (bool verify : {true, false}) fast += expect_fast_parser_agrees(f, verify);
+    // The five untagged IPv4 TCP/UDP frames without options or fragments, with both settings, and
+    // the bad-checksum one without verification.
+    EXPECT_EQ(fast, 2u * 5 + 1);
+}
+
+TEST(ParseFast, AgreesOnEveryTruncation) {
+    for (const auto& f : parser_seeds())
+        for (size_t n = 0; n <= f.size(); ++n)
+            expect_fast_parser_agrees(std::vector<uint8_t>(f.begin(), f.begin() + static_cast<long>(n)), true);
+}
+
+TEST(ParseFast, AgreesOnMalformedFields) {
+    // Each header field the fast path reads, set to values on both sides of every check.
+    const auto base = PacketBuilder().tcp(tcpflag::kAck).with_payload(8).build();
+    const auto ubase = PacketBuilder().udp().with_payload(8).build();
+    const size_t ip = eth::kHeaderLen, l4 = ip + 20;
+    size_t fast = 0, cases = 0;
+    auto run = [&](std::vector<uint8_t> f, size_t at, uint8_t v) {
+        f[at] = v;
+        for (bool verify : {true, false}) {
+            fast += expect_fast_parser_agrees(f, verify);
+            ++cases;
+        }
+    };
+    for (unsigned v = 0; v < 256; ++v) {
+        const auto b = static_cast<uint8_t>(v);
+        for (size_t at : {size_t{12}, size_t{13}, ip, ip + 2, ip + 3, ip + 6, ip + 7, ip + 9, l4 + 12, l4 + 13}) run(base, at, b);
+        for (size_t at : {ip + 2, ip + 3, ip + 6, ip + 9, l4 + 4, l4 + 5}) run(ubase, at, b);
+    }
+    EXPECT_GT(fast, 0u);
+    EXPECT_LT(fast, cases);
+}
+
+TEST(ParseFast, AgreesOnRandomMutations) {
+    std::mt19937 rng(4242);
+    const auto seeds = parser_seeds();
+    size_t fast = 0;
+    for (int iter = 0; iter < 30000; ++iter) {
+        auto f = seeds[static_cast<size_t>(iter) % seeds.size()];
+        const int flips = static_cast<int>(rng() % 4);
+        for (int k = 0; k < flips; ++k) f[rng() % f.size()] = static_cast<uint8_t>(rng());
+        if (rng() % 4 == 0) f.resize(rng() % (f.size() + 1));
+        fast += expect_fast_parser_agrees(f, rng() % 2);
+    }
+    EXPECT_GT(fast, 1000u);
 }

@@ -49,35 +49,9 @@ ConnTable::~ConnTable() {
 }
 
 
-// Inlined into find(): it runs for every packet of a known flow.
-__attribute__((always_inline)) inline uint32_t ConnTable::find_in(uint32_t b, const FlowKey& key, uint16_t tag, uint32_t now, bool& expired_removed) {
-    BucketMeta& m = meta_[b];
-    uint32_t mask = detail::match_tags(m.tag, tag);
-    while (mask) {
-        const uint32_t w = static_cast<uint32_t>(__builtin_ctz(mask));
-        mask &= mask - 1;
-        const uint32_t idx = b * kWays + w;
-        if (entries_[idx].key == key) {
-            if (expired(m, w, now)) {
-                stats_.expired.add();
-                remove(b, w);
-                expired_removed = true;
-                return kNone;
-            }
-            return idx;
-        }
-    }
-    return kNone;
-}
-
-uint32_t ConnTable::find(const FlowKey& key, uint64_t hash, uint32_t now) {
-    const uint16_t tag = tag_of(hash);
-    bool gone = false;
-    const uint32_t b1 = bucket_of(hash);
-    const uint32_t i = find_in(b1, key, tag, now, gone);
-    if (i != kNone || gone) return i;
-    const uint32_t b2 = bucket2_of(hash);
-    return b2 == b1 ? kNone : find_in(b2, key, tag, now, gone);
+void ConnTable::expire_at(uint32_t b, uint32_t w) {
+    stats_.expired.add();
+    remove(b, w);
 }
 
 uint32_t ConnTable::insert(const FlowKey& key, uint64_t hash, ConnState state, uint32_t now,
@@ -103,28 +77,29 @@ uint32_t ConnTable::insert(const FlowKey& key, uint64_t hash, ConnState state, u
         // No empty way: score every way of both buckets and take the highest score. Expired
         // ways score above new ones, new above other live ones, and within a class the older
         // way scores higher; a way this insert may not replace scores 0. Branch-free per
-        // way: this scan is the bulk of a new connection's cost under a SYN flood.
+        // way: this scan is the bulk of a new connection's cost under a SYN flood. The score
+        // packs the class (bits 36-37), the age (bits 4-35) and 15 - the way's position over
+        // both buckets (bits 0-3), so one maximum picks the way, ties going to the first
+        // way (bucket 0 first).
+        const uint64_t other = is_new ? 0 : uint64_t{1} << 36;  // a live, not new way
         uint64_t best = 0;
-        int best_at = -1;
         for (int k = 0; k < nb; ++k) {
             const BucketMeta& m = meta_[buckets[k]];
             for (uint32_t w = 0; w < kWays; ++w) {
                 const uint32_t age = now - m.last_seen[w];
                 const uint8_t st = m.state[w];
-                const bool exp = age >= timeout_of(st);
-                const bool young = st == static_cast<uint8_t>(ConnState::tcp_new);
-                const uint64_t cls = exp ? 3 : young ? 2 : 1;  // = 4 - rank
-                const bool allowed = exp || young || !is_new;
-                const uint64_t score = allowed ? (cls << 32) | age : 0;
-                const bool better = score > best;  // ties keep the first way (bucket 0 first)
-                best = better ? score : best;
-                best_at = better ? k * static_cast<int>(kWays) + static_cast<int>(w) : best_at;
+                const uint64_t cls = age >= timeout_of(st)                                ? uint64_t{3} << 36
+                                     : st == static_cast<uint8_t>(ConnState::tcp_new) ? uint64_t{2} << 36
+                                                                                       : other;
+                const uint64_t score = cls ? cls | (uint64_t{age} << 4) | (15 - (static_cast<uint32_t>(k) * kWays + w)) : 0;
+                best = score > best ? score : best;
             }
         }
-        if (best_at >= 0) {
-            vb = best_at / static_cast<int>(kWays);
-            vw = best_at % static_cast<int>(kWays);
-            rank = 4 - static_cast<int>(best >> 32);
+        if (best) {
+            const auto at = static_cast<int>(15 - (best & 15));
+            vb = at / static_cast<int>(kWays);
+            vw = at % static_cast<int>(kWays);
+            rank = 4 - static_cast<int>(best >> 36);
         }
     }
     if (vb < 0) {

@@ -234,37 +234,6 @@ unsigned Worker::sync_dump_step(uint32_t now, const LoadedSnapshot* snap) {
     return pushed ? pushed : 1;  // a dump in progress is work: the loop must not sleep
 }
 
-void Worker::process_burst(std::span<Frame> frames, Verdict* out, LoadedSnapshot* snap, uint32_t now) {
-    if (!active_) [[unlikely]] {
-        process_burst_inactive(frames, out, snap);
-        return;
-    }
-    // Export only while active (a standby has nothing to export): set once per burst.
-    export_view_ = sync_out_ && snap ? &snap->view() : nullptr;
-    Pending* pend = pend_.get();
-    const size_t n = std::min<size_t>(frames.size(), kMaxBurst);
-    // Pass 1: parse, find the service, hash the flow and prefetch its connection buckets.
-    for (size_t i = 0; i < n; ++i) {
-        Pending& k = pend[i];
-        k.svc = ServiceIndex::kNone;
-        k.parse = parse_packet(frames[i].bytes(), k.p, frames[i].ipv4_csum_good ? hw_checked_ : popt_);
-        if (k.parse != Drop::none || !snap || k.p.frag != Frag::none) continue;
-        if (k.p.l4_proto != ipproto::kTcp && k.p.l4_proto != ipproto::kUdp) continue;
-        k.svc = snap->index().find(k.p.dst, k.p.is_v6(), k.p.dport, k.p.l4_proto);
-        if (k.svc < 0) continue;
-        k.key = flow_key_of(k.p);
-        k.hash = flow_hash(k.key, kConnHashSeed);
-        conns_.prefetch(k.hash);
-    }
-    // Pass 1b: the bucket lines requested first have had a burst's worth of time to arrive;
-    // prefetch the matching entries.
-    for (size_t i = 0; i < n; ++i)
-        if (pend[i].svc >= 0) conns_.prefetch_entry(pend[i].hash);
-    // Pass 2: decide and rewrite.
-    for (size_t i = 0; i < n; ++i) out[i] = finish(frames[i], pend[i], snap, now);
-    export_view_ = nullptr;
-}
-
 namespace {
 
 // Sources no host may send from (RFC 1812 5.3.7, RFC 1122 3.2.1.3, RFC 4291 2.5.2, 2.5.3, 2.7):
@@ -331,14 +300,8 @@ inline bool mtu_below_minimum(const Parsed& p) {
 }  // namespace
 
 Verdict Worker::finish(Frame& f, Pending& k, LoadedSnapshot* snap, uint32_t now) {
-    ctr_.rx.add();
     if (k.parse != Drop::none) return drop(k.parse);
     const Parsed& p = k.p;
-    if (k.svc >= 0) {
-        if (const Drop d = packet_check<false>(p); d != Drop::none) [[unlikely]]
-            return drop(d);
-        return to_service(f, k, *snap, now);
-    }
     if (!p.is_ip() || !snap) return to_kernel();
     const ServiceIndex::Vip* vip = snap->index().find_vip(p.dst, p.is_v6());
     if (!vip) return to_kernel();
@@ -354,6 +317,7 @@ Verdict Worker::finish(Frame& f, Pending& k, LoadedSnapshot* snap, uint32_t now)
             k.svc = s;
             k.key = flow_key_of(p);
             k.hash = flow_hash(k.key, kConnHashSeed);
+            k.probe = conns_.probe(k.hash);
             return to_service(f, k, *snap, now);
         }
         case ipproto::kIcmp:
@@ -407,7 +371,7 @@ __attribute__((always_inline)) inline Verdict Worker::to_service(Frame& f, Pendi
         return send_to_server(f, p, s, svc, slot, k.hash, true);
     }
     const bool tcp = p.l4_proto == ipproto::kTcp;
-    uint32_t ci = conns_.find(k.key, k.hash, now);
+    uint32_t ci = conns_.find(k.key, k.probe, now);
     if (ci != ConnTable::kNone) {
         const ConnEntry& e = conns_.entry(ci);
         const ConnState st = conns_.state(ci);
@@ -467,9 +431,8 @@ __attribute__((always_inline)) inline Verdict Worker::send_to_server(Frame& f, c
     const fl_snap_server& srv = s.view().servers()[slot];
     const uint32_t bytes = f.len;
     Action action = Action::forward;
-    if (svc.forwarding == FL_FWD_DSR) {
-        set_macs(f.data, srv.mac, cfg_.own_mac.bytes.data());
-    } else {
+    const bool dsr = svc.forwarding == FL_FWD_DSR;
+    if (!dsr) {
         const EncapParams& e = s.encap();
         const uint32_t mtu = e.mtu ? std::min<uint32_t>(e.mtu, cfg_.mtu) : cfg_.mtu;
         const uint32_t oh = encap_overhead(svc.forwarding, p.is_v6());
@@ -505,11 +468,77 @@ __attribute__((always_inline)) inline Verdict Worker::send_to_server(Frame& f, c
         ctr_.servers[slot].bytes.add(bytes);
     }
     ctr_.forwarded.add();
+    // DSR writes the frame last: its byte stores may alias everything above, which the
+    // compiler would otherwise load again.
+    if (dsr) set_macs(f.data, srv.mac, cfg_.own_mac.bytes.data());
     if (action == Action::forward_fragments) {
         const uint32_t mtu = s.encap().mtu ? std::min<uint32_t>(s.encap().mtu, cfg_.mtu) : cfg_.mtu;
         return {action, Drop::none, p.l3_off, static_cast<uint16_t>(mtu), static_cast<uint16_t>(svc.id), slot, bytes};
     }
     return {action, Drop::none};
+}
+
+void Worker::process_burst(std::span<Frame> frames, Verdict* out, LoadedSnapshot* snap, uint32_t now) {
+    if (!active_) [[unlikely]] {
+        process_burst_inactive(frames, out, snap);
+        return;
+    }
+    // Export only while active (a standby has nothing to export): set once per burst.
+    export_view_ = sync_out_ && snap ? &snap->view() : nullptr;
+    Pending* pend = pend_.get();
+    const size_t n = std::min<size_t>(frames.size(), kMaxBurst);
+    // Every frame counts once in rx: added for the whole burst.
+    ctr_.rx.add(n);
+    // The IPv4 service of the previous packet, as (address, port, protocol): packets of a
+    // burst mostly go to a few services, and a repeat skips the index lookup. The initial key
+    // has bits set that no real key has.
+    uint64_t memo_key = ~uint64_t{0};
+    int32_t memo_svc = ServiceIndex::kNone;
+    // Pass 1: parse, find the service, hash the flow and prefetch its connection buckets.
+    for (size_t i = 0; i < n; ++i) {
+        Pending& k = pend[i];
+        k.svc = ServiceIndex::kNone;
+        const Frame& f = frames[i];
+        if (detail::parse_ipv4_fast(f.data, f.len, k.p, !f.ipv4_csum_good && popt_.verify_ipv4_checksum)) [[likely]] {
+            // Parsed as IPv4, unfragmented, TCP or UDP: what the checks below establish.
+            k.parse = Drop::none;
+            if (!snap) continue;
+        } else {
+            k.parse = parse_packet_full(f.bytes(), k.p, f.ipv4_csum_good ? hw_checked_ : popt_);
+            if (k.parse != Drop::none || !snap || k.p.frag != Frag::none) continue;
+            if (k.p.l4_proto != ipproto::kTcp && k.p.l4_proto != ipproto::kUdp) continue;
+        }
+        if (!k.p.is_v6()) {
+            const uint64_t mk = uint64_t{load_u32(k.p.dst)} | (uint64_t{k.p.dport} << 32) | (uint64_t{k.p.l4_proto} << 48);
+            if (mk != memo_key) {
+                memo_key = mk;
+                memo_svc = snap->index().find(k.p.dst, false, k.p.dport, k.p.l4_proto);
+            }
+            k.svc = memo_svc;
+        } else {
+            k.svc = snap->index().find(k.p.dst, true, k.p.dport, k.p.l4_proto);
+        }
+        if (k.svc < 0) continue;
+        k.hash = flow_key_hash(k.p, kConnHashSeed, k.key);
+        k.probe = conns_.probe(k.hash);
+        conns_.prefetch(k.probe);
+    }
+    // Pass 1b: the bucket lines requested first have had a burst's worth of time to arrive;
+    // prefetch the matching entries.
+    for (size_t i = 0; i < n; ++i)
+        if (pend[i].svc >= 0) conns_.prefetch_entry(pend[i].probe);
+    // Pass 2: decide and rewrite. The common case, a packet to a service (whose checks the
+    // parser and pass 1 made: no fragment, TCP or UDP), is inline here; finish() takes the rest.
+    for (size_t i = 0; i < n; ++i) {
+        Pending& k = pend[i];
+        if (k.svc >= 0) [[likely]] {
+            const Drop d = packet_check<false>(k.p);
+            out[i] = d == Drop::none ? to_service(frames[i], k, *snap, now) : drop(d);
+        } else {
+            out[i] = finish(frames[i], k, snap, now);
+        }
+    }
+    export_view_ = nullptr;
 }
 
 Verdict Worker::icmp_to_vip(Frame& f, const Parsed& p, LoadedSnapshot& s, uint32_t now) {

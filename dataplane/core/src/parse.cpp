@@ -253,7 +253,7 @@ Drop parse_ipv6(const uint8_t* p, size_t off, size_t n, Parsed& o) {
 
 }  // namespace
 
-Drop parse_packet(std::span<const uint8_t> pkt, Parsed& o, const ParseOptions& opt) {
+Drop parse_packet_full(std::span<const uint8_t> pkt, Parsed& o, const ParseOptions& opt) {
     // Resets every field but `quoted` (38 bytes that only ICMP errors use; parse_quoted sets
     // it): this runs for every packet.
     static_assert(std::is_standard_layout_v<Parsed> && std::is_trivially_copyable_v<Parsed>);

@@ -79,60 +79,90 @@ struct WorkerLoop {
         if (n < static_cast<int>(kMaxFragments)) rte_pktmbuf_free_bulk(extra + n, kMaxFragments - static_cast<unsigned>(n));
     }
 
+    // Per-burst scratch, here rather than on poll_uplink's stack: arrays of Frame and Verdict
+    // there would be value-initialised (a memset) on every poll.
+    rte_mbuf* rx_[kBurst] = {};
+    rte_mbuf* taken_[kBurst] = {};
+    rte_mbuf* up_[kBurst] = {};
+    rte_mbuf* kern_[kBurst] = {};
+    Frame frames_[kBurst] = {};
+    Verdict verdicts_[kBurst] = {};
+
     unsigned poll_uplink(LoadedSnapshot* snap, uint32_t now) {
-        rte_mbuf* pkts[kBurst];
-        const uint16_t n = rte_eth_rx_burst(uplink, static_cast<uint16_t>(w.id), pkts, kBurst);
+        const uint16_t n = rte_eth_rx_burst(uplink, static_cast<uint16_t>(w.id), rx_, kBurst);
         if (n == 0) return 0;
-        Frame frames[kBurst];
-        Verdict verdicts[kBurst];
-        rte_mbuf* taken[kBurst];
         unsigned k = 0;
         // With the RX IPv4 checksum offload on, a frame the NIC marks bad is dropped here and
         // one it marks good skips the software check; any other (unknown, not IPv4) is
         // verified by the parser.
         const bool hw_cksum = hw_ipv4_cksum;
         for (uint16_t i = 0; i < n; ++i) {
-            rte_mbuf* m = pkts[i];
-            if (i + 1 < n) rte_prefetch0(rte_pktmbuf_mtod(pkts[i + 1], void*));
-            if (m->nb_segs != 1) {
+            rte_mbuf* m = rx_[i];
+            if (i + 1 < n) rte_prefetch0(rte_pktmbuf_mtod(rx_[i + 1], void*));
+            if (m->nb_segs != 1) [[unlikely]] {
                 drop_early(m, Drop::multi_segment);
                 continue;
             }
-            if (hw_cksum && (m->ol_flags & RTE_MBUF_F_RX_IP_CKSUM_MASK) == RTE_MBUF_F_RX_IP_CKSUM_BAD) {
-                drop_early(m, Drop::ipv4_bad_checksum);
-                continue;
+            bool good = false;
+            if (hw_cksum) {
+                const uint64_t cs = m->ol_flags & RTE_MBUF_F_RX_IP_CKSUM_MASK;
+                if (cs == RTE_MBUF_F_RX_IP_CKSUM_BAD) {
+                    drop_early(m, Drop::ipv4_bad_checksum);
+                    continue;
+                }
+                good = cs == RTE_MBUF_F_RX_IP_CKSUM_GOOD;
             }
-            frames[k] = frame_of(m);
-            frames[k].ipv4_csum_good =
-                hw_cksum && (m->ol_flags & RTE_MBUF_F_RX_IP_CKSUM_MASK) == RTE_MBUF_F_RX_IP_CKSUM_GOOD;
-            taken[k++] = m;
+            Frame& f = frames_[k];
+            f = frame_of(m);
+            f.ipv4_csum_good = good;
+            taken_[k++] = m;
         }
-        w.core->process_burst({frames, k}, verdicts, snap, now);
-        rte_mbuf* kern[kBurst];
-        unsigned nk = 0;
+        w.core->process_burst({frames_, k}, verdicts_, snap, now);
+        unsigned nk = 0, nu = 0;
         for (unsigned j = 0; j < k; ++j) {
-            rte_mbuf* m = taken[j];
-            switch (verdicts[j].action) {
+            rte_mbuf* m = taken_[j];
+            switch (verdicts_[j].action) {
                 case Action::forward:
                 case Action::reply:
-                    apply(m, frames[j]);
-                    to_uplink(m);
+                    apply(m, frames_[j]);
+                    up_[nu++] = m;
                     break;
                 case Action::forward_fragments:
-                    send_fragments(m, frames[j], verdicts[j]);
+                    // Keeps the uplink's order: what this burst queued so far goes first.
+                    to_uplink_all(up_, nu);
+                    nu = 0;
+                    send_fragments(m, frames_[j], verdicts_[j]);
                     break;
                 case Action::to_kernel:
                     // Only with an exception port: without one the core drops these frames
                     // (no_exception_port), counted once (see worker_main).
-                    kern[nk++] = m;
+                    kern_[nk++] = m;
                     break;
                 case Action::drop:
                     rte_pktmbuf_free(m);
                     break;
             }
         }
-        if (nk) to_kernel(kern, nk);
+        to_uplink_all(up_, nu);
+        if (nk) to_kernel(kern_, nk);
         return n;
+    }
+
+    // Queues `n` frames for the uplink, counted once. When the TX buffer is empty and they
+    // fill it exactly (every full burst of forwarded frames), the buffer would send them at
+    // once: they go straight to rte_eth_tx_burst, and what the queue does not take is freed
+    // and counted as the buffer's error callback does (tx_drop_up), without the per-frame
+    // buffer bookkeeping.
+    void to_uplink_all(rte_mbuf** pkts_up, unsigned n) {
+        if (n == 0) return;
+        w.uplink_tx.add(n);
+        rte_eth_dev_tx_buffer* b = w.tx_up;
+        if (b->length == 0 && n == b->size) {
+            const uint16_t sent = rte_eth_tx_burst(uplink, static_cast<uint16_t>(w.id), pkts_up, static_cast<uint16_t>(n));
+            if (sent < n) b->error_callback(pkts_up + sent, static_cast<uint16_t>(n - sent), b->error_userdata);
+            return;
+        }
+        for (unsigned i = 0; i < n; ++i) rte_eth_tx_buffer(uplink, static_cast<uint16_t>(w.id), b, pkts_up[i]);
     }
 
     // Hands the burst's to_kernel frames to the TAP at once (not through a TX buffer), so a

@@ -171,20 +171,29 @@ public:
     size_t size() const { return stats_.live.get(); }  // includes expired entries not yet swept
     const ConnTableStats& stats() const { return stats_; }
 
-    void prefetch(uint64_t hash) const {
-        __builtin_prefetch(&meta_[bucket_of(hash)], 1, 3);
-        __builtin_prefetch(&meta_[bucket2_of(hash)], 1, 3);
+    // Where a key with a given hash lives: its two buckets and its tag. The forwarding path
+    // computes it once per packet (probe()) and hands it to prefetch, prefetch_entry and find.
+    struct Probe {
+        uint32_t b1, b2;
+        uint16_t tag;
+    };
+    Probe probe(uint64_t hash) const { return {bucket_of(hash), bucket2_of(hash), tag_of(hash)}; }
+
+    void prefetch(uint64_t hash) const { prefetch(probe(hash)); }
+    void prefetch(const Probe& pr) const {
+        __builtin_prefetch(&meta_[pr.b1], 1, 3);
+        __builtin_prefetch(&meta_[pr.b2], 1, 3);
     }
 
     // Once the bucket metadata has arrived (a while after prefetch()): prefetches the entry
     // whose tag matches, so the key comparison of find() does not wait for memory either.
-    void prefetch_entry(uint64_t hash) const {
-        const uint16_t tag = tag_of(hash);
-        uint32_t b = bucket_of(hash);
-        uint32_t m = detail::match_tags(meta_[b].tag, tag);
+    void prefetch_entry(uint64_t hash) const { prefetch_entry(probe(hash)); }
+    void prefetch_entry(const Probe& pr) const {
+        uint32_t b = pr.b1;
+        uint32_t m = detail::match_tags(meta_[b].tag, pr.tag);
         if (!m) {
-            b = bucket2_of(hash);
-            m = detail::match_tags(meta_[b].tag, tag);
+            b = pr.b2;
+            m = detail::match_tags(meta_[b].tag, pr.tag);
             if (!m) return;
         }
 #if defined(__GNUC__)
@@ -200,7 +209,15 @@ public:
 
     // Returns the index of the live entry for `key`, or kNone. An expired entry for the key
     // is removed and reported as a miss.
-    uint32_t find(const FlowKey& key, uint64_t hash, uint32_t now);
+    uint32_t find(const FlowKey& key, uint64_t hash, uint32_t now) { return find(key, probe(hash), now); }
+    // The same with the probe of the key's hash (probe()). Inline: every packet of a known
+    // flow takes one.
+    uint32_t find(const FlowKey& key, const Probe& pr, uint32_t now) {
+        bool gone = false;
+        const uint32_t i = find_in(pr.b1, key, pr.tag, now, gone);
+        if (i != kNone || gone) return i;
+        return pr.b2 == pr.b1 ? kNone : find_in(pr.b2, key, pr.tag, now, gone);
+    }
 
     // Inserts `key` (the caller has checked it is absent). Returns its index, or kNone when
     // the bucket holds only entries this insert may not replace.
@@ -289,7 +306,26 @@ private:
         const uint64_t h = (hash ^ (hash >> 29)) * 0xBF58476D1CE4E5B9ull;
         return static_cast<uint32_t>(((h >> 32) * nbuckets_) >> 32);
     }
-    uint32_t find_in(uint32_t b, const FlowKey& key, uint16_t tag, uint32_t now, bool& expired_removed);
+    uint32_t find_in(uint32_t b, const FlowKey& key, uint16_t tag, uint32_t now, bool& expired_removed) {
+        BucketMeta& m = meta_[b];
+        uint32_t mask = detail::match_tags(m.tag, tag);
+        while (mask) {
+            const uint32_t w = static_cast<uint32_t>(__builtin_ctz(mask));
+            mask &= mask - 1;
+            const uint32_t idx = b * kWays + w;
+            if (entries_[idx].key == key) {
+                if (expired(m, w, now)) [[unlikely]] {
+                    expire_at(b, w);
+                    expired_removed = true;
+                    return kNone;
+                }
+                return idx;
+            }
+        }
+        return kNone;
+    }
+    // find() met the key's entry expired: counts and removes it (out of line, rare).
+    [[gnu::noinline]] void expire_at(uint32_t b, uint32_t w);
     static uint16_t tag_of(uint64_t hash) {
         const auto t = static_cast<uint16_t>(hash >> 48);
         return t ? t : 1;

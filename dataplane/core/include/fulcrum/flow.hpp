@@ -11,6 +11,10 @@
 #include "fulcrum/bytes.hpp"
 #include "fulcrum/parse.hpp"
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 namespace fulcrum {
 
 static_assert(std::endian::native == std::endian::little,
@@ -28,16 +32,29 @@ struct FlowKey {
     uint8_t pad[2];
 
     friend bool operator==(const FlowKey& a, const FlowKey& b) {
+#if defined(__SSE2__)
+        // Two 16-byte compares and one 8-byte: every packet of a known flow makes one.
+        const auto* pa = reinterpret_cast<const uint8_t*>(&a);
+        const auto* pb = reinterpret_cast<const uint8_t*>(&b);
+        const __m128i x = _mm_or_si128(
+            _mm_xor_si128(_mm_loadu_si128(reinterpret_cast<const __m128i*>(pa)),
+                          _mm_loadu_si128(reinterpret_cast<const __m128i*>(pb))),
+            _mm_xor_si128(_mm_loadu_si128(reinterpret_cast<const __m128i*>(pa + 16)),
+                          _mm_loadu_si128(reinterpret_cast<const __m128i*>(pb + 16))));
+        uint64_t ta, tb;
+        std::memcpy(&ta, pa + 32, 8);
+        std::memcpy(&tb, pb + 32, 8);
+        return _mm_movemask_epi8(_mm_cmpeq_epi8(x, _mm_setzero_si128())) == 0xFFFF && ta == tb;
+#else
         return std::memcmp(&a, &b, sizeof(FlowKey)) == 0;
+#endif
     }
 };
 static_assert(sizeof(FlowKey) == 40);
 
-inline FlowKey make_key(const uint8_t* src, const uint8_t* dst, bool v6, uint8_t proto,
-                        uint16_t sport, uint16_t dport) {
-    // Built as five 64-bit words and stored whole: flow_hash reads the key back as 64-bit
-    // words, and narrow stores followed by wide loads would stall store forwarding.
-    uint64_t w[5];
+// The five 64-bit words of a key (its memory image), for make_key and flow_key_hash.
+inline void key_words(const uint8_t* src, const uint8_t* dst, bool v6, uint8_t proto, uint16_t sport,
+                      uint16_t dport, uint64_t w[5]) {
     if (v6) {
         w[0] = load_u64(src);
         w[1] = load_u64(src + 8);
@@ -51,6 +68,14 @@ inline FlowKey make_key(const uint8_t* src, const uint8_t* dst, bool v6, uint8_t
     }
     // sport, dport, proto, is_v6, pad in their little-endian places (asserted below).
     w[4] = uint64_t{sport} | (uint64_t{dport} << 16) | (uint64_t{proto} << 32) | (uint64_t{v6} << 40);
+}
+
+inline FlowKey make_key(const uint8_t* src, const uint8_t* dst, bool v6, uint8_t proto,
+                        uint16_t sport, uint16_t dport) {
+    // Built as five 64-bit words and stored whole: flow_hash reads the key back as 64-bit
+    // words, and narrow stores followed by wide loads would stall store forwarding.
+    uint64_t w[5];
+    key_words(src, dst, v6, proto, sport, dport, w);
     FlowKey k;
     std::memcpy(&k, w, sizeof k);
     return k;
@@ -80,15 +105,32 @@ inline constexpr uint64_t kP2 = 0x8ebc6af09c88c6e3ull;
 inline constexpr uint64_t kP3 = 0x589965cc75374cc3ull;
 }  // namespace detail
 
-// Seeded 64-bit hash of a flow key (multiply-fold construction in the style of wyhash).
-inline uint64_t flow_hash(const FlowKey& k, uint64_t seed) {
+// Seeded 64-bit hash of a key's five words (multiply-fold construction in the style of
+// wyhash).
+inline uint64_t flow_hash_words(const uint64_t w[5], uint64_t seed) {
     using namespace detail;
-    const auto* b = reinterpret_cast<const uint8_t*>(&k);
     uint64_t h = seed ^ kP0;
-    h = mum(load_u64(b) ^ kP1, load_u64(b + 8) ^ h);
-    h = mum(load_u64(b + 16) ^ kP2, load_u64(b + 24) ^ h);
-    h = mum(load_u64(b + 32) ^ kP3, h ^ kP1);
+    h = mum(w[0] ^ kP1, w[1] ^ h);
+    h = mum(w[2] ^ kP2, w[3] ^ h);
+    h = mum(w[4] ^ kP3, h ^ kP1);
     return mum(h ^ kP0, 40 ^ kP1);
+}
+
+// Seeded 64-bit hash of a flow key.
+inline uint64_t flow_hash(const FlowKey& k, uint64_t seed) {
+    const auto* b = reinterpret_cast<const uint8_t*>(&k);
+    const uint64_t w[5] = {load_u64(b), load_u64(b + 8), load_u64(b + 16), load_u64(b + 24), load_u64(b + 32)};
+    return flow_hash_words(w, seed);
+}
+
+// The key of a parsed packet (flow_key_of) and its flow_hash with `seed`, from the words in
+// registers: an IPv4 key's zero words fold away.
+inline uint64_t flow_key_hash(const Parsed& p, uint64_t seed, FlowKey& key) {
+    const bool frag = p.frag != Frag::none;
+    uint64_t w[5];
+    key_words(p.src, p.dst, p.is_v6(), p.l4_proto, frag ? 0 : p.sport, frag ? 0 : p.dport, w);
+    std::memcpy(&key, w, sizeof key);
+    return flow_hash_words(w, seed);
 }
 
 // Seeded hash of arbitrary bytes (server identities for Maglev, names).

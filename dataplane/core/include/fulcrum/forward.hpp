@@ -317,10 +317,13 @@ private:
         Parsed p;
         FlowKey key;
         uint64_t hash;
+        ConnTable::Probe probe;  // of hash, for the connection table
         int32_t svc;  // service index for the fast path, or -1
         Drop parse;
     };
-    Verdict finish(Frame& f, Pending& k, LoadedSnapshot* snap, uint32_t now);
+    // Everything but the common case (a packet whose service pass 1 found): parse drops,
+    // traffic for the kernel, fragments and ICMP to a VIP, packets to a VIP without a service.
+    [[gnu::noinline]] Verdict finish(Frame& f, Pending& k, LoadedSnapshot* snap, uint32_t now);
     void process_burst_inactive(std::span<Frame> frames, Verdict* out, LoadedSnapshot* snap);
     Verdict finish_inactive(const Frame& f, const Parsed& p, Drop parse,
                             const LoadedSnapshot* snap);
