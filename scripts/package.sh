@@ -75,10 +75,15 @@ top=$(dpkg-parsechangelog -l "$ROOT/scripts/debian/changelog" -S Version)
 if [ "$top" != "$version" ]; then
   signer=$(sed -n 's/^Maintainer: //p' "$ROOT/scripts/debian/control")
   if [ -n "${DEBFULLNAME:-}" ] && [ -n "${DEBEMAIL:-}" ]; then signer="$DEBFULLNAME <$DEBEMAIL>"; fi
+  # Dated by the commit (the same commit gives the same changelog), but never before the
+  # entry below it.
+  when=$(git -C "$ROOT" log -1 --format=%ct HEAD)
+  after=$(( $(dpkg-parsechangelog -l "$ROOT/scripts/debian/changelog" -S Timestamp) + 1 ))
+  [ "$when" -ge "$after" ] || when=$after
   {
     printf 'fulcrum (%s) unstable; urgency=medium\n\n' "$version"
     printf '  * Snapshot of commit %s.\n\n' "$(git -C "$ROOT" rev-parse HEAD)"
-    printf ' -- %s  %s\n\n' "$signer" "$(git -C "$ROOT" log -1 --format=%cD HEAD)"
+    printf ' -- %s  %s\n\n' "$signer" "$(date -u -R -d "@$when")"
     cat "$ROOT/scripts/debian/changelog"
   } >"$STAGE/debian/changelog"
 fi

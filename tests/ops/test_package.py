@@ -116,13 +116,19 @@ def test_conffiles(package, tmp_path):
     assert r.returncode == 0, r.stderr
     conffiles = (tmp_path / "DEBIAN" / "conffiles").read_text().split()
     assert {"/etc/fulcrum/fulcrum.yaml", "/etc/default/fulcrum-dataplane"} <= set(conffiles)
-    # Installing or upgrading neither enables nor (re)starts the services (docs/deployment.md).
-    scripts = "".join((tmp_path / "DEBIAN" / s).read_text() for s in ("postinst", "prerm", "postrm")
-                      if (tmp_path / "DEBIAN" / s).exists())
+    # Installing or upgrading neither enables nor (re)starts the services; removing stops
+    # them (docs/deployment.md, "Installing the Debian package").
+    script = {s: (tmp_path / "DEBIAN" / s).read_text() for s in ("postinst", "prerm", "postrm")}
+    everything = "".join(script.values())
     for unit in units_lib.UNITS:
-        assert unit in scripts, f"no maintainer script handles {unit}"
-    assert not re.search(r"deb-systemd-invoke\s+(\$_dh_action|start|restart|try-restart)", scripts), scripts
-    assert "deb-systemd-helper enable" not in scripts
+        assert unit in script["postinst"] and unit in script["postrm"], f"no maintainer script handles {unit}"
+    assert not re.search(r"deb-systemd-invoke\s+(\$_dh_action|start|restart|try-restart)", everything)
+    lines = script["postinst"].splitlines()
+    for i, line in enumerate(lines):
+        if "deb-systemd-helper enable" in line:  # only to keep an operator's enabled state
+            assert any("was-enabled" in l for l in lines[max(0, i - 3):i]), line
+    stop = re.search(r'if \[ "\$1" = remove \].*\n\s*deb-systemd-invoke stop ([^>]*)', script["prerm"])
+    assert stop and stop.group(1).split() == ["fulcrumd.service", "fulcrum-dataplane.service"], script["prerm"]
 
 
 def test_depends_are_real_packages(package):
@@ -150,12 +156,15 @@ def test_lintian_has_no_errors_and_every_warning_is_documented(package):
     assert {t for t in tags if t not in docs} == set(), "explain new lintian warnings in docs/deployment.md"
 
 
-def test_unpacked_package_works(unpacked, contents):
-    """The programs run from the unpacked tree (their libraries are this host's), the conffile
-    is the packaged example and valid, and the units verify against the package's own files."""
+def test_unpacked_package_works(unpacked, contents, version):
+    """The programs run from the unpacked tree (their libraries are this host's) and name the
+    commit the package was built from, the conffile is the packaged example and valid, and
+    the units verify against the package's own files."""
+    head = run("git", "-C", ROOT, "rev-parse", "--short=7", "HEAD").stdout.strip()
     for prog in ("usr/bin/fulcrumd", "usr/bin/fulcrumctl", "usr/bin/fulcrum-dataplane", "usr/sbin/fulcrum-decap"):
         r = run(unpacked / prog, "--version")
-        assert r.returncode == 0 and r.stdout.strip(), (prog, r.stderr)
+        assert r.returncode == 0, (prog, r.stderr)
+        assert head in r.stdout or version.split("+")[0] in r.stdout, (prog, r.stdout, version)
     for helper in ("fulcrum-dataplane-prepare", "fulcrum-hugepages", "fulcrum-bind-nic"):
         assert os.access(unpacked / "usr/lib/fulcrum" / helper, os.X_OK), helper
     conf = unpacked / "etc/fulcrum/fulcrum.yaml"

@@ -12,10 +12,8 @@ import pathlib
 import re
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
