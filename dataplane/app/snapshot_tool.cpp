@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include "fulcrum/snapshot.hpp"
+#include "fulcrum_version.h"
 
 using nlohmann::json;
 using namespace fulcrum;
@@ -173,6 +174,8 @@ json describe(const SnapshotView& v) {
 
 int main(int argc, char** argv) {
     CLI::App app{"fulcrum-snapshot: build, show and check Fulcrum forwarding snapshots"};
+    app.name("fulcrum-snapshot");
+    app.set_version_flag("--version", std::string("fulcrum-snapshot ") + FULCRUM_VERSION);
     app.require_subcommand(1);
     std::string spec_path, out_path, snap_path;
     auto* build = app.add_subcommand("build", "build a snapshot from a JSON description");

@@ -24,6 +24,7 @@ PROGRAMS = {
     "fulcrumctl": ("control/fulcrumctl", "8"),
     "fulcrum-dataplane": ("dataplane/app/fulcrum-dataplane", "8"),
     "fulcrum-decap": ("ebpf/tools/fulcrum-decap", "8"),
+    "fulcrum-snapshot": ("dataplane/fulcrum-snapshot", "1"),
 }
 ALL_PAGES = [(name, sect) for name, (_, sect) in PROGRAMS.items()] + [("fulcrum.yaml", "5")]
 
@@ -34,6 +35,7 @@ EXTRA_SECTIONS = {
     "fulcrumctl": ["OPTIONS", "COMMANDS", "FILES"],
     "fulcrum-dataplane": ["OPTIONS", "FILES", "SIGNALS"],
     "fulcrum-decap": ["OPTIONS"],
+    "fulcrum-snapshot": ["OPTIONS", "COMMANDS"],
     "fulcrum.yaml": ["FILES"],
 }
 # fulcrum.yaml(5) has no EXIT STATUS.
@@ -203,10 +205,11 @@ def test_program_options_match_help(root, build, program):
     assert not problems, "\n".join(problems)
 
 
-def test_fulcrumctl_commands_and_options_match_help(root, build):
-    page = page_source(root, "fulcrumctl", "8")
-    problems = check_fulcrumctl_page(page, run_help(build, "fulcrumctl"),
-                                     lambda c: run_help(build, "fulcrumctl", c))
+@pytest.mark.parametrize("program", ["fulcrumctl", "fulcrum-snapshot"])
+def test_commands_and_options_match_help(root, build, program):
+    page = page_source(root, program, PROGRAMS[program][1])
+    problems = check_fulcrumctl_page(page, run_help(build, program),
+                                     lambda c: run_help(build, program, c))
     assert not problems, "\n".join(problems)
 
 
