@@ -23,3 +23,29 @@ build_dataplane() {
   SNAPTOOL="$ROOT/$BUILD/dataplane/fulcrum-snapshot"
   [ -x "$DP" ] || die "$DP missing: $BUILD was configured without DPDK (meson configure $BUILD -Ddpdk=enabled)"
 }
+
+# The DPDK benchmarks' work directory, their Python driver and the hugepages they reserve.
+# A script sets WORK and WORK_KEEP (1: keep WORK), starts its driver with DRIVER=$!, calls
+# reserve_hugepages N when asked to, and installs `trap bench_cleanup EXIT`.
+DRIVER= HUGE_BEFORE= HUGE_MOUNTED=0 WORK_KEEP=0
+bench_cleanup() {
+  if [ -n "$DRIVER" ] && kill -0 "$DRIVER" 2>/dev/null; then
+    kill -TERM "$DRIVER" 2>/dev/null || true
+    # The driver stops its DPDK processes (up to 15 s each) before it exits.
+    for _ in $(seq 1 150); do kill -0 "$DRIVER" 2>/dev/null || break; sleep 0.5; done
+    kill -KILL "$DRIVER" 2>/dev/null || true
+  fi
+  rm -f "$WORK"/*.sock
+  [ "$WORK_KEEP" = 1 ] || rm -rf "$WORK"
+  if [ -n "$HUGE_BEFORE" ]; then echo "$HUGE_BEFORE" >/proc/sys/vm/nr_hugepages || true; fi
+  if [ "$HUGE_MOUNTED" = 1 ]; then umount /dev/hugepages 2>/dev/null || true; fi
+}
+
+reserve_hugepages() {  # N: at least N free 2 MiB pages; bench_cleanup gives them back
+  local want=$1
+  [ "$(awk '/HugePages_Free/ {print $2}' /proc/meminfo)" -ge "$want" ] && return 0
+  HUGE_BEFORE=$(cat /proc/sys/vm/nr_hugepages)
+  mountpoint -q /dev/hugepages || HUGE_MOUNTED=1
+  "$ROOT/scripts/hugepages.sh" $((HUGE_BEFORE + want)) >/dev/null
+  [ "$(awk '/HugePages_Free/ {print $2}' /proc/meminfo)" -ge "$want" ] || die "could not reserve $want free 2 MiB hugepages"
+}

@@ -89,30 +89,13 @@ fi
 build_dataplane
 
 if [ -n "$OUT" ]; then mkdir -p "$OUT"; WORK=$(cd "$OUT" && pwd); KEEP=1; else WORK=$(mktemp -d /tmp/fulcrum-pktgen.XXXXXX); fi
-DRIVER='' HUGE_BEFORE='' HUGE_MOUNTED=0
-cleanup() {
-  if [ -n "$DRIVER" ] && kill -0 "$DRIVER" 2>/dev/null; then
-    kill -TERM "$DRIVER" 2>/dev/null || true
-    # The driver stops pktgen and the DUT (up to 15 s each) before it exits.
-    for _ in $(seq 1 100); do kill -0 "$DRIVER" 2>/dev/null || break; sleep 0.5; done
-    kill -KILL "$DRIVER" 2>/dev/null || true
-  fi
-  rm -f "$WORK"/*.sock
-  [ "$KEEP" = 1 ] || rm -rf "$WORK"
-  if [ -n "$HUGE_BEFORE" ]; then echo "$HUGE_BEFORE" >/proc/sys/vm/nr_hugepages || true; fi
-  if [ "$HUGE_MOUNTED" = 1 ]; then umount /dev/hugepages 2>/dev/null || true; fi
-}
-trap cleanup EXIT
+WORK_KEEP=$KEEP
+trap bench_cleanup EXIT
 trap 'exit 130' INT TERM HUP
 
 if [ "$HUGE" = 1 ]; then
   # pktgen (2 GiB) and the DUT (512 MiB): 1280 pages of 2 MiB, with headroom.
-  if [ "$(awk '/HugePages_Free/ {print $2}' /proc/meminfo)" -lt 1536 ]; then
-    HUGE_BEFORE=$(cat /proc/sys/vm/nr_hugepages)
-    mountpoint -q /dev/hugepages || HUGE_MOUNTED=1
-    "$ROOT/scripts/hugepages.sh" $((HUGE_BEFORE + 1536)) >/dev/null
-    [ "$(awk '/HugePages_Free/ {print $2}' /proc/meminfo)" -ge 1536 ] || die "could not reserve 1536 free 2 MiB hugepages"
-  fi
+  reserve_hugepages 1536
   PASS+=(--hugepages)
 fi
 

@@ -59,30 +59,13 @@ done
 build_dataplane
 
 if [ -n "$KEEP" ]; then mkdir -p "$KEEP"; WORK=$(cd "$KEEP" && pwd); else WORK=$(mktemp -d /tmp/fulcrum-tput.XXXXXX); fi
-DRIVER= HUGE_BEFORE= HUGE_MOUNTED=0
-cleanup() {
-  if [ -n "$DRIVER" ] && kill -0 "$DRIVER" 2>/dev/null; then
-    kill -TERM "$DRIVER" 2>/dev/null || true
-    # The driver stops its DPDK processes (up to 2 x 15 s each) before it exits.
-    for _ in $(seq 1 150); do kill -0 "$DRIVER" 2>/dev/null || break; sleep 0.5; done
-    kill -KILL "$DRIVER" 2>/dev/null || true
-  fi
-  rm -f "$WORK"/*.sock
-  [ -n "$KEEP" ] || rm -rf "$WORK"
-  if [ -n "$HUGE_BEFORE" ]; then echo "$HUGE_BEFORE" >/proc/sys/vm/nr_hugepages || true; fi
-  if [ "$HUGE_MOUNTED" = 1 ]; then umount /dev/hugepages 2>/dev/null || true; fi
-}
-trap cleanup EXIT
+if [ -n "$KEEP" ]; then WORK_KEEP=1; fi
+trap bench_cleanup EXIT
 trap 'exit 130' INT TERM HUP
 
 HUGEOPT=
 if [ "$HUGE" = 1 ]; then
-  if [ "$(awk '/HugePages_Free/ {print $2}' /proc/meminfo)" -lt 512 ]; then
-    HUGE_BEFORE=$(cat /proc/sys/vm/nr_hugepages)
-    mountpoint -q /dev/hugepages || HUGE_MOUNTED=1
-    "$ROOT/scripts/hugepages.sh" $((HUGE_BEFORE + 512)) >/dev/null
-    [ "$(awk '/HugePages_Free/ {print $2}' /proc/meminfo)" -ge 512 ] || die "could not reserve 512 free 2 MiB hugepages"
-  fi
+  reserve_hugepages 512
   HUGEOPT=--hugepages
 fi
 

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "fds.hpp"
+#include "http_scrape.hpp"
 #include "fulcrum/control/admin.hpp"
 
 using namespace fulcrum::control;
@@ -406,9 +407,6 @@ TEST(AdminAsync, DeferredReplyDoesNotBlockOtherClientsAndKeepsOrder) {
 
 // ---- counters --reset: the views subtract a baseline; the sources and /metrics never reset ----
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
-
 #include "fulcrum/control/admin_counters.hpp"
 #include "fulcrum/control/metrics.hpp"
 
@@ -439,32 +437,6 @@ fulcrum::DataplaneCounters shown(CounterBaseline& b, const fulcrum::DataplaneCou
     fulcrum::DataplaneCounters c = source;
     visit_counters(c, b.subtract());
     return c;
-}
-
-// GET /metrics on 127.0.0.1:port; the whole response ("" on a transport failure).
-std::string scrape_metrics(int port) {
-    const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_port = htons(static_cast<uint16_t>(port));
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    timeval tv{10, 0};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    if (connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
-        close(fd);
-        return "";
-    }
-    const std::string req = "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
-    (void)!send(fd, req.data(), req.size(), MSG_NOSIGNAL);
-    std::string in;
-    char buf[8192];
-    for (;;) {
-        const ssize_t n = recv(fd, buf, sizeof buf, 0);
-        if (n <= 0) break;
-        in.append(buf, static_cast<size_t>(n));
-    }
-    close(fd);
-    return in;
 }
 
 // The value of one exposition line starting with `series` (e.g. `x{service="web"}`), or -1.
@@ -601,17 +573,17 @@ TEST(CountersReset, PrometheusCountersStayMonotonic) {
     in.dataplane = &src;
     m.update(in);
     const std::string web = "fulcrum_service_packets_total{service=\"web\"}";
-    EXPECT_EQ(metric(scrape_metrics(m.port()), web), 100);
+    EXPECT_EQ(metric(scrape(m.port()), web), 100);
 
     b.reset([&](const CounterVisitor& take) { visit_counters(src, take); }, "");
     EXPECT_EQ(shown(b, src).services[0].packets, 0u);
     m.update(in);  // fulcrumd feeds /metrics from the sources, which the reset left as they were
-    EXPECT_EQ(metric(scrape_metrics(m.port()), web), 100);
+    EXPECT_EQ(metric(scrape(m.port()), web), 100);
 
     src = traffic(105, 40);
     m.update(in);
     EXPECT_EQ(shown(b, src).services[0].packets, 5u);
-    EXPECT_EQ(metric(scrape_metrics(m.port()), web), 105);
+    EXPECT_EQ(metric(scrape(m.port()), web), 105);
 }
 
 TEST(CountersReset, EveryHostSourceIsVisited) {
