@@ -210,6 +210,10 @@ run_macswap() {
 
 echo "== $(date -u +%FT%TZ) commit $(commit_desc); $WORKERS worker(s); forwarding for $SHORT s and $LONG s under callgrind per configuration"
 printf '%-18s %14s %12s %14s %12s %10s %12s %10s %12s %12s\n' case Ir_short pkts_short Ir_long pkts_long "Ir/pkt" "excl.sweep" "excl.idle" "burst_incl" "new,evict"
+# The difference of the two runs is the figure: the long one must have forwarded more.
+check_runs() {  # LABEL PACKETS_SHORT PACKETS_LONG
+  [ "$3" -gt "$2" ] || die "$1: the ${LONG} s run forwarded $3 packets, the ${SHORT} s run $2: no difference to divide by (machine too loaded or runs too short: raise --long)"
+}
 IFS=, read -r -a LIST <<<"$CASES"
 for c in "${LIST[@]}"; do
   if [ "$c" = macswap ]; then
@@ -217,6 +221,7 @@ for c in "${LIST[@]}"; do
     run_macswap "$LONG" "$WORK/cg.macswap.l"
     read -r i1 p1 <"$WORK/cg.macswap.s.result"
     read -r i2 p2 <"$WORK/cg.macswap.l.result"
+    check_runs macswap "$p1" "$p2"
     /usr/bin/python3 -c "
 i1,p1,i2,p2=$i1,$p1,$i2,$p2
 print(f'{\"macswap\":18s} {i1:14d} {p1:12d} {i2:14d} {p2:12d} {(i2-i1)/(p2-p1):10.1f} {\"-\":>12s} {\"-\":>10s} {\"-\":>12s} {\"-\":>12s}')"
@@ -228,6 +233,7 @@ print(f'{\"macswap\":18s} {i1:14d} {p1:12d} {i2:14d} {p2:12d} {(i2-i1)/(p2-p1):1
       read -r i2 p2 s2 n2 b2 ni2 ev2 d2 < <(sed -n "${w}p" "$WORK/cg.$c.l.result")
       label=$c
       [ "$WORKERS" = 1 ] || label="$c w$((w - 1))"
+      check_runs "$label" "$p1" "$p2"
       /usr/bin/python3 -c "
 i1,p1,s1,n1,b1,d1,i2,p2,s2,n2,b2,d2=$i1,$p1,$s1,$n1,$b1,$d1,$i2,$p2,$s2,$n2,$b2,$d2
 print(f'{\"$label\":18s} {i1:14d} {p1:12d} {i2:14d} {p2:12d} {(i2-i1)/(p2-p1):10.1f} {((i2-s2)-(i1-s1))/(p2-p1):12.1f} {((i2-d2)-(i1-d1))/(p2-p1):10.1f} {(b2-b1)/(p2-p1):12.1f} {\"$ni2,$ev2\":>12s}')
