@@ -22,6 +22,7 @@ PKGS=(
   keepalived haproxy
   # operations: packaging, man pages, monitoring (Prometheus rules, dashboard picture)
   debhelper lintian scdoc bash-completion prometheus python3-matplotlib
+  systemd   # systemd-analyze verify of the units; a build dependency of the package
 )
 
 missing=()
