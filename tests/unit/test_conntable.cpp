@@ -281,3 +281,58 @@ TEST(ConnTable, TwoChoicesHoldMostOfTheCapacity) {
         EXPECT_EQ(found, n - evicted);
     }
 }
+
+// find() with the hint prefetch_entry() returned: the table may have changed in between (the
+// forwarding path takes hints for a whole burst before it looks up), and every hint, stale or
+// not, must give what the plain look-up gives.
+TEST(ConnTable, FindWithAHintAgreesWithThePlainLookUp) {
+    ConnTable t(64, ConnTimeouts{100, 1000, 100, 1000});
+    std::mt19937 rng(7);
+    std::vector<FlowKey> keys;
+    for (uint32_t n = 0; n < 200; ++n) keys.push_back(key(n));
+    uint32_t now = 0;
+    for (int round = 0; round < 20000; ++round) {
+        now += rng() % 20;
+        const FlowKey& k = keys[rng() % keys.size()];
+        const ConnTable::Probe pr = t.probe(h(k));
+        const uint32_t hint = t.prefetch_entry(pr);
+        // What happens between the prefetch and the look-up: other keys come and go.
+        for (int j = 0, m = static_cast<int>(rng() % 4); j < m; ++j) {
+            const FlowKey& o = keys[rng() % keys.size()];
+            const uint32_t oi = t.find(o, h(o), now);
+            if (oi == ConnTable::kNone)
+                t.insert(o, h(o), rng() % 2 ? ConnState::tcp_new : ConnState::tcp_established, now, 1, 1);
+            else if (rng() % 3 == 0)
+                t.erase(oi);
+        }
+        // The plain look-up may expire the entry; look at a copy of the state first.
+        uint32_t expect = ConnTable::kNone;
+        t.for_each([&](const ConnEntry& e, ConnState st, uint32_t seen) {
+            if (e.key == k && now - seen < t.timeouts().of(st)) expect = 1;
+        });
+        const uint32_t got = t.find(k, pr, hint, now);
+        ASSERT_EQ(got != ConnTable::kNone, expect != ConnTable::kNone) << "round " << round;
+        if (got != ConnTable::kNone) {
+            ASSERT_TRUE(t.entry(got).key == k);
+            ASSERT_EQ(t.find(k, h(k), now), got);
+        } else {
+            ASSERT_EQ(t.find(k, h(k), now), ConnTable::kNone);
+            if (rng() % 2) t.insert(k, h(k), ConnState::tcp_new, now, 2, 2);
+        }
+    }
+}
+
+// A hint that points at a way whose entry expired: the look-up removes it and misses, as the
+// plain look-up does.
+TEST(ConnTable, FindWithAHintExpiresTheEntry) {
+    ConnTable t(64, ConnTimeouts{100, 1000, 100, 1000});
+    const FlowKey k = key(3);
+    const uint32_t i = t.insert(k, h(k), ConnState::tcp_new, 0, 1, 1);
+    const ConnTable::Probe pr = t.probe(h(k));
+    ASSERT_EQ(t.prefetch_entry(pr), i);
+    EXPECT_EQ(t.find(k, pr, i, 99), i);
+    EXPECT_EQ(t.find(k, pr, i, 199), ConnTable::kNone);
+    EXPECT_EQ(t.size(), 0u);
+    EXPECT_EQ(t.stats().expired.get(), 1u);
+    EXPECT_EQ(t.prefetch_entry(pr), ConnTable::kNone);
+}

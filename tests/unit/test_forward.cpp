@@ -151,7 +151,7 @@ TEST_F(Forward, ConnectionStateFollowsTcpFlags) {
         parse_packet(f, p);
         return flow_key_of(p);
     }();
-    const uint64_t h = flow_hash(k, Worker::kConnHashSeed);
+    const uint64_t h = Worker::conn_hash(k);
     run(to_vip(40001, tcpflag::kSyn).build());
     EXPECT_EQ(w.conns().state(w.conns().find(k, h, now)), ConnState::tcp_new);
     run(to_vip(40001, tcpflag::kAck).build());
@@ -732,6 +732,106 @@ std::vector<EdgeCase> edge_cases() {
 
 }  // namespace
 
+// The fast lane (untagged IPv4 TCP/UDP without options, keyed and hashed from the frame's
+// words) and the general parser's path (VLAN tags, IPv4 options) must find the same
+// connection entry: a flow may switch between them mid-connection.
+TEST_F(Forward, FastLaneAndGeneralParserShareConnections) {
+    auto spec = base_spec();
+    spec.services.push_back(service(2, "198.18.1.1", 53, FL_PROTO_UDP, {server(3, "198.18.2.4"), server(4, "198.18.2.5")}));
+    snap = load(spec);
+    auto tagged = [](PacketBuilder b) {
+        b.vlans = {100};
+        return b;
+    };
+    auto with_options = [](PacketBuilder b) {
+        b.ipv4_options = {1, 1, 1, 0};  // NOP NOP NOP EOL
+        return b;
+    };
+    for (int order = 0; order < 2; ++order) {
+        for (uint16_t port = 41000; port < 41064; ++port) {
+            const uint16_t sport = static_cast<uint16_t>(port + order * 100);
+            // Opened on one path, continued on the other and back.
+            PacketBuilder syn = to_vip(sport);
+            int first = -1, second = -1, third = -1;
+            ASSERT_EQ(run((order ? tagged(syn) : syn).build(), &first).action, Action::forward);
+            PacketBuilder ack = to_vip(sport, tcpflag::kAck);
+            ASSERT_EQ(run((order ? ack : with_options(ack)).build(), &second).action, Action::forward);
+            ASSERT_EQ(run((order ? tagged(ack) : ack).build(), &third).action, Action::forward);
+            EXPECT_EQ(first, second);
+            EXPECT_EQ(first, third);
+            PacketBuilder u;
+            u.from("198.18.0.9", sport).to("198.18.1.1", 53).udp();
+            int a = -1, b = -1;
+            ASSERT_EQ(run((order ? u : tagged(u)).build(), &a).action, Action::forward);
+            ASSERT_EQ(run((order ? with_options(u) : u).build(), &b).action, Action::forward);
+            EXPECT_EQ(a, b);
+        }
+    }
+    // One entry per flow: the later packets found the first one's entry on either path.
+    EXPECT_EQ(w.conns().size(), 4u * 64);
+    EXPECT_EQ(w.counters().services[1].new_conns.get(), 128u);
+    EXPECT_EQ(w.counters().services[2].new_conns.get(), 128u);
+    EXPECT_EQ(w.counters().services[1].packets.get(), 3u * 128);
+    EXPECT_EQ(w.counters().services[2].packets.get(), 2u * 128);
+}
+
+// A burst is decided as its frames one at a time would be: flows that open, continue and
+// close inside one burst (hints taken before earlier frames changed the table), frames for
+// several services in runs and interleaved, the general parser's frames among them.
+TEST_F(Forward, BurstsDecideAsSinglePacketsDo) {
+    auto spec = base_spec();
+    spec.services.push_back(service(2, "198.18.1.2", 80, FL_PROTO_TCP, {server(3, "198.18.2.4"), server(4, "198.18.2.5")}));
+    snap = load(spec);
+    Worker single{wcfg()};
+    std::mt19937 rng(11);
+    const uint8_t flags[] = {tcpflag::kSyn, tcpflag::kAck, tcpflag::kAck | tcpflag::kPsh, tcpflag::kFin | tcpflag::kAck,
+                             tcpflag::kRst, tcpflag::kSyn | tcpflag::kFin};
+    for (int burst = 0; burst < 300; ++burst) {
+        std::vector<FrameBuf> a, b;
+        for (int i = 0; i < 32; ++i) {
+            PacketBuilder p;
+            p.from("198.18.0." + std::to_string(1 + rng() % 3), static_cast<uint16_t>(40000 + rng() % 24))
+                .to(rng() % 4 ? "198.18.1.1" : "198.18.1.2", 80)
+                .tcp(flags[rng() % 6]);
+            if (rng() % 10 == 0) p.vlans = {7};
+            if (rng() % 20 == 0) p.ttl = 0;
+            a.emplace_back(p.build());
+            b.emplace_back(p.build());
+        }
+        std::vector<Frame> frames;
+        for (auto& fb : a) frames.push_back(fb.f);
+        Verdict out[32];
+        now += static_cast<uint32_t>(rng() % 3000);
+        w.process_burst(frames, out, snap.get(), now);
+        for (int i = 0; i < 32; ++i) {
+            const Verdict v = single.process(b[static_cast<size_t>(i)].f, snap.get(), now);
+            ASSERT_EQ(static_cast<int>(out[i].action), static_cast<int>(v.action)) << "burst " << burst << " frame " << i;
+            ASSERT_EQ(static_cast<int>(out[i].drop), static_cast<int>(v.drop)) << "burst " << burst << " frame " << i;
+            ASSERT_EQ(frames[static_cast<size_t>(i)].len, b[static_cast<size_t>(i)].f.len);
+            ASSERT_EQ(0, std::memcmp(frames[static_cast<size_t>(i)].data, b[static_cast<size_t>(i)].f.data, b[static_cast<size_t>(i)].f.len))
+                << "burst " << burst << " frame " << i;
+        }
+    }
+    const WorkerCounters& x = w.counters();
+    const WorkerCounters& y = single.counters();
+    EXPECT_EQ(x.rx.get(), y.rx.get());
+    EXPECT_EQ(x.forwarded.get(), y.forwarded.get());
+    EXPECT_EQ(x.dropped.get(), y.dropped.get());
+    EXPECT_GT(x.forwarded.get(), 0u);
+    for (unsigned d = 0; d < kDropReasons; ++d) EXPECT_EQ(x.drops[d].get(), y.drops[d].get()) << d;
+    for (uint32_t s = 0; s < 3; ++s) {
+        EXPECT_EQ(x.services[s].packets.get(), y.services[s].packets.get()) << s;
+        EXPECT_EQ(x.services[s].bytes.get(), y.services[s].bytes.get()) << s;
+        EXPECT_EQ(x.services[s].new_conns.get(), y.services[s].new_conns.get()) << s;
+    }
+    for (uint32_t s = 0; s < 5; ++s) {
+        EXPECT_EQ(x.servers[s].packets.get(), y.servers[s].packets.get()) << s;
+        EXPECT_EQ(x.servers[s].active.get(), y.servers[s].active.get()) << s;
+        EXPECT_EQ(x.servers[s].inactive.get(), y.servers[s].inactive.get()) << s;
+    }
+    EXPECT_EQ(w.conns().size(), single.conns().size());
+}
+
 TEST(EdgeFilter, EachCaseHasItsVerdictAndReason) {
     auto snap = load(edge_spec());
     for (const EdgeCase& c : edge_cases()) {
@@ -794,7 +894,7 @@ struct EdgeWorker {
         auto f = b.build();
         if (parse_packet(f, p) != Drop::none) return ConnState::empty;
         const FlowKey key = flow_key_of(p);
-        const uint32_t ci = w.conns().find(key, flow_hash(key, Worker::kConnHashSeed), 1000);
+        const uint32_t ci = w.conns().find(key, Worker::conn_hash(key), 1000);
         return ci == ConnTable::kNone ? ConnState::empty : w.conns().state(ci);
     }
 };

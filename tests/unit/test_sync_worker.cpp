@@ -101,7 +101,7 @@ FlowKey key_of(uint16_t sport, bool is_udp = false) {
 }
 
 uint64_t h(const FlowKey& k) {
-    return flow_hash(k, Worker::kConnHashSeed);
+    return Worker::conn_hash(k);
 }
 
 std::vector<fl_sync_record> drain(Worker& w) {

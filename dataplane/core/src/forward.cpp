@@ -160,7 +160,7 @@ unsigned Worker::sync_poll(uint32_t now, const LoadedSnapshot* snap) {
 }
 
 void Worker::sync_install_one(const SyncInstallItem& it, uint32_t now) {
-    const uint64_t h = flow_hash(it.entry.key, kConnHashSeed);
+    const uint64_t h = conn_hash(it.entry.key);
     if (it.state == ConnState::empty) {
         // export_view_ is null here: removing the peer's entry exports nothing back.
         if (conns_.remove_key(it.entry.key, h, now)) ctr_.sync_removed.add();
@@ -316,7 +316,7 @@ Verdict Worker::finish(Frame& f, Pending& k, LoadedSnapshot* snap, uint32_t now)
             if (s < 0) return drop(Drop::no_service);
             k.svc = s;
             k.key = flow_key_of(p);
-            k.hash = flow_hash(k.key, kConnHashSeed);
+            k.hash = conn_hash(k.key);
             k.probe = conns_.probe(k.hash);
             return to_service(f, k, *snap, now);
         }
@@ -353,76 +353,138 @@ uint32_t Worker::pick(LoadedSnapshot& s, const fl_snap_service& svc, const FlowK
 namespace {
 // A server whose MAC was never resolved cannot receive frames (its MAC is all zero).
 inline bool has_mac(const fl_snap_server& srv) {
-    return (srv.mac[0] | srv.mac[1] | srv.mac[2] | srv.mac[3] | srv.mac[4] | srv.mac[5]) != 0;
+    return (load_u32(srv.mac) | load_u16(srv.mac + 4)) != 0;
 }
 }  // namespace
 
-// to_service and send_to_server are inlined into their callers: they run for every packet to a
-// service, and the calls cost as much as some of their work.
-__attribute__((always_inline)) inline Verdict Worker::to_service(Frame& f, Pending& k, LoadedSnapshot& s, uint32_t now) {
+// Whether the connection entry `ci` still leads to a server of service `svc`: its slot holds
+// the server it was made for, with a MAC, and it is not a closing TCP entry that a bare SYN
+// reopens. Then the entry is touched and moved to its next state (telling the HA peer about
+// the transitions) and the result is true; otherwise the entry is erased (the packet is a new
+// connection) and the result is false.
+__attribute__((always_inline)) inline bool Worker::use_entry(uint32_t ci, const SnapshotView& view, uint32_t svc,
+                                                             bool tcp, uint8_t tcp_flags, uint32_t now) {
+    const ConnEntry& e = conns_.entry(ci);
+    const ConnState st = conns_.state(ci);
+    const fl_snap_server* srv = view.server(e.server);
+    const bool valid = srv && srv->tag == e.server_tag && srv->service == svc && has_mac(*srv);
+    // A bare SYN on a closing entry opens a new connection on a reused 4-tuple.
+    const bool reopen = tcp && st == ConnState::tcp_closing &&
+                        (tcp_flags & (tcpflag::kSyn | tcpflag::kAck)) == tcpflag::kSyn;
+    if (!valid || reopen) [[unlikely]] {
+        conns_.erase(ci);
+        return false;
+    }
+    const ConnState next = tcp ? tcp_next_state(st, tcp_flags) : ConnState::udp;
+    conns_.touch(ci, now, next);
+    if (next != st) [[unlikely]] {
+        // tcp_new -> established, or -> closing (FIN or RST): the peer learns both.
+        if (next == ConnState::tcp_closing) {
+            gauge(e.server, ConnState::tcp_new, false);
+            gauge(e.server, ConnState::tcp_closing, true);
+        }
+        if (export_view_)
+            sync_export(*export_view_, e, next == ConnState::tcp_closing ? FL_SYNC_S_CLOSING : FL_SYNC_S_ESTABLISHED,
+                        0);
+    }
+    return true;
+}
+
+// A packet of service `svc` with no valid connection entry (k.p filled): its source is
+// checked, a server picked and the entry made.
+__attribute__((always_inline)) inline Verdict Worker::new_connection(Frame& f, Pending& k, LoadedSnapshot& s, const fl_snap_service& svc,
+                                                 uint32_t now) {
     const Parsed& p = k.p;
-    const SnapshotView& view = s.view();
-    const fl_snap_service& svc = view.services()[static_cast<size_t>(k.svc)];
-    uint32_t slot = FL_NO_SERVER;
-    if (p.frag != Frag::none) {
-        // Fragments are not tracked: every fragment of a datagram hashes on the 3-tuple.
+    // This packet's source has not been checked yet (see source_check).
+    if (const Drop d = source_check(p, s.index()); d != Drop::none) return drop(d);
+    const bool tcp = p.l4_proto == ipproto::kTcp;
+    const ConnState st = tcp ? tcp_initial_state(p.tcp_flags) : ConnState::udp;
+    uint32_t slot;
+    if (st == ConnState::tcp_closing) {
+        // A FIN or RST for a connection we do not know: forward it where Maglev says, but
+        // do not let such packets (often spoofed) take room in the table.
         slot = maglev(s, svc, k.key);
         if (slot == FL_NO_SERVER) return drop(Drop::no_server);
         return send_to_server(f, p, s, svc, slot, k.hash, true);
     }
-    const bool tcp = p.l4_proto == ipproto::kTcp;
-    uint32_t ci = conns_.find(k.key, k.probe, now);
-    if (ci != ConnTable::kNone) {
-        const ConnEntry& e = conns_.entry(ci);
-        const ConnState st = conns_.state(ci);
-        const fl_snap_server* srv = view.server(e.server);
-        const bool valid = srv && srv->tag == e.server_tag &&
-                           srv->service == static_cast<uint32_t>(k.svc) && has_mac(*srv);
-        // A bare SYN on a closing entry opens a new connection on a reused 4-tuple.
-        const bool reopen = tcp && st == ConnState::tcp_closing &&
-                            (p.tcp_flags & (tcpflag::kSyn | tcpflag::kAck)) == tcpflag::kSyn;
-        if (valid && !reopen) {
-            slot = e.server;
-            const ConnState next = tcp ? tcp_next_state(st, p.tcp_flags) : ConnState::udp;
-            conns_.touch(ci, now, next);
-            if (next != st) [[unlikely]] {
-                // tcp_new -> established, or -> closing (FIN or RST): the peer learns both.
-                if (next == ConnState::tcp_closing) {
-                    gauge(slot, ConnState::tcp_new, false);
-                    gauge(slot, ConnState::tcp_closing, true);
-                }
-                if (export_view_)
-                    sync_export(*export_view_, e,
-                                next == ConnState::tcp_closing ? FL_SYNC_S_CLOSING : FL_SYNC_S_ESTABLISHED, 0);
-            }
-        } else {
-            conns_.erase(ci);
-        }
+    slot = pick(s, svc, k.key);
+    if (slot == FL_NO_SERVER) return drop(Drop::no_server);
+    const fl_snap_server& srv = s.view().servers()[slot];
+    const uint32_t ni = conns_.insert(k.key, k.hash, st, now, slot, srv.tag);
+    if (svc.id < ctr_.max_services) ctr_.services[svc.id].new_conns.add();
+    if (slot < ctr_.max_servers) {
+        ServerCounters& c = ctr_.servers[slot];
+        if (ni != ConnTable::kNone) c.active.add();
+        c.new_conns.add();
     }
-    if (slot == FL_NO_SERVER) {
-        // No valid entry: this packet's source has not been checked yet (see source_check).
-        if (const Drop d = source_check(p, s.index()); d != Drop::none) return drop(d);
-        const ConnState st = tcp ? tcp_initial_state(p.tcp_flags) : ConnState::udp;
-        if (st == ConnState::tcp_closing) {
-            // A FIN or RST for a connection we do not know: forward it where Maglev says, but
-            // do not let such packets (often spoofed) take room in the table.
-            slot = maglev(s, svc, k.key);
-            if (slot == FL_NO_SERVER) return drop(Drop::no_server);
-            return send_to_server(f, p, s, svc, slot, k.hash, true);
-        }
-        slot = pick(s, svc, k.key);
-        if (slot == FL_NO_SERVER) return drop(Drop::no_server);
-        const fl_snap_server& srv = view.servers()[slot];
-        const bool in_range = slot < ctr_.max_servers;
-        const uint32_t ni = conns_.insert(k.key, k.hash, st, now, slot, srv.tag);
-        if (ni != ConnTable::kNone && in_range) ctr_.servers[slot].active.add();
-        if (svc.id < ctr_.max_services) ctr_.services[svc.id].new_conns.add();
-        if (in_range) ctr_.servers[slot].new_conns.add();
-        // A UDP flow, or TCP picked up mid-stream, is established from its first packet.
-        if (st != ConnState::tcp_new && export_view_ && ni != ConnTable::kNone) [[unlikely]]
-            sync_export(*export_view_, conns_.entry(ni), FL_SYNC_S_ESTABLISHED, 0);
-    }
+    // A UDP flow, or TCP picked up mid-stream, is established from its first packet.
+    if (st != ConnState::tcp_new && export_view_ && ni != ConnTable::kNone) [[unlikely]]
+        sync_export(*export_view_, conns_.entry(ni), FL_SYNC_S_ESTABLISHED, 0);
     return send_to_server(f, p, s, svc, slot, k.hash, true);
+}
+
+// A packet to a service whose Parsed record is filled (the general parser's packets, and
+// fragments): fragments by Maglev, anything else by its connection entry or as a new one.
+Verdict Worker::to_service(Frame& f, Pending& k, LoadedSnapshot& s, uint32_t now) {
+    const Parsed& p = k.p;
+    const SnapshotView& view = s.view();
+    const fl_snap_service& svc = view.services()[static_cast<size_t>(k.svc)];
+    if (p.frag != Frag::none) {
+        // Fragments are not tracked: every fragment of a datagram hashes on the 3-tuple.
+        const uint32_t slot = maglev(s, svc, k.key);
+        if (slot == FL_NO_SERVER) return drop(Drop::no_server);
+        return send_to_server(f, p, s, svc, slot, k.hash, true);
+    }
+    const uint32_t ci = conns_.find(k.key, k.probe, now);
+    if (ci != ConnTable::kNone &&
+        use_entry(ci, view, static_cast<uint32_t>(k.svc), p.l4_proto == ipproto::kTcp, p.tcp_flags, now))
+        return send_to_server(f, p, s, svc, conns_.entry(ci).server, k.hash, true);
+    return new_connection(f, k, s, svc, now);
+}
+
+namespace {
+// The Parsed record of a fast-lane frame, which pass 1 checked (checksum included) without
+// filling it: needed only off the fast lane's common case (new connections, encapsulation).
+inline void fill_parsed(const Frame& f, uint8_t tcp_flags, Parsed& p) {
+    const uint8_t* ip = f.data + eth::kHeaderLen;
+    detail::fill_ipv4_fast({ip, ip + 20, load_be16(ip + 2), load_be16(ip + 6), ip[9], tcp_flags}, p);
+}
+}  // namespace
+
+// The fast lane (see process_burst): an IPv4 TCP or UDP packet to a service, parsed, checked
+// and hashed in pass 1. The common case, a packet of a known connection forwarded by DSR,
+// never fills the Parsed record. Inline: every such packet takes it.
+__attribute__((always_inline)) inline Verdict Worker::fast_lane(Frame& f, Pending& k, LoadedSnapshot& s, uint32_t now,
+                                                                  BurstCounts& bc) {
+    const SnapshotView& view = s.view();
+    const fl_snap_service& svc = view.services()[static_cast<size_t>(k.svc)];
+    const uint32_t ci = conns_.find(k.key, k.probe, k.hint, now);
+    if (ci != ConnTable::kNone &&
+        use_entry(ci, view, static_cast<uint32_t>(k.svc), k.key.proto == ipproto::kTcp, k.tcp_flags, now)) [[likely]] {
+        const uint32_t slot = conns_.entry(ci).server;
+        if (svc.forwarding == FL_FWD_DSR) [[likely]] {
+            const fl_snap_server& srv = view.servers()[slot];
+            const uint32_t bytes = f.len;
+            if (svc.id != bc.svc) [[unlikely]] {
+                flush_service(bc);
+                bc.svc = svc.id;
+            }
+            ++bc.svc_packets;
+            bc.svc_bytes += bytes;
+            ++bc.forwarded;
+            if (slot < ctr_.max_servers) {
+                ServerCounters& c = ctr_.servers[slot];
+                c.packets.add();
+                c.bytes.add(bytes);
+            }
+            set_macs(f.data, srv.mac, cfg_.own_mac.bytes.data());
+            return {Action::forward, Drop::none};
+        }
+        fill_parsed(f, k.tcp_flags, k.p);
+        return send_to_server(f, k.p, s, svc, slot, k.hash, true);
+    }
+    fill_parsed(f, k.tcp_flags, k.p);
+    return new_connection(f, k, s, svc, now);
 }
 
 __attribute__((always_inline)) inline Verdict Worker::send_to_server(Frame& f, const Parsed& p, LoadedSnapshot& s,
@@ -459,15 +521,7 @@ __attribute__((always_inline)) inline Verdict Worker::send_to_server(Frame& f, c
             return drop(Drop::no_headroom);
         set_macs(f.data, srv.mac, cfg_.own_mac.bytes.data());
     }
-    if (svc.id < ctr_.max_services) {
-        ctr_.services[svc.id].packets.add();
-        ctr_.services[svc.id].bytes.add(bytes);
-    }
-    if (slot < ctr_.max_servers) {
-        ctr_.servers[slot].packets.add();
-        ctr_.servers[slot].bytes.add(bytes);
-    }
-    ctr_.forwarded.add();
+    count_forward(svc.id, slot, bytes);
     // DSR writes the frame last: its byte stores may alias everything above, which the
     // compiler would otherwise load again.
     if (dsr) set_macs(f.data, srv.mac, cfg_.own_mac.bytes.data());
@@ -495,49 +549,82 @@ void Worker::process_burst(std::span<Frame> frames, Verdict* out, LoadedSnapshot
     uint64_t memo_key = ~uint64_t{0};
     int32_t memo_svc = ServiceIndex::kNone;
     // Pass 1: parse, find the service, hash the flow and prefetch its connection buckets.
+    // The fast lane, an untagged IPv4 TCP or UDP frame without options or fragmentation to a
+    // service, passing the packet checks, reads the few fields it needs straight from the
+    // frame; every other frame is parsed into its Parsed record.
     for (size_t i = 0; i < n; ++i) {
         Pending& k = pend[i];
-        k.svc = ServiceIndex::kNone;
         const Frame& f = frames[i];
-        if (detail::parse_ipv4_fast(f.data, f.len, k.p, !f.ipv4_csum_good && popt_.verify_ipv4_checksum)) [[likely]] {
-            // Parsed as IPv4, unfragmented, TCP or UDP: what the checks below establish.
+        detail::Ipv4Fast q;
+        k.fast = false;
+        k.svc = ServiceIndex::kNone;
+        if (detail::check_ipv4_fast(f.data, f.len, !f.ipv4_csum_good && popt_.verify_ipv4_checksum, q) && snap)
+            [[likely]] {
             k.parse = Drop::none;
-            if (!snap) continue;
+            // The destination address and both ports (network order) in one load: the memo key
+            // keeps the address and destination port, with the protocol where the source port was.
+            const uint64_t dst_ports = load_u64(q.ip + 16);
+            const uint64_t mk = (dst_ports & 0xFFFF0000FFFFFFFFull) | (uint64_t{q.proto} << 32);
+            if (mk != memo_key) {
+                memo_key = mk;
+                memo_svc = snap->index().find(q.ip + 16, false, load_be16(q.l4 + 2), q.proto);
+            }
+            // The packet checks (packet_check) of an unfragmented packet: a packet that fails
+            // them, or has no service, goes to finish() with its Parsed record.
+            const bool bad = q.ip[8] == 0 ||
+                             (q.proto == ipproto::kTcp && ((kBadTcpFlags >> (q.tcp_flags & 0x3F)) & 1));
+            if (memo_svc < 0 || bad) [[unlikely]] {
+                detail::fill_ipv4_fast(q, k.p);
+                continue;
+            }
+            k.fast = true;
+            k.svc = memo_svc;
+            k.tcp_flags = q.tcp_flags;
+            // The key's words (key_words): ports in host order, source port low.
+            const uint64_t w0 = load_u32(q.ip + 12);
+            const uint64_t w2 = static_cast<uint32_t>(dst_ports);
+            const auto ports = static_cast<uint32_t>(dst_ports >> 32);
+            const uint64_t w4 = uint64_t{std::rotl(__builtin_bswap32(ports), 16)} | (uint64_t{q.proto} << 32);
+            auto* kw = reinterpret_cast<uint8_t*>(&k.key);
+            store_u64(kw, w0);
+            store_u64(kw + 8, 0);
+            store_u64(kw + 16, w2);
+            store_u64(kw + 24, 0);
+            store_u64(kw + 32, w4);
+            k.hash = flow_hash_v4(w0, w2, w4, kConnHashSeed);
         } else {
             k.parse = parse_packet_full(f.bytes(), k.p, f.ipv4_csum_good ? hw_checked_ : popt_);
             if (k.parse != Drop::none || !snap || k.p.frag != Frag::none) continue;
             if (k.p.l4_proto != ipproto::kTcp && k.p.l4_proto != ipproto::kUdp) continue;
+            k.svc = snap->index().find(k.p.dst, k.p.is_v6(), k.p.dport, k.p.l4_proto);
+            if (k.svc < 0) continue;
+            k.key = flow_key_of(k.p);
+            k.hash = conn_hash(k.key);
         }
-        if (!k.p.is_v6()) {
-            const uint64_t mk = uint64_t{load_u32(k.p.dst)} | (uint64_t{k.p.dport} << 32) | (uint64_t{k.p.l4_proto} << 48);
-            if (mk != memo_key) {
-                memo_key = mk;
-                memo_svc = snap->index().find(k.p.dst, false, k.p.dport, k.p.l4_proto);
-            }
-            k.svc = memo_svc;
-        } else {
-            k.svc = snap->index().find(k.p.dst, true, k.p.dport, k.p.l4_proto);
-        }
-        if (k.svc < 0) continue;
-        k.hash = flow_key_hash(k.p, kConnHashSeed, k.key);
         k.probe = conns_.probe(k.hash);
         conns_.prefetch(k.probe);
     }
     // Pass 1b: the bucket lines requested first have had a burst's worth of time to arrive;
-    // prefetch the matching entries.
+    // prefetch the matching entries (and remember them for the look-up).
     for (size_t i = 0; i < n; ++i)
-        if (pend[i].svc >= 0) conns_.prefetch_entry(pend[i].probe);
-    // Pass 2: decide and rewrite. The common case, a packet to a service (whose checks the
-    // parser and pass 1 made: no fragment, TCP or UDP), is inline here; finish() takes the rest.
+        if (pend[i].svc >= 0) pend[i].hint = conns_.prefetch_entry(pend[i].probe);
+    // Pass 2: decide and rewrite. The fast lane is inline here; packets to a service with a
+    // Parsed record (checked here: they may be fragments) go to to_service, and finish()
+    // takes the rest.
+    BurstCounts bc;
     for (size_t i = 0; i < n; ++i) {
         Pending& k = pend[i];
-        if (k.svc >= 0) [[likely]] {
+        if (k.fast) [[likely]] {
+            out[i] = fast_lane(frames[i], k, *snap, now, bc);
+        } else if (k.svc >= 0) {
             const Drop d = packet_check<false>(k.p);
             out[i] = d == Drop::none ? to_service(frames[i], k, *snap, now) : drop(d);
         } else {
             out[i] = finish(frames[i], k, snap, now);
         }
     }
+    flush_service(bc);
+    ctr_.forwarded.add(bc.forwarded);
     export_view_ = nullptr;
 }
 
@@ -564,7 +651,7 @@ Verdict Worker::icmp_to_vip(Frame& f, const Parsed& p, LoadedSnapshot& s, uint32
             const SnapshotView& view = s.view();
             const fl_snap_service& svc = view.services()[static_cast<size_t>(si)];
             const FlowKey key = make_key(q.dst, q.src, v6, q.proto, q.dport, q.sport);
-            const uint64_t h = flow_hash(key, kConnHashSeed);
+            const uint64_t h = conn_hash(key);
             uint32_t slot = FL_NO_SERVER;
             const uint32_t ci = conns_.find(key, h, now);
             if (ci != ConnTable::kNone) {
@@ -650,7 +737,7 @@ Verdict Worker::finish_inactive(const Frame& f, const Parsed& p, Drop parse,
 }
 
 ConnRestore Worker::restore_connection(const ConnEntry& e, ConnState st, uint32_t idle_ms, uint32_t now) {
-    const ConnRestore r = conns_.restore(e, flow_hash(e.key, kConnHashSeed), st, idle_ms, now);
+    const ConnRestore r = conns_.restore(e, conn_hash(e.key), st, idle_ms, now);
     if (r == ConnRestore::restored && e.server < ctr_.max_servers) {
         ServerCounters& c = ctr_.servers[e.server];
         (st == ConnState::tcp_closing ? c.inactive : c.active).add();

@@ -34,5 +34,11 @@ inline uint32_t load_u32(const void* p) {
     std::memcpy(&v, p, sizeof v);
     return v;
 }
+inline void store_u64(void* p, uint64_t v) { std::memcpy(p, &v, sizeof v); }
+inline uint16_t load_u16(const void* p) {
+    uint16_t v;
+    std::memcpy(&v, p, sizeof v);
+    return v;
+}
 
 }  // namespace fulcrum

@@ -187,14 +187,15 @@ public:
 
     // Once the bucket metadata has arrived (a while after prefetch()): prefetches the entry
     // whose tag matches, so the key comparison of find() does not wait for memory either.
-    void prefetch_entry(uint64_t hash) const { prefetch_entry(probe(hash)); }
-    void prefetch_entry(const Probe& pr) const {
+    // Returns that entry's index (a hint for find()), or kNone when no tag matches.
+    uint32_t prefetch_entry(uint64_t hash) const { return prefetch_entry(probe(hash)); }
+    uint32_t prefetch_entry(const Probe& pr) const {
         uint32_t b = pr.b1;
         uint32_t m = detail::match_tags(meta_[b].tag, pr.tag);
         if (!m) {
             b = pr.b2;
             m = detail::match_tags(meta_[b].tag, pr.tag);
-            if (!m) return;
+            if (!m) return kNone;
         }
 #if defined(__GNUC__)
         // GCC 12 at -O2/-O3 deletes the prefetches below when their address comes from this
@@ -202,9 +203,11 @@ public:
         // value's origin.
         asm volatile("" : "+r"(m));
 #endif
-        const auto* e = reinterpret_cast<const uint8_t*>(&entries_[size_t{b} * kWays + static_cast<uint32_t>(__builtin_ctz(m))]);
+        const uint32_t idx = b * kWays + static_cast<uint32_t>(__builtin_ctz(m));
+        const auto* e = reinterpret_cast<const uint8_t*>(&entries_[idx]);
         __builtin_prefetch(e, 1, 3);
         __builtin_prefetch(e + sizeof(ConnEntry) - 1, 1, 3);  // 48-byte entries may straddle two lines
+        return idx;
     }
 
     // Returns the index of the live entry for `key`, or kNone. An expired entry for the key
@@ -217,6 +220,26 @@ public:
         const uint32_t i = find_in(pr.b1, key, pr.tag, now, gone);
         if (i != kNone || gone) return i;
         return pr.b2 == pr.b1 ? kNone : find_in(pr.b2, key, pr.tag, now, gone);
+    }
+
+    // The same, trying first the entry prefetch_entry() returned for this probe (`hint`, or
+    // kNone): the common case, a known flow whose tag matched once, costs one key compare.
+    // The table may have changed since the hint was taken (earlier packets of the burst
+    // insert and erase): a hint whose way is empty now or holds another key falls back to
+    // the full look-up. A key is in the table at most once, so a live way holding it is the
+    // entry.
+    uint32_t find(const FlowKey& key, const Probe& pr, uint32_t hint, uint32_t now) {
+        if (hint != kNone) [[likely]] {
+            const uint32_t b = hint / kWays, w = hint % kWays;
+            if (meta_[b].tag[w] != 0 && entries_[hint].key == key) [[likely]] {
+                if (expired(meta_[b], w, now)) [[unlikely]] {
+                    expire_at(b, w);
+                    return kNone;
+                }
+                return hint;
+            }
+        }
+        return find(key, pr, now);
     }
 
     // Inserts `key` (the caller has checked it is absent). Returns its index, or kNone when

@@ -216,6 +216,14 @@ public:
     // Connection-table lookups hash with this fixed seed, not the snapshot's: a new hash seed
     // (which re-deals Maglev tables) must not make established connections unreachable.
     static constexpr uint64_t kConnHashSeed = 0x636f6e6e2d74626cull;
+    // The connection table's hash of a key: flow_hash with kConnHashSeed, or for an IPv4 key
+    // the cheaper flow_hash_v4 of its non-zero words. Every look-up, insert and install of a
+    // worker's table hashes with this (the table's layout is private to the process).
+    static uint64_t conn_hash(const FlowKey& k) {
+        if (k.is_v6) return flow_hash(k, kConnHashSeed);
+        const auto* b = reinterpret_cast<const uint8_t*>(&k);
+        return flow_hash_v4(load_u64(b), load_u64(b + 16), load_u64(b + 32), kConnHashSeed);
+    }
 
     explicit Worker(const WorkerConfig& cfg);
     Worker(const Worker&) = delete;
@@ -313,13 +321,18 @@ private:
         ctr_.to_kernel.add();
         return {Action::to_kernel, Drop::none};
     }
+    // Per-packet state between the passes of process_burst. The fields of the fast lane
+    // (pass 2 reads them for every packet) come first, in the first cache line.
     struct Pending : CacheLineArrays {
-        Parsed p;
         FlowKey key;
         uint64_t hash;
         ConnTable::Probe probe;  // of hash, for the connection table
-        int32_t svc;  // service index for the fast path, or -1
+        int32_t svc;             // service index for the fast path, or -1
+        uint32_t hint;           // the entry whose tag matched (pass 1b), or ConnTable::kNone
+        uint8_t tcp_flags;       // fast lane: the TCP flags (0 for UDP)
+        bool fast;               // the fast lane: `p` is not filled (fill_parsed fills it)
         Drop parse;
+        Parsed p;
     };
     // Everything but the common case (a packet whose service pass 1 found): parse drops,
     // traffic for the kernel, fragments and ICMP to a VIP, packets to a VIP without a service.
@@ -328,6 +341,24 @@ private:
     Verdict finish_inactive(const Frame& f, const Parsed& p, Drop parse,
                             const LoadedSnapshot* snap);
     Verdict to_service(Frame& f, Pending& k, LoadedSnapshot& s, uint32_t now);
+    // Counts of the fast lane's DSR forwards, added to the counters once per burst (and per
+    // run of one service) instead of per packet.
+    struct BurstCounts {
+        uint64_t forwarded = 0;
+        uint32_t svc = ~0u;  // the service of the current run, or none
+        uint64_t svc_packets = 0, svc_bytes = 0;
+    };
+    void flush_service(BurstCounts& bc) {
+        if (bc.svc < ctr_.max_services && bc.svc_packets) {
+            ServiceCounters& c = ctr_.services[bc.svc];
+            c.packets.add(bc.svc_packets);
+            c.bytes.add(bc.svc_bytes);
+        }
+        bc.svc_packets = bc.svc_bytes = 0;
+    }
+    Verdict fast_lane(Frame& f, Pending& k, LoadedSnapshot& s, uint32_t now, BurstCounts& bc);
+    bool use_entry(uint32_t ci, const SnapshotView& view, uint32_t svc, bool tcp, uint8_t tcp_flags, uint32_t now);
+    Verdict new_connection(Frame& f, Pending& k, LoadedSnapshot& s, const fl_snap_service& svc, uint32_t now);
     Verdict icmp_to_vip(Frame& f, const Parsed& p, LoadedSnapshot& s, uint32_t now);
     Verdict send_to_server(Frame& f, const Parsed& p, LoadedSnapshot& s, const fl_snap_service& svc,
                            uint32_t slot, uint64_t hash, bool allow_reply);
@@ -341,6 +372,22 @@ private:
     void sync_refresh(uint32_t now, size_t max_buckets);
     void sync_install_one(const SyncInstallItem& it, uint32_t now);
     unsigned sync_dump_step(uint32_t now, const LoadedSnapshot* snap);
+    // A frame forwarded to server `slot` of service `svc`: its packet and byte counts.
+    // (Each array element is addressed once: the compiler would load the array pointer again
+    // after every counter store.)
+    void count_forward(uint32_t svc, uint32_t slot, uint32_t bytes) {
+        if (svc < ctr_.max_services) {
+            ServiceCounters& c = ctr_.services[svc];
+            c.packets.add();
+            c.bytes.add(bytes);
+        }
+        if (slot < ctr_.max_servers) {
+            ServerCounters& c = ctr_.servers[slot];
+            c.packets.add();
+            c.bytes.add(bytes);
+        }
+        ctr_.forwarded.add();
+    }
     void gauge(uint32_t slot, ConnState st, bool add) {
         if (slot >= ctr_.max_servers) return;
         Counter& c = st == ConnState::tcp_closing ? ctr_.servers[slot].inactive : ctr_.servers[slot].active;

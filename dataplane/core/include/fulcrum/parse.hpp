@@ -119,14 +119,23 @@ struct ParseOptions {
 Drop parse_packet_full(std::span<const uint8_t> pkt, Parsed& out, const ParseOptions& opt = {});
 
 namespace detail {
+// The headers of the common case, as check_ipv4_fast found them.
+struct Ipv4Fast {
+    const uint8_t* ip;  // the IPv4 header (20 bytes, no options)
+    const uint8_t* l4;  // the TCP or UDP header
+    uint32_t tot;       // IPv4 total length
+    uint32_t frag;      // flags and fragment offset (only DF may be set)
+    uint8_t proto;      // ipproto::kTcp or ipproto::kUdp
+    uint8_t tcp_flags;  // 0 for UDP
+};
+
 // The common case in a few loads and compares: an untagged Ethernet frame with an IPv4 header
 // without options, not fragmented, carrying a TCP or UDP header that passes every check of
-// the general parser. Then `o` is filled exactly as parse_packet_full fills it (the unit tests
-// compare the two on every case, malformed frames included) and the result is true. Anything
-// else (VLAN tags, options, fragments, IPv6, ICMP, any malformed field, a bad checksum)
-// returns false with `o` in an unspecified state: the caller runs the general parser, which
-// resets it and names the drop reason.
-inline bool parse_ipv4_fast(const uint8_t* p, size_t n, Parsed& o, bool verify_checksum) {
+// the general parser. Then `o` locates the headers and the result is true. Anything else
+// (VLAN tags, options, fragments, IPv6, ICMP, any malformed field, a bad checksum) returns
+// false: the caller runs the general parser, which names the drop reason. The forwarding
+// path's fast lane reads the few fields it needs from `o`; parse_ipv4_fast fills a Parsed.
+inline bool check_ipv4_fast(const uint8_t* p, size_t n, bool verify_checksum, Ipv4Fast& o) {
     if (n < eth::kHeaderLen + 20 || n > 65535) [[unlikely]]
         return false;
     const uint8_t* ip = p + eth::kHeaderLen;
@@ -158,22 +167,37 @@ inline bool parse_ipv4_fast(const uint8_t* p, size_t n, Parsed& o, bool verify_c
     }
     if (verify_checksum && !ipv4_header_checksum_ok(ip, 20)) [[unlikely]]
         return false;
+    o = {ip, l4, tot, frag, proto, flags};
+    return true;
+}
+
+// `o` filled from the headers check_ipv4_fast found, exactly as parse_packet_full fills it
+// for that frame (the unit tests compare the two on every case, malformed frames included).
+inline void fill_ipv4_fast(const Ipv4Fast& q, Parsed& o) {
     static constexpr Parsed kEmpty{};
     std::memcpy(static_cast<void*>(&o), &kEmpty, offsetof(Parsed, quoted));
     o.ethertype = eth::kIpv4;
     o.l3_off = eth::kHeaderLen;
     o.l3 = L3::ipv4;
-    o.l3_len = static_cast<uint16_t>(tot);
+    o.l3_len = static_cast<uint16_t>(q.tot);
     o.l4_off = eth::kHeaderLen + 20;
-    o.l4_proto = proto;
-    o.ttl = ip[8];
-    o.tos = ip[1];
-    o.df = (frag & 0x4000) != 0;
-    std::memcpy(o.src, ip + 12, 4);
-    std::memcpy(o.dst, ip + 16, 4);
-    o.sport = load_be16(l4);
-    o.dport = load_be16(l4 + 2);
-    o.tcp_flags = flags;
+    o.l4_proto = q.proto;
+    o.ttl = q.ip[8];
+    o.tos = q.ip[1];
+    o.df = (q.frag & 0x4000) != 0;
+    std::memcpy(o.src, q.ip + 12, 4);
+    std::memcpy(o.dst, q.ip + 16, 4);
+    o.sport = load_be16(q.l4);
+    o.dport = load_be16(q.l4 + 2);
+    o.tcp_flags = q.tcp_flags;
+}
+
+// check_ipv4_fast and fill_ipv4_fast: true with `o` filled as parse_packet_full fills it,
+// or false with `o` untouched (the caller runs the general parser).
+inline bool parse_ipv4_fast(const uint8_t* p, size_t n, Parsed& o, bool verify_checksum) {
+    Ipv4Fast q;
+    if (!check_ipv4_fast(p, n, verify_checksum, q)) return false;
+    fill_ipv4_fast(q, o);
     return true;
 }
 }  // namespace detail
