@@ -362,12 +362,14 @@ inline bool has_mac(const fl_snap_server& srv) {
 // reopens. Then the entry is touched and moved to its next state (telling the HA peer about
 // the transitions) and the result is true; otherwise the entry is erased (the packet is a new
 // connection) and the result is false.
-__attribute__((always_inline)) inline bool Worker::use_entry(uint32_t ci, const SnapshotView& view, uint32_t svc,
-                                                             bool tcp, uint8_t tcp_flags, uint32_t now) {
+__attribute__((always_inline)) inline bool Worker::use_entry(uint32_t ci, std::span<const fl_snap_server> servers,
+                                                             uint32_t svc, bool tcp, uint8_t tcp_flags, uint32_t now) {
     const ConnEntry& e = conns_.entry(ci);
     const ConnState st = conns_.state(ci);
-    const fl_snap_server* srv = view.server(e.server);
-    const bool valid = srv && srv->tag == e.server_tag && srv->service == svc && has_mac(*srv);
+    // As SnapshotView::server(): the slot holds a server.
+    const fl_snap_server* srv = e.server < servers.size() ? &servers[e.server] : nullptr;
+    const bool valid = srv && (srv->flags & FL_SERVER_PRESENT) && srv->tag == e.server_tag && srv->service == svc &&
+                       has_mac(*srv);
     // A bare SYN on a closing entry opens a new connection on a reused 4-tuple.
     const bool reopen = tcp && st == ConnState::tcp_closing &&
                         (tcp_flags & (tcpflag::kSyn | tcpflag::kAck)) == tcpflag::kSyn;
@@ -425,7 +427,7 @@ __attribute__((always_inline)) inline Verdict Worker::new_connection(Frame& f, P
 
 // A packet to a service whose Parsed record is filled (the general parser's packets, and
 // fragments): fragments by Maglev, anything else by its connection entry or as a new one.
-Verdict Worker::to_service(Frame& f, Pending& k, LoadedSnapshot& s, uint32_t now) {
+[[gnu::noinline]] Verdict Worker::to_service(Frame& f, Pending& k, LoadedSnapshot& s, uint32_t now) {
     const Parsed& p = k.p;
     const SnapshotView& view = s.view();
     const fl_snap_service& svc = view.services()[static_cast<size_t>(k.svc)];
@@ -437,7 +439,7 @@ Verdict Worker::to_service(Frame& f, Pending& k, LoadedSnapshot& s, uint32_t now
     }
     const uint32_t ci = conns_.find(k.key, k.probe, now);
     if (ci != ConnTable::kNone &&
-        use_entry(ci, view, static_cast<uint32_t>(k.svc), p.l4_proto == ipproto::kTcp, p.tcp_flags, now))
+        use_entry(ci, view.servers(), static_cast<uint32_t>(k.svc), p.l4_proto == ipproto::kTcp, p.tcp_flags, now))
         return send_to_server(f, p, s, svc, conns_.entry(ci).server, k.hash, true);
     return new_connection(f, k, s, svc, now);
 }
@@ -454,16 +456,16 @@ inline void fill_parsed(const Frame& f, uint8_t tcp_flags, Parsed& p) {
 // The fast lane (see process_burst): an IPv4 TCP or UDP packet to a service, parsed, checked
 // and hashed in pass 1. The common case, a packet of a known connection forwarded by DSR,
 // never fills the Parsed record. Inline: every such packet takes it.
-__attribute__((always_inline)) inline Verdict Worker::fast_lane(Frame& f, Pending& k, LoadedSnapshot& s, uint32_t now,
-                                                                  BurstCounts& bc) {
-    const SnapshotView& view = s.view();
-    const fl_snap_service& svc = view.services()[static_cast<size_t>(k.svc)];
-    const uint32_t ci = conns_.find(k.key, k.probe, k.hint, now);
+__attribute__((always_inline)) inline void Worker::fast_lane(Frame& f, Pending& k, LoadedSnapshot& s, const BurstView& bv,
+                                                               uint32_t now, BurstCounts& bc, Verdict& out) {
+    const fl_snap_service& svc = bv.services[k.svc];
+    const uint32_t ci = conns_.find<true>(k.key, k.probe, k.hint, now);
     if (ci != ConnTable::kNone &&
-        use_entry(ci, view, static_cast<uint32_t>(k.svc), k.key.proto == ipproto::kTcp, k.tcp_flags, now)) [[likely]] {
+        use_entry(ci, bv.servers, static_cast<uint32_t>(k.svc), k.key.proto == ipproto::kTcp, k.tcp_flags, now))
+        [[likely]] {
         const uint32_t slot = conns_.entry(ci).server;
         if (svc.forwarding == FL_FWD_DSR) [[likely]] {
-            const fl_snap_server& srv = view.servers()[slot];
+            const fl_snap_server& srv = bv.servers[slot];
             const uint32_t bytes = f.len;
             if (svc.id != bc.svc) [[unlikely]] {
                 flush_service(bc);
@@ -478,11 +480,26 @@ __attribute__((always_inline)) inline Verdict Worker::fast_lane(Frame& f, Pendin
                 c.bytes.add(bytes);
             }
             set_macs(f.data, srv.mac, cfg_.own_mac.bytes.data());
-            return {Action::forward, Drop::none};
+            // One 16-byte copy: assigning the fields would merge them with the other paths'
+            // verdicts, a register each.
+            static constexpr Verdict kForward{Action::forward, Drop::none};
+            std::memcpy(static_cast<void*>(&out), &kForward, sizeof out);
+            return;
         }
-        fill_parsed(f, k.tcp_flags, k.p);
-        return send_to_server(f, k.p, s, svc, slot, k.hash, true);
+        out = fast_lane_encap(f, k, s, svc, slot);
+        return;
     }
+    out = fast_lane_new(f, k, s, svc, now);
+}
+
+// The fast lane's other cases, out of line so that the common case keeps its registers: a
+// known connection of a tunnel service, and a new connection.
+Verdict Worker::fast_lane_encap(Frame& f, Pending& k, LoadedSnapshot& s, const fl_snap_service& svc, uint32_t slot) {
+    fill_parsed(f, k.tcp_flags, k.p);
+    return send_to_server(f, k.p, s, svc, slot, k.hash, true);
+}
+
+Verdict Worker::fast_lane_new(Frame& f, Pending& k, LoadedSnapshot& s, const fl_snap_service& svc, uint32_t now) {
     fill_parsed(f, k.tcp_flags, k.p);
     return new_connection(f, k, s, svc, now);
 }
@@ -532,23 +549,16 @@ __attribute__((always_inline)) inline Verdict Worker::send_to_server(Frame& f, c
     return {action, Drop::none};
 }
 
-void Worker::process_burst(std::span<Frame> frames, Verdict* out, LoadedSnapshot* snap, uint32_t now) {
-    if (!active_) [[unlikely]] {
-        process_burst_inactive(frames, out, snap);
-        return;
-    }
-    // Export only while active (a standby has nothing to export): set once per burst.
-    export_view_ = sync_out_ && snap ? &snap->view() : nullptr;
+// Pass 1 of process_burst: parse, find the service, hash the flow and prefetch its
+// connection buckets. Its own function (as is pass 2, process_burst's loop): each loop gets
+// the registers to itself, instead of one allocation over both spilling in each.
+[[gnu::noinline]] void Worker::prepare(const Frame* frames, size_t n, const LoadedSnapshot* snap) {
     Pending* pend = pend_.get();
-    const size_t n = std::min<size_t>(frames.size(), kMaxBurst);
-    // Every frame counts once in rx: added for the whole burst.
-    ctr_.rx.add(n);
     // The IPv4 service of the previous packet, as (address, port, protocol): packets of a
     // burst mostly go to a few services, and a repeat skips the index lookup. The initial key
     // has bits set that no real key has.
     uint64_t memo_key = ~uint64_t{0};
     int32_t memo_svc = ServiceIndex::kNone;
-    // Pass 1: parse, find the service, hash the flow and prefetch its connection buckets.
     // The fast lane, an untagged IPv4 TCP or UDP frame without options or fragmentation to a
     // service, passing the packet checks, reads the few fields it needs straight from the
     // frame; every other frame is parsed into its Parsed record.
@@ -604,6 +614,20 @@ void Worker::process_burst(std::span<Frame> frames, Verdict* out, LoadedSnapshot
         k.probe = conns_.probe(k.hash);
         conns_.prefetch(k.probe);
     }
+}
+
+void Worker::process_burst(std::span<Frame> frames, Verdict* out, LoadedSnapshot* snap, uint32_t now) {
+    if (!active_) [[unlikely]] {
+        process_burst_inactive(frames, out, snap);
+        return;
+    }
+    // Export only while active (a standby has nothing to export): set once per burst.
+    export_view_ = sync_out_ && snap ? &snap->view() : nullptr;
+    Pending* pend = pend_.get();
+    const size_t n = std::min<size_t>(frames.size(), kMaxBurst);
+    // Every frame counts once in rx: added for the whole burst.
+    ctr_.rx.add(n);
+    prepare(frames.data(), n, snap);
     // Pass 1b: the bucket lines requested first have had a burst's worth of time to arrive;
     // prefetch the matching entries (and remember them for the look-up).
     for (size_t i = 0; i < n; ++i)
@@ -612,10 +636,12 @@ void Worker::process_burst(std::span<Frame> frames, Verdict* out, LoadedSnapshot
     // Parsed record (checked here: they may be fragments) go to to_service, and finish()
     // takes the rest.
     BurstCounts bc;
+    BurstView bv{};
+    if (snap) bv = {snap->view().services().data(), snap->view().servers()};
     for (size_t i = 0; i < n; ++i) {
         Pending& k = pend[i];
         if (k.fast) [[likely]] {
-            out[i] = fast_lane(frames[i], k, *snap, now, bc);
+            fast_lane(frames[i], k, *snap, bv, now, bc, out[i]);
         } else if (k.svc >= 0) {
             const Drop d = packet_check<false>(k.p);
             out[i] = d == Drop::none ? to_service(frames[i], k, *snap, now) : drop(d);

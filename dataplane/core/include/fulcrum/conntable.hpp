@@ -228,10 +228,15 @@ public:
     // insert and erase): a hint whose way is empty now or holds another key falls back to
     // the full look-up. A key is in the table at most once, so a live way holding it is the
     // entry.
+    // kV4: `key` is an IPv4 key (is_v6 0, words 1 and 3 zero, as make_key builds it): the hint's
+    // entry is compared on the three words that can differ (an entry whose last word, with
+    // is_v6, equals the key's is an IPv4 key too).
+    template <bool kV4 = false>
     uint32_t find(const FlowKey& key, const Probe& pr, uint32_t hint, uint32_t now) {
         if (hint != kNone) [[likely]] {
             const uint32_t b = hint / kWays, w = hint % kWays;
-            if (meta_[b].tag[w] != 0 && entries_[hint].key == key) [[likely]] {
+            if (meta_[b].tag[w] != 0 && (kV4 ? same_v4_key(entries_[hint].key, key) : entries_[hint].key == key))
+                [[likely]] {
                 if (expired(meta_[b], w, now)) [[unlikely]] {
                     expire_at(b, w);
                     return kNone;
@@ -321,6 +326,12 @@ public:
     }
 
 private:
+    static bool same_v4_key(const FlowKey& a, const FlowKey& b) {
+        const auto* pa = reinterpret_cast<const uint8_t*>(&a);
+        const auto* pb = reinterpret_cast<const uint8_t*>(&b);
+        return ((load_u64(pa) ^ load_u64(pb)) | (load_u64(pa + 16) ^ load_u64(pb + 16)) |
+                (load_u64(pa + 32) ^ load_u64(pb + 32))) == 0;
+    }
     uint32_t bucket_of(uint64_t hash) const {
         return static_cast<uint32_t>(((hash & 0xFFFFFFFFu) * nbuckets_) >> 32);
     }

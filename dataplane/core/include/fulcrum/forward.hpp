@@ -356,8 +356,21 @@ private:
         }
         bc.svc_packets = bc.svc_bytes = 0;
     }
-    Verdict fast_lane(Frame& f, Pending& k, LoadedSnapshot& s, uint32_t now, BurstCounts& bc);
-    bool use_entry(uint32_t ci, const SnapshotView& view, uint32_t svc, bool tcp, uint8_t tcp_flags, uint32_t now);
+    // The snapshot's arrays, copied once per burst: the frame writes of each packet (byte
+    // stores, which may alias anything) would otherwise make the compiler load them again.
+    struct BurstView {
+        const fl_snap_service* services;
+        std::span<const fl_snap_server> servers;
+    };
+    void fast_lane(Frame& f, Pending& k, LoadedSnapshot& s, const BurstView& bv, uint32_t now, BurstCounts& bc,
+                   Verdict& out);
+    [[gnu::noinline]] Verdict fast_lane_encap(Frame& f, Pending& k, LoadedSnapshot& s, const fl_snap_service& svc,
+                                              uint32_t slot);
+    [[gnu::noinline]] Verdict fast_lane_new(Frame& f, Pending& k, LoadedSnapshot& s, const fl_snap_service& svc,
+                                            uint32_t now);
+    void prepare(const Frame* frames, size_t n, const LoadedSnapshot* snap);
+    bool use_entry(uint32_t ci, std::span<const fl_snap_server> servers, uint32_t svc, bool tcp, uint8_t tcp_flags,
+                   uint32_t now);
     Verdict new_connection(Frame& f, Pending& k, LoadedSnapshot& s, const fl_snap_service& svc, uint32_t now);
     Verdict icmp_to_vip(Frame& f, const Parsed& p, LoadedSnapshot& s, uint32_t now);
     Verdict send_to_server(Frame& f, const Parsed& p, LoadedSnapshot& s, const fl_snap_service& svc,
