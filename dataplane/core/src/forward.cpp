@@ -367,9 +367,11 @@ __attribute__((always_inline)) inline bool Worker::use_entry(uint32_t ci, std::s
     const ConnEntry& e = conns_.entry(ci);
     const ConnState st = conns_.state(ci);
     // As SnapshotView::server(): the slot holds a server.
-    const fl_snap_server* srv = e.server < servers.size() ? &servers[e.server] : nullptr;
-    const bool valid = srv && (srv->flags & FL_SERVER_PRESENT) && srv->tag == e.server_tag && srv->service == svc &&
-                       has_mac(*srv);
+    bool valid = e.server < servers.size();
+    if (valid) [[likely]] {
+        const fl_snap_server& srv = servers[e.server];
+        valid = (srv.flags & FL_SERVER_PRESENT) && srv.tag == e.server_tag && srv.service == svc && has_mac(srv);
+    }
     // A bare SYN on a closing entry opens a new connection on a reused 4-tuple.
     const bool reopen = tcp && st == ConnState::tcp_closing &&
                         (tcp_flags & (tcpflag::kSyn | tcpflag::kAck)) == tcpflag::kSyn;
@@ -467,19 +469,21 @@ __attribute__((always_inline)) inline void Worker::fast_lane(Frame& f, Pending& 
         if (svc.forwarding == FL_FWD_DSR) [[likely]] {
             const fl_snap_server& srv = bv.servers[slot];
             const uint32_t bytes = f.len;
-            if (svc.id != bc.svc) [[unlikely]] {
-                flush_service(bc);
-                bc.svc = svc.id;
+            if (k.svc != bc.run) [[unlikely]] {
+                flush_run(bc, bv.services);
+                bc.run = k.svc;
             }
-            ++bc.svc_packets;
-            bc.svc_bytes += bytes;
-            ++bc.forwarded;
+            ++bc.packets;
+            bc.bytes += bytes;
             if (slot < ctr_.max_servers) {
                 ServerCounters& c = ctr_.servers[slot];
                 c.packets.add();
                 c.bytes.add(bytes);
             }
-            set_macs(f.data, srv.mac, cfg_.own_mac.bytes.data());
+            // Both MACs in two stores: the server's and the first two bytes of ours, then the
+            // other four of ours (BurstView).
+            store_u64(f.data, uint64_t{load_u32(srv.mac)} | (uint64_t{load_u16(srv.mac + 4)} << 32) | bv.own_mac_head);
+            std::memcpy(f.data + 8, &bv.own_mac_tail, 4);
             // One 16-byte copy: assigning the fields would merge them with the other paths'
             // verdicts, a register each.
             static constexpr Verdict kForward{Action::forward, Drop::none};
@@ -562,15 +566,20 @@ __attribute__((always_inline)) inline Verdict Worker::send_to_server(Frame& f, c
     // The fast lane, an untagged IPv4 TCP or UDP frame without options or fragmentation to a
     // service, passing the packet checks, reads the few fields it needs straight from the
     // frame; every other frame is parsed into its Parsed record.
+    if (!snap) [[unlikely]] {  // no services: finish() hands every frame to the kernel
+        for (size_t i = 0; i < n; ++i) {
+            Pending& k = pend[i];
+            k.fast = false;
+            k.svc = ServiceIndex::kNone;
+            k.parse = parse_packet(frames[i].bytes(), k.p, frames[i].ipv4_csum_good ? hw_checked_ : popt_);
+        }
+        return;
+    }
     for (size_t i = 0; i < n; ++i) {
         Pending& k = pend[i];
         const Frame& f = frames[i];
         detail::Ipv4Fast q;
-        k.fast = false;
-        k.svc = ServiceIndex::kNone;
-        if (detail::check_ipv4_fast(f.data, f.len, !f.ipv4_csum_good && popt_.verify_ipv4_checksum, q) && snap)
-            [[likely]] {
-            k.parse = Drop::none;
+        if (detail::check_ipv4_fast(f.data, f.len, !f.ipv4_csum_good && popt_.verify_ipv4_checksum, q)) [[likely]] {
             // The destination address and both ports (network order) in one load: the memo key
             // keeps the address and destination port, with the protocol where the source port was.
             const uint64_t dst_ports = load_u64(q.ip + 16);
@@ -584,9 +593,13 @@ __attribute__((always_inline)) inline Verdict Worker::send_to_server(Frame& f, c
             const bool bad = q.ip[8] == 0 ||
                              (q.proto == ipproto::kTcp && ((kBadTcpFlags >> (q.tcp_flags & 0x3F)) & 1));
             if (memo_svc < 0 || bad) [[unlikely]] {
+                k.fast = false;
+                k.svc = ServiceIndex::kNone;
+                k.parse = Drop::none;
                 detail::fill_ipv4_fast(q, k.p);
                 continue;
             }
+            // (k.parse is not read on the fast lane.)
             k.fast = true;
             k.svc = memo_svc;
             k.tcp_flags = q.tcp_flags;
@@ -603,8 +616,10 @@ __attribute__((always_inline)) inline Verdict Worker::send_to_server(Frame& f, c
             store_u64(kw + 32, w4);
             k.hash = flow_hash_v4(w0, w2, w4, kConnHashSeed);
         } else {
+            k.fast = false;
+            k.svc = ServiceIndex::kNone;
             k.parse = parse_packet_full(f.bytes(), k.p, f.ipv4_csum_good ? hw_checked_ : popt_);
-            if (k.parse != Drop::none || !snap || k.p.frag != Frag::none) continue;
+            if (k.parse != Drop::none || k.p.frag != Frag::none) continue;
             if (k.p.l4_proto != ipproto::kTcp && k.p.l4_proto != ipproto::kUdp) continue;
             k.svc = snap->index().find(k.p.dst, k.p.is_v6(), k.p.dport, k.p.l4_proto);
             if (k.svc < 0) continue;
@@ -637,7 +652,12 @@ void Worker::process_burst(std::span<Frame> frames, Verdict* out, LoadedSnapshot
     // takes the rest.
     BurstCounts bc;
     BurstView bv{};
-    if (snap) bv = {snap->view().services().data(), snap->view().servers()};
+    if (snap) {
+        bv.services = snap->view().services().data();
+        bv.servers = snap->view().servers();
+    }
+    bv.own_mac_head = uint64_t{load_u16(cfg_.own_mac.bytes.data())} << 48;
+    bv.own_mac_tail = load_u32(cfg_.own_mac.bytes.data() + 2);
     for (size_t i = 0; i < n; ++i) {
         Pending& k = pend[i];
         if (k.fast) [[likely]] {
@@ -649,8 +669,7 @@ void Worker::process_burst(std::span<Frame> frames, Verdict* out, LoadedSnapshot
             out[i] = finish(frames[i], k, snap, now);
         }
     }
-    flush_service(bc);
-    ctr_.forwarded.add(bc.forwarded);
+    flush_run(bc, bv.services);
     export_view_ = nullptr;
 }
 

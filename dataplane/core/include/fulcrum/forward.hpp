@@ -341,26 +341,30 @@ private:
     Verdict finish_inactive(const Frame& f, const Parsed& p, Drop parse,
                             const LoadedSnapshot* snap);
     Verdict to_service(Frame& f, Pending& k, LoadedSnapshot& s, uint32_t now);
-    // Counts of the fast lane's DSR forwards, added to the counters once per burst (and per
-    // run of one service) instead of per packet.
+    // Counts of the fast lane's DSR forwards, added to the counters once per run of one
+    // service (and at the end of the burst) instead of per packet.
     struct BurstCounts {
-        uint64_t forwarded = 0;
-        uint32_t svc = ~0u;  // the service of the current run, or none
-        uint64_t svc_packets = 0, svc_bytes = 0;
+        int32_t run = -1;  // the service index (in the snapshot) of the current run, or none
+        uint64_t packets = 0, bytes = 0;
     };
-    void flush_service(BurstCounts& bc) {
-        if (bc.svc < ctr_.max_services && bc.svc_packets) {
-            ServiceCounters& c = ctr_.services[bc.svc];
-            c.packets.add(bc.svc_packets);
-            c.bytes.add(bc.svc_bytes);
+    void flush_run(BurstCounts& bc, const fl_snap_service* services) {
+        if (bc.packets == 0) return;
+        const uint32_t id = services[bc.run].id;
+        if (id < ctr_.max_services) {
+            ServiceCounters& c = ctr_.services[id];
+            c.packets.add(bc.packets);
+            c.bytes.add(bc.bytes);
         }
-        bc.svc_packets = bc.svc_bytes = 0;
+        ctr_.forwarded.add(bc.packets);
+        bc.packets = bc.bytes = 0;
     }
     // The snapshot's arrays, copied once per burst: the frame writes of each packet (byte
     // stores, which may alias anything) would otherwise make the compiler load them again.
     struct BurstView {
         const fl_snap_service* services;
         std::span<const fl_snap_server> servers;
+        uint64_t own_mac_head;  // our MAC's bytes 0-1, as bytes 6-7 of a 64-bit word
+        uint32_t own_mac_tail;  // its bytes 2-5
     };
     void fast_lane(Frame& f, Pending& k, LoadedSnapshot& s, const BurstView& bv, uint32_t now, BurstCounts& bc,
                    Verdict& out);
