@@ -16,11 +16,7 @@
 #include "fulcrum/forward.hpp"
 #include "worker_slot.hpp"
 
-// GCC's straight-line vectoriser would build each Frame's len and headroom in an SSE register
-// (movd, pinsrd, movq: three instructions for what two stores do) on the per-packet path.
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC optimize("no-tree-slp-vectorize")
-#endif
+// Built with -fno-tree-slp-vectorize (dataplane/dpdk/meson.build says why).
 
 namespace fulcrum::dpdk {
 
