@@ -578,6 +578,8 @@ const uint8_t kServer4[4] = {10, 0, 0, 7};
 const uint8_t kServer6[16] = {0x20, 0x01, 0x0d, 0xb8, 0x00, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7};
 
 const EncapParams kEncap = encap_params();
+// What the worker keeps per snapshot (see EncapTemplate): the *_template cases below.
+const EncapTemplate kEncapTemplate = EncapTemplate::from(kEncap);
 
 void add_rewrites() {
     const auto v4 = frame_ipv4_tcp();
@@ -601,6 +603,12 @@ void add_rewrites() {
     });
     add_rewrite("ipip_v4", "v4_ack_60B", v4, [](Frame& f, const Parsed& p, uint64_t h, uint16_t id) {
         return encapsulate(f, p, FL_FWD_IPIP, kServer4, kEncap, h, id);
+    });
+    add_rewrite("ipip_v4_template", "v4_ack_60B", v4, [](Frame& f, const Parsed& p, uint64_t h, uint16_t id) {
+        return encapsulate(f, p, FL_FWD_IPIP, kServer4, kEncapTemplate, h, id);
+    });
+    add_rewrite("gue_v4_template", "v4_ack_60B", v4, [](Frame& f, const Parsed& p, uint64_t h, uint16_t id) {
+        return encapsulate(f, p, FL_FWD_GUE, kServer4, kEncapTemplate, h, id);
     });
     add_rewrite("ip6ip6", "v6_ack_74B", v6, [](Frame& f, const Parsed& p, uint64_t h, uint16_t id) {
         return encapsulate(f, p, FL_FWD_IPIP, kServer6, kEncap, h, id);

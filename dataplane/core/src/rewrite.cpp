@@ -19,101 +19,66 @@ EncapParams EncapParams::from(const fl_snap_header& h) {
     return e;
 }
 
+namespace detail {
 namespace {
-// The first `len` bits set (len 0..64), most significant first.
-inline uint64_t prefix_mask64(unsigned len) { return len == 0 ? 0 : ~uint64_t{0} << (64 - std::min(len, 64u)); }
-
-inline uint64_t load_be64(const uint8_t* p) { return (uint64_t{load_be32(p)} << 32) | load_be32(p + 4); }
-inline void store_be64(uint8_t* p, uint64_t v) {
-    store_be32(p, static_cast<uint32_t>(v >> 32));
-    store_be32(p + 4, static_cast<uint32_t>(v));
-}
-}  // namespace
-
-// Outer source addresses: the configured prefix's bits, the rest from the flow hash. Whole
-// words with a mask: these run for every encapsulated packet.
-void encap_source_v4(const EncapParams& e, uint64_t hash, uint8_t out[4]) {
-    const auto m = static_cast<uint32_t>(prefix_mask64(e.src4_len) >> 32);
-    const auto host = static_cast<uint32_t>(hash ^ (hash >> 32));
-    store_be32(out, (load_be32(e.src4) & m) | (host & ~m));
-}
-
-void encap_source_v6(const EncapParams& e, uint64_t hash, uint8_t out[16]) {
-    // The host bits are the hash and a remix of it as laid out in memory (as in earlier
-    // releases, so a flow keeps its outer source across an upgrade).
-    uint8_t host[16];
-    const uint64_t mixed = hash * 0x9E3779B97F4A7C15ull;
-    std::memcpy(host, &hash, 8);
-    std::memcpy(host + 8, &mixed, 8);
-    const unsigned len = e.src6_len;
-    const uint64_t m0 = prefix_mask64(len);
-    const uint64_t m1 = prefix_mask64(len > 64 ? len - 64 : 0);
-    store_be64(out, (load_be64(e.src6) & m0) | (load_be64(host) & ~m0));
-    store_be64(out + 8, (load_be64(e.src6 + 8) & m1) | (load_be64(host + 8) & ~m1));
-}
-
-bool encapsulate(Frame& f, const Parsed& p, uint8_t forwarding, const uint8_t* server_addr,
-                 const EncapParams& e, uint64_t hash, uint16_t ip_id) {
-    trim_to_ip(f, p);
-    const bool v6 = p.is_v6();
-    const uint32_t oh = encap_overhead(forwarding, v6);
-    const uint32_t l2 = p.l3_off;
-    if (!f.prepend(oh)) return false;
-    // Move the L2 header (14, 18 or 22 bytes) to the new front with one fixed-size copy: the
-    // bytes it carries past the header land where the outer IP header is written next.
-    static_assert(eth::kHeaderLen + 2 * eth::kVlanLen == 22);
-    uint8_t l2hdr[22];
-    std::memcpy(l2hdr, f.data + oh, sizeof l2hdr);
-    std::memcpy(f.data, l2hdr, sizeof l2hdr);
-    uint8_t* ip = f.data + l2;
+// Both entry points below inline this: from the EncapParams the template's values stay in
+// registers instead of being written out and read back.
+[[gnu::always_inline]] inline bool encap_v6(Frame& f, const Parsed& p, bool gue,
+                                            const uint8_t* server_addr, const EncapTemplate::V6& v,
+                                            uint64_t hash) {
+    const uint32_t oh = gue ? 48 : 40;
+    // Everything is read before the first packet byte is written (see make_room).
+    const uint32_t l3 = p.l3_off;
     const uint32_t inner_len = p.l3_len;
-    const bool gue = forwarding == FL_FWD_GUE;
-    const uint8_t proto = gue ? ipproto::kUdp : (v6 ? ipproto::kIpv6 : ipproto::kIpip);
-    uint8_t* udp;
-    if (!v6) {
-        const uint32_t tot = inner_len + oh;
-        ip[0] = 0x45;
-        ip[1] = p.tos;
-        store_be16(ip + 2, static_cast<uint16_t>(tot));
-        store_be16(ip + 4, ip_id);
-        store_be16(ip + 6, p.df ? 0x4000 : 0);
-        ip[8] = e.ttl;
-        ip[9] = proto;
-        store_be16(ip + 10, 0);
-        encap_source_v4(e, hash, ip + 12);
-        std::memcpy(ip + 16, server_addr, 4);
-        store_be16(ip + 10, ipv4_header_checksum(ip, 20));
-        udp = ip + 20;
-    } else {
-        const uint32_t flow_label = static_cast<uint32_t>(hash >> 12) & 0xFFFFF;
-        store_be32(ip, (6u << 28) | (uint32_t{p.tos} << 20) | flow_label);
-        store_be16(ip + 4, static_cast<uint16_t>(inner_len + oh - 40));
-        ip[6] = proto;
-        ip[7] = e.ttl;
-        encap_source_v6(e, hash, ip + 8);
-        std::memcpy(ip + 24, server_addr, 16);
-        udp = ip + 40;
+    const uint32_t flow_label = static_cast<uint32_t>(hash >> 12) & 0xFFFFF;
+    // Bytes 0-7: version, traffic class, flow label, payload length, next header, hop limit.
+    const uint64_t w0 = v.w0 | (uint64_t{(uint32_t{p.tos} << 20) | flow_label} << 32) |
+                        (uint64_t{static_cast<uint16_t>(inner_len + oh - 40)} << 16);
+    // The source (see encap_source_v6), in memory order.
+    const uint64_t src[2] = {v.prefix[0] | (hash & v.host_mask[0]),
+                             v.prefix[1] | ((hash * 0x9E3779B97F4A7C15ull) & v.host_mask[1])};
+    uint64_t dst[2];
+    std::memcpy(dst, server_addr, 16);
+    const uint32_t ulen = inner_len + 8;
+    const uint64_t udp = (uint64_t{0xC000 | ((hash >> 20) & 0x3FFF)} << 48) | v.udp |
+                         (uint64_t{static_cast<uint16_t>(ulen)} << 16);
+    uint8_t* const d = make_room(f, p, oh);
+    if (!d) return false;
+    uint8_t* const ip = d + l3;
+    store_be64_wide(ip, w0);
+    std::memcpy(ip + 8, src, 16);
+    std::memcpy(ip + 24, dst, 16);
+    if (!gue) return true;
+    store_be64_wide(ip + 40, udp);
+    // A zero UDP checksum is not allowed over IPv6 (RFC 8200). The pseudo-header's addresses
+    // are summed from the registers as native 64-bit words with end-around carry (RFC 1071:
+    // byte-order independent), folded and put in big-endian order once.
+    uint64_t acc = 0;
+    for (const uint64_t w : {src[0], src[1], dst[0], dst[1]}) {
+        acc += w;
+        acc += acc < w;
     }
-    // The innermost ethertype becomes the outer family (same as the inner: no mixing).
-    store_be16(f.data + l2 - 2, v6 ? eth::kIpv6 : eth::kIpv4);
-    if (gue) {
-        // GUE variant 1 (draft-ietf-intarea-gue): the inner IP packet follows the UDP header
-        // directly; Linux's fou in gue mode decapsulates it.
-        const uint16_t sport = static_cast<uint16_t>(0xC000 | ((hash >> 20) & 0x3FFF));
-        const uint32_t ulen = inner_len + 8;
-        store_be16(udp, sport);
-        store_be16(udp + 2, e.gue_port);
-        store_be16(udp + 4, static_cast<uint16_t>(ulen));
-        store_be16(udp + 6, 0);
-        if (v6) {  // a zero UDP checksum is not allowed over IPv6 (RFC 8200)
-            uint32_t sum = pseudo_sum_v6(ip + 8, ip + 24, ipproto::kUdp, ulen);
-            sum = csum_partial(udp, ulen, sum);
-            uint16_t c = csum_fold(sum);
-            store_be16(udp + 6, c ? c : 0xFFFF);
-        }
-    }
+    const auto native = static_cast<uint16_t>(csum_fold64(acc));
+    uint8_t b[2];
+    std::memcpy(b, &native, 2);
+    const uint32_t pseudo = uint32_t{load_be16(b)} + (ulen >> 16) + (ulen & 0xFFFF) + ipproto::kUdp;
+    const uint16_t c = csum_fold(csum_partial(ip + 40, ulen, pseudo));
+    store_be16(ip + 46, c ? c : 0xFFFF);  // 0 would mean "no checksum"
     return true;
 }
+
+}  // namespace
+
+bool encapsulate_v6(Frame& f, const Parsed& p, bool gue, const uint8_t* server_addr,
+                    const EncapTemplate::V6& v, uint64_t hash) {
+    return encap_v6(f, p, gue, server_addr, v, hash);
+}
+
+bool encapsulate_v6(Frame& f, const Parsed& p, bool gue, const uint8_t* server_addr,
+                    const EncapParams& e, uint64_t hash) {
+    return encap_v6(f, p, gue, server_addr, EncapTemplate::make_v6(e, gue), hash);
+}
+}  // namespace detail
 
 void make_echo_reply(Frame& f, const Parsed& p) {
     trim_to_ip(f, p);
@@ -220,7 +185,8 @@ int fragment_ipv4(Frame& f, uint32_t l3_off, uint32_t mtu, std::span<Frame> out)
         uint8_t* oip = o.data + l3_off;
         store_be16(oip + 2, static_cast<uint16_t>(ihl + plen));
         const bool mf = (i + 1 < nfrag) || base_mf;
-        store_be16(oip + 6, static_cast<uint16_t>((mf ? 0x2000 : 0) | ((base_off + i * chunk) / 8)));
+        store_be16(oip + 6,
+                   static_cast<uint16_t>((mf ? 0x2000 : 0) | ((base_off + i * chunk) / 8)));
         store_be16(oip + 10, 0);
         store_be16(oip + 10, ipv4_header_checksum(oip, ihl));
     }
