@@ -53,6 +53,7 @@ Expected<std::unique_ptr<LoadedSnapshot>> LoadedSnapshot::load(std::span<const u
     ls->view_ = v.value();
     ls->index_.build(ls->view_);
     ls->encap_ = EncapParams::from(ls->view_.header());
+    ls->encap_tpl_ = EncapTemplate::from(ls->encap_);
     ls->wrr_.resize(std::max(1u, n_workers));
     // Each worker's row is padded by a cache line on both sides: workers write their rows on
     // every WRR pick and must not share lines.
@@ -538,7 +539,7 @@ __attribute__((always_inline)) inline Verdict Worker::send_to_server(Frame& f, c
         // Outer IPv4 identification: only a datagram that may be fragmented (inner DF clear)
         // needs a fresh one (RFC 6864); atomic ones carry 0.
         const uint16_t ip_id = p.is_v6() || p.df ? 0 : ++ip_id_;
-        if (!encapsulate(f, p, svc.forwarding, srv.addr, e, hash, ip_id))
+        if (!encapsulate(f, p, svc.forwarding, srv.addr, s.encap_template(), hash, ip_id))
             return drop(Drop::no_headroom);
         set_macs(f.data, srv.mac, cfg_.own_mac.bytes.data());
     }

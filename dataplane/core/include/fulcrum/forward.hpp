@@ -108,12 +108,15 @@ public:
     unsigned workers() const { return static_cast<unsigned>(wrr_.size()); }
     // Encapsulation parameters from the header; mtu 0 when the snapshot sets none.
     const EncapParams& encap() const { return encap_; }
+    // The same worked out into the outer headers' fixed parts, for encapsulate().
+    const EncapTemplate& encap_template() const { return encap_tpl_; }
 
 private:
     SnapshotBuffer buf_;
     SnapshotView view_;
     ServiceIndex index_;
     EncapParams encap_;
+    EncapTemplate encap_tpl_;
     std::vector<std::vector<int64_t>> wrr_;
 };
 
