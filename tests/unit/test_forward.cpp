@@ -775,6 +775,58 @@ TEST_F(Forward, FastLaneAndGeneralParserShareConnections) {
     EXPECT_EQ(w.counters().services[2].packets.get(), 2u * 128);
 }
 
+// The fast lane encapsulates an established flow's packets itself (without a Parsed record);
+// the general parser's path goes through send_to_server. Both must write the same packet: the
+// same frames, untagged (fast lane) and VLAN-tagged (general path), through two workers.
+TEST_F(Forward, FastLaneEncapsulationMatchesTheGeneralPath) {
+    for (const uint16_t snap_mtu : {uint16_t{0}, uint16_t{1400}}) {
+        auto spec = base_spec();
+        spec.mtu = snap_mtu;
+        spec.services[0].forwarding = Forwarding::ipip;
+        spec.services.push_back(service(2, "198.18.1.1", 443, FL_PROTO_TCP, {server(3, "198.18.2.4"), server(4, "198.18.2.5")},
+                                        Scheduler::maglev, Forwarding::gue));
+        snap = load(spec);
+        Worker fast{wcfg()}, general{wcfg()};
+        std::mt19937 rng(5 + snap_mtu);
+        int forwards = 0, fragmented = 0;
+        for (int n = 0; n < 600; ++n) {
+            PacketBuilder b;
+            b.from("198.18.0." + std::to_string(1 + rng() % 50), static_cast<uint16_t>(30000 + rng() % 40))
+                .to("198.18.1.1", rng() % 2 ? 80 : 443)
+                .tcp(rng() % 4 ? tcpflag::kAck : tcpflag::kSyn);
+            b.df = rng() % 3 != 0;
+            b.tos = static_cast<uint8_t>(rng());
+            b.ttl = static_cast<uint8_t>(1 + rng() % 255);
+            b.with_payload(rng() % 2 ? rng() % 100 : 1300 + rng() % 200);
+            FrameBuf a(b.build(), 4096);
+            b.vlans = {42};
+            FrameBuf t(b.build(), 4096);
+            const Verdict va = fast.process(a.f, snap.get(), now);
+            const Verdict vt = general.process(t.f, snap.get(), now);
+            ASSERT_EQ(static_cast<int>(va.action), static_cast<int>(vt.action)) << n;
+            ASSERT_EQ(static_cast<int>(va.drop), static_cast<int>(vt.drop)) << n;
+            if (va.action != Action::forward && va.action != Action::forward_fragments) continue;
+            ++(va.action == Action::forward ? forwards : fragmented);
+            // Equal but for the tag: MACs, then everything after the (inner) ethertype.
+            ASSERT_EQ(a.f.len + 4, t.f.len) << n;
+            ASSERT_EQ(0, std::memcmp(a.f.data, t.f.data, 12)) << n;
+            ASSERT_EQ(0, std::memcmp(a.f.data + 12, t.f.data + 16, a.f.len - 12)) << n;
+            if (va.action == Action::forward_fragments) {  // what the adapter fragments with
+                ASSERT_EQ(va.l3_off + 4, vt.l3_off) << n;
+                ASSERT_EQ(va.mtu, vt.mtu) << n;
+                ASSERT_EQ(va.bytes + 4, vt.bytes) << n;
+            }
+        }
+        EXPECT_GT(forwards, 200);
+        EXPECT_GT(fragmented, 20);
+        EXPECT_EQ(fast.counters().forwarded.get(), general.counters().forwarded.get());
+        EXPECT_EQ(fast.counters().replied.get(), general.counters().replied.get());
+        EXPECT_GT(fast.counters().replied.get(), 0u);
+        for (uint32_t sv = 0; sv < 5; ++sv)
+            EXPECT_EQ(fast.counters().servers[sv].packets.get(), general.counters().servers[sv].packets.get()) << sv;
+    }
+}
+
 // A burst is decided as its frames one at a time would be: flows that open, continue and
 // close inside one burst (hints taken before earlier frames changed the table), frames for
 // several services in runs and interleaved, the general parser's frames among them.

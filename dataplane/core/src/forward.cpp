@@ -499,9 +499,44 @@ __attribute__((always_inline)) inline void Worker::fast_lane(Frame& f, Pending& 
 
 // The fast lane's other cases, out of line so that the common case keeps its registers: a
 // known connection of a tunnel service, and a new connection.
+namespace {
+// What encapsulation reads of a fast-lane packet's IPv4 header (as detail::make_room and
+// detail::encapsulate_v4 read a Parsed).
+struct InnerV4 {
+    uint16_t l3_off;
+    uint16_t l3_len;
+    uint8_t tos;
+    bool df;
+    uint16_t l3_end() const { return static_cast<uint16_t>(l3_off + l3_len); }
+};
+}  // namespace
+
 Verdict Worker::fast_lane_encap(Frame& f, Pending& k, LoadedSnapshot& s, const fl_snap_service& svc, uint32_t slot) {
-    fill_parsed(f, k.tcp_flags, k.p);
-    return send_to_server(f, k.p, s, svc, slot, k.hash, true);
+    // The common case, a packet that fits the MTU once encapsulated, is send_to_server's
+    // without the Parsed record; anything else (too big: fragments or a reply) takes
+    // send_to_server itself.
+    const uint8_t* ip = f.data + eth::kHeaderLen;
+    const InnerV4 in{eth::kHeaderLen, load_be16(ip + 2), ip[1], (ip[6] & 0x40) != 0};
+    const EncapParams& e = s.encap();
+    const uint32_t mtu = e.mtu ? std::min<uint32_t>(e.mtu, cfg_.mtu) : cfg_.mtu;
+    const bool gue = svc.forwarding == FL_FWD_GUE;
+    if ((!gue && svc.forwarding != FL_FWD_IPIP) || in.l3_len + encap_overhead(svc.forwarding, false) > mtu)
+        [[unlikely]] {
+        fill_parsed(f, k.tcp_flags, k.p);
+        return send_to_server(f, k.p, s, svc, slot, k.hash, true);
+    }
+    const fl_snap_server& srv = s.view().servers()[slot];
+    const uint32_t bytes = f.len;
+    // As send_to_server: a fresh outer identification only for a datagram that may be
+    // fragmented (RFC 6864).
+    const uint16_t ip_id = in.df ? 0 : ++ip_id_;
+    const EncapTemplate& t = s.encap_template();
+    const bool ok = gue ? detail::encapsulate_v4<true>(f, in, srv.addr, t.v4[1], k.hash, ip_id)
+                        : detail::encapsulate_v4<false>(f, in, srv.addr, t.v4[0], k.hash, ip_id);
+    if (!ok) return drop(Drop::no_headroom);
+    set_macs(f.data, srv.mac, cfg_.own_mac.bytes.data());
+    count_forward(svc.id, slot, bytes);
+    return {Action::forward, Drop::none};
 }
 
 Verdict Worker::fast_lane_new(Frame& f, Pending& k, LoadedSnapshot& s, const fl_snap_service& svc, uint32_t now) {

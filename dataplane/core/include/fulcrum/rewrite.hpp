@@ -206,7 +206,10 @@ namespace detail {
 // is written next. Returns the new start of the frame, or null (frame trimmed, nothing moved)
 // without the headroom. The frame's fields are written before any packet byte: byte stores
 // may alias them, and the callers keep working from the returned pointer.
-inline uint8_t* make_room(Frame& f, const Parsed& p, uint32_t oh) {
+// `P` is Parsed, or any record with its l3_off, l3_len, tos, df and l3_end() (the forwarding
+// path's fast lane passes the few fields of an IPv4 header it read, not a whole Parsed).
+template <class P>
+inline uint8_t* make_room(Frame& f, const P& p, uint32_t oh) {
     static_assert(eth::kHeaderLen + 2 * eth::kVlanLen == 22);
     const uint32_t end = p.l3_end();
     uint32_t len = f.len;
@@ -234,8 +237,8 @@ inline uint8_t* make_room(Frame& f, const Parsed& p, uint32_t oh) {
 
 // IPv4 in IPv4, or GUE over IPv4 (`gue`). Inline: it runs for every such packet, and out of
 // line the call cost 13 instructions more per packet in core-bench's Pipeline/established_ipip.
-template <bool gue>
-inline bool encapsulate_v4(Frame& f, const Parsed& p, const uint8_t* server_addr,
+template <bool gue, class P = Parsed>
+inline bool encapsulate_v4(Frame& f, const P& p, const uint8_t* server_addr,
                            const EncapTemplate::V4& v, uint64_t hash, uint16_t ip_id) {
     const uint32_t oh = gue ? 28 : 20;
     // The frame first: the values below are then computed where they are stored, which keeps
