@@ -223,6 +223,9 @@ public:
     // the bucket holds only entries this insert may not replace.
     uint32_t insert(const FlowKey& key, uint64_t hash, ConnState state, uint32_t now,
                     uint32_t server, uint32_t server_tag);
+    // The same with the probe of the key's hash (probe()), which the forwarding path has.
+    uint32_t insert(const FlowKey& key, const Probe& pr, ConnState state, uint32_t now, uint32_t server,
+                    uint32_t server_tag);
 
     const ConnEntry& entry(uint32_t idx) const { return entries_[idx]; }
     ConnEntry& entry(uint32_t idx) { return entries_[idx]; }
@@ -337,6 +340,37 @@ private:
     uint32_t timeout_of(uint8_t state) const { return timeout_of_[state & 7]; }
     void remove(uint32_t b, uint32_t w);
 
+    // insert()'s victim choice, in two versions giving the same answer: SSE2 and plain C++
+    // (the build's default below; the unit test runs both against a reference). sse2_old is
+    // the SSE2 version's rare case, out of line (conntable.cpp).
+    enum class Scan : uint8_t { portable, sse2, sse2_old };
+#if defined(__SSE2__)
+    static constexpr Scan kScan = Scan::sse2;
+#else
+    static constexpr Scan kScan = Scan::portable;
+#endif
+    // The way an insert takes, as a position over the key's two buckets (way `pos % kWays` of
+    // the first bucket if pos < kWays, else of the second; kNone: every way is protected), and
+    // what it held: 0 nothing, 1 an expired entry, 2 a live new one, 3 another live one.
+    struct Victim {
+        uint32_t pos;
+        uint32_t rank;
+    };
+    Victim scan_portable(const BucketMeta& m0, const BucketMeta& m1, bool is_new, uint32_t now) const;
+#if defined(__SSE2__)
+    Victim scan_sse2(const BucketMeta& m0, const BucketMeta& m1, bool is_new, uint32_t now) const;
+    Victim scan_sse2_old(const BucketMeta& m0, const BucketMeta& m1, bool is_new, uint32_t now) const;
+    [[gnu::noinline]] uint32_t insert_old(const FlowKey& key, Probe pr, ConnState state, uint32_t now,
+                                          uint32_t server, uint32_t server_tag);
+#endif
+    template <Scan S>
+    uint32_t insert_with(const FlowKey& key, const Probe& pr, ConnState state, uint32_t now, uint32_t server,
+                         uint32_t server_tag);
+    friend struct ConnTableScanTest;  // tests/unit/test_conntable.cpp: both scans
+    // insert() replaced a live or expired entry, whose copy is in gone_: reports it to the
+    // hook and returns idx (out of line, so insert itself makes no call but this tail call).
+    [[gnu::noinline]] uint32_t report_gone(uint32_t idx, ConnState state);
+
     uint32_t nbuckets_;
     BucketMeta* meta_;
     ConnEntry* entries_;
@@ -347,6 +381,7 @@ private:
     ConnTableStats stats_;
     RemoveHook hook_ = nullptr;
     void* hook_ctx_ = nullptr;
+    ConnEntry gone_{};  // see report_gone
 };
 
 }  // namespace fulcrum
