@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <iterator>
 #include <cstring>
 #include <new>
 #include <stdexcept>
@@ -150,7 +151,7 @@ struct Sse2Ways {
 };
 
 [[gnu::always_inline]] inline Sse2Ways classify(const ConnTable::BucketMeta& m0, const ConnTable::BucketMeta& m1,
-                                                const uint32_t* timeout_of, uint32_t now) {
+                                                __m128i tcap, uint32_t now) {
     const auto load = [](const void* p) { return _mm_load_si128(static_cast<const __m128i*>(p)); };
     const __m128i zero = _mm_setzero_si128();
     Sse2Ways r;
@@ -160,11 +161,9 @@ struct Sse2Ways {
     const __m128i nowv = _mm_set1_epi32(static_cast<int>(now));
     r.a0 = _mm_packs_epi32(_mm_sub_epi32(nowv, load(m0.last_seen)), _mm_sub_epi32(nowv, load(m0.last_seen + 4)));
     r.a1 = _mm_packs_epi32(_mm_sub_epi32(nowv, load(m1.last_seen)), _mm_sub_epi32(nowv, load(m1.last_seen + 4)));
-    // Ways that may have expired: age >= the lowest timeout of a valid state, capped to 32767
-    // for the 16-bit compare (the cap only sends more ways to the exact check). Unsigned
-    // 16-bit a < t is subs(t, a) != 0: `old` has a byte 0xFF per such way.
-    const uint32_t tlow = std::min(std::min(timeout_of[1], timeout_of[2]), std::min(timeout_of[3], timeout_of[4]));
-    const __m128i tcap = _mm_set1_epi16(static_cast<short>(std::min<uint32_t>(tlow, 32767)));
+    // Ways that may have expired: age >= tcap, the lowest timeout of a valid state capped to
+    // 32767 for the 16-bit compare (the cap only sends more ways to the exact check).
+    // Unsigned 16-bit a < t is subs(t, a) != 0: `old` has a byte 0xFF per such way.
     const __m128i old = _mm_packs_epi16(_mm_cmpeq_epi16(_mm_subs_epu16(tcap, r.a0), zero),
                                         _mm_cmpeq_epi16(_mm_subs_epu16(tcap, r.a1), zero));
     // The state bytes, as timeout_of reads them (the low three bits): those outside 1-4 have
@@ -180,6 +179,21 @@ struct Sse2Ways {
     return r;
 }
 }  // namespace
+
+// classify()'s threshold, kept between inserts: comparing the four timeouts with those it was
+// computed from costs less than computing it (and set_timeouts, inline, cannot say it changed).
+// When they differ, insert goes on in insert_old, which computes it again: no call here.
+[[gnu::always_inline]] inline bool ConnTable::tcap_current() const {
+    const __m128i now_of = _mm_loadu_si128(reinterpret_cast<const __m128i*>(&timeout_of_[1]));
+    const __m128i then_of = _mm_load_si128(reinterpret_cast<const __m128i*>(tcap_of_));
+    return _mm_movemask_epi8(_mm_cmpeq_epi32(now_of, then_of)) == 0xFFFF;
+}
+
+void ConnTable::refresh_tcap() const {
+    std::memcpy(tcap_of_, &timeout_of_[1], sizeof tcap_of_);
+    const uint32_t tlow = *std::min_element(std::begin(tcap_of_), std::end(tcap_of_));
+    for (uint16_t& t : tcap_) t = static_cast<uint16_t>(std::min<uint32_t>(tlow, 32767));
+}
 
 // The same choice as scan_portable, shaped by the common case of a SYN flood on a full table:
 // no empty way, no expired one, the oldest new way goes. The classes come from the 16 state
@@ -205,7 +219,9 @@ static constexpr uint32_t kOld = 0xFFFFFFFEu;
         const bool second = _mm_extract_epi16(sums, 4) > _mm_cvtsi128_si32(sums);
         return {static_cast<uint32_t>(__builtin_ctz(second ? empty & 0xFF00 : empty)), 0};
     }
-    const Sse2Ways c = classify(m0, m1, timeout_of_, now);
+    if (!tcap_current()) [[unlikely]]
+        return {kOld, 0};
+    const Sse2Ways c = classify(m0, m1, _mm_load_si128(reinterpret_cast<const __m128i*>(tcap_)), now);
     if (c.maybe) [[unlikely]]
         return {kOld, 0};
     // Nothing expired, every age under 32767: the oldest new way, else (not for a new
@@ -217,12 +233,13 @@ static constexpr uint32_t kOld = 0xFFFFFFFEu;
     return {oldest16(c.a0, c.a1, 0xFFFF), 3};
 }
 
-// No way is empty and some is past the lowest timeout (or has an invalid state): each such
-// way against its own timeout, then the oldest of the class, by 16-bit lanes when its ages
+// No way is empty and some is past the lowest timeout (or has an invalid state, or the
+// timeouts changed): each such way against its own timeout, then the oldest of the class, by 16-bit lanes when its ages
 // allow.
 [[gnu::always_inline]] inline ConnTable::Victim ConnTable::scan_sse2_old(const BucketMeta& m0, const BucketMeta& m1,
                                                                          bool is_new, uint32_t now) const {
-    const Sse2Ways c = classify(m0, m1, timeout_of_, now);
+    if (!tcap_current()) refresh_tcap();
+    const Sse2Ways c = classify(m0, m1, _mm_load_si128(reinterpret_cast<const __m128i*>(tcap_)), now);
     uint32_t expired = c.invalid;
     for (uint32_t m = c.maybe & ~c.invalid; m; m &= m - 1) {
         const auto p = static_cast<uint32_t>(__builtin_ctz(m));
@@ -266,24 +283,29 @@ template <ConnTable::Scan S>
     const uint32_t idx = b * kWays + w;
     BucketMeta& m = meta_[b];
     ConnEntry& e = entries_[idx];
-    // What remove() does, less clearing the way and the live count's -1 +1, the new entry
-    // taking it at once. The hook gets a copy of the old entry, called last and out of line:
-    // then this function saves no registers for a call.
-    const auto gone_state = static_cast<ConnState>(m.state[w]);
-    if (v.rank != 0) gone_ = e;
-    e.key = key;
-    e.server = server;
-    e.server_tag = server_tag;
-    m.tag[w] = pr.tag;
-    m.last_seen[w] = now;
-    m.state[w] = static_cast<uint8_t>(state);
-    stats_.inserts.add();
+    const auto place = [&] {
+        e.key = key;
+        e.server = server;
+        e.server_tag = server_tag;
+        m.tag[w] = pr.tag;
+        m.last_seen[w] = now;
+        m.state[w] = static_cast<uint8_t>(state);
+        stats_.inserts.add();
+    };
     if (v.rank == 0) {
+        place();
         stats_.live.add();
         return idx;
     }
+    // What remove() does, less clearing the way and the live count's -1 +1, the new entry
+    // taking it at once. The hook gets a copy of the old entry, called last: only the index
+    // lives across the call, nothing of the new entry.
+    const auto gone_state = static_cast<ConnState>(m.state[w]);
+    const ConnEntry gone = e;
+    place();
     (v.rank == 1 ? stats_.expired : stats_.evictions).add();
-    return hook_ ? report_gone(idx, gone_state) : idx;
+    if (hook_) hook_(hook_ctx_, gone, gone_state);
+    return idx;
 }
 
 #if defined(__SSE2__)
@@ -292,11 +314,6 @@ uint32_t ConnTable::insert_old(const FlowKey& key, Probe pr, ConnState state, ui
     return insert_with<Scan::sse2_old>(key, pr, state, now, server, server_tag);
 }
 #endif
-
-uint32_t ConnTable::report_gone(uint32_t idx, ConnState state) {
-    hook_(hook_ctx_, gone_, state);
-    return idx;
-}
 
 // Both for the test (ConnTableScanTest); insert() runs the build's default.
 template uint32_t ConnTable::insert_with<ConnTable::Scan::portable>(const FlowKey&, const Probe&, ConnState,

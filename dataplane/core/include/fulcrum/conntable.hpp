@@ -360,6 +360,8 @@ private:
 #if defined(__SSE2__)
     Victim scan_sse2(const BucketMeta& m0, const BucketMeta& m1, bool is_new, uint32_t now) const;
     Victim scan_sse2_old(const BucketMeta& m0, const BucketMeta& m1, bool is_new, uint32_t now) const;
+    bool tcap_current() const;
+    void refresh_tcap() const;
     [[gnu::noinline]] uint32_t insert_old(const FlowKey& key, Probe pr, ConnState state, uint32_t now,
                                           uint32_t server, uint32_t server_tag);
 #endif
@@ -367,9 +369,6 @@ private:
     uint32_t insert_with(const FlowKey& key, const Probe& pr, ConnState state, uint32_t now, uint32_t server,
                          uint32_t server_tag);
     friend struct ConnTableScanTest;  // tests/unit/test_conntable.cpp: both scans
-    // insert() replaced a live or expired entry, whose copy is in gone_: reports it to the
-    // hook and returns idx (out of line, so insert itself makes no call but this tail call).
-    [[gnu::noinline]] uint32_t report_gone(uint32_t idx, ConnState state);
 
     uint32_t nbuckets_;
     BucketMeta* meta_;
@@ -381,7 +380,11 @@ private:
     ConnTableStats stats_;
     RemoveHook hook_ = nullptr;
     void* hook_ctx_ = nullptr;
-    ConnEntry gone_{};  // see report_gone
+    // The SSE2 scan's expiry threshold: the lowest timeout of a valid state, capped to 32767,
+    // in eight 16-bit lanes; computed from timeout_of_[1..4] as they were in tcap_of_, and
+    // again when they differ (set_timeouts), checked at each use (conntable.cpp).
+    alignas(16) mutable uint32_t tcap_of_[4] = {};
+    alignas(16) mutable uint16_t tcap_[8] = {};
 };
 
 }  // namespace fulcrum
