@@ -290,9 +290,9 @@ TEST(ConnTable, TwoChoicesHoldMostOfTheCapacity) {
 namespace fulcrum {
 // Friend of ConnTable (conntable.hpp): runs insert with either victim scan.
 struct ConnTableScanTest {
-    static uint32_t insert_portable(ConnTable& t, const FlowKey& k, uint64_t hash, ConnState st, uint32_t now,
-                                    uint32_t server, uint32_t tag) {
-        return t.insert_with<ConnTable::Scan::portable>(k, t.probe(hash), st, now, server, tag);
+    static uint32_t insert_portable(ConnTable& t, const FlowKey& k, uint64_t hash, ConnState st,
+                                    uint32_t now, uint32_t server, uint32_t tag) {
+        return t.insert_portable(k, t.probe(hash), st, now, server, tag);
     }
 };
 }  // namespace fulcrum
@@ -311,8 +311,8 @@ struct RefVictim {
     int pos;
     int rank;
 };
-RefVictim reference_victim(const ConnTable::BucketMeta* const m[2], bool same, const ConnTimeouts& to, bool is_new,
-                           uint32_t now) {
+RefVictim reference_victim(const ConnTable::BucketMeta* const m[2], bool same,
+                           const ConnTimeouts& to, bool is_new, uint32_t now) {
     const int nb = same ? 1 : 2;
     int empties[2] = {0, 0}, first_empty[2] = {-1, -1};
     for (int k = 0; k < nb; ++k)
@@ -353,8 +353,9 @@ RefVictim reference_victim(const ConnTable::BucketMeta* const m[2], bool same, c
 }
 
 struct AlignedMemory {
-    explicit AlignedMemory(size_t n) : bytes(n), p(static_cast<uint8_t*>(::operator new(n, std::align_val_t{64}))) {}
-    ~AlignedMemory() { ::operator delete(p, std::align_val_t{64}); }
+    explicit AlignedMemory(size_t n)
+        : bytes(n), p(static_cast<uint8_t*>(::operator new (n, std::align_val_t{64}))) {}
+    ~AlignedMemory() { ::operator delete (p, std::align_val_t{64}); }
     size_t bytes;
     uint8_t* p;
 };
@@ -374,7 +375,10 @@ struct LastRemoved {
 struct StatsSnapshot {
     uint64_t inserts, evictions, expired, full, live;
     explicit StatsSnapshot(const ConnTableStats& s)
-        : inserts(s.inserts.get()), evictions(s.evictions.get()), expired(s.expired.get()), full(s.full.get()),
+        : inserts(s.inserts.get()),
+          evictions(s.evictions.get()),
+          expired(s.expired.get()),
+          full(s.full.get()),
           live(s.live.get()) {}
 };
 
@@ -399,19 +403,24 @@ TEST(ConnTableScan, BothScansMatchTheReferencePolicy) {
     int outcomes[5] = {};  // ranks 0-3, then full
     int same_buckets = 0;
     int trials = 0;
+    AlignedMemory mem_sse(ConnTable::memory_bytes(kCapacity)),
+        mem_plain(ConnTable::memory_bytes(kCapacity)), expect(ConnTable::memory_bytes(kCapacity));
+    ConnTable fast(kCapacity, {}, mem_sse.p), plain(kCapacity, {}, mem_plain.p);
+    LastRemoved removed_fast, removed_plain;
+    fast.set_remove_hook(&LastRemoved::hook, &removed_fast);
+    plain.set_remove_hook(&LastRemoved::hook, &removed_plain);
     for (const ConnTimeouts& to : timeout_sets) {
-        AlignedMemory mem_sse(ConnTable::memory_bytes(kCapacity)), mem_plain(ConnTable::memory_bytes(kCapacity)),
-            expect(ConnTable::memory_bytes(kCapacity));
-        ConnTable fast(kCapacity, to, mem_sse.p), plain(kCapacity, to, mem_plain.p);
-        LastRemoved removed_fast, removed_plain;
-        fast.set_remove_hook(&LastRemoved::hook, &removed_fast);
-        plain.set_remove_hook(&LastRemoved::hook, &removed_plain);
+        // The same tables throughout: what the SSE2 scan keeps of the timeouts must follow.
+        fast.set_timeouts(to);
+        plain.set_timeouts(to);
         const uint32_t state_timeouts[] = {to.tcp_new, to.tcp_established, to.tcp_closing, to.udp};
         for (int trial = 0; trial < 20'000; ++trial, ++trials) {
             const uint64_t hash = rng();
             const ConnTable::Probe pr = fast.probe(hash);
             same_buckets += pr.b1 == pr.b2;
-            const uint32_t now = pick(4) == 0 ? pick(1000) : pick(4) == 0 ? 0xFFFFFFFFu - pick(1000) : pick(0xFFFFFFFFu);
+            const uint32_t now = pick(4) == 0   ? pick(1000)
+                                 : pick(4) == 0 ? 0xFFFFFFFFu - pick(1000)
+                                                : pick(0xFFFFFFFFu);
             // Each trial: how likely an empty way, an invalid state, a non-new state.
             const uint32_t empty_pct = std::array<uint32_t, 4>{0, 0, 3, 30}[pick(4)];
             const uint32_t new_pct = std::array<uint32_t, 5>{100, 90, 50, 10, 0}[pick(5)];
@@ -419,38 +428,57 @@ TEST(ConnTableScan, BothScansMatchTheReferencePolicy) {
             const bool odd_states = pick(8) == 0;
             std::memset(mem_sse.p, 0, mem_sse.bytes);
             auto* meta = reinterpret_cast<ConnTable::BucketMeta*>(mem_sse.p);
-            auto* entries = reinterpret_cast<ConnEntry*>(mem_sse.p + kCapacity / 8 * sizeof(ConnTable::BucketMeta));
+            auto* entries = reinterpret_cast<ConnEntry*>(
+                mem_sse.p + kCapacity / 8 * sizeof(ConnTable::BucketMeta));
             for (const uint32_t b : {pr.b1, pr.b2}) {
                 for (uint32_t w = 0; w < 8; ++w) {
-                    meta[b].tag[w] = pick(100) < empty_pct ? 0 : static_cast<uint16_t>(1 + pick(0xFFFF));
+                    meta[b].tag[w] =
+                        pick(100) < empty_pct ? 0 : static_cast<uint16_t>(1 + pick(0xFFFF));
                     uint8_t st = pick(100) < new_pct ? 1 : static_cast<uint8_t>(2 + pick(3));
-                    if (odd_states && pick(4) == 0) st = pick(3) == 0 ? 0 : static_cast<uint8_t>(5 + pick(251));
+                    if (odd_states && pick(4) == 0)
+                        st = pick(3) == 0 ? 0 : static_cast<uint8_t>(5 + pick(251));
                     meta[b].state[w] = st;
                     uint32_t age;
                     switch (pick(100) < old_pct ? pick(5) : 5) {
-                        case 0: age = pick(0xFFFFFFFFu); break;
-                        case 1: age = state_timeouts[pick(4)] + pick(3) - 1; break;  // at a timeout
-                        case 2: age = 32765 + pick(4); break;                       // at 16 bits
-                        case 3: age = 0x7FFFFFFEu + pick(4); break;                 // at 2^31
-                        case 4: age = 0xFFFFFFFFu - pick(3); break;
-                        default: age = pick(8) == 0 ? pick(4) : pick(2000); break;  // young, ties
+                        case 0:
+                            age = pick(0xFFFFFFFFu);
+                            break;
+                        case 1:
+                            age = state_timeouts[pick(4)] + pick(3) - 1;
+                            break;  // at a timeout
+                        case 2:
+                            age = 32765 + pick(4);
+                            break;  // at 16 bits
+                        case 3:
+                            age = 0x7FFFFFFEu + pick(4);
+                            break;  // at 2^31
+                        case 4:
+                            age = 0xFFFFFFFFu - pick(3);
+                            break;
+                        default:
+                            age = pick(8) == 0 ? pick(4) : pick(2000);
+                            break;  // young, ties
                     }
                     meta[b].last_seen[w] = now - age;
-                    entries[b * 8 + w] = ConnEntry{key(static_cast<uint32_t>(rng())), b * 8 + w, pick(100)};
+                    entries[b * 8 + w] =
+                        ConnEntry{key(static_cast<uint32_t>(rng())), b * 8 + w, pick(100)};
                 }
             }
             std::memcpy(mem_plain.p, mem_sse.p, mem_sse.bytes);
             std::memcpy(expect.p, mem_sse.p, mem_sse.bytes);
             const auto* em = reinterpret_cast<ConnTable::BucketMeta*>(expect.p);
-            auto* ee = reinterpret_cast<ConnEntry*>(expect.p + kCapacity / 8 * sizeof(ConnTable::BucketMeta));
-            const ConnState inserted = pick(3) == 0 ? static_cast<ConnState>(2 + pick(3)) : ConnState::tcp_new;
+            auto* ee = reinterpret_cast<ConnEntry*>(expect.p +
+                                                    kCapacity / 8 * sizeof(ConnTable::BucketMeta));
+            const ConnState inserted =
+                pick(3) == 0 ? static_cast<ConnState>(2 + pick(3)) : ConnState::tcp_new;
             const ConnTable::BucketMeta* const pair[2] = {&em[pr.b1], &em[pr.b2]};
             const RefVictim ref =
                 reference_victim(pair, pr.b1 == pr.b2, to, inserted == ConnState::tcp_new, now);
             ++outcomes[ref.pos < 0 ? 4 : ref.rank];
             const FlowKey k = key(static_cast<uint32_t>(trial), 7);
             const uint32_t want = ref.pos < 0 ? ConnTable::kNone
-                                              : (ref.pos < 8 ? pr.b1 : pr.b2) * 8 + static_cast<uint32_t>(ref.pos % 8);
+                                              : (ref.pos < 8 ? pr.b1 : pr.b2) * 8 +
+                                                    static_cast<uint32_t>(ref.pos % 8);
             ConnEntry gone{};
             ConnState gone_state{};
             if (want != ConnTable::kNone) {
@@ -469,20 +497,23 @@ TEST(ConnTableScan, BothScansMatchTheReferencePolicy) {
                 const AlignedMemory& mem = portable ? mem_plain : mem_sse;
                 const StatsSnapshot before(t.stats());
                 removed.calls = 0;
-                const uint32_t got = portable
-                                         ? ConnTableScanTest::insert_portable(t, k, hash, inserted, now, 77, 88)
-                                         : t.insert(k, hash, inserted, now, 77, 88);
+                const uint32_t got =
+                    portable ? ConnTableScanTest::insert_portable(t, k, hash, inserted, now, 77, 88)
+                             : t.insert(k, hash, inserted, now, 77, 88);
                 const StatsSnapshot after(t.stats());
                 const char* scan = portable ? "portable" : "sse2";
-                ASSERT_EQ(got, want) << scan << " trial " << trial << " ref pos " << ref.pos << " rank " << ref.rank;
+                ASSERT_EQ(got, want)
+                    << scan << " trial " << trial << " ref pos " << ref.pos << " rank " << ref.rank;
                 ASSERT_EQ(std::memcmp(mem.p, expect.p, mem.bytes), 0) << scan << " trial " << trial;
                 const bool took = want != ConnTable::kNone;
                 EXPECT_EQ(after.inserts - before.inserts, took ? 1u : 0u) << scan;
                 EXPECT_EQ(after.full - before.full, took ? 0u : 1u) << scan;
                 EXPECT_EQ(after.expired - before.expired, took && ref.rank == 1 ? 1u : 0u) << scan;
-                EXPECT_EQ(after.evictions - before.evictions, took && ref.rank >= 2 ? 1u : 0u) << scan;
+                EXPECT_EQ(after.evictions - before.evictions, took && ref.rank >= 2 ? 1u : 0u)
+                    << scan;
                 EXPECT_EQ(after.live - before.live, took && ref.rank == 0 ? 1u : 0u) << scan;
-                ASSERT_EQ(removed.calls, took && ref.rank >= 1 ? 1 : 0) << scan << " trial " << trial;
+                ASSERT_EQ(removed.calls, took && ref.rank >= 1 ? 1 : 0)
+                    << scan << " trial " << trial;
                 if (removed.calls) {
                     EXPECT_EQ(removed.entry.key, gone.key) << scan;
                     EXPECT_EQ(removed.entry.server, gone.server) << scan;

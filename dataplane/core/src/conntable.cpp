@@ -86,9 +86,11 @@ ConnTable::Victim ConnTable::scan_portable(const BucketMeta& m0, const BucketMet
         for (uint32_t w = 0; w < kWays; ++w) {
             const uint32_t age = now - m.last_seen[w];
             const uint8_t st = m.state[w];
-            const uint64_t cls = age >= timeout_of(st)                                ? uint64_t{3} << 36
-                                 : st == static_cast<uint8_t>(ConnState::tcp_new) ? uint64_t{2} << 36
-                                                                                   : other;
+            uint64_t cls = other;
+            if (age >= timeout_of(st))
+                cls = uint64_t{3} << 36;
+            else if (st == static_cast<uint8_t>(ConnState::tcp_new))
+                cls = uint64_t{2} << 36;
             const uint64_t score = cls ? cls | (uint64_t{age} << 4) | (15 - (k * kWays + w)) : 0;
             best = score > best ? score : best;
         }
@@ -101,7 +103,8 @@ ConnTable::Victim ConnTable::scan_portable(const BucketMeta& m0, const BucketMet
 namespace {
 // The oldest way among `cand` (a mask over 16 positions), by a plain loop: for the rare scans
 // with expired ways or ages beyond 16 bits.
-uint32_t oldest_of(const ConnTable::BucketMeta& m0, const ConnTable::BucketMeta& m1, uint32_t now, uint32_t cand) {
+uint32_t oldest_of(const ConnTable::BucketMeta& m0, const ConnTable::BucketMeta& m1, uint32_t now,
+                   uint32_t cand) {
     uint32_t pos = static_cast<uint32_t>(__builtin_ctz(cand));
     uint32_t best = now - (pos < 8 ? m0 : m1).last_seen[pos % 8];
     for (cand &= cand - 1; cand; cand &= cand - 1) {
@@ -122,7 +125,8 @@ struct Ages16 {
     __m128i a0, a1;
 };
 inline Ages16 mask16(__m128i a0, __m128i a1, __m128i lanes) {
-    return {_mm_and_si128(a0, _mm_unpacklo_epi8(lanes, lanes)), _mm_and_si128(a1, _mm_unpackhi_epi8(lanes, lanes))};
+    return {_mm_and_si128(a0, _mm_unpacklo_epi8(lanes, lanes)),
+            _mm_and_si128(a1, _mm_unpackhi_epi8(lanes, lanes))};
 }
 
 // The oldest way among `cand`, from the exact 16-bit ages (all under 32767) of positions 0-7
@@ -133,25 +137,28 @@ inline uint32_t oldest16(__m128i a0, __m128i a1, uint32_t cand) {
     __m128i mx = _mm_max_epi16(a0, a1);
     mx = _mm_max_epi16(mx, _mm_shuffle_epi32(mx, 0x4E));  // swap 64-bit halves
     mx = _mm_max_epi16(mx, _mm_shuffle_epi32(mx, 0xB1));  // swap 32-bit pairs
-    mx = _mm_max_epi16(mx, _mm_shufflehi_epi16(_mm_shufflelo_epi16(mx, 0xB1), 0xB1));  // 16-bit pairs
+    mx = _mm_max_epi16(mx,
+                       _mm_shufflehi_epi16(_mm_shufflelo_epi16(mx, 0xB1), 0xB1));  // 16-bit pairs
     const auto at = static_cast<uint32_t>(
         _mm_movemask_epi8(_mm_packs_epi16(_mm_cmpeq_epi16(a0, mx), _mm_cmpeq_epi16(a1, mx))));
     return static_cast<uint32_t>(__builtin_ctz(at & cand));
 }
-inline uint32_t oldest16(Ages16 a, uint32_t cand) { return oldest16(a.a0, a.a1, cand); }
-
+inline uint32_t oldest16(Ages16 a, uint32_t cand) {
+    return oldest16(a.a0, a.a1, cand);
+}
 
 // What the SSE2 scan learns of the 16 ways (positions 0-7 the first bucket, 8-15 the second)
 // once it knows none is empty.
 struct Sse2Ways {
-    __m128i a0, a1;  // 16-bit ages of positions 0-7 and 8-15 (see classify)
-    __m128i newb;    // a byte 0xFF per new way (state tcp_new)
-    uint32_t maybe;  // ways that may have expired: a closer look needed
+    __m128i a0, a1;    // 16-bit ages of positions 0-7 and 8-15 (see classify)
+    __m128i newb;      // a byte 0xFF per new way (state tcp_new)
+    uint32_t maybe;    // ways that may have expired: a closer look needed
     uint32_t invalid;  // ways with a state byte of timeout 0: expired
 };
 
-[[gnu::always_inline]] inline Sse2Ways classify(const ConnTable::BucketMeta& m0, const ConnTable::BucketMeta& m1,
-                                                __m128i tcap, uint32_t now) {
+[[gnu::always_inline]] inline Sse2Ways classify(const ConnTable::BucketMeta& m0,
+                                                const ConnTable::BucketMeta& m1, __m128i tcap,
+                                                uint32_t now) {
     const auto load = [](const void* p) { return _mm_load_si128(static_cast<const __m128i*>(p)); };
     const __m128i zero = _mm_setzero_si128();
     Sse2Ways r;
@@ -159,8 +166,10 @@ struct Sse2Ways {
     // 32767 stays exact, one from 32767 to 2^31 becomes 32767 and a larger one negative; so
     // read as unsigned, a packed age is below any x <= 32767 exactly when the age is.
     const __m128i nowv = _mm_set1_epi32(static_cast<int>(now));
-    r.a0 = _mm_packs_epi32(_mm_sub_epi32(nowv, load(m0.last_seen)), _mm_sub_epi32(nowv, load(m0.last_seen + 4)));
-    r.a1 = _mm_packs_epi32(_mm_sub_epi32(nowv, load(m1.last_seen)), _mm_sub_epi32(nowv, load(m1.last_seen + 4)));
+    r.a0 = _mm_packs_epi32(_mm_sub_epi32(nowv, load(m0.last_seen)),
+                           _mm_sub_epi32(nowv, load(m0.last_seen + 4)));
+    r.a1 = _mm_packs_epi32(_mm_sub_epi32(nowv, load(m1.last_seen)),
+                           _mm_sub_epi32(nowv, load(m1.last_seen + 4)));
     // Ways that may have expired: age >= tcap, the lowest timeout of a valid state capped to
     // 32767 for the 16-bit compare (the cap only sends more ways to the exact check).
     // Unsigned 16-bit a < t is subs(t, a) != 0: `old` has a byte 0xFF per such way.
@@ -170,8 +179,9 @@ struct Sse2Ways {
     // timeout 0, always expired. Shifted to the top of each byte (a 16-bit shift: the bits it
     // brings into the low five of a byte do not matter), the valid ones are 0x20-0x9F, so
     // minus 0x20 they are exactly the bytes with the top bit clear.
-    const __m128i st = _mm_unpacklo_epi64(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(m0.state)),
-                                          _mm_loadl_epi64(reinterpret_cast<const __m128i*>(m1.state)));
+    const __m128i st =
+        _mm_unpacklo_epi64(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(m0.state)),
+                           _mm_loadl_epi64(reinterpret_cast<const __m128i*>(m1.state)));
     const __m128i invalid = _mm_add_epi8(_mm_slli_epi16(st, 5), _mm_set1_epi8(-0x20));
     r.newb = _mm_cmpeq_epi8(st, _mm_set1_epi8(static_cast<char>(ConnState::tcp_new)));
     r.maybe = static_cast<uint32_t>(_mm_movemask_epi8(_mm_or_si128(old, invalid)));
@@ -201,16 +211,19 @@ void ConnTable::refresh_tcap() const {
 // saturated to 16 bits (all under 32767 ms in that case: the new ones are younger than the
 // tcp_new timeout), so the oldest is one 16-lane maximum. Ways past the lowest timeout, or
 // with a state byte outside the valid ones (timeout 0), take the rare path: pos kOld, and
-// insert goes on in insert_old. Inlined into insert, which then calls nothing but in tail
-// position: no registers to save.
+// insert goes on in insert_old, out of line, so that insert's common path keeps nothing live
+// across a call (fewer registers to save).
 static constexpr uint32_t kOld = 0xFFFFFFFEu;
 
-[[gnu::always_inline]] inline ConnTable::Victim ConnTable::scan_sse2(const BucketMeta& m0, const BucketMeta& m1,
-                                                                     bool is_new, uint32_t now) const {
+[[gnu::always_inline]] inline ConnTable::Victim ConnTable::scan_sse2(const BucketMeta& m0,
+                                                                     const BucketMeta& m1,
+                                                                     bool is_new,
+                                                                     uint32_t now) const {
     const __m128i zero = _mm_setzero_si128();
     const auto load = [](const void* p) { return _mm_load_si128(static_cast<const __m128i*>(p)); };
     // Empty ways: a byte 0xFF per empty position, and as a mask.
-    const __m128i eb = _mm_packs_epi16(_mm_cmpeq_epi16(load(m0.tag), zero), _mm_cmpeq_epi16(load(m1.tag), zero));
+    const __m128i eb =
+        _mm_packs_epi16(_mm_cmpeq_epi16(load(m0.tag), zero), _mm_cmpeq_epi16(load(m1.tag), zero));
     const auto empty = static_cast<uint32_t>(_mm_movemask_epi8(eb));
     if (empty) {
         // Empty ways per bucket: the byte sums of each half, 255 per empty way (without the
@@ -221,7 +234,8 @@ static constexpr uint32_t kOld = 0xFFFFFFFEu;
     }
     if (!tcap_current()) [[unlikely]]
         return {kOld, 0};
-    const Sse2Ways c = classify(m0, m1, _mm_load_si128(reinterpret_cast<const __m128i*>(tcap_)), now);
+    const Sse2Ways c =
+        classify(m0, m1, _mm_load_si128(reinterpret_cast<const __m128i*>(tcap_)), now);
     if (c.maybe) [[unlikely]]
         return {kOld, 0};
     // Nothing expired, every age under 32767: the oldest new way, else (not for a new
@@ -234,12 +248,15 @@ static constexpr uint32_t kOld = 0xFFFFFFFEu;
 }
 
 // No way is empty and some is past the lowest timeout (or has an invalid state, or the
-// timeouts changed): each such way against its own timeout, then the oldest of the class, by 16-bit lanes when its ages
-// allow.
-[[gnu::always_inline]] inline ConnTable::Victim ConnTable::scan_sse2_old(const BucketMeta& m0, const BucketMeta& m1,
-                                                                         bool is_new, uint32_t now) const {
+// timeouts changed): each such way against its own timeout, then the oldest of the class, by
+// 16-bit lanes when its ages allow.
+[[gnu::always_inline]] inline ConnTable::Victim ConnTable::scan_sse2_old(const BucketMeta& m0,
+                                                                         const BucketMeta& m1,
+                                                                         bool is_new,
+                                                                         uint32_t now) const {
     if (!tcap_current()) refresh_tcap();
-    const Sse2Ways c = classify(m0, m1, _mm_load_si128(reinterpret_cast<const __m128i*>(tcap_)), now);
+    const Sse2Ways c =
+        classify(m0, m1, _mm_load_si128(reinterpret_cast<const __m128i*>(tcap_)), now);
     uint32_t expired = c.invalid;
     for (uint32_t m = c.maybe & ~c.invalid; m; m &= m - 1) {
         const auto p = static_cast<uint32_t>(__builtin_ctz(m));
@@ -258,8 +275,10 @@ static constexpr uint32_t kOld = 0xFFFFFFFEu;
 #endif
 
 template <ConnTable::Scan S>
-[[gnu::always_inline]] inline uint32_t ConnTable::insert_with(const FlowKey& key, const Probe& pr, ConnState state,
-                                                              uint32_t now, uint32_t server, uint32_t server_tag) {
+[[gnu::always_inline]] inline uint32_t ConnTable::insert_with(const FlowKey& key, const Probe& pr,
+                                                              ConnState state, uint32_t now,
+                                                              uint32_t server,
+                                                              uint32_t server_tag) {
     const bool is_new = state == ConnState::tcp_new;
     Victim v;
 #if defined(__SSE2__)
@@ -309,27 +328,24 @@ template <ConnTable::Scan S>
 }
 
 #if defined(__SSE2__)
-uint32_t ConnTable::insert_old(const FlowKey& key, Probe pr, ConnState state, uint32_t now, uint32_t server,
-                               uint32_t server_tag) {
+uint32_t ConnTable::insert_old(const FlowKey& key, Probe pr, ConnState state, uint32_t now,
+                               uint32_t server, uint32_t server_tag) {
     return insert_with<Scan::sse2_old>(key, pr, state, now, server, server_tag);
 }
 #endif
 
-// Both for the test (ConnTableScanTest); insert() runs the build's default.
-template uint32_t ConnTable::insert_with<ConnTable::Scan::portable>(const FlowKey&, const Probe&, ConnState,
-                                                                    uint32_t, uint32_t, uint32_t);
-#if defined(__SSE2__)
-template uint32_t ConnTable::insert_with<ConnTable::Scan::sse2>(const FlowKey&, const Probe&, ConnState, uint32_t,
-                                                                uint32_t, uint32_t);
-#endif
+uint32_t ConnTable::insert_portable(const FlowKey& key, const Probe& pr, ConnState state,
+                                    uint32_t now, uint32_t server, uint32_t server_tag) {
+    return insert_with<Scan::portable>(key, pr, state, now, server, server_tag);
+}
 
 uint32_t ConnTable::insert(const FlowKey& key, uint64_t hash, ConnState state, uint32_t now,
                            uint32_t server, uint32_t server_tag) {
     return insert_with<kScan>(key, probe(hash), state, now, server, server_tag);
 }
 
-uint32_t ConnTable::insert(const FlowKey& key, const Probe& pr, ConnState state, uint32_t now, uint32_t server,
-                           uint32_t server_tag) {
+uint32_t ConnTable::insert(const FlowKey& key, const Probe& pr, ConnState state, uint32_t now,
+                           uint32_t server, uint32_t server_tag) {
     return insert_with<kScan>(key, pr, state, now, server, server_tag);
 }
 

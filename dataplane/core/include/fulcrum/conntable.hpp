@@ -342,7 +342,8 @@ private:
 
     // insert()'s victim choice, in two versions giving the same answer: SSE2 and plain C++
     // (the build's default below; the unit test runs both against a reference). sse2_old is
-    // the SSE2 version's rare case, out of line (conntable.cpp).
+    // the SSE2 version's rare case, out of line. The inline ones are defined and used in
+    // conntable.cpp only.
     enum class Scan : uint8_t { portable, sse2, sse2_old };
 #if defined(__SSE2__)
     static constexpr Scan kScan = Scan::sse2;
@@ -358,17 +359,20 @@ private:
     };
     Victim scan_portable(const BucketMeta& m0, const BucketMeta& m1, bool is_new, uint32_t now) const;
 #if defined(__SSE2__)
-    Victim scan_sse2(const BucketMeta& m0, const BucketMeta& m1, bool is_new, uint32_t now) const;
-    Victim scan_sse2_old(const BucketMeta& m0, const BucketMeta& m1, bool is_new, uint32_t now) const;
-    bool tcap_current() const;
+    inline Victim scan_sse2(const BucketMeta& m0, const BucketMeta& m1, bool is_new, uint32_t now) const;
+    inline Victim scan_sse2_old(const BucketMeta& m0, const BucketMeta& m1, bool is_new, uint32_t now) const;
+    inline bool tcap_current() const;
     void refresh_tcap() const;
     [[gnu::noinline]] uint32_t insert_old(const FlowKey& key, Probe pr, ConnState state, uint32_t now,
                                           uint32_t server, uint32_t server_tag);
 #endif
     template <Scan S>
-    uint32_t insert_with(const FlowKey& key, const Probe& pr, ConnState state, uint32_t now, uint32_t server,
-                         uint32_t server_tag);
-    friend struct ConnTableScanTest;  // tests/unit/test_conntable.cpp: both scans
+    inline uint32_t insert_with(const FlowKey& key, const Probe& pr, ConnState state, uint32_t now,
+                                uint32_t server, uint32_t server_tag);
+    // insert() with the portable scan, for the unit test (ConnTableScanTest) on SSE2 builds.
+    uint32_t insert_portable(const FlowKey& key, const Probe& pr, ConnState state, uint32_t now, uint32_t server,
+                             uint32_t server_tag);
+    friend struct ConnTableScanTest;  // tests/unit/test_conntable.cpp
 
     uint32_t nbuckets_;
     BucketMeta* meta_;
