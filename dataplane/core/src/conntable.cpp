@@ -150,10 +150,9 @@ inline uint32_t oldest16(Ages16 a, uint32_t cand) {
 // What the SSE2 scan learns of the 16 ways (positions 0-7 the first bucket, 8-15 the second)
 // once it knows none is empty.
 struct Sse2Ways {
-    __m128i a0, a1;    // 16-bit ages of positions 0-7 and 8-15 (see classify)
-    __m128i newb;      // a byte 0xFF per new way (state tcp_new)
-    uint32_t maybe;    // ways that may have expired: a closer look needed
-    uint32_t invalid;  // ways with a state byte of timeout 0: expired
+    __m128i a0, a1;  // 16-bit ages of positions 0-7 and 8-15 (see classify)
+    __m128i newb;    // a byte 0xFF per new way (state tcp_new)
+    uint32_t maybe;  // ways that may have expired (see classify): a closer look needed
 };
 
 [[gnu::always_inline]] inline Sse2Ways classify(const ConnTable::BucketMeta& m0,
@@ -185,7 +184,6 @@ struct Sse2Ways {
     const __m128i invalid = _mm_add_epi8(_mm_slli_epi16(st, 5), _mm_set1_epi8(-0x20));
     r.newb = _mm_cmpeq_epi8(st, _mm_set1_epi8(static_cast<char>(ConnState::tcp_new)));
     r.maybe = static_cast<uint32_t>(_mm_movemask_epi8(_mm_or_si128(old, invalid)));
-    r.invalid = static_cast<uint32_t>(_mm_movemask_epi8(invalid));
     return r;
 }
 }  // namespace
@@ -247,6 +245,39 @@ static constexpr uint32_t kOld = 0xFFFFFFFEu;
     return {oldest16(c.a0, c.a1, 0xFFFF), 3};
 }
 
+// The ways that have expired, exactly: now - last_seen >= the timeout of the state byte, in
+// 32-bit lanes, four ways at a time. Each way's timeout is picked by comparing its state
+// (the low three bits, as timeout_of) with each valid one: 0 for the others.
+uint32_t ConnTable::expired_ways(const BucketMeta& m0, const BucketMeta& m1, uint32_t now) const {
+    const __m128i zero = _mm_setzero_si128();
+    const __m128i sign = _mm_set1_epi32(static_cast<int>(0x80000000u));
+    const __m128i st = _mm_and_si128(
+        _mm_unpacklo_epi64(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(m0.state)),
+                           _mm_loadl_epi64(reinterpret_cast<const __m128i*>(m1.state))),
+        _mm_set1_epi8(7));
+    const __m128i st16[2] = {_mm_unpacklo_epi8(st, zero), _mm_unpackhi_epi8(st, zero)};
+    const uint32_t* const seen[4] = {m0.last_seen, m0.last_seen + 4, m1.last_seen,
+                                     m1.last_seen + 4};
+    const __m128i nowv = _mm_set1_epi32(static_cast<int>(now));
+    __m128i live[4];  // all ones where the way has not expired
+    for (int i = 0; i < 4; ++i) {
+        const __m128i s =
+            i % 2 ? _mm_unpackhi_epi16(st16[i / 2], zero) : _mm_unpacklo_epi16(st16[i / 2], zero);
+        __m128i timeout = zero;
+        for (int state = 1; state <= 4; ++state)
+            timeout = _mm_or_si128(
+                timeout, _mm_and_si128(_mm_cmpeq_epi32(s, _mm_set1_epi32(state)),
+                                       _mm_set1_epi32(static_cast<int>(timeout_of_[state]))));
+        const __m128i age =
+            _mm_sub_epi32(nowv, _mm_load_si128(reinterpret_cast<const __m128i*>(seen[i])));
+        // Unsigned age < timeout, by the signed compare with both sign bits flipped.
+        live[i] = _mm_cmpgt_epi32(_mm_xor_si128(timeout, sign), _mm_xor_si128(age, sign));
+    }
+    const auto live_ways = static_cast<uint32_t>(_mm_movemask_epi8(
+        _mm_packs_epi16(_mm_packs_epi32(live[0], live[1]), _mm_packs_epi32(live[2], live[3]))));
+    return ~live_ways & 0xFFFF;
+}
+
 // No way is empty and some is past the lowest timeout (or has an invalid state, or the
 // timeouts changed): each such way against its own timeout, then the oldest of the class, by
 // 16-bit lanes when its ages allow.
@@ -257,11 +288,18 @@ static constexpr uint32_t kOld = 0xFFFFFFFEu;
     if (!tcap_current()) refresh_tcap();
     const Sse2Ways c =
         classify(m0, m1, _mm_load_si128(reinterpret_cast<const __m128i*>(tcap_)), now);
-    uint32_t expired = c.invalid;
-    for (uint32_t m = c.maybe & ~c.invalid; m; m &= m - 1) {
-        const auto p = static_cast<uint32_t>(__builtin_ctz(m));
-        const BucketMeta& b = p < kWays ? m0 : m1;
-        if (now - b.last_seen[p % kWays] >= timeout_of(b.state[p % kWays])) expired |= 1u << p;
+    // The ways past the lowest timeout against their own: one by one when they are few (the
+    // usual case: a few idle established connections), else all 16 at once.
+    uint32_t expired = 0;
+    const uint32_t m2 = c.maybe & (c.maybe - 1), m3 = m2 & (m2 - 1);
+    if ((m3 & (m3 - 1)) == 0) {  // at most three
+        for (uint32_t m = c.maybe; m; m &= m - 1) {
+            const auto p = static_cast<uint32_t>(__builtin_ctz(m));
+            const BucketMeta& b = p < kWays ? m0 : m1;
+            if (now - b.last_seen[p % kWays] >= timeout_of(b.state[p % kWays])) expired |= 1u << p;
+        }
+    } else {
+        expired = expired_ways(m0, m1, now);
     }
     if (expired) return {oldest_of(m0, m1, now, expired), 1};
     const auto news = static_cast<uint32_t>(_mm_movemask_epi8(c.newb));

@@ -362,6 +362,7 @@ private:
     inline Victim scan_sse2(const BucketMeta& m0, const BucketMeta& m1, bool is_new, uint32_t now) const;
     inline Victim scan_sse2_old(const BucketMeta& m0, const BucketMeta& m1, bool is_new, uint32_t now) const;
     inline bool tcap_current() const;
+    uint32_t expired_ways(const BucketMeta& m0, const BucketMeta& m1, uint32_t now) const;
     void refresh_tcap() const;
     [[gnu::noinline]] uint32_t insert_old(const FlowKey& key, Probe pr, ConnState state, uint32_t now,
                                           uint32_t server, uint32_t server_tag);
