@@ -234,8 +234,10 @@ static constexpr uint32_t kOld = 0xFFFFFFFEu;
         return {kOld, 0};
     const Sse2Ways c =
         classify(m0, m1, _mm_load_si128(reinterpret_cast<const __m128i*>(tcap_)), now);
-    if (c.maybe) [[unlikely]]
+    if (c.maybe) [[unlikely]] {
+        handover_ = {c.a0, c.a1, c.newb, c.maybe};  // insert_old needs not classify again
         return {kOld, 0};
+    }
     // Nothing expired, every age under 32767: the oldest new way, else (not for a new
     // connection) the oldest of all.
     const auto news = static_cast<uint32_t>(_mm_movemask_epi8(c.newb));
@@ -285,9 +287,12 @@ uint32_t ConnTable::expired_ways(const BucketMeta& m0, const BucketMeta& m1, uin
                                                                          const BucketMeta& m1,
                                                                          bool is_new,
                                                                          uint32_t now) const {
-    if (!tcap_current()) refresh_tcap();
-    const Sse2Ways c =
-        classify(m0, m1, _mm_load_si128(reinterpret_cast<const __m128i*>(tcap_)), now);
+    // scan_sse2 handed over its classification, unless it found the threshold out of date.
+    Sse2Ways c{handover_.a0, handover_.a1, handover_.newb, handover_.maybe};
+    if (!tcap_current()) {
+        refresh_tcap();
+        c = classify(m0, m1, _mm_load_si128(reinterpret_cast<const __m128i*>(tcap_)), now);
+    }
     // The ways past the lowest timeout against their own: one by one when they are few (the
     // usual case: a few idle established connections), else all 16 at once.
     uint32_t expired = 0;

@@ -390,6 +390,14 @@ private:
     // again when they differ (set_timeouts), checked at each use (conntable.cpp).
     alignas(16) mutable uint32_t tcap_of_[4] = {};
     alignas(16) mutable uint16_t tcap_[8] = {};
+#if defined(__SSE2__)
+    // What the SSE2 scan learnt of the ways, handed to insert_old (conntable.cpp).
+    struct Handover {
+        __m128i a0, a1, newb;
+        uint32_t maybe;
+    };
+    mutable Handover handover_{};
+#endif
 };
 
 }  // namespace fulcrum
