@@ -1,6 +1,9 @@
 #include <gtest/gtest.h>
 
+#include <array>
+#include <cstring>
 #include <map>
+#include <new>
 #include <random>
 #include <unordered_map>
 
@@ -335,4 +338,279 @@ TEST(ConnTable, FindWithAHintExpiresTheEntry) {
     EXPECT_EQ(t.size(), 0u);
     EXPECT_EQ(t.stats().expired.get(), 1u);
     EXPECT_EQ(t.prefetch_entry(pr), ConnTable::kNone);
+}
+
+// ---- the victim choice: insert against a reference of the documented policy -------------
+
+namespace fulcrum {
+// Friend of ConnTable (conntable.hpp): runs insert with either victim scan.
+struct ConnTableScanTest {
+    static uint32_t insert_portable(ConnTable& t, const FlowKey& k, uint64_t hash, ConnState st,
+                                    uint32_t now, uint32_t server, uint32_t tag) {
+        return t.insert_portable(k, t.probe(hash), st, now, server, tag);
+    }
+};
+}  // namespace fulcrum
+
+namespace {
+
+// The policy as conntable.hpp and ConnTable::insert document it, written plainly: over the
+// ways of the key's buckets (one if both choices are the same), an empty way in the bucket
+// with more of them (the first bucket on a tie), its first one; else the oldest expired way;
+// else the oldest new (tcp_new) way; else, when the inserted state is not tcp_new, the oldest
+// other way; ties to the first way, the first bucket first. A way has expired when
+// now - last_seen (wrapping) >= the timeout of its state byte as the table reads it (its low
+// three bits; 0 and 5-7 have timeout 0). Returns the position (bucket * 8 + way, -1: none)
+// and the class taken: 0 empty, 1 expired, 2 new, 3 other.
+struct RefVictim {
+    int pos;
+    int rank;
+};
+RefVictim reference_victim(const ConnTable::BucketMeta* const m[2], bool same,
+                           const ConnTimeouts& to, bool is_new, uint32_t now) {
+    const int nb = same ? 1 : 2;
+    int empties[2] = {0, 0}, first_empty[2] = {-1, -1};
+    for (int k = 0; k < nb; ++k)
+        for (int w = 0; w < 8; ++w)
+            if (m[k]->tag[w] == 0) {
+                if (first_empty[k] < 0) first_empty[k] = w;
+                ++empties[k];
+            }
+    if (empties[0] + empties[1] > 0) {
+        const int k = empties[1] > empties[0] ? 1 : 0;
+        return {k * 8 + first_empty[k], 0};
+    }
+    int best = -1, best_class = 0;
+    uint32_t best_age = 0;
+    for (int k = 0; k < nb; ++k)
+        for (int w = 0; w < 8; ++w) {
+            const uint8_t st = m[k]->state[w];
+            const uint32_t age = now - m[k]->last_seen[w];
+            const int low = st & 7;
+            const uint32_t timeout = low >= 1 && low <= 4 ? to.of(static_cast<ConnState>(low)) : 0;
+            int cls;
+            if (age >= timeout)
+                cls = 3;  // expired: the best class
+            else if (st == static_cast<uint8_t>(ConnState::tcp_new))
+                cls = 2;
+            else if (!is_new)
+                cls = 1;
+            else
+                continue;  // protected from a new connection
+            if (cls > best_class || (cls == best_class && age > best_age)) {
+                best = k * 8 + w;
+                best_class = cls;
+                best_age = age;
+            }
+        }
+    if (best < 0) return {-1, 0};
+    return {best, 4 - best_class};
+}
+
+struct AlignedMemory {
+    explicit AlignedMemory(size_t n)
+        : bytes(n), p(static_cast<uint8_t*>(::operator new (n, std::align_val_t{64}))) {}
+    ~AlignedMemory() { ::operator delete (p, std::align_val_t{64}); }
+    size_t bytes;
+    uint8_t* p;
+};
+
+struct LastRemoved {
+    int calls = 0;
+    ConnEntry entry{};
+    ConnState state{};
+    static void hook(void* ctx, const ConnEntry& e, ConnState s) {
+        auto* r = static_cast<LastRemoved*>(ctx);
+        ++r->calls;
+        r->entry = e;
+        r->state = s;
+    }
+};
+
+struct StatsSnapshot {
+    uint64_t inserts, evictions, expired, full, live;
+    explicit StatsSnapshot(const ConnTableStats& s)
+        : inserts(s.inserts.get()),
+          evictions(s.evictions.get()),
+          expired(s.expired.get()),
+          full(s.full.get()),
+          live(s.live.get()) {}
+};
+
+}  // namespace
+
+// Thousands of random bucket pairs: random tags (some empty), state bytes (valid ones, 0 and
+// invalid 5-255), last-seen times around every timeout, the 16-bit limit of the SSE2 scan and
+// the wrap of the 32-bit clock, both choices the same bucket or not, a new connection or
+// another state inserted, several timeout sets. Both scans must take the reference's way and
+// leave the table, the hook's report and the statistics exactly as the policy says.
+TEST(ConnTableScan, BothScansMatchTheReferencePolicy) {
+    constexpr size_t kCapacity = 64;  // 8 buckets: both choices are the same bucket 1 in 8
+    const ConnTimeouts timeout_sets[] = {
+        ConnTimeouts{},                                  // the defaults: tcp_new 10 s
+        ConnTimeouts{100, 1000, 50, 300},                // short
+        ConnTimeouts{60'000, 900'000, 40'000, 300'000},  // all above 32767 ms
+        ConnTimeouts{0, 5, 0x80000000u, 0xFFFFFFFFu},    // extremes
+        ConnTimeouts{32767, 32768, 32766, 1},
+    };
+    std::mt19937_64 rng(2026);
+    const auto pick = [&](uint64_t n) { return static_cast<uint32_t>(rng() % n); };
+    int outcomes[5] = {};  // ranks 0-3, then full
+    int same_buckets = 0;
+    int trials = 0;
+    AlignedMemory mem_sse(ConnTable::memory_bytes(kCapacity)),
+        mem_plain(ConnTable::memory_bytes(kCapacity)), expect(ConnTable::memory_bytes(kCapacity));
+    ConnTable fast(kCapacity, {}, mem_sse.p), plain(kCapacity, {}, mem_plain.p);
+    LastRemoved removed_fast, removed_plain;
+    fast.set_remove_hook(&LastRemoved::hook, &removed_fast);
+    plain.set_remove_hook(&LastRemoved::hook, &removed_plain);
+    for (const ConnTimeouts& to : timeout_sets) {
+        // The same tables throughout: what the SSE2 scan keeps of the timeouts must follow.
+        fast.set_timeouts(to);
+        plain.set_timeouts(to);
+        const uint32_t state_timeouts[] = {to.tcp_new, to.tcp_established, to.tcp_closing, to.udp};
+        for (int trial = 0; trial < 20'000; ++trial, ++trials) {
+            const uint64_t hash = rng();
+            const ConnTable::Probe pr = fast.probe(hash);
+            same_buckets += pr.b1 == pr.b2;
+            const uint32_t now = pick(4) == 0   ? pick(1000)
+                                 : pick(4) == 0 ? 0xFFFFFFFFu - pick(1000)
+                                                : pick(0xFFFFFFFFu);
+            // Each trial: how likely an empty way, an invalid state, a non-new state.
+            const uint32_t empty_pct = std::array<uint32_t, 4>{0, 0, 3, 30}[pick(4)];
+            const uint32_t new_pct = std::array<uint32_t, 5>{100, 90, 50, 10, 0}[pick(5)];
+            const uint32_t old_pct = std::array<uint32_t, 5>{0, 0, 2, 10, 50}[pick(5)];
+            const bool odd_states = pick(8) == 0;
+            std::memset(mem_sse.p, 0, mem_sse.bytes);
+            auto* meta = reinterpret_cast<ConnTable::BucketMeta*>(mem_sse.p);
+            auto* entries = reinterpret_cast<ConnEntry*>(
+                mem_sse.p + kCapacity / 8 * sizeof(ConnTable::BucketMeta));
+            for (const uint32_t b : {pr.b1, pr.b2}) {
+                for (uint32_t w = 0; w < 8; ++w) {
+                    meta[b].tag[w] =
+                        pick(100) < empty_pct ? 0 : static_cast<uint16_t>(1 + pick(0xFFFF));
+                    uint8_t st = pick(100) < new_pct ? 1 : static_cast<uint8_t>(2 + pick(3));
+                    if (odd_states && pick(4) == 0)
+                        st = pick(3) == 0 ? 0 : static_cast<uint8_t>(5 + pick(251));
+                    meta[b].state[w] = st;
+                    uint32_t age;
+                    switch (pick(100) < old_pct ? pick(5) : 5) {
+                        case 0:
+                            age = pick(0xFFFFFFFFu);
+                            break;
+                        case 1:
+                            age = state_timeouts[pick(4)] + pick(3) - 1;
+                            break;  // at a timeout
+                        case 2:
+                            age = 32765 + pick(4);
+                            break;  // at 16 bits
+                        case 3:
+                            age = 0x7FFFFFFEu + pick(4);
+                            break;  // at 2^31
+                        case 4:
+                            age = 0xFFFFFFFFu - pick(3);
+                            break;
+                        default:
+                            age = pick(8) == 0 ? pick(4) : pick(2000);
+                            break;  // young, ties
+                    }
+                    meta[b].last_seen[w] = now - age;
+                    entries[b * 8 + w] =
+                        ConnEntry{key(static_cast<uint32_t>(rng())), b * 8 + w, pick(100)};
+                }
+            }
+            std::memcpy(mem_plain.p, mem_sse.p, mem_sse.bytes);
+            std::memcpy(expect.p, mem_sse.p, mem_sse.bytes);
+            const auto* em = reinterpret_cast<ConnTable::BucketMeta*>(expect.p);
+            auto* ee = reinterpret_cast<ConnEntry*>(expect.p +
+                                                    kCapacity / 8 * sizeof(ConnTable::BucketMeta));
+            const ConnState inserted =
+                pick(3) == 0 ? static_cast<ConnState>(2 + pick(3)) : ConnState::tcp_new;
+            const ConnTable::BucketMeta* const pair[2] = {&em[pr.b1], &em[pr.b2]};
+            const RefVictim ref =
+                reference_victim(pair, pr.b1 == pr.b2, to, inserted == ConnState::tcp_new, now);
+            ++outcomes[ref.pos < 0 ? 4 : ref.rank];
+            const FlowKey k = key(static_cast<uint32_t>(trial), 7);
+            const uint32_t want = ref.pos < 0 ? ConnTable::kNone
+                                              : (ref.pos < 8 ? pr.b1 : pr.b2) * 8 +
+                                                    static_cast<uint32_t>(ref.pos % 8);
+            ConnEntry gone{};
+            ConnState gone_state{};
+            if (want != ConnTable::kNone) {
+                gone = ee[want];
+                gone_state = static_cast<ConnState>(em[want / 8].state[want % 8]);
+                ee[want] = ConnEntry{k, 77, 88};
+                auto& vm = reinterpret_cast<ConnTable::BucketMeta*>(expect.p)[want / 8];
+                vm.tag[want % 8] = pr.tag;
+                vm.last_seen[want % 8] = now;
+                vm.state[want % 8] = static_cast<uint8_t>(inserted);
+            }
+
+            for (const bool portable : {false, true}) {
+                ConnTable& t = portable ? plain : fast;
+                LastRemoved& removed = portable ? removed_plain : removed_fast;
+                const AlignedMemory& mem = portable ? mem_plain : mem_sse;
+                const StatsSnapshot before(t.stats());
+                removed.calls = 0;
+                const uint32_t got =
+                    portable ? ConnTableScanTest::insert_portable(t, k, hash, inserted, now, 77, 88)
+                             : t.insert(k, hash, inserted, now, 77, 88);
+                const StatsSnapshot after(t.stats());
+                const char* scan = portable ? "portable" : "sse2";
+                ASSERT_EQ(got, want)
+                    << scan << " trial " << trial << " ref pos " << ref.pos << " rank " << ref.rank;
+                ASSERT_EQ(std::memcmp(mem.p, expect.p, mem.bytes), 0) << scan << " trial " << trial;
+                const bool took = want != ConnTable::kNone;
+                EXPECT_EQ(after.inserts - before.inserts, took ? 1u : 0u) << scan;
+                EXPECT_EQ(after.full - before.full, took ? 0u : 1u) << scan;
+                EXPECT_EQ(after.expired - before.expired, took && ref.rank == 1 ? 1u : 0u) << scan;
+                EXPECT_EQ(after.evictions - before.evictions, took && ref.rank >= 2 ? 1u : 0u)
+                    << scan;
+                EXPECT_EQ(after.live - before.live, took && ref.rank == 0 ? 1u : 0u) << scan;
+                ASSERT_EQ(removed.calls, took && ref.rank >= 1 ? 1 : 0)
+                    << scan << " trial " << trial;
+                if (removed.calls) {
+                    EXPECT_EQ(removed.entry.key, gone.key) << scan;
+                    EXPECT_EQ(removed.entry.server, gone.server) << scan;
+                    EXPECT_EQ(removed.entry.server_tag, gone.server_tag) << scan;
+                    EXPECT_EQ(removed.state, gone_state) << scan;
+                }
+            }
+        }
+    }
+    // Every outcome came up often enough to matter.
+    for (int i = 0; i < 5; ++i) EXPECT_GT(outcomes[i], trials / 100) << "outcome " << i;
+    EXPECT_GT(same_buckets, trials / 20);
+}
+
+// The SYN flood's case, spelled out: a full pair of buckets of young new entries, the oldest
+// goes, ties to the first way of the first bucket; one more millisecond of age in the second
+// bucket wins it.
+TEST(ConnTableScan, SynFloodTakesTheOldestNewEntry) {
+    AlignedMemory mem(ConnTable::memory_bytes(64));
+    ConnTable t(64, {}, mem.p);
+    uint64_t hash = 1;
+    while (t.probe(hash).b1 == t.probe(hash).b2) ++hash;
+    const ConnTable::Probe pr = t.probe(hash);
+    auto* meta = reinterpret_cast<ConnTable::BucketMeta*>(mem.p);
+    const uint32_t now = 5;  // the ages below wrap the clock
+    for (const uint32_t b : {pr.b1, pr.b2})
+        for (uint32_t w = 0; w < 8; ++w) {
+            meta[b].tag[w] = static_cast<uint16_t>(100 + w);
+            meta[b].state[w] = static_cast<uint8_t>(ConnState::tcp_new);
+            meta[b].last_seen[w] = now - 100 - w % 3;  // ages 100-102
+        }
+    // Oldest: age 102 at ways 2 and 5 of both buckets: way 2 of the first bucket.
+    EXPECT_EQ(t.insert(key(1), hash, ConnState::tcp_new, now, 1, 1), pr.b1 * 8 + 2);
+    meta[pr.b2].last_seen[6] = now - 103;
+    EXPECT_EQ(t.insert(key(2), hash, ConnState::tcp_new, now, 1, 1), pr.b2 * 8 + 6);
+    EXPECT_EQ(t.stats().evictions.get(), 2u);
+    // An established entry among them is never taken by a SYN, however old (not expired).
+    for (const uint32_t b : {pr.b1, pr.b2})
+        for (uint32_t w = 0; w < 8; ++w) meta[b].last_seen[w] = now - 10;
+    meta[pr.b1].state[3] = static_cast<uint8_t>(ConnState::tcp_established);
+    meta[pr.b1].last_seen[3] = now - 500'000;
+    EXPECT_EQ(t.insert(key(3), hash, ConnState::tcp_new, now, 1, 1), pr.b1 * 8 + 0);
+    // ...but an established connection picked up mid-stream takes a new entry before it.
+    EXPECT_EQ(t.insert(key(4), hash, ConnState::tcp_established, now, 1, 1), pr.b1 * 8 + 1);
 }

@@ -415,7 +415,7 @@ __attribute__((always_inline)) inline Verdict Worker::new_connection(Frame& f, P
     slot = pick(s, svc, k.key);
     if (slot == FL_NO_SERVER) return drop(Drop::no_server);
     const fl_snap_server& srv = s.view().servers()[slot];
-    const uint32_t ni = conns_.insert(k.key, k.hash, st, now, slot, srv.tag);
+    const uint32_t ni = conns_.insert(k.key, k.probe, st, now, slot, srv.tag);
     if (svc.id < ctr_.max_services) ctr_.services[svc.id].new_conns.add();
     if (slot < ctr_.max_servers) {
         ServerCounters& c = ctr_.servers[slot];

@@ -142,7 +142,8 @@ public:
     // no line with another allocation.
     static_assert(sizeof(ConnEntry) * kWays % 64 == 0);
 
-    // Called for every entry that leaves the table (eviction, expiry, erase, clear).
+    // Called for every entry that leaves the table (eviction, expiry, erase, clear). For an
+    // eviction it runs after the new entry took the way, with a copy of the old entry.
     using RemoveHook = void (*)(void* ctx, const ConnEntry& e, ConnState state);
 
     static size_t buckets_for(size_t capacity);
@@ -251,6 +252,9 @@ public:
     // the bucket holds only entries this insert may not replace.
     uint32_t insert(const FlowKey& key, uint64_t hash, ConnState state, uint32_t now,
                     uint32_t server, uint32_t server_tag);
+    // The same with the probe of the key's hash (probe()), which the forwarding path has.
+    uint32_t insert(const FlowKey& key, const Probe& pr, ConnState state, uint32_t now, uint32_t server,
+                    uint32_t server_tag);
 
     const ConnEntry& entry(uint32_t idx) const { return entries_[idx]; }
     ConnEntry& entry(uint32_t idx) { return entries_[idx]; }
@@ -371,6 +375,41 @@ private:
     uint32_t timeout_of(uint8_t state) const { return timeout_of_[state & 7]; }
     void remove(uint32_t b, uint32_t w);
 
+    // insert()'s victim choice, in two versions giving the same answer: SSE2 and plain C++
+    // (the build's default below; the unit test runs both against a reference). sse2_old is
+    // the SSE2 version's rare case, out of line. The inline ones are defined and used in
+    // conntable.cpp only.
+    enum class Scan : uint8_t { portable, sse2, sse2_old };
+#if defined(__SSE2__)
+    static constexpr Scan kScan = Scan::sse2;
+#else
+    static constexpr Scan kScan = Scan::portable;
+#endif
+    // The way an insert takes, as a position over the key's two buckets (way `pos % kWays` of
+    // the first bucket if pos < kWays, else of the second; kNone: every way is protected), and
+    // what it held: 0 nothing, 1 an expired entry, 2 a live new one, 3 another live one.
+    struct Victim {
+        uint32_t pos;
+        uint32_t rank;
+    };
+    Victim scan_portable(const BucketMeta& m0, const BucketMeta& m1, bool is_new, uint32_t now) const;
+#if defined(__SSE2__)
+    inline Victim scan_sse2(const BucketMeta& m0, const BucketMeta& m1, bool is_new, uint32_t now) const;
+    inline Victim scan_sse2_old(const BucketMeta& m0, const BucketMeta& m1, bool is_new, uint32_t now) const;
+    inline bool tcap_current() const;
+    uint32_t expired_ways(const BucketMeta& m0, const BucketMeta& m1, uint32_t now) const;
+    void refresh_tcap() const;
+    [[gnu::noinline]] uint32_t insert_old(const FlowKey& key, Probe pr, ConnState state, uint32_t now,
+                                          uint32_t server, uint32_t server_tag);
+#endif
+    template <Scan S>
+    inline uint32_t insert_with(const FlowKey& key, const Probe& pr, ConnState state, uint32_t now,
+                                uint32_t server, uint32_t server_tag);
+    // insert() with the portable scan, for the unit test (ConnTableScanTest) on SSE2 builds.
+    uint32_t insert_portable(const FlowKey& key, const Probe& pr, ConnState state, uint32_t now, uint32_t server,
+                             uint32_t server_tag);
+    friend struct ConnTableScanTest;  // tests/unit/test_conntable.cpp
+
     uint32_t nbuckets_;
     BucketMeta* meta_;
     ConnEntry* entries_;
@@ -381,6 +420,19 @@ private:
     ConnTableStats stats_;
     RemoveHook hook_ = nullptr;
     void* hook_ctx_ = nullptr;
+    // The SSE2 scan's expiry threshold: the lowest timeout of a valid state, capped to 32767,
+    // in eight 16-bit lanes; computed from timeout_of_[1..4] as they were in tcap_of_, and
+    // again when they differ (set_timeouts), checked at each use (conntable.cpp).
+    alignas(16) mutable uint32_t tcap_of_[4] = {};
+    alignas(16) mutable uint16_t tcap_[8] = {};
+#if defined(__SSE2__)
+    // What the SSE2 scan learnt of the ways, handed to insert_old (conntable.cpp).
+    struct Handover {
+        __m128i a0, a1, newb;
+        uint32_t maybe;
+    };
+    mutable Handover handover_{};
+#endif
 };
 
 }  // namespace fulcrum
