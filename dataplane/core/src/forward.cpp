@@ -241,9 +241,8 @@ namespace {
 // IPv4 0/8 (0.0.0.0 included), 127/8, 224/4 (multicast) and 240/4 (255.255.255.255
 // included); IPv6 ::, ::1 and ff00::/8. Answering one would reach many hosts, nobody, or our
 // own stack, and forwarding one hands a server a connection it cannot answer.
-inline bool martian_source(const Parsed& p) {
-    const uint8_t* a = p.src;
-    if (!p.is_v6()) return a[0] == 0 || a[0] == 127 || a[0] >= 224;
+inline bool martian_source(const uint8_t* a, bool v6) {
+    if (!v6) return a[0] == 0 || a[0] == 127 || a[0] >= 224;
     if (a[0] == 0xFF) return true;
     return load_u64(a) == 0 && load_u32(a + 8) == 0 && load_be32(a + 12) <= 1;
 }
@@ -278,10 +277,13 @@ inline Drop packet_check(const Parsed& p) {
 // that finds a valid entry has a source that passed these when the entry was made: they run
 // only for packets that can create state or draw a reply (no entry, fragments, ICMP), and
 // established packets do not pay the VIP lookup.
-inline Drop source_check(const Parsed& p, const ServiceIndex& index) {
-    if (martian_source(p)) return Drop::martian_source;
-    if (index.find_vip(p.src, p.is_v6())) return Drop::vip_source;
+inline Drop source_check(const uint8_t* src, bool v6, const ServiceIndex& index) {
+    if (martian_source(src, v6)) return Drop::martian_source;
+    if (index.find_vip(src, v6)) return Drop::vip_source;
     return Drop::none;
+}
+inline Drop source_check(const Parsed& p, const ServiceIndex& index) {
+    return source_check(p.src, p.is_v6(), index);
 }
 
 // A frame that arrived as link-layer broadcast or multicast gets no ICMP answer (RFC 1122
@@ -332,14 +334,17 @@ Verdict Worker::finish(Frame& f, Pending& k, LoadedSnapshot* snap, uint32_t now)
     }
 }
 
-uint32_t Worker::maglev(const LoadedSnapshot& s, const fl_snap_service& svc, const FlowKey& key) {
+// Inline (as pick): every new connection takes one.
+__attribute__((always_inline)) inline uint32_t Worker::maglev(const LoadedSnapshot& s, const fl_snap_service& svc,
+                                                              const FlowKey& key) {
     // Maglev hashes with the configured seed, equal on both balancers of a pair, so they pick
     // the same servers.
     const uint64_t h = flow_hash(key, s.view().header().hash_seed);
     return s.view().table(svc)[hash_to_range(h, svc.table_size)];
 }
 
-uint32_t Worker::pick(LoadedSnapshot& s, const fl_snap_service& svc, const FlowKey& key) {
+__attribute__((always_inline)) inline uint32_t Worker::pick(LoadedSnapshot& s, const fl_snap_service& svc,
+                                                            const FlowKey& key) {
     if (svc.n_members == 0) return FL_NO_SERVER;
     if (svc.scheduler == FL_SCHED_WRR) {
         const auto members = s.view().members(svc);
@@ -395,37 +400,41 @@ __attribute__((always_inline)) inline bool Worker::use_entry(uint32_t ci, std::s
     return true;
 }
 
-// A packet of service `svc` with no valid connection entry (k.p filled): its source is
-// checked, a server picked and the entry made.
-__attribute__((always_inline)) inline Verdict Worker::new_connection(Frame& f, Pending& k, LoadedSnapshot& s, const fl_snap_service& svc,
-                                                 uint32_t now) {
-    const Parsed& p = k.p;
+// A packet of service `svc` with no valid connection entry: its source is checked, a server
+// picked and the entry made. `o` is what that needs of the packet; `p` its Parsed record, or
+// null for a fast-lane packet of a DSR service (whose forward needs no more).
+__attribute__((always_inline)) inline Verdict Worker::new_connection(Frame& f, Pending& k, LoadedSnapshot& s,
+                                                                     const fl_snap_service& svc, uint32_t now,
+                                                                     const Opening& o, const Parsed* p) {
     // This packet's source has not been checked yet (see source_check).
-    if (const Drop d = source_check(p, s.index()); d != Drop::none) return drop(d);
-    const bool tcp = p.l4_proto == ipproto::kTcp;
-    const ConnState st = tcp ? tcp_initial_state(p.tcp_flags) : ConnState::udp;
+    if (const Drop d = source_check(o.src, o.v6, s.index()); d != Drop::none) return drop(d);
+    const ConnState st = o.tcp ? tcp_initial_state(o.tcp_flags) : ConnState::udp;
     uint32_t slot;
     if (st == ConnState::tcp_closing) {
         // A FIN or RST for a connection we do not know: forward it where Maglev says, but
         // do not let such packets (often spoofed) take room in the table.
         slot = maglev(s, svc, k.key);
         if (slot == FL_NO_SERVER) return drop(Drop::no_server);
-        return send_to_server(f, p, s, svc, slot, k.hash, true);
+    } else {
+        slot = pick(s, svc, k.key);
+        if (slot == FL_NO_SERVER) return drop(Drop::no_server);
+        const fl_snap_server& srv = s.view().servers()[slot];
+        const uint32_t ni = conns_.insert(k.key, k.probe, st, now, slot, srv.tag);
+        if (svc.id < ctr_.max_services) ctr_.services[svc.id].new_conns.add();
+        if (slot < ctr_.max_servers) {
+            ServerCounters& c = ctr_.servers[slot];
+            if (ni != ConnTable::kNone) c.active.add();
+            c.new_conns.add();
+        }
+        // A UDP flow, or TCP picked up mid-stream, is established from its first packet.
+        if (st != ConnState::tcp_new && export_view_ && ni != ConnTable::kNone) [[unlikely]]
+            sync_export(*export_view_, conns_.entry(ni), FL_SYNC_S_ESTABLISHED, 0);
     }
-    slot = pick(s, svc, k.key);
-    if (slot == FL_NO_SERVER) return drop(Drop::no_server);
-    const fl_snap_server& srv = s.view().servers()[slot];
-    const uint32_t ni = conns_.insert(k.key, k.probe, st, now, slot, srv.tag);
-    if (svc.id < ctr_.max_services) ctr_.services[svc.id].new_conns.add();
-    if (slot < ctr_.max_servers) {
-        ServerCounters& c = ctr_.servers[slot];
-        if (ni != ConnTable::kNone) c.active.add();
-        c.new_conns.add();
-    }
-    // A UDP flow, or TCP picked up mid-stream, is established from its first packet.
-    if (st != ConnState::tcp_new && export_view_ && ni != ConnTable::kNone) [[unlikely]]
-        sync_export(*export_view_, conns_.entry(ni), FL_SYNC_S_ESTABLISHED, 0);
-    return send_to_server(f, p, s, svc, slot, k.hash, true);
+    if (p) return send_to_server(f, *p, s, svc, slot, k.hash, true);
+    // As send_to_server for DSR.
+    count_forward(svc.id, slot, f.len);
+    set_macs(f.data, s.view().servers()[slot].mac, cfg_.own_mac.bytes.data());
+    return {Action::forward, Drop::none};
 }
 
 // A packet to a service whose Parsed record is filled (the general parser's packets, and
@@ -444,7 +453,7 @@ __attribute__((always_inline)) inline Verdict Worker::new_connection(Frame& f, P
     if (ci != ConnTable::kNone &&
         use_entry(ci, view.servers(), static_cast<uint32_t>(k.svc), p.l4_proto == ipproto::kTcp, p.tcp_flags, now))
         return send_to_server(f, p, s, svc, conns_.entry(ci).server, k.hash, true);
-    return new_connection(f, k, s, svc, now);
+    return new_connection(f, k, s, svc, now, Opening{p.src, p.is_v6(), p.l4_proto == ipproto::kTcp, p.tcp_flags}, &p);
 }
 
 namespace {
@@ -540,8 +549,14 @@ Verdict Worker::fast_lane_encap(Frame& f, Pending& k, LoadedSnapshot& s, const f
 }
 
 Verdict Worker::fast_lane_new(Frame& f, Pending& k, LoadedSnapshot& s, const fl_snap_service& svc, uint32_t now) {
+    const bool tcp = k.key.proto == ipproto::kTcp;
+    // A DSR service's packet needs only its source address from the frame (IPv4, checked in
+    // pass 1); a tunnel's encapsulation (or too-big reply) reads the Parsed record.
+    if (svc.forwarding == FL_FWD_DSR)
+        return new_connection(f, k, s, svc, now, Opening{f.data + eth::kHeaderLen + 12, false, tcp, k.tcp_flags},
+                              nullptr);
     fill_parsed(f, k.tcp_flags, k.p);
-    return new_connection(f, k, s, svc, now);
+    return new_connection(f, k, s, svc, now, Opening{k.p.src, false, tcp, k.tcp_flags}, &k.p);
 }
 
 __attribute__((always_inline)) inline Verdict Worker::send_to_server(Frame& f, const Parsed& p, LoadedSnapshot& s,

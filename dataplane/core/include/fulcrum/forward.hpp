@@ -378,7 +378,15 @@ private:
     void prepare(const Frame* frames, size_t n, const LoadedSnapshot* snap);
     bool use_entry(uint32_t ci, std::span<const fl_snap_server> servers, uint32_t svc, bool tcp, uint8_t tcp_flags,
                    uint32_t now);
-    Verdict new_connection(Frame& f, Pending& k, LoadedSnapshot& s, const fl_snap_service& svc, uint32_t now);
+    // What a new connection needs of its first packet.
+    struct Opening {
+        const uint8_t* src;  // source address (IPv4: 4 bytes)
+        bool v6;
+        bool tcp;
+        uint8_t tcp_flags;
+    };
+    Verdict new_connection(Frame& f, Pending& k, LoadedSnapshot& s, const fl_snap_service& svc, uint32_t now,
+                           const Opening& o, const Parsed* p);
     Verdict icmp_to_vip(Frame& f, const Parsed& p, LoadedSnapshot& s, uint32_t now);
     Verdict send_to_server(Frame& f, const Parsed& p, LoadedSnapshot& s, const fl_snap_service& svc,
                            uint32_t slot, uint64_t hash, bool allow_reply);
