@@ -52,7 +52,7 @@ struct FlowKey {
 };
 static_assert(sizeof(FlowKey) == 40);
 
-// The five 64-bit words of a key (its memory image), for make_key and flow_key_hash.
+// The five 64-bit words of a key (its memory image), for make_key.
 inline void key_words(const uint8_t* src, const uint8_t* dst, bool v6, uint8_t proto, uint16_t sport,
                       uint16_t dport, uint64_t w[5]) {
     if (v6) {
@@ -130,16 +130,6 @@ inline uint64_t flow_hash_v4(uint64_t src, uint64_t dst, uint64_t w4, uint64_t s
 inline uint64_t flow_hash(const FlowKey& k, uint64_t seed) {
     const auto* b = reinterpret_cast<const uint8_t*>(&k);
     const uint64_t w[5] = {load_u64(b), load_u64(b + 8), load_u64(b + 16), load_u64(b + 24), load_u64(b + 32)};
-    return flow_hash_words(w, seed);
-}
-
-// The key of a parsed packet (flow_key_of) and its flow_hash with `seed`, from the words in
-// registers: an IPv4 key's zero words fold away.
-inline uint64_t flow_key_hash(const Parsed& p, uint64_t seed, FlowKey& key) {
-    const bool frag = p.frag != Frag::none;
-    uint64_t w[5];
-    key_words(p.src, p.dst, p.is_v6(), p.l4_proto, frag ? 0 : p.sport, frag ? 0 : p.dport, w);
-    std::memcpy(&key, w, sizeof key);
     return flow_hash_words(w, seed);
 }
 
