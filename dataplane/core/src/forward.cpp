@@ -431,10 +431,7 @@ __attribute__((always_inline)) inline Verdict Worker::new_connection(Frame& f, P
             sync_export(*export_view_, conns_.entry(ni), FL_SYNC_S_ESTABLISHED, 0);
     }
     if (p) return send_to_server(f, *p, s, svc, slot, k.hash, true);
-    // As send_to_server for DSR.
-    count_forward(svc.id, slot, f.len);
-    set_macs(f.data, s.view().servers()[slot].mac, cfg_.own_mac.bytes.data());
-    return {Action::forward, Drop::none};
+    return forward_dsr(f, s.view().servers()[slot], svc.id, slot);
 }
 
 // A packet to a service whose Parsed record is filled (the general parser's packets, and
@@ -563,10 +560,11 @@ __attribute__((always_inline)) inline Verdict Worker::send_to_server(Frame& f, c
                                const fl_snap_service& svc, uint32_t slot, uint64_t hash,
                                bool allow_reply) {
     const fl_snap_server& srv = s.view().servers()[slot];
+    if (svc.forwarding == FL_FWD_DSR) return forward_dsr(f, srv, svc.id, slot);
+    // A tunnel: the frame's size is counted before encapsulation.
     const uint32_t bytes = f.len;
     Action action = Action::forward;
-    const bool dsr = svc.forwarding == FL_FWD_DSR;
-    if (!dsr) {
+    {
         const EncapParams& e = s.encap();
         const uint32_t mtu = e.mtu ? std::min<uint32_t>(e.mtu, cfg_.mtu) : cfg_.mtu;
         const uint32_t oh = encap_overhead(svc.forwarding, p.is_v6());
@@ -594,9 +592,6 @@ __attribute__((always_inline)) inline Verdict Worker::send_to_server(Frame& f, c
         set_macs(f.data, srv.mac, cfg_.own_mac.bytes.data());
     }
     count_forward(svc.id, slot, bytes);
-    // DSR writes the frame last: its byte stores may alias everything above, which the
-    // compiler would otherwise load again.
-    if (dsr) set_macs(f.data, srv.mac, cfg_.own_mac.bytes.data());
     if (action == Action::forward_fragments) {
         const uint32_t mtu = s.encap().mtu ? std::min<uint32_t>(s.encap().mtu, cfg_.mtu) : cfg_.mtu;
         return {action, Drop::none, p.l3_off, static_cast<uint16_t>(mtu), static_cast<uint16_t>(svc.id), slot, bytes};

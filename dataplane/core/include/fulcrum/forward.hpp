@@ -416,6 +416,13 @@ private:
         }
         ctr_.forwarded.add();
     }
+    // A DSR forward: counted, then the MACs written last (the frame's byte stores may alias
+    // everything above, which the compiler would otherwise load again).
+    Verdict forward_dsr(Frame& f, const fl_snap_server& srv, uint32_t svc, uint32_t slot) {
+        count_forward(svc, slot, f.len);
+        set_macs(f.data, srv.mac, cfg_.own_mac.bytes.data());
+        return {Action::forward, Drop::none};
+    }
     void gauge(uint32_t slot, ConnState st, bool add) {
         if (slot >= ctr_.max_servers) return;
         Counter& c = st == ConnState::tcp_closing ? ctr_.servers[slot].inactive : ctr_.servers[slot].active;
