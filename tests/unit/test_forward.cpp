@@ -318,15 +318,27 @@ TEST_F(Forward, RetiredServerKeepsItsConnectionsAndRemovedOneIsReplaced) {
         }
         EXPECT_NE(now_s, 2);
     }
-    // Slot reused by a different server: the tag tells them apart.
-    spec.services[0].servers.push_back(server(2, "198.18.2.99"));
+}
+
+// An entry leads only to the server it was made for: when its slot holds another server (a
+// different tag) or a server of another service, the packet is a new connection.
+TEST_F(Forward, EntryWhoseSlotHoldsAnotherServerIsANewConnection) {
+    std::map<uint16_t, int> pinned;
+    for (uint16_t p = 1; p <= 200; ++p) run(to_vip(p).build(), &pinned[p]);
+    const auto on_slot2 = static_cast<uint64_t>(std::count_if(pinned.begin(), pinned.end(),
+                                                              [](const auto& e) { return e.second == 2; }));
+    ASSERT_GT(on_slot2, 0u);
+    const uint64_t new_before = w.counters().services[1].new_conns.get();
+    // Slot 2 reused at once by a different server: its tag differs, so the flows that were
+    // on slot 2 are new connections (the others keep their entries).
+    auto spec = base_spec();
+    spec.services[0].servers[2] = server(2, "198.18.2.99");
     snap = load(spec);
-    for (auto [port, s] : pinned) {
-        int now_s = -1;
-        run(to_vip(port, tcpflag::kAck).build(), &now_s);
-        (void)now_s;
-    }
-    SUCCEED();
+    for (auto [port, s] : pinned) ASSERT_EQ(run(to_vip(port, tcpflag::kAck).build()).action, Action::forward);
+    EXPECT_EQ(w.counters().services[1].new_conns.get() - new_before, on_slot2);
+    // The same again is all established.
+    for (auto [port, s] : pinned) run(to_vip(port, tcpflag::kAck).build());
+    EXPECT_EQ(w.counters().services[1].new_conns.get() - new_before, on_slot2);
 }
 
 TEST_F(Forward, SynOnAClosingEntryIsANewConnection) {

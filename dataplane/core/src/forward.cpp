@@ -54,6 +54,14 @@ Expected<std::unique_ptr<LoadedSnapshot>> LoadedSnapshot::load(std::span<const u
     ls->index_.build(ls->view_);
     ls->encap_ = EncapParams::from(ls->view_.header());
     ls->encap_tpl_ = EncapTemplate::from(ls->encap_);
+    const auto servers = ls->view_.servers();
+    ls->admit_.assign(servers.size(), kNotAdmitted);
+    for (size_t i = 0; i < servers.size(); ++i) {
+        const fl_snap_server& srv = servers[i];
+        // A server whose MAC was never resolved cannot receive frames (its MAC is all zero).
+        const bool has_mac = (load_u32(srv.mac) | load_u16(srv.mac + 4)) != 0;
+        if ((srv.flags & FL_SERVER_PRESENT) && has_mac) ls->admit_[i] = admit_key(srv.tag, srv.service);
+    }
     ls->wrr_.resize(std::max(1u, n_workers));
     // Each worker's row is padded by a cache line on both sides: workers write their rows on
     // every WRR pick and must not share lines.
@@ -356,28 +364,17 @@ __attribute__((always_inline)) inline uint32_t Worker::pick(LoadedSnapshot& s, c
     return maglev(s, svc, key);
 }
 
-namespace {
-// A server whose MAC was never resolved cannot receive frames (its MAC is all zero).
-inline bool has_mac(const fl_snap_server& srv) {
-    return (load_u32(srv.mac) | load_u16(srv.mac + 4)) != 0;
-}
-}  // namespace
-
 // Whether the connection entry `ci` still leads to a server of service `svc`: its slot holds
 // the server it was made for, with a MAC, and it is not a closing TCP entry that a bare SYN
 // reopens. Then the entry is touched and moved to its next state (telling the HA peer about
 // the transitions) and the result is true; otherwise the entry is erased (the packet is a new
 // connection) and the result is false.
-__attribute__((always_inline)) inline bool Worker::use_entry(uint32_t ci, std::span<const fl_snap_server> servers,
+__attribute__((always_inline)) inline bool Worker::use_entry(uint32_t ci, std::span<const uint64_t> admit,
                                                              uint32_t svc, bool tcp, uint8_t tcp_flags, uint32_t now) {
     const ConnEntry& e = conns_.entry(ci);
     const ConnState st = conns_.state(ci);
-    // As SnapshotView::server(): the slot holds a server.
-    bool valid = e.server < servers.size();
-    if (valid) [[likely]] {
-        const fl_snap_server& srv = servers[e.server];
-        valid = (srv.flags & FL_SERVER_PRESENT) && srv.tag == e.server_tag && srv.service == svc && has_mac(srv);
-    }
+    // The slot holds the entry's server, in service `svc`, with a MAC (LoadedSnapshot::admit).
+    const bool valid = e.server < admit.size() && admit[e.server] == LoadedSnapshot::admit_key(e.server_tag, svc);
     // A bare SYN on a closing entry opens a new connection on a reused 4-tuple.
     const bool reopen = tcp && st == ConnState::tcp_closing &&
                         (tcp_flags & (tcpflag::kSyn | tcpflag::kAck)) == tcpflag::kSyn;
@@ -448,7 +445,7 @@ __attribute__((always_inline)) inline Verdict Worker::new_connection(Frame& f, P
     }
     const uint32_t ci = conns_.find(k.key, k.probe, now);
     if (ci != ConnTable::kNone &&
-        use_entry(ci, view.servers(), static_cast<uint32_t>(k.svc), p.l4_proto == ipproto::kTcp, p.tcp_flags, now))
+        use_entry(ci, s.admit(), static_cast<uint32_t>(k.svc), p.l4_proto == ipproto::kTcp, p.tcp_flags, now))
         return send_to_server(f, p, s, svc, conns_.entry(ci).server, k.hash, true);
     return new_connection(f, k, s, svc, now, Opening{p.src, p.is_v6(), p.l4_proto == ipproto::kTcp, p.tcp_flags}, &p);
 }
@@ -470,7 +467,7 @@ __attribute__((always_inline)) inline void Worker::fast_lane(Frame& f, Pending& 
     const fl_snap_service& svc = bv.services[k.svc];
     const uint32_t ci = conns_.find<true>(k.key, k.probe, k.hint, now);
     if (ci != ConnTable::kNone &&
-        use_entry(ci, bv.servers, static_cast<uint32_t>(k.svc), k.key.proto == ipproto::kTcp, k.tcp_flags, now))
+        use_entry(ci, bv.admit, static_cast<uint32_t>(k.svc), k.key.proto == ipproto::kTcp, k.tcp_flags, now))
         [[likely]] {
         const uint32_t slot = conns_.entry(ci).server;
         if (svc.forwarding == FL_FWD_DSR) [[likely]] {
@@ -701,6 +698,7 @@ void Worker::process_burst(std::span<Frame> frames, Verdict* out, LoadedSnapshot
     if (snap) {
         bv.services = snap->view().services().data();
         bv.servers = snap->view().servers();
+        bv.admit = snap->admit();
     }
     bv.own_mac_head = uint64_t{load_u16(cfg_.own_mac.bytes.data())} << 48;
     bv.own_mac_tail = load_u32(cfg_.own_mac.bytes.data() + 2);
@@ -747,8 +745,9 @@ Verdict Worker::icmp_to_vip(Frame& f, const Parsed& p, LoadedSnapshot& s, uint32
             const uint32_t ci = conns_.find(key, h, now);
             if (ci != ConnTable::kNone) {
                 const ConnEntry& e = conns_.entry(ci);
-                const fl_snap_server* srv = view.server(e.server);
-                if (srv && srv->tag == e.server_tag && srv->service == static_cast<uint32_t>(si) && has_mac(*srv))
+                const auto admit = s.admit();
+                if (e.server < admit.size() &&
+                    admit[e.server] == LoadedSnapshot::admit_key(e.server_tag, static_cast<uint32_t>(si)))
                     slot = e.server;
             }
             if (slot == FL_NO_SERVER) slot = maglev(s, svc, key);
