@@ -809,7 +809,13 @@ TEST_F(Forward, FastLaneEncapsulationMatchesTheGeneralPath) {
             b.df = rng() % 3 != 0;
             b.tos = static_cast<uint8_t>(rng());
             b.ttl = static_cast<uint8_t>(1 + rng() % 255);
-            b.with_payload(rng() % 2 ? rng() % 100 : 1300 + rng() % 200);
+            // Small, large, and every size at an edge: the largest inner packet that IPIP (20
+            // bytes more) or GUE (28) sends whole under either MTU, and one byte more.
+            static constexpr uint16_t kEdges[] = {1480, 1472, 1380, 1372};
+            const uint32_t pick = rng() % 4;
+            b.with_payload(pick == 0   ? rng() % 100
+                           : pick == 1 ? 1300 + rng() % 200
+                                       : kEdges[rng() % 4] - 40 + rng() % 2);  // 40: IPv4 + TCP
             FrameBuf a(b.build(), 4096);
             b.vlans = {42};
             FrameBuf t(b.build(), 4096);

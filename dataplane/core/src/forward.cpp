@@ -55,12 +55,13 @@ Expected<std::unique_ptr<LoadedSnapshot>> LoadedSnapshot::load(std::span<const u
     ls->encap_ = EncapParams::from(ls->view_.header());
     ls->encap_tpl_ = EncapTemplate::from(ls->encap_);
     const auto servers = ls->view_.servers();
-    ls->admit_.assign(servers.size(), kNotAdmitted);
+    ls->routes_.assign(servers.size(), Route{kNotAdmitted, 0});
     for (size_t i = 0; i < servers.size(); ++i) {
         const fl_snap_server& srv = servers[i];
+        Route& r = ls->routes_[i];
+        r.mac = load_u32(srv.mac) | (uint64_t{load_u16(srv.mac + 4)} << 32);
         // A server whose MAC was never resolved cannot receive frames (its MAC is all zero).
-        const bool has_mac = (load_u32(srv.mac) | load_u16(srv.mac + 4)) != 0;
-        if ((srv.flags & FL_SERVER_PRESENT) && has_mac) ls->admit_[i] = admit_key(srv.tag, srv.service);
+        if ((srv.flags & FL_SERVER_PRESENT) && r.mac != 0) r.admit = admit_key(srv.tag, srv.service);
     }
     ls->wrr_.resize(std::max(1u, n_workers));
     // Each worker's row is padded by a cache line on both sides: workers write their rows on
@@ -369,12 +370,13 @@ __attribute__((always_inline)) inline uint32_t Worker::pick(LoadedSnapshot& s, c
 // reopens. Then the entry is touched and moved to its next state (telling the HA peer about
 // the transitions) and the result is true; otherwise the entry is erased (the packet is a new
 // connection) and the result is false.
-__attribute__((always_inline)) inline bool Worker::use_entry(uint32_t ci, std::span<const uint64_t> admit,
+__attribute__((always_inline)) inline bool Worker::use_entry(uint32_t ci, std::span<const LoadedSnapshot::Route> routes,
                                                              uint32_t svc, bool tcp, uint8_t tcp_flags, uint32_t now) {
     const ConnEntry& e = conns_.entry(ci);
     const ConnState st = conns_.state(ci);
-    // The slot holds the entry's server, in service `svc`, with a MAC (LoadedSnapshot::admit).
-    const bool valid = e.server < admit.size() && admit[e.server] == LoadedSnapshot::admit_key(e.server_tag, svc);
+    // The slot holds the entry's server, in service `svc`, with a MAC (LoadedSnapshot::Route).
+    const bool valid =
+        e.server < routes.size() && routes[e.server].admit == LoadedSnapshot::admit_key(e.server_tag, svc);
     // A bare SYN on a closing entry opens a new connection on a reused 4-tuple.
     const bool reopen = tcp && st == ConnState::tcp_closing &&
                         (tcp_flags & (tcpflag::kSyn | tcpflag::kAck)) == tcpflag::kSyn;
@@ -445,7 +447,7 @@ __attribute__((always_inline)) inline Verdict Worker::new_connection(Frame& f, P
     }
     const uint32_t ci = conns_.find(k.key, k.probe, now);
     if (ci != ConnTable::kNone &&
-        use_entry(ci, s.admit(), static_cast<uint32_t>(k.svc), p.l4_proto == ipproto::kTcp, p.tcp_flags, now))
+        use_entry(ci, s.routes(), static_cast<uint32_t>(k.svc), p.l4_proto == ipproto::kTcp, p.tcp_flags, now))
         return send_to_server(f, p, s, svc, conns_.entry(ci).server, k.hash, true);
     return new_connection(f, k, s, svc, now, Opening{p.src, p.is_v6(), p.l4_proto == ipproto::kTcp, p.tcp_flags}, &p);
 }
@@ -457,52 +459,7 @@ inline void fill_parsed(const Frame& f, uint8_t tcp_flags, Parsed& p) {
     const uint8_t* ip = f.data + eth::kHeaderLen;
     detail::fill_ipv4_fast({ip, ip + 20, load_be16(ip + 2), load_be16(ip + 6), ip[9], tcp_flags}, p);
 }
-}  // namespace
 
-// The fast lane (see process_burst): an IPv4 TCP or UDP packet to a service, parsed, checked
-// and hashed in pass 1. The common case, a packet of a known connection forwarded by DSR,
-// never fills the Parsed record. Inline: every such packet takes it.
-__attribute__((always_inline)) inline void Worker::fast_lane(Frame& f, Pending& k, LoadedSnapshot& s, const BurstView& bv,
-                                                               uint32_t now, BurstCounts& bc, Verdict& out) {
-    const fl_snap_service& svc = bv.services[k.svc];
-    const uint32_t ci = conns_.find<true>(k.key, k.probe, k.hint, now);
-    if (ci != ConnTable::kNone &&
-        use_entry(ci, bv.admit, static_cast<uint32_t>(k.svc), k.key.proto == ipproto::kTcp, k.tcp_flags, now))
-        [[likely]] {
-        const uint32_t slot = conns_.entry(ci).server;
-        if (svc.forwarding == FL_FWD_DSR) [[likely]] {
-            const fl_snap_server& srv = bv.servers[slot];
-            const uint32_t bytes = f.len;
-            if (k.svc != bc.run) [[unlikely]] {
-                flush_run(bc, bv.services);
-                bc.run = k.svc;
-            }
-            ++bc.packets;
-            bc.bytes += bytes;
-            if (slot < ctr_.max_servers) {
-                ServerCounters& c = ctr_.servers[slot];
-                c.packets.add();
-                c.bytes.add(bytes);
-            }
-            // Both MACs in two stores: the server's and the first two bytes of ours, then the
-            // other four of ours (BurstView).
-            store_u64(f.data, uint64_t{load_u32(srv.mac)} | (uint64_t{load_u16(srv.mac + 4)} << 32) | bv.own_mac_head);
-            std::memcpy(f.data + 8, &bv.own_mac_tail, 4);
-            // One 16-byte copy: assigning the fields would merge them with the other paths'
-            // verdicts, a register each.
-            static constexpr Verdict kForward{Action::forward, Drop::none};
-            std::memcpy(static_cast<void*>(&out), &kForward, sizeof out);
-            return;
-        }
-        out = fast_lane_encap(f, k, s, svc, slot);
-        return;
-    }
-    out = fast_lane_new(f, k, s, svc, now);
-}
-
-// The fast lane's other cases, out of line so that the common case keeps its registers: a
-// known connection of a tunnel service, and a new connection.
-namespace {
 // What encapsulation reads of a fast-lane packet's IPv4 header (as detail::make_room and
 // detail::encapsulate_v4 read a Parsed).
 struct InnerV4 {
@@ -514,32 +471,69 @@ struct InnerV4 {
 };
 }  // namespace
 
-Verdict Worker::fast_lane_encap(Frame& f, Pending& k, LoadedSnapshot& s, const fl_snap_service& svc, uint32_t slot) {
-    // The common case, a packet that fits the MTU once encapsulated, is send_to_server's
-    // without the Parsed record; anything else (too big: fragments or a reply) takes
-    // send_to_server itself.
-    const uint8_t* ip = f.data + eth::kHeaderLen;
-    const InnerV4 in{eth::kHeaderLen, load_be16(ip + 2), ip[1], (ip[6] & 0x40) != 0};
-    const EncapParams& e = s.encap();
-    const uint32_t mtu = e.mtu ? std::min<uint32_t>(e.mtu, cfg_.mtu) : cfg_.mtu;
-    const bool gue = svc.forwarding == FL_FWD_GUE;
-    if ((!gue && svc.forwarding != FL_FWD_IPIP) || in.l3_len + encap_overhead(svc.forwarding, false) > mtu)
-        [[unlikely]] {
-        fill_parsed(f, k.tcp_flags, k.p);
-        return send_to_server(f, k.p, s, svc, slot, k.hash, true);
+// The fast lane (see process_burst): an IPv4 TCP or UDP packet to a service, parsed, checked
+// and hashed in pass 1. The common case, a packet of a known connection forwarded by DSR,
+// never fills the Parsed record. Inline: every such packet takes it.
+__attribute__((always_inline)) inline void Worker::fast_lane(Frame& f, Pending& k, LoadedSnapshot& s, const BurstView& bv,
+                                                               uint32_t now, BurstCounts& bc, Verdict& out) {
+    const fl_snap_service& svc = bv.services[k.svc];
+    const uint32_t ci = conns_.find<true>(k.key, k.probe, k.hint, now);
+    if (ci != ConnTable::kNone &&
+        use_entry(ci, bv.routes, static_cast<uint32_t>(k.svc), k.key.proto == ipproto::kTcp, k.tcp_flags, now))
+        [[likely]] {
+        const uint32_t slot = conns_.entry(ci).server;
+        const uint32_t bytes = f.len;  // a tunnel's packet counts its size before encapsulation
+        if (svc.forwarding != FL_FWD_DSR) [[unlikely]] {
+            // A tunnel: the common case, an IPv4 packet that fits the MTU once encapsulated,
+            // is send_to_server's without the Parsed record; anything else (too big:
+            // fragments or a reply) takes fast_lane_encap.
+            const uint8_t* ip = f.data + eth::kHeaderLen;
+            const InnerV4 in{eth::kHeaderLen, load_be16(ip + 2), ip[1], (ip[6] & 0x40) != 0};
+            const bool gue = svc.forwarding == FL_FWD_GUE;
+            if ((!gue && svc.forwarding != FL_FWD_IPIP) || in.l3_len > bv.tunnel_max_l3[gue]) [[unlikely]] {
+                out = fast_lane_encap(f, k, s, svc, slot);
+                return;
+            }
+            // As send_to_server: a fresh outer identification only for a datagram that may be
+            // fragmented (RFC 6864).
+            const uint16_t ip_id = in.df ? 0 : ++ip_id_;
+            const fl_snap_server& srv = bv.servers[slot];
+            const bool ok = gue ? detail::encapsulate_v4<true>(f, in, srv.addr, bv.encap->v4[1], k.hash, ip_id)
+                                : detail::encapsulate_v4<false>(f, in, srv.addr, bv.encap->v4[0], k.hash, ip_id);
+            if (!ok) [[unlikely]] {
+                out = drop(Drop::no_headroom);
+                return;
+            }
+        }
+        if (k.svc != bc.run) [[unlikely]] {
+            flush_run(bc, bv.services);
+            bc.run = k.svc;
+        }
+        ++bc.packets;
+        bc.bytes += bytes;
+        if (slot < ctr_.max_servers) {
+            ServerCounters& c = ctr_.servers[slot];
+            c.packets.add();
+            c.bytes.add(bytes);
+        }
+        // Both MACs in two stores: the server's and the first two bytes of ours, then the
+        // other four of ours (BurstView).
+        store_u64(f.data, bv.routes[slot].mac | bv.own_mac_head);
+        std::memcpy(f.data + 8, &bv.own_mac_tail, 4);
+        // One 16-byte copy: assigning the fields would merge them with the other paths'
+        // verdicts, a register each.
+        static constexpr Verdict kForward{Action::forward, Drop::none};
+        std::memcpy(static_cast<void*>(&out), &kForward, sizeof out);
+        return;
     }
-    const fl_snap_server& srv = s.view().servers()[slot];
-    const uint32_t bytes = f.len;
-    // As send_to_server: a fresh outer identification only for a datagram that may be
-    // fragmented (RFC 6864).
-    const uint16_t ip_id = in.df ? 0 : ++ip_id_;
-    const EncapTemplate& t = s.encap_template();
-    const bool ok = gue ? detail::encapsulate_v4<true>(f, in, srv.addr, t.v4[1], k.hash, ip_id)
-                        : detail::encapsulate_v4<false>(f, in, srv.addr, t.v4[0], k.hash, ip_id);
-    if (!ok) return drop(Drop::no_headroom);
-    set_macs(f.data, srv.mac, cfg_.own_mac.bytes.data());
-    count_forward(svc.id, slot, bytes);
-    return {Action::forward, Drop::none};
+    out = fast_lane_new(f, k, s, svc, now);
+}
+
+// A known connection of a service whose packets the fast lane does not encapsulate inline:
+// too big for the MTU once encapsulated (fragments or a reply), or not a tunnel service.
+Verdict Worker::fast_lane_encap(Frame& f, Pending& k, LoadedSnapshot& s, const fl_snap_service& svc, uint32_t slot) {
+    fill_parsed(f, k.tcp_flags, k.p);
+    return send_to_server(f, k.p, s, svc, slot, k.hash, true);
 }
 
 Verdict Worker::fast_lane_new(Frame& f, Pending& k, LoadedSnapshot& s, const fl_snap_service& svc, uint32_t now) {
@@ -698,7 +692,14 @@ void Worker::process_burst(std::span<Frame> frames, Verdict* out, LoadedSnapshot
     if (snap) {
         bv.services = snap->view().services().data();
         bv.servers = snap->view().servers();
-        bv.admit = snap->admit();
+        bv.routes = snap->routes();
+        bv.encap = &snap->encap_template();
+        // The largest inner IPv4 packet that fits the MTU once encapsulated, IPIP and GUE.
+        const uint32_t mtu = snap->encap().mtu ? std::min<uint32_t>(snap->encap().mtu, cfg_.mtu) : cfg_.mtu;
+        for (const bool gue : {false, true}) {
+            const uint32_t oh = encap_overhead(gue ? FL_FWD_GUE : FL_FWD_IPIP, false);
+            bv.tunnel_max_l3[gue] = mtu > oh ? mtu - oh : 0;
+        }
     }
     bv.own_mac_head = uint64_t{load_u16(cfg_.own_mac.bytes.data())} << 48;
     bv.own_mac_tail = load_u32(cfg_.own_mac.bytes.data() + 2);
@@ -745,9 +746,9 @@ Verdict Worker::icmp_to_vip(Frame& f, const Parsed& p, LoadedSnapshot& s, uint32
             const uint32_t ci = conns_.find(key, h, now);
             if (ci != ConnTable::kNone) {
                 const ConnEntry& e = conns_.entry(ci);
-                const auto admit = s.admit();
-                if (e.server < admit.size() &&
-                    admit[e.server] == LoadedSnapshot::admit_key(e.server_tag, static_cast<uint32_t>(si)))
+                const auto routes = s.routes();
+                if (e.server < routes.size() &&
+                    routes[e.server].admit == LoadedSnapshot::admit_key(e.server_tag, static_cast<uint32_t>(si)))
                     slot = e.server;
             }
             if (slot == FL_NO_SERVER) slot = maglev(s, svc, key);

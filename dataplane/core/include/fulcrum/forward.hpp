@@ -110,13 +110,19 @@ public:
     const EncapParams& encap() const { return encap_; }
     // The same worked out into the outer headers' fixed parts, for encapsulate().
     const EncapTemplate& encap_template() const { return encap_tpl_; }
-    // By server slot, what a connection entry made for that slot must hold for its packets to
-    // go there (Worker::use_entry): the server's tag and service as tag << 32 | service, for
-    // a slot that holds a server with a MAC; kNotAdmitted (no entry's value: services are
-    // fewer) for any other slot. One load and compare per packet instead of four fields.
+    // By server slot, what the forwarding path reads of a server besides its address: `admit`,
+    // what a connection entry made for that slot must hold for its packets to go there
+    // (Worker::use_entry): the server's tag and service as tag << 32 | service, for a slot that
+    // holds a server with a MAC, else kNotAdmitted (no entry's value: services are fewer); and
+    // `mac`, the server's MAC in the low six bytes of a memory-order word. One load and compare
+    // per packet instead of four fields, and a DSR forward never reads the server's record.
+    struct Route {
+        uint64_t admit;
+        uint64_t mac;
+    };
     static constexpr uint64_t kNotAdmitted = ~uint64_t{0};
     static constexpr uint64_t admit_key(uint32_t tag, uint32_t service) { return (uint64_t{tag} << 32) | service; }
-    std::span<const uint64_t> admit() const { return admit_; }
+    std::span<const Route> routes() const { return routes_; }
 
 private:
     SnapshotBuffer buf_;
@@ -124,7 +130,7 @@ private:
     ServiceIndex index_;
     EncapParams encap_;
     EncapTemplate encap_tpl_;
-    std::vector<uint64_t> admit_;
+    std::vector<Route> routes_;
     std::vector<std::vector<int64_t>> wrr_;
 };
 
@@ -374,7 +380,9 @@ private:
     struct BurstView {
         const fl_snap_service* services;
         std::span<const fl_snap_server> servers;
-        std::span<const uint64_t> admit;  // LoadedSnapshot::admit()
+        std::span<const LoadedSnapshot::Route> routes;
+        const EncapTemplate* encap;       // LoadedSnapshot::encap_template()
+        uint32_t tunnel_max_l3[2];        // largest inner IPv4 packet IPIP [0] / GUE [1] sends whole
         uint64_t own_mac_head;  // our MAC's bytes 0-1, as bytes 6-7 of a 64-bit word
         uint32_t own_mac_tail;  // its bytes 2-5
     };
@@ -385,7 +393,7 @@ private:
     [[gnu::noinline]] Verdict fast_lane_new(Frame& f, Pending& k, LoadedSnapshot& s, const fl_snap_service& svc,
                                             uint32_t now);
     void prepare(const Frame* frames, size_t n, const LoadedSnapshot* snap);
-    bool use_entry(uint32_t ci, std::span<const uint64_t> admit, uint32_t svc, bool tcp, uint8_t tcp_flags,
+    bool use_entry(uint32_t ci, std::span<const LoadedSnapshot::Route> routes, uint32_t svc, bool tcp, uint8_t tcp_flags,
                    uint32_t now);
     // What a new connection needs of its first packet.
     struct Opening {
