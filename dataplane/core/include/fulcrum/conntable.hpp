@@ -395,8 +395,8 @@ private:
 
     // insert()'s victim choice, in two versions giving the same answer: SSE2 and plain C++
     // (the build's default below; the unit test runs both against a reference). sse2_old is
-    // the SSE2 version's rare case, out of line. The inline ones are defined and used in
-    // conntable.cpp only.
+    // the SSE2 version's rare case, out of line. scan_sse2 and insert_with are defined below
+    // the class (insert_reporting() inlines them), the other inline ones in conntable.cpp.
     enum class Scan : uint8_t { portable, sse2, sse2_old };
     static constexpr uint32_t kOld = 0xFFFFFFFEu;  // scan_sse2(): the rare case, see there
 #if defined(__SSE2__)
