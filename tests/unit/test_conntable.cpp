@@ -6,6 +6,7 @@
 #include <new>
 #include <random>
 #include <unordered_map>
+#include <vector>
 
 #include "fulcrum/conntable.hpp"
 
@@ -349,6 +350,10 @@ struct ConnTableScanTest {
                                     uint32_t now, uint32_t server, uint32_t tag) {
         return t.insert_portable(k, t.probe(hash), st, now, server, tag);
     }
+    static ConnTable::Inserted insert_reporting_portable(ConnTable& t, const FlowKey& k, uint64_t hash, ConnState st,
+                                                         uint32_t now, uint32_t server, uint32_t tag, ConnEntry* gone) {
+        return t.insert_reporting_portable(k, t.probe(hash), st, now, server, tag, gone);
+    }
 };
 }  // namespace fulcrum
 
@@ -521,6 +526,7 @@ TEST(ConnTableScan, BothScansMatchTheReferencePolicy) {
             }
             std::memcpy(mem_plain.p, mem_sse.p, mem_sse.bytes);
             std::memcpy(expect.p, mem_sse.p, mem_sse.bytes);
+            const std::vector<uint8_t> start(mem_sse.p, mem_sse.p + mem_sse.bytes);
             const auto* em = reinterpret_cast<ConnTable::BucketMeta*>(expect.p);
             auto* ee = reinterpret_cast<ConnEntry*>(expect.p +
                                                     kCapacity / 8 * sizeof(ConnTable::BucketMeta));
@@ -546,17 +552,37 @@ TEST(ConnTableScan, BothScansMatchTheReferencePolicy) {
                 vm.state[want % 8] = static_cast<uint8_t>(inserted);
             }
 
-            for (const bool portable : {false, true}) {
+            // Each scan through insert() (the hook hears of the replaced entry) and through
+            // insert_reporting() (the result says what it replaced; the hook hears nothing),
+            // asked for the replaced entry's copy or not.
+            for (const int variant : {0, 1, 2, 3}) {
+                const bool portable = variant % 2 == 1, reporting = variant >= 2;
+                if (variant == 2) {  // the same starting point as the first two
+                    std::memcpy(mem_sse.p, start.data(), mem_sse.bytes);
+                    std::memcpy(mem_plain.p, start.data(), mem_sse.bytes);
+                }
                 ConnTable& t = portable ? plain : fast;
                 LastRemoved& removed = portable ? removed_plain : removed_fast;
                 const AlignedMemory& mem = portable ? mem_plain : mem_sse;
                 const StatsSnapshot before(t.stats());
                 removed.calls = 0;
-                const uint32_t got =
-                    portable ? ConnTableScanTest::insert_portable(t, k, hash, inserted, now, 77, 88)
-                             : t.insert(k, hash, inserted, now, 77, 88);
+                const bool want_copy = reporting && pick(2) == 0;
+                const ConnEntry sentinel{key(0xABCDEF), 0xDEAD, 0xBEEF};
+                ConnEntry copy = sentinel;
+                ConnTable::Inserted ins{};
+                uint32_t got;
+                if (!reporting) {
+                    got = portable ? ConnTableScanTest::insert_portable(t, k, hash, inserted, now, 77, 88)
+                                   : t.insert(k, hash, inserted, now, 77, 88);
+                } else {
+                    ConnEntry* const gp = want_copy ? &copy : nullptr;
+                    ins = portable ? ConnTableScanTest::insert_reporting_portable(t, k, hash, inserted, now, 77, 88, gp)
+                                   : t.insert_reporting(k, t.probe(hash), inserted, now, 77, 88, gp);
+                    got = ins.idx;
+                }
                 const StatsSnapshot after(t.stats());
-                const char* scan = portable ? "portable" : "sse2";
+                const char* scan = variant == 0 ? "sse2" : variant == 1 ? "portable"
+                                   : variant == 2 ? "sse2 reporting" : "portable reporting";
                 ASSERT_EQ(got, want)
                     << scan << " trial " << trial << " ref pos " << ref.pos << " rank " << ref.rank;
                 ASSERT_EQ(std::memcmp(mem.p, expect.p, mem.bytes), 0) << scan << " trial " << trial;
@@ -567,6 +593,21 @@ TEST(ConnTableScan, BothScansMatchTheReferencePolicy) {
                 EXPECT_EQ(after.evictions - before.evictions, took && ref.rank >= 2 ? 1u : 0u)
                     << scan;
                 EXPECT_EQ(after.live - before.live, took && ref.rank == 0 ? 1u : 0u) << scan;
+                if (reporting) {
+                    ASSERT_EQ(removed.calls, 0) << scan << " trial " << trial;
+                    ASSERT_EQ(ins.replaced, took && ref.rank >= 1) << scan << " trial " << trial;
+                    if (ins.replaced) {
+                        EXPECT_EQ(ins.gone_server, gone.server) << scan;
+                        EXPECT_EQ(ins.gone_state, gone_state) << scan;
+                    }
+                    // The copy only when asked for and the replaced entry is not half-open.
+                    const bool copied = want_copy && ins.replaced && gone_state != ConnState::tcp_new;
+                    const ConnEntry& expect_copy = copied ? gone : sentinel;
+                    EXPECT_EQ(copy.key, expect_copy.key) << scan << " trial " << trial;
+                    EXPECT_EQ(copy.server, expect_copy.server) << scan;
+                    EXPECT_EQ(copy.server_tag, expect_copy.server_tag) << scan;
+                    continue;
+                }
                 ASSERT_EQ(removed.calls, took && ref.rank >= 1 ? 1 : 0)
                     << scan << " trial " << trial;
                 if (removed.calls) {
@@ -613,4 +654,100 @@ TEST(ConnTableScan, SynFloodTakesTheOldestNewEntry) {
     EXPECT_EQ(t.insert(key(3), hash, ConnState::tcp_new, now, 1, 1), pr.b1 * 8 + 0);
     // ...but an established connection picked up mid-stream takes a new entry before it.
     EXPECT_EQ(t.insert(key(4), hash, ConnState::tcp_established, now, 1, 1), pr.b1 * 8 + 1);
+}
+
+namespace {
+struct RemovalLog {
+    struct Rec {
+        ConnEntry e;
+        ConnState st;
+        bool whole;  // e.key and e.server_tag known (else only e.server)
+    };
+    std::vector<Rec> recs;
+    static void hook(void* ctx, const ConnEntry& e, ConnState s) {
+        static_cast<RemovalLog*>(ctx)->recs.push_back({e, s, true});
+    }
+};
+}  // namespace
+
+// insert_reporting() against insert() over a long random life of a small table: new
+// connections and other states, time passing (entries expire), look-ups, touches, erases and
+// sweeps. Table A makes every entry with insert() and hears of every removal through the
+// hook; table B makes them with insert_reporting(), its hook hearing of the others, and asks
+// for the replaced entry's copy half of the time (as an exporting worker does). Both must hold
+// the same entries and statistics and report the same removals in the same order: B's
+// result gives the replaced entry's server and state, and the whole entry when asked for and
+// not half-open.
+TEST(ConnTable, ReportingInsertMatchesTheHook) {
+    constexpr size_t kCapacity = 64;
+    AlignedMemory mem_a(ConnTable::memory_bytes(kCapacity)), mem_b(ConnTable::memory_bytes(kCapacity));
+    const ConnTimeouts to{200, 2000, 300, 1000};
+    ConnTable a(kCapacity, to, mem_a.p), b(kCapacity, to, mem_b.p);
+    RemovalLog log_a, log_b;
+    a.set_remove_hook(&RemovalLog::hook, &log_a);
+    b.set_remove_hook(&RemovalLog::hook, &log_b);
+    std::mt19937_64 rng(4242);
+    uint32_t now = 0xFFFF0000u;  // the clock wraps on the way
+    uint64_t replaced = 0, copies = 0, full = 0;
+    for (int op = 0; op < 200'000; ++op) {
+        now += static_cast<uint32_t>(rng() % 8);
+        const uint32_t r = static_cast<uint32_t>(rng() % 100);
+        if (r < 75) {
+            const FlowKey k = key(static_cast<uint32_t>(rng() % 5000), 443);
+            const uint64_t hash = h(k);
+            const uint32_t fa = a.find(k, hash, now), fb = b.find(k, hash, now);
+            ASSERT_EQ(fa, fb);
+            if (fa != ConnTable::kNone) {
+                const auto st = static_cast<ConnState>(1 + rng() % 4);
+                a.touch(fa, now, st);
+                b.touch(fb, now, st);
+                continue;
+            }
+            // Mostly new connections, as a SYN flood; some others, which may replace live entries.
+            const ConnState st = rng() % 4 ? ConnState::tcp_new : static_cast<ConnState>(2 + rng() % 3);
+            const auto server = static_cast<uint32_t>(rng() % 16), tag = static_cast<uint32_t>(rng());
+            const uint32_t ia = a.insert(k, hash, st, now, server, tag);
+            const bool want = rng() % 2;
+            ConnEntry gone{};
+            const ConnTable::Inserted ins = b.insert_reporting(k, b.probe(hash), st, now, server, tag, want ? &gone : nullptr);
+            ASSERT_EQ(ia, ins.idx) << "op " << op;
+            if (ins.replaced) {
+                ++replaced;
+                const bool whole = want && ins.gone_state != ConnState::tcp_new;
+                copies += whole;
+                log_b.recs.push_back({whole ? gone : ConnEntry{{}, ins.gone_server, 0}, ins.gone_state, whole});
+            }
+            full += ins.idx == ConnTable::kNone;
+        } else if (r < 90) {
+            const auto idx = static_cast<uint32_t>(rng() % kCapacity);
+            a.erase(idx);
+            b.erase(idx);
+        } else {
+            const size_t n = 1 + rng() % 3;
+            ASSERT_EQ(a.sweep(now, n), b.sweep(now, n));
+        }
+        ASSERT_EQ(log_a.recs.size(), log_b.recs.size()) << "op " << op;
+    }
+    ASSERT_EQ(std::memcmp(mem_a.p, mem_b.p, mem_a.bytes), 0);
+    const StatsSnapshot sa(a.stats()), sb(b.stats());
+    EXPECT_EQ(sa.inserts, sb.inserts);
+    EXPECT_EQ(sa.evictions, sb.evictions);
+    EXPECT_EQ(sa.expired, sb.expired);
+    EXPECT_EQ(sa.full, sb.full);
+    EXPECT_EQ(sa.live, sb.live);
+    for (size_t i = 0; i < log_a.recs.size(); ++i) {
+        const auto &x = log_a.recs[i], &y = log_b.recs[i];
+        ASSERT_EQ(x.st, y.st) << i;
+        ASSERT_EQ(x.e.server, y.e.server) << i;
+        if (y.whole) {
+            ASSERT_EQ(x.e.key, y.e.key) << i;
+            ASSERT_EQ(x.e.server_tag, y.e.server_tag) << i;
+        }
+    }
+    // Every case came up: evictions and expired entries replaced, copies, refused inserts.
+    EXPECT_GT(sa.evictions, 1000u);
+    EXPECT_GT(sa.expired, 1000u);
+    EXPECT_GT(replaced, 5000u);
+    EXPECT_GT(copies, 500u);
+    EXPECT_GT(full, 10u);
 }

@@ -1,6 +1,9 @@
 #include <gtest/gtest.h>
 
+#include <array>
+#include <cstring>
 #include <map>
+#include <set>
 #include <random>
 
 #include "fulcrum/bytes.hpp"
@@ -1385,4 +1388,84 @@ TEST_F(Inactive, WholeBurstsFollowTheFlag) {
     EXPECT_EQ(out[0].drop, Drop::inactive);
     EXPECT_EQ(out[1].drop, Drop::inactive);
     EXPECT_EQ(out[2].action, Action::to_kernel);
+}
+
+// ---- ServiceIndex: the VIP filter ----------------------------------------------------------
+
+namespace fulcrum {
+// Friend of ServiceIndex (forward.hpp): the VIP look-up without its filter.
+struct ServiceIndexTest {
+    static const ServiceIndex::Vip* find_vip_exact(const ServiceIndex& x, const uint8_t* addr, bool v6) {
+        return x.find_vip_exact(addr, v6);
+    }
+};
+}  // namespace fulcrum
+
+// find_vip with its filter against the look-up without it and against the snapshot's VIPs,
+// for a snapshot of many IPv4 and IPv6 VIPs (some with several services): every VIP, each
+// one's bytes under the other family, addresses one bit away from a VIP and random ones. Both
+// of the filter's outcomes come up for addresses that are not VIPs.
+TEST(ServiceIndex, VipFilterKeepsFindVipExact) {
+    SnapshotSpec spec = base_spec();
+    std::mt19937_64 rng(11);
+    std::vector<IpAddr> vips;
+    for (uint32_t i = 0; i < 150; ++i) {
+        const bool v6 = i % 3 == 0;
+        IpAddr a;
+        if (v6) {
+            a = ip("2001:db8:5::");
+            for (int b = 8; b < 16; ++b) a.bytes[b] = static_cast<uint8_t>(rng());
+        } else {
+            a = IpAddr::v4(0xC6330000u + static_cast<uint32_t>(rng() % 0x10000));  // 198.51.x.x
+        }
+        vips.push_back(a);
+        // One service each, a second on one VIP in four (which may share the address).
+        for (uint32_t j = 0; j < (i % 4 == 0 ? 2u : 1u); ++j) {
+            const uint32_t id = 100 + i * 2 + j;
+            ServiceSpec s = service(id, "198.18.9.9", static_cast<uint16_t>(1000 + j), FL_PROTO_TCP,
+                                    {server(id, v6 ? "2001:db8:9::1" : "198.18.3.1")});
+            s.vip = a;
+            spec.services.push_back(s);
+        }
+    }
+    auto snap = load(spec);
+    ASSERT_TRUE(snap);
+    const ServiceIndex& index = snap->index();
+    std::set<std::pair<bool, std::array<uint8_t, 16>>> is_vip;
+    for (const fl_snap_service& s : snap->view().services()) {
+        std::array<uint8_t, 16> a{};
+        const bool v6 = s.family == FL_AF_INET6;
+        std::memcpy(a.data(), s.vip, v6 ? 16 : 4);
+        is_vip.insert({v6, a});
+    }
+    int filtered = 0, passed_not_vip = 0, found = 0;
+    const auto check = [&](std::array<uint8_t, 16> a, bool v6) {
+        if (!v6) std::fill(a.begin() + 4, a.end(), 0);
+        const ServiceIndex::Vip* got = index.find_vip(a.data(), v6);
+        const ServiceIndex::Vip* exact = ServiceIndexTest::find_vip_exact(index, a.data(), v6);
+        ASSERT_EQ(got, exact);
+        ASSERT_EQ(got != nullptr, is_vip.count({v6, a}) == 1);
+        found += got != nullptr;
+        if (!got) ++(index.may_be_vip(a.data(), v6) ? passed_not_vip : filtered);
+    };
+    for (const IpAddr& v : vips) {
+        const bool v6 = v.family == Family::v6;
+        ASSERT_TRUE(index.may_be_vip(v.bytes.data(), v6));
+        check(v.bytes, v6);
+        check(v.bytes, !v6);
+        for (int bit = 0; bit < (v6 ? 128 : 32); ++bit) {
+            std::array<uint8_t, 16> a = v.bytes;
+            a[bit / 8] ^= static_cast<uint8_t>(1u << (bit % 8));
+            check(a, v6);
+        }
+    }
+    for (int i = 0; i < 200'000; ++i) {
+        std::array<uint8_t, 16> a;
+        for (auto& b : a) b = static_cast<uint8_t>(rng());
+        if (i % 2 == 0) a[0] = 198, a[1] = 51;  // near the IPv4 VIPs
+        check(a, i % 4 < 2);
+    }
+    EXPECT_GE(found, static_cast<int>(vips.size()));  // every VIP, and random addresses that are one
+    EXPECT_GT(filtered, 100'000);
+    EXPECT_GT(passed_not_vip, 1000);
 }

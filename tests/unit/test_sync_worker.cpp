@@ -3,7 +3,10 @@
 // counted drops on full rings and tables, and the incremental dump.
 #include <gtest/gtest.h>
 
+#include <iterator>
 #include <map>
+#include <random>
+#include <string>
 #include <set>
 #include <vector>
 
@@ -465,4 +468,61 @@ TEST_F(SyncWorker, ANewDumpRequestRestartsOneInProgress) {
     EXPECT_EQ(w.sync_dump_ring().size(), 16u);
     // The control thread gave up on 7 and asks again: leftovers of 7 are skipped by seq.
     EXPECT_EQ(dump(w, 8, snap.get(), now).size(), 40u);
+}
+
+// A small table under random traffic (SYNs, mid-stream ACKs, FINs, RSTs, UDP) with time
+// passing and sweeps: nearly every new connection replaces an entry, a new, expired or (for
+// UDP and mid-stream TCP) established one. Whichever way an entry leaves the table (replaced
+// by an insert, expired, swept, erased), the per-server gauges must count exactly the entries
+// in the table, and the export stream must tell the peer of exactly the entries it holds: a
+// key's last record is live (established or closing) exactly when the table holds the key in
+// a sync state, and a REMOVED record only follows a live one.
+TEST(SyncWorkerChurn, GaugesAndRemovedRecordsFollowEveryReplacedEntry) {
+    WorkerConfig c = wcfg(1 << 16, 64);
+    c.timeouts = ConnTimeouts{400, 3000, 800, 2000};
+    Worker w(c);
+    auto snap = load(spec());
+    std::mt19937_64 rng(77);
+    uint32_t now = 5000;
+    std::map<std::string, uint8_t> last;  // key bytes -> state of its last record
+    const auto key_bytes = [](const FlowKey& k) { return std::string(reinterpret_cast<const char*>(&k), sizeof k); };
+    uint64_t removed_records = 0;
+    const auto check = [&](int step) {
+        for (const fl_sync_record& r : drain(w)) {
+            const std::string k = key_bytes(sync_record_key(r));
+            if (r.state == FL_SYNC_S_REMOVED) {
+                ASSERT_TRUE(last.count(k) && last[k] != FL_SYNC_S_REMOVED) << "step " << step;
+                ++removed_records;
+            }
+            last[k] = r.state;
+        }
+        std::map<uint32_t, int64_t> active, inactive;
+        std::map<std::string, bool> synced;  // keys in the table in a sync state
+        w.conns().for_each([&](const ConnEntry& e, ConnState st, uint32_t) {
+            ++(st == ConnState::tcp_closing ? inactive : active)[e.server];
+            if (st != ConnState::tcp_new) synced[key_bytes(e.key)] = true;
+        });
+        for (uint32_t s = 0; s < 3; ++s) {
+            ASSERT_EQ(w.counters().servers[s].active.get_signed(), active[s]) << "server " << s << " step " << step;
+            ASSERT_EQ(w.counters().servers[s].inactive.get_signed(), inactive[s]) << "server " << s << " step " << step;
+        }
+        for (const auto& [k, st] : last)
+            ASSERT_EQ(st != FL_SYNC_S_REMOVED, synced.count(k) == 1) << "step " << step;
+        for (const auto& [k, in] : synced) ASSERT_TRUE(last.count(k)) << "step " << step;
+    };
+    const uint8_t flags[] = {tcpflag::kSyn, tcpflag::kSyn, tcpflag::kSyn, tcpflag::kAck,
+                             tcpflag::kAck | tcpflag::kPsh, tcpflag::kFin | tcpflag::kAck, tcpflag::kRst};
+    for (int step = 0; step < 20'000; ++step) {
+        now += static_cast<uint32_t>(rng() % 20);
+        const auto sport = static_cast<uint16_t>(1000 + rng() % 400);
+        FrameBuf fb(rng() % 5 == 0 ? udp(sport) : tcp(sport, flags[rng() % std::size(flags)]));
+        w.process(fb.f, snap.get(), now);
+        if (step % 64 == 0) w.idle(now, 2, snap.get());
+        if (step % 16 == 0) check(step);
+        if (HasFatalFailure()) return;
+    }
+    check(-1);
+    EXPECT_GT(w.conns().stats().evictions.get(), 2000u);
+    EXPECT_GT(w.conns().stats().expired.get(), 200u);
+    EXPECT_GT(removed_records, 500u);
 }

@@ -100,6 +100,8 @@ ConnTable::Victim ConnTable::scan_portable(const BucketMeta& m0, const BucketMet
 }
 
 #if defined(__SSE2__)
+using namespace detail;  // the SSE2 scan's helpers (conntable.hpp)
+
 namespace {
 // The oldest way among `cand` (a mask over 16 positions), by a plain loop: for the rare scans
 // with expired ways or ages beyond 16 bits.
@@ -118,133 +120,12 @@ uint32_t oldest_of(const ConnTable::BucketMeta& m0, const ConnTable::BucketMeta&
     return pos;
 }
 
-// Zeroes the 16-bit ages a[0] (positions 0-7), a[1] (8-15) where `lanes` has a zero byte:
-// below or equal to every candidate's age; an equal one then loses to the candidate in
-// oldest16 through its mask.
-struct Ages16 {
-    __m128i a0, a1;
-};
-inline Ages16 mask16(__m128i a0, __m128i a1, __m128i lanes) {
-    return {_mm_and_si128(a0, _mm_unpacklo_epi8(lanes, lanes)),
-            _mm_and_si128(a1, _mm_unpackhi_epi8(lanes, lanes))};
-}
-
-// The oldest way among `cand`, from the exact 16-bit ages (all under 32767) of positions 0-7
-// (a0) and 8-15 (a1), those outside cand at most as large as the candidates' (zeroed by
-// mask16, or cand is every position): one maximum over 16 lanes, then the first lane holding
-// it.
-inline uint32_t oldest16(__m128i a0, __m128i a1, uint32_t cand) {
-    __m128i mx = _mm_max_epi16(a0, a1);
-    mx = _mm_max_epi16(mx, _mm_shuffle_epi32(mx, 0x4E));  // swap 64-bit halves
-    mx = _mm_max_epi16(mx, _mm_shuffle_epi32(mx, 0xB1));  // swap 32-bit pairs
-    mx = _mm_max_epi16(mx,
-                       _mm_shufflehi_epi16(_mm_shufflelo_epi16(mx, 0xB1), 0xB1));  // 16-bit pairs
-    const auto at = static_cast<uint32_t>(
-        _mm_movemask_epi8(_mm_packs_epi16(_mm_cmpeq_epi16(a0, mx), _mm_cmpeq_epi16(a1, mx))));
-    return static_cast<uint32_t>(__builtin_ctz(at & cand));
-}
-inline uint32_t oldest16(Ages16 a, uint32_t cand) {
-    return oldest16(a.a0, a.a1, cand);
-}
-
-// What the SSE2 scan learns of the 16 ways (positions 0-7 the first bucket, 8-15 the second)
-// once it knows none is empty.
-struct Sse2Ways {
-    __m128i a0, a1;  // 16-bit ages of positions 0-7 and 8-15 (see classify)
-    __m128i newb;    // a byte 0xFF per new way (state tcp_new)
-    uint32_t maybe;  // ways that may have expired (see classify): a closer look needed
-};
-
-[[gnu::always_inline]] inline Sse2Ways classify(const ConnTable::BucketMeta& m0,
-                                                const ConnTable::BucketMeta& m1, __m128i tcap,
-                                                uint32_t now) {
-    const auto load = [](const void* p) { return _mm_load_si128(static_cast<const __m128i*>(p)); };
-    const __m128i zero = _mm_setzero_si128();
-    Sse2Ways r;
-    // Ages (now - last_seen, wrapping), packed to 16 bits with signed saturation: an age below
-    // 32767 stays exact, one from 32767 to 2^31 becomes 32767 and a larger one negative; so
-    // read as unsigned, a packed age is below any x <= 32767 exactly when the age is.
-    const __m128i nowv = _mm_set1_epi32(static_cast<int>(now));
-    r.a0 = _mm_packs_epi32(_mm_sub_epi32(nowv, load(m0.last_seen)),
-                           _mm_sub_epi32(nowv, load(m0.last_seen + 4)));
-    r.a1 = _mm_packs_epi32(_mm_sub_epi32(nowv, load(m1.last_seen)),
-                           _mm_sub_epi32(nowv, load(m1.last_seen + 4)));
-    // Ways that may have expired: age >= tcap, the lowest timeout of a valid state capped to
-    // 32767 for the 16-bit compare (the cap only sends more ways to the exact check).
-    // Unsigned 16-bit a < t is subs(t, a) != 0: `old` has a byte 0xFF per such way.
-    const __m128i old = _mm_packs_epi16(_mm_cmpeq_epi16(_mm_subs_epu16(tcap, r.a0), zero),
-                                        _mm_cmpeq_epi16(_mm_subs_epu16(tcap, r.a1), zero));
-    // The state bytes, as timeout_of reads them (the low three bits): those outside 1-4 have
-    // timeout 0, always expired. Shifted to the top of each byte (a 16-bit shift: the bits it
-    // brings into the low five of a byte do not matter), the valid ones are 0x20-0x9F, so
-    // minus 0x20 they are exactly the bytes with the top bit clear.
-    const __m128i st =
-        _mm_unpacklo_epi64(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(m0.state)),
-                           _mm_loadl_epi64(reinterpret_cast<const __m128i*>(m1.state)));
-    const __m128i invalid = _mm_add_epi8(_mm_slli_epi16(st, 5), _mm_set1_epi8(-0x20));
-    r.newb = _mm_cmpeq_epi8(st, _mm_set1_epi8(static_cast<char>(ConnState::tcp_new)));
-    r.maybe = static_cast<uint32_t>(_mm_movemask_epi8(_mm_or_si128(old, invalid)));
-    return r;
-}
 }  // namespace
-
-// classify()'s threshold, kept between inserts: comparing the four timeouts with those it was
-// computed from costs less than computing it (and set_timeouts, inline, cannot say it changed).
-// When they differ, insert goes on in insert_old, which computes it again: no call here.
-[[gnu::always_inline]] inline bool ConnTable::tcap_current() const {
-    const __m128i now_of = _mm_loadu_si128(reinterpret_cast<const __m128i*>(&timeout_of_[1]));
-    const __m128i then_of = _mm_load_si128(reinterpret_cast<const __m128i*>(tcap_of_));
-    return _mm_movemask_epi8(_mm_cmpeq_epi32(now_of, then_of)) == 0xFFFF;
-}
 
 void ConnTable::refresh_tcap() const {
     std::memcpy(tcap_of_, &timeout_of_[1], sizeof tcap_of_);
     const uint32_t tlow = *std::min_element(std::begin(tcap_of_), std::end(tcap_of_));
     for (uint16_t& t : tcap_) t = static_cast<uint16_t>(std::min<uint32_t>(tlow, 32767));
-}
-
-// The same choice as scan_portable, shaped by the common case of a SYN flood on a full table:
-// no empty way, no expired one, the oldest new way goes. The classes come from the 16 state
-// bytes at once (two 64-bit loads); expiry from the 16 ages against the lowest timeout,
-// saturated to 16 bits (all under 32767 ms in that case: the new ones are younger than the
-// tcp_new timeout), so the oldest is one 16-lane maximum. Ways past the lowest timeout, or
-// with a state byte outside the valid ones (timeout 0), take the rare path: pos kOld, and
-// insert goes on in insert_old, out of line, so that insert's common path keeps nothing live
-// across a call (fewer registers to save).
-static constexpr uint32_t kOld = 0xFFFFFFFEu;
-
-[[gnu::always_inline]] inline ConnTable::Victim ConnTable::scan_sse2(const BucketMeta& m0,
-                                                                     const BucketMeta& m1,
-                                                                     bool is_new,
-                                                                     uint32_t now) const {
-    const __m128i zero = _mm_setzero_si128();
-    const auto load = [](const void* p) { return _mm_load_si128(static_cast<const __m128i*>(p)); };
-    // Empty ways: a byte 0xFF per empty position, and as a mask.
-    const __m128i eb =
-        _mm_packs_epi16(_mm_cmpeq_epi16(load(m0.tag), zero), _mm_cmpeq_epi16(load(m1.tag), zero));
-    const auto empty = static_cast<uint32_t>(_mm_movemask_epi8(eb));
-    if (empty) {
-        // Empty ways per bucket: the byte sums of each half, 255 per empty way (without the
-        // POPCNT instruction, beyond baseline x86-64, __builtin_popcount is a library call).
-        const __m128i sums = _mm_sad_epu8(eb, zero);
-        const bool second = _mm_extract_epi16(sums, 4) > _mm_cvtsi128_si32(sums);
-        return {static_cast<uint32_t>(__builtin_ctz(second ? empty & 0xFF00 : empty)), 0};
-    }
-    if (!tcap_current()) [[unlikely]]
-        return {kOld, 0};
-    const Sse2Ways c =
-        classify(m0, m1, _mm_load_si128(reinterpret_cast<const __m128i*>(tcap_)), now);
-    if (c.maybe) [[unlikely]] {
-        handover_ = {c.a0, c.a1, c.newb, c.maybe};  // insert_old needs not classify again
-        return {kOld, 0};
-    }
-    // Nothing expired, every age under 32767: the oldest new way, else (not for a new
-    // connection) the oldest of all.
-    const auto news = static_cast<uint32_t>(_mm_movemask_epi8(c.newb));
-    if (news == 0xFFFF) return {oldest16(c.a0, c.a1, news), 2};  // a SYN flood's buckets: no mask
-    if (news) return {oldest16(mask16(c.a0, c.a1, c.newb), news), 2};
-    if (is_new) return {kNone, 0};
-    return {oldest16(c.a0, c.a1, 0xFFFF), 3};
 }
 
 // The ways that have expired, exactly: now - last_seen >= the timeout of the state byte, in
@@ -317,79 +198,33 @@ uint32_t ConnTable::expired_ways(const BucketMeta& m0, const BucketMeta& m1, uin
 }
 #endif
 
-template <ConnTable::Scan S>
-[[gnu::always_inline]] inline uint32_t ConnTable::insert_with(const FlowKey& key, const Probe& pr,
-                                                              ConnState state, uint32_t now,
-                                                              uint32_t server,
-                                                              uint32_t server_tag) {
-    const bool is_new = state == ConnState::tcp_new;
-    Victim v;
 #if defined(__SSE2__)
-    if constexpr (S == Scan::sse2) {
-        v = scan_sse2(meta_[pr.b1], meta_[pr.b2], is_new, now);
-        if (v.pos == kOld) [[unlikely]]
-            return insert_old(key, pr, state, now, server, server_tag);
-    } else if constexpr (S == Scan::sse2_old) {
-        v = scan_sse2_old(meta_[pr.b1], meta_[pr.b2], is_new, now);
-    } else
-#endif
-    {
-        v = scan_portable(meta_[pr.b1], meta_[pr.b2], is_new, now);
-    }
-    if (v.pos == kNone) {
-        stats_.full.add();
-        return kNone;
-    }
-    const uint32_t b = v.pos < kWays ? pr.b1 : pr.b2;
-    const uint32_t w = v.pos % kWays;
-    const uint32_t idx = b * kWays + w;
-    BucketMeta& m = meta_[b];
-    ConnEntry& e = entries_[idx];
-    const auto place = [&] {
-        e.key = key;
-        e.server = server;
-        e.server_tag = server_tag;
-        m.tag[w] = pr.tag;
-        m.last_seen[w] = now;
-        m.state[w] = static_cast<uint8_t>(state);
-        stats_.inserts.add();
-    };
-    if (v.rank == 0) {
-        place();
-        stats_.live.add();
-        return idx;
-    }
-    // What remove() does, less clearing the way and the live count's -1 +1, the new entry
-    // taking it at once. The hook gets a copy of the old entry, called last: only the index
-    // lives across the call, nothing of the new entry.
-    const auto gone_state = static_cast<ConnState>(m.state[w]);
-    const ConnEntry gone = e;
-    place();
-    (v.rank == 1 ? stats_.expired : stats_.evictions).add();
-    if (hook_) hook_(hook_ctx_, gone, gone_state);
-    return idx;
-}
-
-#if defined(__SSE2__)
-uint32_t ConnTable::insert_old(const FlowKey& key, Probe pr, ConnState state, uint32_t now,
-                               uint32_t server, uint32_t server_tag) {
-    return insert_with<Scan::sse2_old>(key, pr, state, now, server, server_tag);
+ConnTable::Inserted ConnTable::insert_old(const FlowKey& key, Probe pr, ConnState state, uint32_t now,
+                                          uint32_t server, uint32_t server_tag, bool report, ConnEntry* gone) {
+    return report ? insert_with<Scan::sse2_old, true>(key, pr, state, now, server, server_tag, gone)
+                  : insert_with<Scan::sse2_old, false>(key, pr, state, now, server, server_tag, nullptr);
 }
 #endif
 
 uint32_t ConnTable::insert_portable(const FlowKey& key, const Probe& pr, ConnState state,
                                     uint32_t now, uint32_t server, uint32_t server_tag) {
-    return insert_with<Scan::portable>(key, pr, state, now, server, server_tag);
+    return insert_with<Scan::portable, false>(key, pr, state, now, server, server_tag, nullptr).idx;
+}
+
+ConnTable::Inserted ConnTable::insert_reporting_portable(const FlowKey& key, const Probe& pr, ConnState state,
+                                                         uint32_t now, uint32_t server, uint32_t server_tag,
+                                                         ConnEntry* gone) {
+    return insert_with<Scan::portable, true>(key, pr, state, now, server, server_tag, gone);
 }
 
 uint32_t ConnTable::insert(const FlowKey& key, uint64_t hash, ConnState state, uint32_t now,
                            uint32_t server, uint32_t server_tag) {
-    return insert_with<kScan>(key, probe(hash), state, now, server, server_tag);
+    return insert_with<kScan, false>(key, probe(hash), state, now, server, server_tag, nullptr).idx;
 }
 
 uint32_t ConnTable::insert(const FlowKey& key, const Probe& pr, ConnState state, uint32_t now,
                            uint32_t server, uint32_t server_tag) {
-    return insert_with<kScan>(key, pr, state, now, server, server_tag);
+    return insert_with<kScan, false>(key, pr, state, now, server, server_tag, nullptr).idx;
 }
 
 void ConnTable::remove(uint32_t b, uint32_t w) {

@@ -29,11 +29,14 @@ void ServiceIndex::build(const SnapshotView& snap) {
     services_.assign(size, Slot{});
     vips_.assign(size, Slot{});
     mask_ = size - 1;
+    std::fill(std::begin(vip_filter_), std::end(vip_filter_), 0);
     for (size_t i = 0; i < svcs.size(); ++i) {
         const fl_snap_service& s = svcs[i];
         const bool v6 = s.family == FL_AF_INET6;
         insert(services_, make(s.vip, v6, s.port, s.proto)).service = static_cast<int32_t>(i);
         Slot& v = insert(vips_, make(s.vip, v6, 0, 0));
+        const uint32_t bit = filter_bit(s.vip, v6);
+        vip_filter_[bit / 64] |= uint64_t{1} << (bit % 64);
         int32_t& f = s.proto == FL_PROTO_TCP ? v.vip.frag_tcp : v.vip.frag_udp;
         f = f == kNone ? static_cast<int32_t>(i) : kAmbiguous;
     }
@@ -418,7 +421,14 @@ __attribute__((always_inline)) inline Verdict Worker::new_connection(Frame& f, P
         slot = pick(s, svc, k.key);
         if (slot == FL_NO_SERVER) return drop(Drop::no_server);
         const fl_snap_server& srv = s.view().servers()[slot];
-        const uint32_t ni = conns_.insert(k.key, k.probe, st, now, slot, srv.tag);
+        // The entry this one replaces, if any, comes back in the result instead of through
+        // on_remove (under a SYN flood nearly every insert replaces one); its copy, only when
+        // its removal is exported.
+        ConnEntry gone;
+        const ConnTable::Inserted ins =
+            conns_.insert_reporting(k.key, k.probe, st, now, slot, srv.tag, export_view_ ? &gone : nullptr);
+        if (ins.replaced) on_replaced(ins, gone);
+        const uint32_t ni = ins.idx;
         if (svc.id < ctr_.max_services) ctr_.services[svc.id].new_conns.add();
         if (slot < ctr_.max_servers) {
             ServerCounters& c = ctr_.servers[slot];

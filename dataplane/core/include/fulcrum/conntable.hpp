@@ -142,8 +142,9 @@ public:
     // no line with another allocation.
     static_assert(sizeof(ConnEntry) * kWays % 64 == 0);
 
-    // Called for every entry that leaves the table (eviction, expiry, erase, clear). For an
-    // eviction it runs after the new entry took the way, with a copy of the old entry.
+    // Called for every entry that leaves the table (eviction, expiry, erase, clear), except the
+    // ones insert_reporting() replaces (it reports them to its caller). For an eviction it
+    // runs after the new entry took the way, with a copy of the old entry.
     using RemoveHook = void (*)(void* ctx, const ConnEntry& e, ConnState state);
 
     static size_t buckets_for(size_t capacity);
@@ -255,6 +256,23 @@ public:
     // The same with the probe of the key's hash (probe()), which the forwarding path has.
     uint32_t insert(const FlowKey& key, const Probe& pr, ConnState state, uint32_t now, uint32_t server,
                     uint32_t server_tag);
+
+    // What insert_reporting() did: the new entry's index (kNone: not inserted) and the entry
+    // whose way it took, if a live or expired one was there.
+    struct Inserted {
+        uint32_t idx;
+        uint32_t gone_server;  // the replaced entry's server slot (when `replaced`)
+        ConnState gone_state;  // and its state byte
+        bool replaced;         // an entry left the table (an eviction or an expired entry)
+    };
+    // insert() for the forwarding path's new connections, where under a SYN flood nearly every
+    // insert replaces an entry: the replaced entry is reported in the result instead of to the
+    // remove hook (no indirect call, no copy of the entry), with the same statistics. `gone`,
+    // if not null, receives a copy of the replaced entry when its state is not tcp_new (what
+    // the HA peer may hold: the caller exports its removal); half-open entries are not copied.
+    // Inline (below): every new connection of the forwarding path takes one.
+    inline Inserted insert_reporting(const FlowKey& key, const Probe& pr, ConnState state, uint32_t now,
+                                     uint32_t server, uint32_t server_tag, ConnEntry* gone);
 
     const ConnEntry& entry(uint32_t idx) const { return entries_[idx]; }
     ConnEntry& entry(uint32_t idx) { return entries_[idx]; }
@@ -377,9 +395,10 @@ private:
 
     // insert()'s victim choice, in two versions giving the same answer: SSE2 and plain C++
     // (the build's default below; the unit test runs both against a reference). sse2_old is
-    // the SSE2 version's rare case, out of line. The inline ones are defined and used in
-    // conntable.cpp only.
+    // the SSE2 version's rare case, out of line. scan_sse2 and insert_with are defined below
+    // the class (insert_reporting() inlines them), the other inline ones in conntable.cpp.
     enum class Scan : uint8_t { portable, sse2, sse2_old };
+    static constexpr uint32_t kOld = 0xFFFFFFFEu;  // scan_sse2(): the rare case, see there
 #if defined(__SSE2__)
     static constexpr Scan kScan = Scan::sse2;
 #else
@@ -399,15 +418,21 @@ private:
     inline bool tcap_current() const;
     uint32_t expired_ways(const BucketMeta& m0, const BucketMeta& m1, uint32_t now) const;
     void refresh_tcap() const;
-    [[gnu::noinline]] uint32_t insert_old(const FlowKey& key, Probe pr, ConnState state, uint32_t now,
-                                          uint32_t server, uint32_t server_tag);
+    // `report`: insert_reporting()'s, else insert()'s (the hook) way of handing over the
+    // replaced entry.
+    [[gnu::noinline]] Inserted insert_old(const FlowKey& key, Probe pr, ConnState state, uint32_t now,
+                                          uint32_t server, uint32_t server_tag, bool report, ConnEntry* gone);
 #endif
-    template <Scan S>
-    inline uint32_t insert_with(const FlowKey& key, const Probe& pr, ConnState state, uint32_t now,
-                                uint32_t server, uint32_t server_tag);
-    // insert() with the portable scan, for the unit test (ConnTableScanTest) on SSE2 builds.
+    // kReport: as insert_reporting(), else as insert() (only the result's idx is set).
+    template <Scan S, bool kReport>
+    inline Inserted insert_with(const FlowKey& key, const Probe& pr, ConnState state, uint32_t now,
+                                uint32_t server, uint32_t server_tag, ConnEntry* gone);
+    // insert() and insert_reporting() with the portable scan, for the unit test
+    // (ConnTableScanTest) on SSE2 builds.
     uint32_t insert_portable(const FlowKey& key, const Probe& pr, ConnState state, uint32_t now, uint32_t server,
                              uint32_t server_tag);
+    Inserted insert_reporting_portable(const FlowKey& key, const Probe& pr, ConnState state, uint32_t now,
+                                       uint32_t server, uint32_t server_tag, ConnEntry* gone);
     friend struct ConnTableScanTest;  // tests/unit/test_conntable.cpp
 
     uint32_t nbuckets_;
@@ -434,5 +459,208 @@ private:
     mutable Handover handover_{};
 #endif
 };
+
+// ---- insert: the common case, inline ----------------------------------------------------
+//
+// The victim choice's SSE2 scan and the insert around it are defined here so that the
+// forwarding path's insert_reporting() (one per new connection) is inlined into it: no call,
+// no arguments through memory. The rare cases stay out of line in conntable.cpp, which
+// describes the choice.
+
+#if defined(__SSE2__)
+namespace detail {
+// Zeroes the 16-bit ages a[0] (positions 0-7), a[1] (8-15) where `lanes` has a zero byte:
+// below or equal to every candidate's age; an equal one then loses to the candidate in
+// oldest16 through its mask.
+struct Ages16 {
+    __m128i a0, a1;
+};
+inline Ages16 mask16(__m128i a0, __m128i a1, __m128i lanes) {
+    return {_mm_and_si128(a0, _mm_unpacklo_epi8(lanes, lanes)),
+            _mm_and_si128(a1, _mm_unpackhi_epi8(lanes, lanes))};
+}
+
+// The oldest way among `cand`, from the exact 16-bit ages (all under 32767) of positions 0-7
+// (a0) and 8-15 (a1), those outside cand at most as large as the candidates' (zeroed by
+// mask16, or cand is every position): one maximum over 16 lanes, then the first lane holding
+// it.
+inline uint32_t oldest16(__m128i a0, __m128i a1, uint32_t cand) {
+    __m128i mx = _mm_max_epi16(a0, a1);
+    mx = _mm_max_epi16(mx, _mm_shuffle_epi32(mx, 0x4E));  // swap 64-bit halves
+    mx = _mm_max_epi16(mx, _mm_shuffle_epi32(mx, 0xB1));  // swap 32-bit pairs
+    mx = _mm_max_epi16(mx,
+                       _mm_shufflehi_epi16(_mm_shufflelo_epi16(mx, 0xB1), 0xB1));  // 16-bit pairs
+    const auto at = static_cast<uint32_t>(
+        _mm_movemask_epi8(_mm_packs_epi16(_mm_cmpeq_epi16(a0, mx), _mm_cmpeq_epi16(a1, mx))));
+    return static_cast<uint32_t>(__builtin_ctz(at & cand));
+}
+inline uint32_t oldest16(Ages16 a, uint32_t cand) {
+    return oldest16(a.a0, a.a1, cand);
+}
+
+// What the SSE2 scan learns of the 16 ways (positions 0-7 the first bucket, 8-15 the second)
+// once it knows none is empty.
+struct Sse2Ways {
+    __m128i a0, a1;  // 16-bit ages of positions 0-7 and 8-15 (see classify)
+    __m128i newb;    // a byte 0xFF per new way (state tcp_new)
+    uint32_t maybe;  // ways that may have expired (see classify): a closer look needed
+};
+
+[[gnu::always_inline]] inline Sse2Ways classify(const ConnTable::BucketMeta& m0,
+                                                const ConnTable::BucketMeta& m1, __m128i tcap,
+                                                uint32_t now) {
+    const auto load = [](const void* p) { return _mm_load_si128(static_cast<const __m128i*>(p)); };
+    const __m128i zero = _mm_setzero_si128();
+    Sse2Ways r;
+    // Ages (now - last_seen, wrapping), packed to 16 bits with signed saturation: an age below
+    // 32767 stays exact, one from 32767 to 2^31 becomes 32767 and a larger one negative; so
+    // read as unsigned, a packed age is below any x <= 32767 exactly when the age is.
+    const __m128i nowv = _mm_set1_epi32(static_cast<int>(now));
+    r.a0 = _mm_packs_epi32(_mm_sub_epi32(nowv, load(m0.last_seen)),
+                           _mm_sub_epi32(nowv, load(m0.last_seen + 4)));
+    r.a1 = _mm_packs_epi32(_mm_sub_epi32(nowv, load(m1.last_seen)),
+                           _mm_sub_epi32(nowv, load(m1.last_seen + 4)));
+    // Ways that may have expired: age >= tcap, the lowest timeout of a valid state capped to
+    // 32767 for the 16-bit compare (the cap only sends more ways to the exact check).
+    // Unsigned 16-bit a < t is subs(t, a) != 0: `old` has a byte 0xFF per such way.
+    const __m128i old = _mm_packs_epi16(_mm_cmpeq_epi16(_mm_subs_epu16(tcap, r.a0), zero),
+                                        _mm_cmpeq_epi16(_mm_subs_epu16(tcap, r.a1), zero));
+    // The state bytes, as timeout_of reads them (the low three bits): those outside 1-4 have
+    // timeout 0, always expired. Shifted to the top of each byte (a 16-bit shift: the bits it
+    // brings into the low five of a byte do not matter), the valid ones are 0x20-0x9F, so
+    // minus 0x20 they are exactly the bytes with the top bit clear.
+    const __m128i st =
+        _mm_unpacklo_epi64(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(m0.state)),
+                           _mm_loadl_epi64(reinterpret_cast<const __m128i*>(m1.state)));
+    const __m128i invalid = _mm_add_epi8(_mm_slli_epi16(st, 5), _mm_set1_epi8(-0x20));
+    r.newb = _mm_cmpeq_epi8(st, _mm_set1_epi8(static_cast<char>(ConnState::tcp_new)));
+    r.maybe = static_cast<uint32_t>(_mm_movemask_epi8(_mm_or_si128(old, invalid)));
+    return r;
+}
+}  // namespace detail
+
+// classify()'s threshold, kept between inserts: comparing the four timeouts with those it was
+// computed from costs less than computing it (and set_timeouts, inline, cannot say it changed).
+// When they differ, insert goes on in insert_old, which computes it again: no call here.
+[[gnu::always_inline]] inline bool ConnTable::tcap_current() const {
+    const __m128i now_of = _mm_loadu_si128(reinterpret_cast<const __m128i*>(&timeout_of_[1]));
+    const __m128i then_of = _mm_load_si128(reinterpret_cast<const __m128i*>(tcap_of_));
+    return _mm_movemask_epi8(_mm_cmpeq_epi32(now_of, then_of)) == 0xFFFF;
+}
+
+// The same choice as scan_portable, shaped by the common case of a SYN flood on a full table:
+// no empty way, no expired one, the oldest new way goes. The classes come from the 16 state
+// bytes at once (two 64-bit loads); expiry from the 16 ages against the lowest timeout,
+// saturated to 16 bits (all under 32767 ms in that case: the new ones are younger than the
+// tcp_new timeout), so the oldest is one 16-lane maximum. Ways past the lowest timeout, or
+// with a state byte outside the valid ones (timeout 0), take the rare path: pos kOld, and
+// insert goes on in insert_old, out of line, so that insert's common path keeps nothing live
+// across a call (fewer registers to save).
+[[gnu::always_inline]] inline ConnTable::Victim ConnTable::scan_sse2(const BucketMeta& m0,
+                                                                     const BucketMeta& m1,
+                                                                     bool is_new,
+                                                                     uint32_t now) const {
+    const __m128i zero = _mm_setzero_si128();
+    const auto load = [](const void* p) { return _mm_load_si128(static_cast<const __m128i*>(p)); };
+    // Empty ways: a byte 0xFF per empty position, and as a mask.
+    const __m128i eb =
+        _mm_packs_epi16(_mm_cmpeq_epi16(load(m0.tag), zero), _mm_cmpeq_epi16(load(m1.tag), zero));
+    const auto empty = static_cast<uint32_t>(_mm_movemask_epi8(eb));
+    if (empty) {
+        // Empty ways per bucket: the byte sums of each half, 255 per empty way (without the
+        // POPCNT instruction, beyond baseline x86-64, __builtin_popcount is a library call).
+        const __m128i sums = _mm_sad_epu8(eb, zero);
+        const bool second = _mm_extract_epi16(sums, 4) > _mm_cvtsi128_si32(sums);
+        return {static_cast<uint32_t>(__builtin_ctz(second ? empty & 0xFF00 : empty)), 0};
+    }
+    if (!tcap_current()) [[unlikely]]
+        return {kOld, 0};
+    const detail::Sse2Ways c =
+        detail::classify(m0, m1, _mm_load_si128(reinterpret_cast<const __m128i*>(tcap_)), now);
+    if (c.maybe) [[unlikely]] {
+        handover_ = {c.a0, c.a1, c.newb, c.maybe};  // insert_old needs not classify again
+        return {kOld, 0};
+    }
+    // Nothing expired, every age under 32767: the oldest new way, else (not for a new
+    // connection) the oldest of all.
+    const auto news = static_cast<uint32_t>(_mm_movemask_epi8(c.newb));
+    if (news == 0xFFFF) return {detail::oldest16(c.a0, c.a1, news), 2};  // a SYN flood's buckets: no mask
+    if (news) return {detail::oldest16(detail::mask16(c.a0, c.a1, c.newb), news), 2};
+    if (is_new) return {kNone, 0};
+    return {detail::oldest16(c.a0, c.a1, 0xFFFF), 3};
+}
+#endif
+
+template <ConnTable::Scan S, bool kReport>
+[[gnu::always_inline]] inline ConnTable::Inserted ConnTable::insert_with(const FlowKey& key, const Probe& pr,
+                                                                         ConnState state, uint32_t now,
+                                                                         uint32_t server, uint32_t server_tag,
+                                                                         ConnEntry* gone) {
+    const bool is_new = state == ConnState::tcp_new;
+    Victim v;
+#if defined(__SSE2__)
+    if constexpr (S == Scan::sse2) {
+        v = scan_sse2(meta_[pr.b1], meta_[pr.b2], is_new, now);
+        if (v.pos == kOld) [[unlikely]]
+            return insert_old(key, pr, state, now, server, server_tag, kReport, gone);
+    } else if constexpr (S == Scan::sse2_old) {
+        v = scan_sse2_old(meta_[pr.b1], meta_[pr.b2], is_new, now);
+    } else
+#endif
+    {
+        v = scan_portable(meta_[pr.b1], meta_[pr.b2], is_new, now);
+    }
+    if (v.pos == kNone) {
+        stats_.full.add();
+        return {kNone, 0, ConnState::empty, false};
+    }
+    const uint32_t b = v.pos < kWays ? pr.b1 : pr.b2;
+    const uint32_t w = v.pos % kWays;
+    const uint32_t idx = b * kWays + w;
+    BucketMeta& m = meta_[b];
+    ConnEntry& e = entries_[idx];
+    const auto place = [&] {
+        e.key = key;
+        e.server = server;
+        e.server_tag = server_tag;
+        m.tag[w] = pr.tag;
+        m.last_seen[w] = now;
+        m.state[w] = static_cast<uint8_t>(state);
+        stats_.inserts.add();
+    };
+    if (v.rank == 0) {
+        place();
+        stats_.live.add();
+        return {idx, 0, ConnState::empty, false};
+    }
+    // What remove() does, less clearing the way and the live count's -1 +1, the new entry
+    // taking it at once.
+    const auto gone_state = static_cast<ConnState>(m.state[w]);
+    if constexpr (kReport) {
+        // The caller learns of the old entry from the result: its server is read before the
+        // new entry overwrites it, and the whole entry copied only when asked and rare.
+        const Inserted r{idx, e.server, gone_state, true};
+        if (gone && gone_state != ConnState::tcp_new) [[unlikely]]
+            *gone = e;
+        place();
+        (v.rank == 1 ? stats_.expired : stats_.evictions).add();
+        return r;
+    } else {
+        // The hook gets a copy of the old entry, called last: only the index lives across the
+        // call, nothing of the new entry.
+        const ConnEntry old = e;
+        place();
+        (v.rank == 1 ? stats_.expired : stats_.evictions).add();
+        if (hook_) hook_(hook_ctx_, old, gone_state);
+        return {idx, 0, ConnState::empty, false};
+    }
+}
+
+[[gnu::always_inline]] inline ConnTable::Inserted ConnTable::insert_reporting(const FlowKey& key, const Probe& pr,
+                                                                               ConnState state, uint32_t now,
+                                                                               uint32_t server, uint32_t server_tag,
+                                                                               ConnEntry* gone) {
+    return insert_with<kScan, true>(key, pr, state, now, server, server_tag, gone);
+}
 
 }  // namespace fulcrum
