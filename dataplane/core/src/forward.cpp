@@ -378,8 +378,7 @@ __attribute__((always_inline)) inline bool Worker::use_entry(uint32_t ci, std::s
     const ConnEntry& e = conns_.entry(ci);
     const ConnState st = conns_.state(ci);
     // The slot holds the entry's server, in service `svc`, with a MAC (LoadedSnapshot::Route).
-    const bool valid =
-        e.server < routes.size() && routes[e.server].admit == LoadedSnapshot::admit_key(e.server_tag, svc);
+    const bool valid = LoadedSnapshot::admits(routes, e, svc);
     // A bare SYN on a closing entry opens a new connection on a reused 4-tuple.
     const bool reopen = tcp && st == ConnState::tcp_closing &&
                         (tcp_flags & (tcpflag::kSyn | tcpflag::kAck)) == tcpflag::kSyn;
@@ -566,8 +565,7 @@ __attribute__((always_inline)) inline Verdict Worker::send_to_server(Frame& f, c
     const uint32_t bytes = f.len;
     Action action = Action::forward;
     {
-        const EncapParams& e = s.encap();
-        const uint32_t mtu = e.mtu ? std::min<uint32_t>(e.mtu, cfg_.mtu) : cfg_.mtu;
+        const uint32_t mtu = encap_mtu(s);
         const uint32_t oh = encap_overhead(svc.forwarding, p.is_v6());
         if (p.l3_len + oh > mtu) {
             if (mtu <= oh + 68) return drop(Drop::too_big);  // nothing useful fits
@@ -594,7 +592,7 @@ __attribute__((always_inline)) inline Verdict Worker::send_to_server(Frame& f, c
     }
     count_forward(svc.id, slot, bytes);
     if (action == Action::forward_fragments) {
-        const uint32_t mtu = s.encap().mtu ? std::min<uint32_t>(s.encap().mtu, cfg_.mtu) : cfg_.mtu;
+        const uint32_t mtu = encap_mtu(s);
         return {action, Drop::none, p.l3_off, static_cast<uint16_t>(mtu), static_cast<uint16_t>(svc.id), slot, bytes};
     }
     return {action, Drop::none};
@@ -705,7 +703,7 @@ void Worker::process_burst(std::span<Frame> frames, Verdict* out, LoadedSnapshot
         bv.routes = snap->routes();
         bv.encap = &snap->encap_template();
         // The largest inner IPv4 packet that fits the MTU once encapsulated, IPIP and GUE.
-        const uint32_t mtu = snap->encap().mtu ? std::min<uint32_t>(snap->encap().mtu, cfg_.mtu) : cfg_.mtu;
+        const uint32_t mtu = encap_mtu(*snap);
         for (const bool gue : {false, true}) {
             const uint32_t oh = encap_overhead(gue ? FL_FWD_GUE : FL_FWD_IPIP, false);
             bv.tunnel_max_l3[gue] = mtu > oh ? mtu - oh : 0;
@@ -756,10 +754,7 @@ Verdict Worker::icmp_to_vip(Frame& f, const Parsed& p, LoadedSnapshot& s, uint32
             const uint32_t ci = conns_.find(key, h, now);
             if (ci != ConnTable::kNone) {
                 const ConnEntry& e = conns_.entry(ci);
-                const auto routes = s.routes();
-                if (e.server < routes.size() &&
-                    routes[e.server].admit == LoadedSnapshot::admit_key(e.server_tag, static_cast<uint32_t>(si)))
-                    slot = e.server;
+                if (LoadedSnapshot::admits(s.routes(), e, static_cast<uint32_t>(si))) slot = e.server;
             }
             if (slot == FL_NO_SERVER) slot = maglev(s, svc, key);
             if (slot == FL_NO_SERVER) return drop(Drop::no_server);

@@ -149,6 +149,11 @@ public:
     };
     static constexpr uint64_t kNotAdmitted = ~uint64_t{0};
     static constexpr uint64_t admit_key(uint32_t tag, uint32_t service) { return (uint64_t{tag} << 32) | service; }
+    // Whether `routes` (routes() of a snapshot) lets connection entry `e` lead to its slot
+    // for service `svc`.
+    static bool admits(std::span<const Route> routes, const ConnEntry& e, uint32_t svc) {
+        return e.server < routes.size() && routes[e.server].admit == admit_key(e.server_tag, svc);
+    }
     std::span<const Route> routes() const { return routes_; }
 
 private:
@@ -474,6 +479,10 @@ private:
         count_forward(svc, slot, f.len);
         set_macs(f.data, srv.mac, cfg_.own_mac.bytes.data());
         return {Action::forward, Drop::none};
+    }
+    // The MTU encapsulated packets must fit: the snapshot's, if it sets one, within ours.
+    uint32_t encap_mtu(const LoadedSnapshot& s) const {
+        return s.encap().mtu ? std::min<uint32_t>(s.encap().mtu, cfg_.mtu) : cfg_.mtu;
     }
     void gauge(uint32_t slot, ConnState st, bool add) {
         if (slot >= ctr_.max_servers) return;
