@@ -2,7 +2,6 @@
 
 #include <array>
 #include <cstring>
-#include <map>
 #include <new>
 #include <random>
 #include <unordered_map>
@@ -750,4 +749,76 @@ TEST(ConnTable, ReportingInsertMatchesTheHook) {
     EXPECT_GT(replaced, 5000u);
     EXPECT_GT(copies, 500u);
     EXPECT_GT(full, 10u);
+}
+
+// Pass 1b's victim hints (prefetch_victim) are taken for a whole burst before its packets
+// run, and the burst's earlier packets then insert, touch and remove entries of the same
+// buckets. An insert with such a hint must do exactly what one choosing afresh on the same
+// table does (b, a copy of a just before the insert): the same way, the same table after. A
+// table of 4 buckets, so a burst's keys share them.
+TEST(ConnTable, VictimHintInsertsAsAFreshChoice) {
+    constexpr size_t kCapacity = 32;
+    AlignedMemory mem_a(ConnTable::memory_bytes(kCapacity)), mem_b(ConnTable::memory_bytes(kCapacity));
+    const ConnTimeouts to{200, 2000, 300, 1000};
+    ConnTable a(kCapacity, to, mem_a.p), b(kCapacity, to, mem_b.p);
+    std::mt19937_64 rng(9090);
+    uint32_t now = 0xFFFFF000u;  // the clock wraps on the way
+    uint64_t hinted = 0, as_hinted = 0, chosen_again = 0, evicted = 0;
+    struct Op {
+        FlowKey k;
+        uint64_t hash;
+        ConnTable::Probe pr;
+        bool remove;
+        bool predicted;
+        ConnTable::VictimHint hint;
+    };
+    for (int burst = 0; burst < 20'000; ++burst) {
+        now += static_cast<uint32_t>(rng() % 3);  // often the same millisecond as the last burst
+        std::vector<Op> ops(1 + rng() % 24);
+        for (Op& o : ops) {  // pass 1b
+            o.k = key(static_cast<uint32_t>(rng() % 300), 443);
+            o.hash = h(o.k);
+            o.pr = a.probe(o.hash);
+            o.remove = rng() % 10 == 0;
+            o.predicted = a.prefetch_entry(o.pr) == ConnTable::kNone;
+            if (o.predicted) o.hint = a.prefetch_victim(o.pr, now);
+        }
+        for (const Op& o : ops) {  // pass 2
+            if (o.remove) {
+                a.remove_key(o.k, o.hash, now);
+                continue;
+            }
+            const uint32_t found = a.find(o.k, o.pr, now);
+            if (found != ConnTable::kNone) {
+                a.touch(found, now, static_cast<ConnState>(1 + rng() % 4));
+                continue;
+            }
+            std::memcpy(mem_b.p, mem_a.p, mem_a.bytes);
+            const ConnState st = rng() % 4 ? ConnState::tcp_new : static_cast<ConnState>(2 + rng() % 3);
+            const auto server = static_cast<uint32_t>(rng() % 16), tag = static_cast<uint32_t>(rng());
+            const ConnTable::VictimHint* hint = o.predicted ? &o.hint : nullptr;
+            const ConnTable::Inserted ia = a.insert_reporting(o.k, o.pr, st, now, server, tag, nullptr, hint);
+            const ConnTable::Inserted ib = b.insert_reporting(o.k, o.pr, st, now, server, tag, nullptr);
+            ASSERT_EQ(ia.idx, ib.idx) << "burst " << burst;
+            ASSERT_EQ(ia.replaced, ib.replaced) << "burst " << burst;
+            if (ia.replaced) {
+                ASSERT_EQ(ia.gone_server, ib.gone_server) << "burst " << burst;
+                ASSERT_EQ(ia.gone_state, ib.gone_state) << "burst " << burst;
+                ++evicted;
+            }
+            ASSERT_EQ(std::memcmp(mem_a.p, mem_b.p, mem_a.bytes), 0) << "burst " << burst;
+            if (hint && hint->rank == 2) {
+                ++hinted;
+                const uint32_t way = (hint->pos < ConnTable::kWays ? o.pr.b1 : o.pr.b2) * ConnTable::kWays +
+                                     hint->pos % ConnTable::kWays;
+                (ia.idx == way ? as_hinted : chosen_again)++;
+            }
+        }
+    }
+    // Both happened often: flood hints whose way was taken, and ones whose way or bucket an
+    // earlier packet of the burst changed.
+    EXPECT_GT(as_hinted, 10'000u);
+    EXPECT_GT(chosen_again, 1'000u);
+    EXPECT_GT(evicted, 10'000u);
+    EXPECT_GT(hinted, as_hinted);
 }

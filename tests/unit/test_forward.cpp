@@ -851,21 +851,25 @@ TEST_F(Forward, FastLaneEncapsulationMatchesTheGeneralPath) {
 // A burst is decided as its frames one at a time would be: flows that open, continue and
 // close inside one burst (hints taken before earlier frames changed the table), frames for
 // several services in runs and interleaved, the general parser's frames among them.
-TEST_F(Forward, BurstsDecideAsSinglePacketsDo) {
-    auto spec = base_spec();
-    spec.services.push_back(service(2, "198.18.1.2", 80, FL_PROTO_TCP, {server(3, "198.18.2.4"), server(4, "198.18.2.5")}));
-    snap = load(spec);
-    Worker single{wcfg()};
+// A worker given bursts and one given the same packets one at a time decide alike: verdicts,
+// frames, counters and connections. `capacity` connections, `ports` source ports per client
+// (3 clients), `syn_share` in 6 packets a bare SYN, the clock advancing up to `max_step` ms
+// between bursts.
+static void expect_bursts_as_single_packets(LoadedSnapshot* snap, uint32_t now, uint32_t capacity, uint32_t ports,
+                                            uint32_t syn_share, uint32_t max_step, int bursts) {
+    WorkerConfig cfg = wcfg();
+    cfg.conn_capacity = capacity;
+    Worker w{cfg}, single{cfg};
     std::mt19937 rng(11);
     const uint8_t flags[] = {tcpflag::kSyn, tcpflag::kAck, tcpflag::kAck | tcpflag::kPsh, tcpflag::kFin | tcpflag::kAck,
                              tcpflag::kRst, tcpflag::kSyn | tcpflag::kFin};
-    for (int burst = 0; burst < 300; ++burst) {
+    for (int burst = 0; burst < bursts; ++burst) {
         std::vector<FrameBuf> a, b;
         for (int i = 0; i < 32; ++i) {
             PacketBuilder p;
-            p.from("198.18.0." + std::to_string(1 + rng() % 3), static_cast<uint16_t>(40000 + rng() % 24))
+            p.from("198.18.0." + std::to_string(1 + rng() % 3), static_cast<uint16_t>(20000 + rng() % ports))
                 .to(rng() % 4 ? "198.18.1.1" : "198.18.1.2", 80)
-                .tcp(flags[rng() % 6]);
+                .tcp(rng() % 6 < syn_share ? tcpflag::kSyn : flags[rng() % 6]);
             if (rng() % 10 == 0) p.vlans = {7};
             if (rng() % 20 == 0) p.ttl = 0;
             a.emplace_back(p.build());
@@ -874,10 +878,10 @@ TEST_F(Forward, BurstsDecideAsSinglePacketsDo) {
         std::vector<Frame> frames;
         for (auto& fb : a) frames.push_back(fb.f);
         Verdict out[32];
-        now += static_cast<uint32_t>(rng() % 3000);
-        w.process_burst(frames, out, snap.get(), now);
+        now += static_cast<uint32_t>(rng() % (max_step + 1));
+        w.process_burst(frames, out, snap, now);
         for (int i = 0; i < 32; ++i) {
-            const Verdict v = single.process(b[static_cast<size_t>(i)].f, snap.get(), now);
+            const Verdict v = single.process(b[static_cast<size_t>(i)].f, snap, now);
             ASSERT_EQ(static_cast<int>(out[i].action), static_cast<int>(v.action)) << "burst " << burst << " frame " << i;
             ASSERT_EQ(static_cast<int>(out[i].drop), static_cast<int>(v.drop)) << "burst " << burst << " frame " << i;
             ASSERT_EQ(frames[static_cast<size_t>(i)].len, b[static_cast<size_t>(i)].f.len);
@@ -901,8 +905,33 @@ TEST_F(Forward, BurstsDecideAsSinglePacketsDo) {
         EXPECT_EQ(x.servers[s].packets.get(), y.servers[s].packets.get()) << s;
         EXPECT_EQ(x.servers[s].active.get(), y.servers[s].active.get()) << s;
         EXPECT_EQ(x.servers[s].inactive.get(), y.servers[s].inactive.get()) << s;
+        EXPECT_EQ(x.servers[s].new_conns.get(), y.servers[s].new_conns.get()) << s;
     }
     EXPECT_EQ(w.conns().size(), single.conns().size());
+    const ConnTableStats &cx = w.conns().stats(), &cy = single.conns().stats();
+    EXPECT_EQ(cx.inserts.get(), cy.inserts.get());
+    EXPECT_EQ(cx.evictions.get(), cy.evictions.get());
+    EXPECT_EQ(cx.full.get(), cy.full.get());
+    if (capacity < 1024) {
+        EXPECT_GT(cx.evictions.get(), static_cast<uint64_t>(bursts) * 2);
+    }
+}
+
+TEST_F(Forward, BurstsDecideAsSinglePacketsDo) {
+    auto spec = base_spec();
+    spec.services.push_back(service(2, "198.18.1.2", 80, FL_PROTO_TCP, {server(3, "198.18.2.4"), server(4, "198.18.2.5")}));
+    snap = load(spec);
+    expect_bursts_as_single_packets(snap.get(), now, 1 << 16, 24, 0, 2999, 300);
+}
+
+// The same with a table too small for the flows, mostly SYNs: nearly every new connection
+// replaces one, and a burst's new connections share buckets (pass 1b's victim hints, which
+// earlier packets of the burst outdate).
+TEST_F(Forward, BurstsOfNewConnectionsInAFullTableDecideAsSinglePacketsDo) {
+    auto spec = base_spec();
+    spec.services.push_back(service(2, "198.18.1.2", 80, FL_PROTO_TCP, {server(3, "198.18.2.4"), server(4, "198.18.2.5")}));
+    snap = load(spec);
+    expect_bursts_as_single_packets(snap.get(), now, 64, 4000, 4, 2, 2000);
 }
 
 TEST(EdgeFilter, EachCaseHasItsVerdictAndReason) {

@@ -213,8 +213,8 @@ uint32_t ConnTable::insert_portable(const FlowKey& key, const Probe& pr, ConnSta
 
 ConnTable::Inserted ConnTable::insert_reporting_portable(const FlowKey& key, const Probe& pr, ConnState state,
                                                          uint32_t now, uint32_t server, uint32_t server_tag,
-                                                         ConnEntry* gone) {
-    return insert_with<Scan::portable, true>(key, pr, state, now, server, server_tag, gone);
+                                                         ConnEntry* gone, const VictimHint* hint) {
+    return insert_with<Scan::portable, true>(key, pr, state, now, server, server_tag, gone, hint);
 }
 
 uint32_t ConnTable::insert(const FlowKey& key, uint64_t hash, ConnState state, uint32_t now,

@@ -333,6 +333,10 @@ Verdict Worker::finish(Frame& f, Pending& k, LoadedSnapshot* snap, uint32_t now)
             k.key = flow_key_of(p);
             k.hash = conn_hash(k.key);
             k.probe = conns_.probe(k.hash);
+            // Pass 1b passed this packet by (no service then): nothing predicted.
+            k.hint = ConnTable::kNone;
+            k.ml = ConnTable::kNone;
+            k.victim = {};
             return to_service(f, k, *snap, now);
         }
         case ipproto::kIcmp:
@@ -347,16 +351,41 @@ Verdict Worker::finish(Frame& f, Pending& k, LoadedSnapshot* snap, uint32_t now)
 }
 
 // Inline (as pick): every new connection takes one.
-__attribute__((always_inline)) inline uint32_t Worker::maglev(const LoadedSnapshot& s, const fl_snap_service& svc,
-                                                              const FlowKey& key) {
+__attribute__((always_inline)) inline uint32_t Worker::maglev_index(const LoadedSnapshot& s,
+                                                                    const fl_snap_service& svc, const FlowKey& key) {
     // Maglev hashes with the configured seed, equal on both balancers of a pair, so they pick
     // the same servers.
     const uint64_t h = flow_hash(key, s.view().header().hash_seed);
-    return s.view().table(svc)[hash_to_range(h, svc.table_size)];
+    return hash_to_range(h, svc.table_size);
+}
+
+__attribute__((always_inline)) inline uint32_t Worker::maglev(const LoadedSnapshot& s, const fl_snap_service& svc,
+                                                              const FlowKey& key) {
+    return s.view().table(svc)[maglev_index(s, svc, key)];
+}
+
+__attribute__((always_inline)) inline uint32_t Worker::maglev(const LoadedSnapshot& s, const fl_snap_service& svc,
+                                                              const Pending& k) {
+    if (k.hint == ConnTable::kNone && k.ml != ConnTable::kNone) return s.view().table(svc)[k.ml];
+    return maglev(s, svc, k.key);
+}
+
+// Pass 1b for a packet whose entry it did not find, most likely a new connection's first: the
+// way its insert will take and its Maglev table slot, found and prefetched now, so that
+// neither waits for memory in pass 2 (new_connection uses both). Out of line: the loop of
+// pass 1b stays small for the common case, a known connection.
+[[gnu::noinline]] void Worker::predict_new(Pending& k, const LoadedSnapshot& s, uint32_t now) {
+    k.victim = conns_.prefetch_victim(k.probe, now);
+    k.ml = ConnTable::kNone;
+    const fl_snap_service& svc = s.view().services()[static_cast<size_t>(k.svc)];
+    if (svc.scheduler != FL_SCHED_WRR && svc.n_members != 0) {
+        k.ml = maglev_index(s, svc, k.key);
+        __builtin_prefetch(&s.view().table(svc)[k.ml]);
+    }
 }
 
 __attribute__((always_inline)) inline uint32_t Worker::pick(LoadedSnapshot& s, const fl_snap_service& svc,
-                                                            const FlowKey& key) {
+                                                            const Pending& k) {
     if (svc.n_members == 0) return FL_NO_SERVER;
     if (svc.scheduler == FL_SCHED_WRR) {
         const auto members = s.view().members(svc);
@@ -365,7 +394,7 @@ __attribute__((always_inline)) inline uint32_t Worker::pick(LoadedSnapshot& s, c
             members.size(), [&](size_t i) { return members[i].weight; }, cur);
         return m < 0 ? FL_NO_SERVER : members[static_cast<size_t>(m)].server;
     }
-    return maglev(s, svc, key);
+    return maglev(s, svc, k);
 }
 
 // Whether the connection entry `ci` still leads to a server of service `svc`: its slot holds
@@ -414,10 +443,10 @@ __attribute__((always_inline)) inline Verdict Worker::new_connection(Frame& f, P
     if (st == ConnState::tcp_closing) {
         // A FIN or RST for a connection we do not know: forward it where Maglev says, but
         // do not let such packets (often spoofed) take room in the table.
-        slot = maglev(s, svc, k.key);
+        slot = maglev(s, svc, k);
         if (slot == FL_NO_SERVER) return drop(Drop::no_server);
     } else {
-        slot = pick(s, svc, k.key);
+        slot = pick(s, svc, k);
         if (slot == FL_NO_SERVER) return drop(Drop::no_server);
         const fl_snap_server& srv = s.view().servers()[slot];
         // The entry this one replaces, if any, comes back in the result instead of through
@@ -425,7 +454,8 @@ __attribute__((always_inline)) inline Verdict Worker::new_connection(Frame& f, P
         // its removal is exported.
         ConnEntry gone;
         const ConnTable::Inserted ins =
-            conns_.insert_reporting(k.key, k.probe, st, now, slot, srv.tag, export_view_ ? &gone : nullptr);
+            conns_.insert_reporting(k.key, k.probe, st, now, slot, srv.tag, export_view_ ? &gone : nullptr,
+                                    k.hint == ConnTable::kNone ? &k.victim : nullptr);
         if (ins.replaced) on_replaced(ins, gone);
         const uint32_t ni = ins.idx;
         if (svc.id < ctr_.max_services) ctr_.services[svc.id].new_conns.add();
@@ -689,9 +719,14 @@ void Worker::process_burst(std::span<Frame> frames, Verdict* out, LoadedSnapshot
     ctr_.rx.add(n);
     prepare(frames.data(), n, snap);
     // Pass 1b: the bucket lines requested first have had a burst's worth of time to arrive;
-    // prefetch the matching entries (and remember them for the look-up).
-    for (size_t i = 0; i < n; ++i)
-        if (pend[i].svc >= 0) pend[i].hint = conns_.prefetch_entry(pend[i].probe);
+    // prefetch the matching entries (and remember them for the look-up), or for a packet
+    // whose tag matched nowhere, what its new connection will need (predict_new).
+    for (size_t i = 0; i < n; ++i) {
+        Pending& k = pend[i];
+        if (k.svc < 0) continue;
+        k.hint = conns_.prefetch_entry(k.probe);
+        if (k.hint == ConnTable::kNone) [[unlikely]] predict_new(k, *snap, now);
+    }
     // Pass 2: decide and rewrite. The fast lane is inline here; packets to a service with a
     // Parsed record (checked here: they may be fragments) go to to_service, and finish()
     // takes the rest.

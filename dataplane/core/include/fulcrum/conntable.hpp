@@ -212,6 +212,24 @@ public:
         return idx;
     }
 
+    // The way an insert of a key with this probe would take now, found ahead of the insert
+    // (by prefetch_victim) with what that way held then: pos as a position over the key's
+    // two buckets (Victim), kNone when none is predicted.
+    struct VictimHint {
+        uint32_t pos = kNone;
+        uint32_t rank = 0;
+        uint64_t seen = 0;  // the way's last_seen, tag and state (way_word)
+    };
+    // For a key prefetch_entry() did not find (a new connection, most likely): the way a new
+    // connection's insert would take now, its lines prefetched, so that the insert a while
+    // later waits neither for the replaced entry's server nor for the line it writes. The
+    // table may change before that insert (earlier packets of the burst insert, touch and
+    // erase): insert_reporting() skips its choice with the hint only when the choice would
+    // take the same way (hint_holds), else it chooses again. No hint (pos kNone) when every
+    // way is protected, in the victim choice's rare case, or for a live way last seen at
+    // `now` (a change to it could not be told from its time).
+    inline VictimHint prefetch_victim(const Probe& pr, uint32_t now) const;
+
     // Returns the index of the live entry for `key`, or kNone. An expired entry for the key
     // is removed and reported as a miss.
     uint32_t find(const FlowKey& key, uint64_t hash, uint32_t now) { return find(key, probe(hash), now); }
@@ -271,8 +289,10 @@ public:
     // if not null, receives a copy of the replaced entry when its state is not tcp_new (what
     // the HA peer may hold: the caller exports its removal); half-open entries are not copied.
     // Inline (below): every new connection of the forwarding path takes one.
+    // `hint`, if not null, is prefetch_victim()'s for this probe at the same `now`.
     inline Inserted insert_reporting(const FlowKey& key, const Probe& pr, ConnState state, uint32_t now,
-                                     uint32_t server, uint32_t server_tag, ConnEntry* gone);
+                                     uint32_t server, uint32_t server_tag, ConnEntry* gone,
+                                     const VictimHint* hint = nullptr);
 
     const ConnEntry& entry(uint32_t idx) const { return entries_[idx]; }
     ConnEntry& entry(uint32_t idx) { return entries_[idx]; }
@@ -412,6 +432,12 @@ private:
         uint32_t rank;
     };
     Victim scan_portable(const BucketMeta& m0, const BucketMeta& m1, bool is_new, uint32_t now) const;
+    // Whether a VictimHint still names a way the choice may take (see prefetch_victim).
+    inline bool hint_holds(const VictimHint& h, const Probe& pr) const;
+    // A way's last_seen, tag and state in one word (VictimHint::seen).
+    static uint64_t way_word(const BucketMeta& m, uint32_t w) {
+        return uint64_t{m.last_seen[w]} | uint64_t{m.tag[w]} << 32 | uint64_t{m.state[w]} << 48;
+    }
 #if defined(__SSE2__)
     inline Victim scan_sse2(const BucketMeta& m0, const BucketMeta& m1, bool is_new, uint32_t now) const;
     inline Victim scan_sse2_old(const BucketMeta& m0, const BucketMeta& m1, bool is_new, uint32_t now) const;
@@ -426,13 +452,15 @@ private:
     // kReport: as insert_reporting(), else as insert() (only the result's idx is set).
     template <Scan S, bool kReport>
     inline Inserted insert_with(const FlowKey& key, const Probe& pr, ConnState state, uint32_t now,
-                                uint32_t server, uint32_t server_tag, ConnEntry* gone);
+                                uint32_t server, uint32_t server_tag, ConnEntry* gone,
+                                const VictimHint* hint = nullptr);
     // insert() and insert_reporting() with the portable scan, for the unit test
     // (ConnTableScanTest) on SSE2 builds.
     uint32_t insert_portable(const FlowKey& key, const Probe& pr, ConnState state, uint32_t now, uint32_t server,
                              uint32_t server_tag);
     Inserted insert_reporting_portable(const FlowKey& key, const Probe& pr, ConnState state, uint32_t now,
-                                       uint32_t server, uint32_t server_tag, ConnEntry* gone);
+                                       uint32_t server, uint32_t server_tag, ConnEntry* gone,
+                                       const VictimHint* hint = nullptr);
     friend struct ConnTableScanTest;  // tests/unit/test_conntable.cpp
 
     uint32_t nbuckets_;
@@ -595,9 +623,12 @@ template <ConnTable::Scan S, bool kReport>
 [[gnu::always_inline]] inline ConnTable::Inserted ConnTable::insert_with(const FlowKey& key, const Probe& pr,
                                                                          ConnState state, uint32_t now,
                                                                          uint32_t server, uint32_t server_tag,
-                                                                         ConnEntry* gone) {
+                                                                         ConnEntry* gone, const VictimHint* hint) {
     const bool is_new = state == ConnState::tcp_new;
     Victim v;
+    if (hint && hint->pos != kNone && hint_holds(*hint, pr)) {
+        v = {hint->pos, hint->rank};
+    } else
 #if defined(__SSE2__)
     if constexpr (S == Scan::sse2) {
         v = scan_sse2(meta_[pr.b1], meta_[pr.b2], is_new, now);
@@ -659,8 +690,51 @@ template <ConnTable::Scan S, bool kReport>
 [[gnu::always_inline]] inline ConnTable::Inserted ConnTable::insert_reporting(const FlowKey& key, const Probe& pr,
                                                                                ConnState state, uint32_t now,
                                                                                uint32_t server, uint32_t server_tag,
-                                                                               ConnEntry* gone) {
-    return insert_with<kScan, true>(key, pr, state, now, server, server_tag, gone);
+                                                                               ConnEntry* gone,
+                                                                               const VictimHint* hint) {
+    return insert_with<kScan, true>(key, pr, state, now, server, server_tag, gone, hint);
+}
+
+// Whether the choice made afresh now would take the hint's way, without making it: only for
+// the case worth it, a SYN flood's (rank 2: no way empty or expired, the oldest new one
+// goes); the others (an empty way, found in a few instructions, or the rare expired one)
+// choose again. The hint holds when its way is as the hint saw it (tag, time and state) and
+// neither bucket has an empty way now. Every change an earlier insert, touch or erase makes to
+// a way sets its time to `now` or empties it, and the hint names no way last seen at `now`:
+// so a way unchanged in tag, time and state is unchanged, and every other way changed only
+// by becoming younger (age 0, below the hint's) or empty (checked); nothing expires at the
+// same `now`. The oldest new way is then still the oldest, and the first of its age.
+[[gnu::always_inline]] inline bool ConnTable::hint_holds(const VictimHint& h, const Probe& pr) const {
+    if (h.rank != 2 || way_word(meta_[h.pos < kWays ? pr.b1 : pr.b2], h.pos % kWays) != h.seen) return false;
+#if defined(__SSE2__)
+    const __m128i zero = _mm_setzero_si128();
+    const auto load = [](const void* p) { return _mm_load_si128(static_cast<const __m128i*>(p)); };
+    return _mm_movemask_epi8(_mm_packs_epi16(_mm_cmpeq_epi16(load(meta_[pr.b1].tag), zero),
+                                             _mm_cmpeq_epi16(load(meta_[pr.b2].tag), zero))) == 0;
+#else
+    for (uint32_t i = 0; i < kWays; ++i)
+        if (meta_[pr.b1].tag[i] == 0 || meta_[pr.b2].tag[i] == 0) return false;
+    return true;
+#endif
+}
+
+inline ConnTable::VictimHint ConnTable::prefetch_victim(const Probe& pr, uint32_t now) const {
+    const BucketMeta& m0 = meta_[pr.b1];
+    const BucketMeta& m1 = meta_[pr.b2];
+#if defined(__SSE2__)
+    const Victim v = scan_sse2(m0, m1, true, now);
+#else
+    const Victim v = scan_portable(m0, m1, true, now);
+#endif
+    if (v.pos >= 2 * kWays) return {};  // every way protected (kNone), or the rare case (kOld)
+    const uint32_t b = v.pos < kWays ? pr.b1 : pr.b2;
+    const uint32_t w = v.pos % kWays;
+    const BucketMeta& m = meta_[b];
+    if (v.rank == 2 && m.last_seen[w] == now) return {};
+    const auto* e = reinterpret_cast<const uint8_t*>(&entries_[size_t{b} * kWays + w]);
+    __builtin_prefetch(e, 1, 3);
+    __builtin_prefetch(e + sizeof(ConnEntry) - 1, 1, 3);  // 48-byte entries may straddle two lines
+    return {v.pos, v.rank, way_word(m, w)};
 }
 
 }  // namespace fulcrum

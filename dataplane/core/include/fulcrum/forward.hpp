@@ -378,6 +378,10 @@ private:
         ConnTable::Probe probe;  // of hash, for the connection table
         int32_t svc;             // service index for the fast path, or -1
         uint32_t hint;           // the entry whose tag matched (pass 1b), or ConnTable::kNone
+        // When hint is kNone (most likely a new connection), pass 1b's predict_new: the way the
+        // insert will take and the Maglev table index (ConnTable::kNone: not a Maglev service).
+        uint32_t ml;
+        ConnTable::VictimHint victim;
         uint8_t tcp_flags;       // fast lane: the TCP flags (0 for UDP)
         bool fast;               // the fast lane: `p` is not filled (fill_parsed fills it)
         Drop parse;
@@ -439,8 +443,12 @@ private:
     Verdict icmp_to_vip(Frame& f, const Parsed& p, LoadedSnapshot& s, uint32_t now);
     Verdict send_to_server(Frame& f, const Parsed& p, LoadedSnapshot& s, const fl_snap_service& svc,
                            uint32_t slot, uint64_t hash, bool allow_reply);
-    uint32_t pick(LoadedSnapshot& s, const fl_snap_service& svc, const FlowKey& key);
+    uint32_t pick(LoadedSnapshot& s, const fl_snap_service& svc, const Pending& k);
+    static uint32_t maglev_index(const LoadedSnapshot& s, const fl_snap_service& svc, const FlowKey& key);
     static uint32_t maglev(const LoadedSnapshot& s, const fl_snap_service& svc, const FlowKey& key);
+    // maglev() for a pending packet: with pass 1b's index when predict_new computed it.
+    static uint32_t maglev(const LoadedSnapshot& s, const fl_snap_service& svc, const Pending& k);
+    void predict_new(Pending& k, const LoadedSnapshot& s, uint32_t now);
     static void on_remove(void* ctx, const ConnEntry& e, ConnState st);
     // on_remove for the entry a new connection's insert_reporting() replaced: `gone` is its
     // copy, filled only when exporting and its state is not tcp_new.
