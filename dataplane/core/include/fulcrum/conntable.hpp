@@ -432,7 +432,7 @@ private:
         uint32_t rank;
     };
     Victim scan_portable(const BucketMeta& m0, const BucketMeta& m1, bool is_new, uint32_t now) const;
-    // Whether a VictimHint still names a way the choice may take (see prefetch_victim).
+    // Whether the choice made now would take the VictimHint's way (see prefetch_victim).
     inline bool hint_holds(const VictimHint& h, const Probe& pr) const;
     // A way's last_seen, tag and state in one word (VictimHint::seen).
     static uint64_t way_word(const BucketMeta& m, uint32_t w) {
