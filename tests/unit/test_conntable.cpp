@@ -807,7 +807,7 @@ TEST(ConnTable, VictimHintInsertsAsAFreshChoice) {
                 ++evicted;
             }
             ASSERT_EQ(std::memcmp(mem_a.p, mem_b.p, mem_a.bytes), 0) << "burst " << burst;
-            if (hint && hint->rank == 2) {
+            if (hint && hint->pos != ConnTable::kNone) {
                 ++hinted;
                 const uint32_t way = (hint->pos < ConnTable::kWays ? o.pr.b1 : o.pr.b2) * ConnTable::kWays +
                                      hint->pos % ConnTable::kWays;

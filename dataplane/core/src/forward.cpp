@@ -366,7 +366,7 @@ __attribute__((always_inline)) inline uint32_t Worker::maglev(const LoadedSnapsh
 
 __attribute__((always_inline)) inline uint32_t Worker::maglev(const LoadedSnapshot& s, const fl_snap_service& svc,
                                                               const Pending& k) {
-    if (k.hint == ConnTable::kNone && k.ml != ConnTable::kNone) return s.view().table(svc)[k.ml];
+    if (predicted(k) && k.ml != ConnTable::kNone) return s.view().table(svc)[k.ml];
     return maglev(s, svc, k.key);
 }
 
@@ -455,7 +455,7 @@ __attribute__((always_inline)) inline Verdict Worker::new_connection(Frame& f, P
         ConnEntry gone;
         const ConnTable::Inserted ins =
             conns_.insert_reporting(k.key, k.probe, st, now, slot, srv.tag, export_view_ ? &gone : nullptr,
-                                    k.hint == ConnTable::kNone ? &k.victim : nullptr);
+                                    predicted(k) ? &k.victim : nullptr);
         if (ins.replaced) on_replaced(ins, gone);
         const uint32_t ni = ins.idx;
         if (svc.id < ctr_.max_services) ctr_.services[svc.id].new_conns.add();

@@ -214,10 +214,10 @@ public:
 
     // The way an insert of a key with this probe would take now, found ahead of the insert
     // (by prefetch_victim) with what that way held then: pos as a position over the key's
-    // two buckets (Victim), kNone when none is predicted.
+    // two buckets (Victim), the oldest new entry of a SYN flood's buckets; kNone when none
+    // is predicted.
     struct VictimHint {
         uint32_t pos = kNone;
-        uint32_t rank = 0;
         uint64_t seen = 0;  // the way's last_seen, tag and state (way_word)
     };
     // For a key prefetch_entry() did not find (a new connection, most likely): the way a new
@@ -225,9 +225,11 @@ public:
     // later waits neither for the replaced entry's server nor for the line it writes. The
     // table may change before that insert (earlier packets of the burst insert, touch and
     // erase): insert_reporting() skips its choice with the hint only when the choice would
-    // take the same way (hint_holds), else it chooses again. No hint (pos kNone) when every
-    // way is protected, in the victim choice's rare case, or for a live way last seen at
-    // `now` (a change to it could not be told from its time).
+    // take the same way (hint_holds), else it chooses again. A hint only for the case worth
+    // it, a SYN flood's (no way empty or expired, the oldest new one goes); the others (an
+    // empty way, found in a few instructions, or the rare expired one) are prefetched but
+    // chosen again. No hint either for a way last seen at `now` (a change to it could not be
+    // told from its time).
     inline VictimHint prefetch_victim(const Probe& pr, uint32_t now) const;
 
     // Returns the index of the live entry for `key`, or kNone. An expired entry for the key
@@ -627,7 +629,7 @@ template <ConnTable::Scan S, bool kReport>
     const bool is_new = state == ConnState::tcp_new;
     Victim v;
     if (hint && hint->pos != kNone && hint_holds(*hint, pr)) {
-        v = {hint->pos, hint->rank};
+        v = {hint->pos, 2};
     } else
 #if defined(__SSE2__)
     if constexpr (S == Scan::sse2) {
@@ -695,17 +697,15 @@ template <ConnTable::Scan S, bool kReport>
     return insert_with<kScan, true>(key, pr, state, now, server, server_tag, gone, hint);
 }
 
-// Whether the choice made afresh now would take the hint's way, without making it: only for
-// the case worth it, a SYN flood's (rank 2: no way empty or expired, the oldest new one
-// goes); the others (an empty way, found in a few instructions, or the rare expired one)
-// choose again. The hint holds when its way is as the hint saw it (tag, time and state) and
+// Whether the choice made afresh now would take the hint's way (a SYN flood's, rank 2),
+// without making it. The hint holds when its way is as the hint saw it (tag, time and state) and
 // neither bucket has an empty way now. Every change an earlier insert, touch or erase makes to
 // a way sets its time to `now` or empties it, and the hint names no way last seen at `now`:
 // so a way unchanged in tag, time and state is unchanged, and every other way changed only
 // by becoming younger (age 0, below the hint's) or empty (checked); nothing expires at the
 // same `now`. The oldest new way is then still the oldest, and the first of its age.
 [[gnu::always_inline]] inline bool ConnTable::hint_holds(const VictimHint& h, const Probe& pr) const {
-    if (h.rank != 2 || way_word(meta_[h.pos < kWays ? pr.b1 : pr.b2], h.pos % kWays) != h.seen) return false;
+    if (way_word(meta_[h.pos < kWays ? pr.b1 : pr.b2], h.pos % kWays) != h.seen) return false;
 #if defined(__SSE2__)
     const __m128i zero = _mm_setzero_si128();
     const auto load = [](const void* p) { return _mm_load_si128(static_cast<const __m128i*>(p)); };
@@ -730,11 +730,11 @@ inline ConnTable::VictimHint ConnTable::prefetch_victim(const Probe& pr, uint32_
     const uint32_t b = v.pos < kWays ? pr.b1 : pr.b2;
     const uint32_t w = v.pos % kWays;
     const BucketMeta& m = meta_[b];
-    if (v.rank == 2 && m.last_seen[w] == now) return {};
     const auto* e = reinterpret_cast<const uint8_t*>(&entries_[size_t{b} * kWays + w]);
     __builtin_prefetch(e, 1, 3);
     __builtin_prefetch(e + sizeof(ConnEntry) - 1, 1, 3);  // 48-byte entries may straddle two lines
-    return {v.pos, v.rank, way_word(m, w)};
+    if (v.rank != 2 || m.last_seen[w] == now) return {};
+    return {v.pos, way_word(m, w)};
 }
 
 }  // namespace fulcrum

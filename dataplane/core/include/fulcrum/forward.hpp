@@ -449,6 +449,9 @@ private:
     // maglev() for a pending packet: with pass 1b's index when predict_new computed it.
     static uint32_t maglev(const LoadedSnapshot& s, const fl_snap_service& svc, const Pending& k);
     void predict_new(Pending& k, const LoadedSnapshot& s, uint32_t now);
+    // Whether k.ml and k.victim are this packet's: pass 1b found no entry and ran predict_new
+    // (or finish() cleared them).
+    static bool predicted(const Pending& k) { return k.hint == ConnTable::kNone; }
     static void on_remove(void* ctx, const ConnEntry& e, ConnState st);
     // on_remove for the entry a new connection's insert_reporting() replaced: `gone` is its
     // copy, filled only when exporting and its state is not tcp_new.
