@@ -753,9 +753,10 @@ TEST(ConnTable, ReportingInsertMatchesTheHook) {
 
 // Pass 1b's victim hints (prefetch_victim) are taken for a whole burst before its packets
 // run, and the burst's earlier packets then insert, touch and remove entries of the same
-// buckets. An insert with such a hint must do exactly what one choosing afresh on the same
-// table does (b, a copy of a just before the insert): the same way, the same table after. A
-// table of 4 buckets, so a burst's keys share them.
+// buckets, or install entries idle for a while (their time set in the past). An insert with
+// such a hint must do exactly what one choosing afresh on the same table does (b, a copy of a
+// just before the insert): the same way, the same table after. A table of 4 buckets, so a
+// burst's keys share them.
 TEST(ConnTable, VictimHintInsertsAsAFreshChoice) {
     constexpr size_t kCapacity = 32;
     AlignedMemory mem_a(ConnTable::memory_bytes(kCapacity)), mem_b(ConnTable::memory_bytes(kCapacity));
@@ -769,6 +770,7 @@ TEST(ConnTable, VictimHintInsertsAsAFreshChoice) {
         uint64_t hash;
         ConnTable::Probe pr;
         bool remove;
+        bool install;  // an HA peer's entry, idle for a while (a change its time does not show)
         bool predicted;
         ConnTable::VictimHint hint;
     };
@@ -779,13 +781,20 @@ TEST(ConnTable, VictimHintInsertsAsAFreshChoice) {
             o.k = key(static_cast<uint32_t>(rng() % 300), 443);
             o.hash = h(o.k);
             o.pr = a.probe(o.hash);
-            o.remove = rng() % 10 == 0;
+            const uint64_t r = rng() % 20;
+            o.remove = r == 0;
+            o.install = r == 1;
             o.predicted = a.prefetch_entry(o.pr) == ConnTable::kNone;
             if (o.predicted) o.hint = a.prefetch_victim(o.pr, now);
         }
         for (const Op& o : ops) {  // pass 2
             if (o.remove) {
                 a.remove_key(o.k, o.hash, now);
+                continue;
+            }
+            if (o.install) {
+                const ConnEntry e{o.k, static_cast<uint32_t>(rng() % 16), static_cast<uint32_t>(rng())};
+                a.install(e, o.hash, static_cast<ConnState>(1 + rng() % 4), static_cast<uint32_t>(rng() % 150), now);
                 continue;
             }
             const uint32_t found = a.find(o.k, o.pr, now);
@@ -817,7 +826,7 @@ TEST(ConnTable, VictimHintInsertsAsAFreshChoice) {
     }
     // Both happened often: flood hints whose way was taken, and ones whose way or bucket an
     // earlier packet of the burst changed.
-    EXPECT_GT(as_hinted, 10'000u);
+    EXPECT_GT(as_hinted, 5'000u);
     EXPECT_GT(chosen_again, 1'000u);
     EXPECT_GT(evicted, 10'000u);
     EXPECT_GT(hinted, as_hinted);

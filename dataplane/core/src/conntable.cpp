@@ -232,6 +232,7 @@ void ConnTable::remove(uint32_t b, uint32_t w) {
     if (hook_) hook_(hook_ctx_, entries_[size_t{b} * kWays + w], static_cast<ConnState>(m.state[w]));
     m.tag[w] = 0;
     m.state[w] = 0;
+    ++epoch_;
     stats_.live.sub();
 }
 
@@ -277,6 +278,7 @@ ConnRestore ConnTable::restore(const ConnEntry& e, uint64_t hash, ConnState stat
     // The 32-bit clock wraps: now - idle_ms may lie "before" the new process's origin, and
     // expiry (now - last_seen >= timeout) still comes out right.
     meta_[i / kWays].last_seen[i % kWays] = now - idle_ms;
+    ++epoch_;
     if (idx) *idx = i;
     return ConnRestore::restored;
 }
@@ -302,6 +304,7 @@ ConnInstall ConnTable::install(const ConnEntry& e, uint64_t hash, ConnState stat
     meta_[i / kWays].state[i % kWays] = static_cast<uint8_t>(state);
     // As in restore(): the wrapping clock keeps expiry right even before this clock's origin.
     meta_[i / kWays].last_seen[i % kWays] = now - idle_ms;
+    ++epoch_;
     return r;
 }
 

@@ -218,7 +218,8 @@ public:
     // is predicted.
     struct VictimHint {
         uint32_t pos = kNone;
-        uint64_t seen = 0;  // the way's last_seen, tag and state (way_word)
+        uint32_t seen = 0;   // the way's last_seen
+        uint32_t epoch = 0;  // the table's epoch_ (changes its ways' times do not show)
     };
     // For a key prefetch_entry() did not find (a new connection, most likely): the way a new
     // connection's insert would take now, its lines prefetched, so that the insert a while
@@ -436,10 +437,6 @@ private:
     Victim scan_portable(const BucketMeta& m0, const BucketMeta& m1, bool is_new, uint32_t now) const;
     // Whether the choice made now would take the VictimHint's way (see prefetch_victim).
     inline bool hint_holds(const VictimHint& h, const Probe& pr) const;
-    // A way's last_seen, tag and state in one word (VictimHint::seen).
-    static uint64_t way_word(const BucketMeta& m, uint32_t w) {
-        return uint64_t{m.last_seen[w]} | uint64_t{m.tag[w]} << 32 | uint64_t{m.state[w]} << 48;
-    }
 #if defined(__SSE2__)
     inline Victim scan_sse2(const BucketMeta& m0, const BucketMeta& m1, bool is_new, uint32_t now) const;
     inline Victim scan_sse2_old(const BucketMeta& m0, const BucketMeta& m1, bool is_new, uint32_t now) const;
@@ -472,6 +469,10 @@ private:
     ConnTimeouts timeouts_;
     uint32_t timeout_of_[8] = {};  // timeouts_ by state; 0 (always expired) for invalid states
     uint32_t sweep_cursor_ = 0;
+    // Counts the changes to ways that do not set their time to the caller's `now`: removals
+    // (which empty a way) and the restores and installs of entries idle for a while. Every
+    // other change (insert, touch) sets the way's time to `now`. hint_holds reads it.
+    uint32_t epoch_ = 0;
     ConnTableStats stats_;
     RemoveHook hook_ = nullptr;
     void* hook_ctx_ = nullptr;
@@ -698,24 +699,15 @@ template <ConnTable::Scan S, bool kReport>
 }
 
 // Whether the choice made afresh now would take the hint's way (a SYN flood's, rank 2),
-// without making it. The hint holds when its way is as the hint saw it (tag, time and state) and
-// neither bucket has an empty way now. Every change an earlier insert, touch or erase makes to
-// a way sets its time to `now` or empties it, and the hint names no way last seen at `now`:
-// so a way unchanged in tag, time and state is unchanged, and every other way changed only
-// by becoming younger (age 0, below the hint's) or empty (checked); nothing expires at the
-// same `now`. The oldest new way is then still the oldest, and the first of its age.
+// without making it. The hint holds when the table's epoch_ is the hint's (no way was emptied,
+// restored or installed since) and its way's time is as the hint saw it. Every other change an
+// insert or touch makes to a way sets its time to `now`, and the hint names no way last seen
+// at `now`: so the hint's way is unchanged, no way is empty (none was when the hint was made:
+// rank 2), and every other way changed only by becoming younger (age 0, below the hint's);
+// nothing expires at the same `now`. The oldest new way is then still the oldest, and the
+// first of its age.
 [[gnu::always_inline]] inline bool ConnTable::hint_holds(const VictimHint& h, const Probe& pr) const {
-    if (way_word(meta_[h.pos < kWays ? pr.b1 : pr.b2], h.pos % kWays) != h.seen) return false;
-#if defined(__SSE2__)
-    const __m128i zero = _mm_setzero_si128();
-    const auto load = [](const void* p) { return _mm_load_si128(static_cast<const __m128i*>(p)); };
-    return _mm_movemask_epi8(_mm_packs_epi16(_mm_cmpeq_epi16(load(meta_[pr.b1].tag), zero),
-                                             _mm_cmpeq_epi16(load(meta_[pr.b2].tag), zero))) == 0;
-#else
-    for (uint32_t i = 0; i < kWays; ++i)
-        if (meta_[pr.b1].tag[i] == 0 || meta_[pr.b2].tag[i] == 0) return false;
-    return true;
-#endif
+    return h.epoch == epoch_ && meta_[h.pos < kWays ? pr.b1 : pr.b2].last_seen[h.pos % kWays] == h.seen;
 }
 
 inline ConnTable::VictimHint ConnTable::prefetch_victim(const Probe& pr, uint32_t now) const {
@@ -734,7 +726,7 @@ inline ConnTable::VictimHint ConnTable::prefetch_victim(const Probe& pr, uint32_
     __builtin_prefetch(e, 1, 3);
     __builtin_prefetch(e + sizeof(ConnEntry) - 1, 1, 3);  // 48-byte entries may straddle two lines
     if (v.rank != 2 || m.last_seen[w] == now) return {};
-    return {v.pos, way_word(m, w)};
+    return {v.pos, m.last_seen[w], epoch_};
 }
 
 }  // namespace fulcrum
