@@ -375,6 +375,15 @@ __attribute__((always_inline)) inline uint32_t Worker::maglev(const LoadedSnapsh
 // neither waits for memory in pass 2 (new_connection uses both). Out of line: the loop of
 // pass 1b stays small for the common case, a known connection.
 [[gnu::noinline]] void Worker::predict_new(Pending& k, const LoadedSnapshot& s, uint32_t now) {
+    // Absent in pass 2 too unless an earlier miss of the burst may have the same key: the
+    // filter holds a bit of each earlier miss's hash (bits 40-47, apart from the bucket and
+    // tag bits), so a repeat of a key always finds its bit (and about one key in eight of a
+    // burst of 32 finds another's: those look up again).
+    const auto bit = static_cast<uint32_t>(k.hash >> 40) & 255;
+    uint64_t& word = misses_[bit / 64];
+    const uint64_t mask = uint64_t{1} << (bit % 64);
+    k.absent = (word & mask) == 0;
+    word |= mask;
     k.victim = conns_.prefetch_victim(k.probe, now);
     k.ml = ConnTable::kNone;
     const fl_snap_service& svc = s.view().services()[static_cast<size_t>(k.svc)];
@@ -516,7 +525,8 @@ struct InnerV4 {
 __attribute__((always_inline)) inline void Worker::fast_lane(Frame& f, Pending& k, LoadedSnapshot& s, const BurstView& bv,
                                                                uint32_t now, BurstCounts& bc, Verdict& out) {
     const fl_snap_service& svc = bv.services[k.svc];
-    const uint32_t ci = conns_.find<true>(k.key, k.probe, k.hint, now);
+    // A miss of pass 1b whose key no earlier packet of the burst inserted: no look-up.
+    const uint32_t ci = predicted(k) && k.absent ? ConnTable::kNone : conns_.find<true>(k.key, k.probe, k.hint, now);
     if (ci != ConnTable::kNone &&
         use_entry(ci, bv.routes, static_cast<uint32_t>(k.svc), k.key.proto == ipproto::kTcp, k.tcp_flags, now))
         [[likely]] {
@@ -565,7 +575,9 @@ __attribute__((always_inline)) inline void Worker::fast_lane(Frame& f, Pending& 
         std::memcpy(static_cast<void*>(&out), &kForward, sizeof out);
         return;
     }
-    out = fast_lane_new(f, k, s, svc, now);
+    // A new connection (or a stale entry): a DSR service's and a tunnel's apart, so that the
+    // DSR one's verdicts (forward or a drop, no fragment fields) are built cheaply.
+    out = svc.forwarding == FL_FWD_DSR ? fast_lane_new(f, k, s, svc, now) : fast_lane_new_encap(f, k, s, svc, now);
 }
 
 // A known connection of a service whose packets the fast lane does not encapsulate inline:
@@ -575,15 +587,20 @@ Verdict Worker::fast_lane_encap(Frame& f, Pending& k, LoadedSnapshot& s, const f
     return send_to_server(f, k.p, s, svc, slot, k.hash, true);
 }
 
+// A DSR service's packet needs only its source address from the frame (IPv4, checked in pass
+// 1).
 Verdict Worker::fast_lane_new(Frame& f, Pending& k, LoadedSnapshot& s, const fl_snap_service& svc, uint32_t now) {
-    const bool tcp = k.key.proto == ipproto::kTcp;
-    // A DSR service's packet needs only its source address from the frame (IPv4, checked in
-    // pass 1); a tunnel's encapsulation (or too-big reply) reads the Parsed record.
-    if (svc.forwarding == FL_FWD_DSR)
-        return new_connection(f, k, s, svc, now, Opening{f.data + eth::kHeaderLen + 12, false, tcp, k.tcp_flags},
-                              nullptr);
+    return new_connection(f, k, s, svc, now,
+                          Opening{f.data + eth::kHeaderLen + 12, false, k.key.proto == ipproto::kTcp, k.tcp_flags},
+                          nullptr);
+}
+
+// A tunnel's encapsulation (or too-big reply) reads the Parsed record.
+Verdict Worker::fast_lane_new_encap(Frame& f, Pending& k, LoadedSnapshot& s, const fl_snap_service& svc,
+                                    uint32_t now) {
     fill_parsed(f, k.tcp_flags, k.p);
-    return new_connection(f, k, s, svc, now, Opening{k.p.src, false, tcp, k.tcp_flags}, &k.p);
+    return new_connection(f, k, s, svc, now, Opening{k.p.src, false, k.key.proto == ipproto::kTcp, k.tcp_flags},
+                          &k.p);
 }
 
 __attribute__((always_inline)) inline Verdict Worker::send_to_server(Frame& f, const Parsed& p, LoadedSnapshot& s,
@@ -721,6 +738,7 @@ void Worker::process_burst(std::span<Frame> frames, Verdict* out, LoadedSnapshot
     // Pass 1b: the bucket lines requested first have had a burst's worth of time to arrive;
     // prefetch the matching entries (and remember them for the look-up), or for a packet
     // whose tag matched nowhere, what its new connection will need (predict_new).
+    std::memset(misses_, 0, sizeof misses_);
     for (size_t i = 0; i < n; ++i) {
         Pending& k = pend[i];
         if (k.svc < 0) continue;

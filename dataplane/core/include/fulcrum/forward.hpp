@@ -384,6 +384,10 @@ private:
         ConnTable::VictimHint victim;
         uint8_t tcp_flags;       // fast lane: the TCP flags (0 for UDP)
         bool fast;               // the fast lane: `p` is not filled (fill_parsed fills it)
+        // When hint is kNone: the key is still absent from the table in pass 2, where the fast
+        // lane then skips the look-up. Only an earlier packet of the burst with the same key
+        // (itself a miss in pass 1b) could have inserted it since: none may have (predict_new).
+        bool absent;
         Drop parse;
         Parsed p;
     };
@@ -428,6 +432,8 @@ private:
                                               uint32_t slot);
     [[gnu::noinline]] Verdict fast_lane_new(Frame& f, Pending& k, LoadedSnapshot& s, const fl_snap_service& svc,
                                             uint32_t now);
+    [[gnu::noinline]] Verdict fast_lane_new_encap(Frame& f, Pending& k, LoadedSnapshot& s, const fl_snap_service& svc,
+                                                  uint32_t now);
     void prepare(const Frame* frames, size_t n, const LoadedSnapshot* snap);
     bool use_entry(uint32_t ci, std::span<const LoadedSnapshot::Route> routes, uint32_t svc, bool tcp, uint8_t tcp_flags,
                    uint32_t now);
@@ -506,6 +512,9 @@ private:
     ParseOptions hw_checked_;  // for frames whose IPv4 checksum the NIC verified
     ConnTable conns_;
     std::unique_ptr<Pending[]> pend_;  // per-burst scratch, allocated once
+    // The keys pass 1b found absent in this burst, as one bit of their hash each (a
+    // 256-bit filter: Pending::absent).
+    uint64_t misses_[4] = {};
     WorkerCounters ctr_;
     uint16_t ip_id_ = 0;
     bool active_ = true;
