@@ -566,9 +566,11 @@ __attribute__((always_inline)) inline void Worker::fast_lane(Frame& f, Pending& 
             c.bytes.add(bytes);
         }
         // Both MACs in two stores: the server's and the first two bytes of ours, then the
-        // other four of ours (BurstView).
-        store_u64(f.data, bv.routes[slot].mac | bv.own_mac_head);
-        std::memcpy(f.data + 8, &bv.own_mac_tail, 4);
+        // other four of ours (BurstView). The frame pointer read once: a byte store may alias
+        // the Frame, so the compiler would read it again after the first.
+        uint8_t* const d = f.data;
+        store_u64(d, bv.routes[slot].mac | bv.own_mac_head);
+        std::memcpy(d + 8, &bv.own_mac_tail, 4);
         // One 16-byte copy: assigning the fields would merge them with the other paths'
         // verdicts, a register each.
         static constexpr Verdict kForward{Action::forward, Drop::none};
@@ -739,8 +741,8 @@ void Worker::process_burst(std::span<Frame> frames, Verdict* out, LoadedSnapshot
     // prefetch the matching entries (and remember them for the look-up), or for a packet
     // whose tag matched nowhere, what its new connection will need (predict_new).
     std::memset(misses_, 0, sizeof misses_);
-    for (size_t i = 0; i < n; ++i) {
-        Pending& k = pend[i];
+    for (Pending *kp = pend, *end = pend + n; kp != end; ++kp) {
+        Pending& k = *kp;
         if (k.svc < 0) continue;
         k.hint = conns_.prefetch_entry(k.probe);
         if (k.hint == ConnTable::kNone) [[unlikely]] predict_new(k, *snap, now);
