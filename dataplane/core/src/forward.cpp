@@ -372,9 +372,10 @@ __attribute__((always_inline)) inline uint32_t Worker::maglev(const LoadedSnapsh
 
 // Pass 1b for a packet whose entry it did not find, most likely a new connection's first: the
 // way its insert will take and its Maglev table slot, found and prefetched now, so that
-// neither waits for memory in pass 2 (new_connection uses both). Out of line: the loop of
-// pass 1b stays small for the common case, a known connection.
-[[gnu::noinline]] void Worker::predict_new(Pending& k, const LoadedSnapshot& s, uint32_t now) {
+// neither waits for memory in pass 2 (new_connection uses both). Inline: out of line, the
+// call and its saved registers cost a new connection about 20 instructions, more than the
+// two or so the known connections' pass 1b loop gives up for it.
+[[gnu::always_inline]] inline void Worker::predict_new(Pending& k, const LoadedSnapshot& s, uint32_t now) {
     // Absent in pass 2 too unless an earlier miss of the burst may have the same key: the
     // filter holds a bit of each earlier miss's hash (bits 40-47, apart from the bucket and
     // tag bits), so a repeat of a key always finds its bit (and about one key in eight of a
@@ -441,7 +442,8 @@ __attribute__((always_inline)) inline bool Worker::use_entry(uint32_t ci, std::s
 
 // A packet of service `svc` with no valid connection entry: its source is checked, a server
 // picked and the entry made. `o` is what that needs of the packet; `p` its Parsed record, or
-// null for a fast-lane packet of a DSR service (whose forward needs no more).
+// null for a fast-lane packet of a DSR service (whose forward needs no more, and whose caller
+// counts a forward in its burst run: forward_dsr_in_run).
 __attribute__((always_inline)) inline Verdict Worker::new_connection(Frame& f, Pending& k, LoadedSnapshot& s,
                                                                      const fl_snap_service& svc, uint32_t now,
                                                                      const Opening& o, const Parsed* p) {
@@ -478,7 +480,7 @@ __attribute__((always_inline)) inline Verdict Worker::new_connection(Frame& f, P
             sync_export(*export_view_, conns_.entry(ni), FL_SYNC_S_ESTABLISHED, 0);
     }
     if (p) return send_to_server(f, *p, s, svc, slot, k.hash, true);
-    return forward_dsr(f, s.view().servers()[slot], svc.id, slot);
+    return forward_dsr_in_run(f, s.view().servers()[slot], slot);
 }
 
 // A packet to a service whose Parsed record is filled (the general parser's packets, and
@@ -578,8 +580,23 @@ __attribute__((always_inline)) inline void Worker::fast_lane(Frame& f, Pending& 
         return;
     }
     // A new connection (or a stale entry): a DSR service's and a tunnel's apart, so that the
-    // DSR one's verdicts (forward or a drop, no fragment fields) are built cheaply.
-    out = svc.forwarding == FL_FWD_DSR ? fast_lane_new(f, k, s, svc, now) : fast_lane_new_encap(f, k, s, svc, now);
+    // DSR one's verdicts (forward or a drop, no fragment fields) are built cheaply. A DSR
+    // forward counts in the run, as above (fast_lane_new counts only the server's).
+    if (svc.forwarding == FL_FWD_DSR) {
+        const uint32_t bytes = f.len;
+        const Verdict v = fast_lane_new(f, k, s, svc, now);
+        if (v.action == Action::forward) [[likely]] {
+            if (k.svc != bc.run) [[unlikely]] {
+                flush_run(bc, bv.services);
+                bc.run = k.svc;
+            }
+            ++bc.packets;
+            bc.bytes += bytes;
+        }
+        out = v;
+    } else {
+        out = fast_lane_new_encap(f, k, s, svc, now);
+    }
 }
 
 // A known connection of a service whose packets the fast lane does not encapsulate inline:

@@ -483,17 +483,28 @@ private:
             c.packets.add();
             c.bytes.add(bytes);
         }
+        count_server(slot, bytes);
+        ctr_.forwarded.add();
+    }
+    // The server's part of count_forward.
+    void count_server(uint32_t slot, uint32_t bytes) {
         if (slot < ctr_.max_servers) {
             ServerCounters& c = ctr_.servers[slot];
             c.packets.add();
             c.bytes.add(bytes);
         }
-        ctr_.forwarded.add();
     }
     // A DSR forward: counted, then the MACs written last (the frame's byte stores may alias
     // everything above, which the compiler would otherwise load again).
     Verdict forward_dsr(Frame& f, const fl_snap_server& srv, uint32_t svc, uint32_t slot) {
         count_forward(svc, slot, f.len);
+        set_macs(f.data, srv.mac, cfg_.own_mac.bytes.data());
+        return {Action::forward, Drop::none};
+    }
+    // The same with only the server's counts: the fast lane counts the service's and
+    // `forwarded` in its burst run (BurstCounts), as for a known connection's packet.
+    Verdict forward_dsr_in_run(Frame& f, const fl_snap_server& srv, uint32_t slot) {
+        count_server(slot, f.len);
         set_macs(f.data, srv.mac, cfg_.own_mac.bytes.data());
         return {Action::forward, Drop::none};
     }
