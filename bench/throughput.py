@@ -243,13 +243,18 @@ class Bench:
 
     def start_dut_retrying(self, kind, case, attempts=3):
         # The memif client occasionally fails to connect right after the previous DUT left
-        # (the generator's listener is still tearing that connection down): try again.
+        # (the generator's listener is still tearing that connection down): try again. The
+        # failure shows as testpmd's "Failed to connect socket", a link that stays down, or
+        # fulcrum-dataplane's port start failing with EPERM (what net_memif's start returns
+        # when its client cannot connect).
+        transient = ("Failed to connect socket", "memif link not up",
+                     "(net_memif): start failed: Operation not permitted")
         for attempt in range(1, attempts + 1):
             try:
                 return self.start_dut(kind, case)
             except RuntimeError as e:
                 msg = str(e)
-                if attempt == attempts or not ("Failed to connect socket" in msg or "memif link not up" in msg):
+                if attempt == attempts or not any(t in msg for t in transient):
                     raise
                 log(f"  ({kind} did not connect to the generator's memif, attempt {attempt} of {attempts}; retrying)")
                 time.sleep(2)
