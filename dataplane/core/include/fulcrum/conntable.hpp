@@ -213,9 +213,9 @@ public:
     }
 
     // The way an insert of a key with this probe would take now, found ahead of the insert
-    // (by prefetch_victim) with what that way held then: pos as a position over the key's
-    // two buckets (Victim), the oldest new entry of a SYN flood's buckets; kNone when none
-    // is predicted.
+    // (by prefetch_victim), with that way's time and the table's epoch then: pos as a
+    // position over the key's two buckets (Victim), the oldest new entry of a SYN flood's
+    // buckets; kNone when none is predicted.
     struct VictimHint {
         uint32_t pos = kNone;
         uint32_t seen = 0;   // the way's last_seen
