@@ -378,8 +378,8 @@ __attribute__((always_inline)) inline uint32_t Worker::maglev(const LoadedSnapsh
 [[gnu::always_inline]] inline void Worker::predict_new(Pending& k, const LoadedSnapshot& s, uint32_t now) {
     // Absent in pass 2 too unless an earlier miss of the burst may have the same key: the
     // filter holds a bit of each earlier miss's hash (bits 40-47, apart from the bucket and
-    // tag bits), so a repeat of a key always finds its bit (and about one key in eight of a
-    // burst of 32 finds another's: those look up again).
+    // tag bits), so a repeat of a key always finds its bit (and in a burst of 32 new keys
+    // about one in sixteen finds another's: those look up again).
     const auto bit = static_cast<uint32_t>(k.hash >> 40) & 255;
     uint64_t& word = misses_[bit / 64];
     const uint64_t mask = uint64_t{1} << (bit % 64);
