@@ -245,8 +245,8 @@ class Bench:
         # The memif client occasionally fails to connect right after the previous DUT left
         # (the generator's listener is still tearing that connection down): try again. The
         # failure shows as testpmd's "Failed to connect socket", a link that stays down, or
-        # fulcrum-dataplane's port start failing with EPERM (what net_memif's start returns
-        # when its client cannot connect).
+        # fulcrum-dataplane's port start failing with EPERM (seen once, between two runs that
+        # connected; taken to be the same race, not traced into net_memif).
         transient = ("Failed to connect socket", "memif link not up",
                      "(net_memif): start failed: Operation not permitted")
         for attempt in range(1, attempts + 1):
