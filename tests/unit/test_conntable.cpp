@@ -816,11 +816,12 @@ TEST(ConnTable, VictimHintInsertsAsAFreshChoice) {
                 ++evicted;
             }
             ASSERT_EQ(std::memcmp(mem_a.p, mem_b.p, mem_a.bytes), 0) << "burst " << burst;
-            if (hint && hint->pos != ConnTable::kNone) {
+            if (hint && hint->idx != ConnTable::kNone) {
                 ++hinted;
-                const uint32_t way = (hint->pos < ConnTable::kWays ? o.pr.b1 : o.pr.b2) * ConnTable::kWays +
-                                     hint->pos % ConnTable::kWays;
-                (ia.idx == way ? as_hinted : chosen_again)++;
+                // The hint names a way of the key's own buckets.
+                ASSERT_TRUE(hint->idx / ConnTable::kWays == o.pr.b1 || hint->idx / ConnTable::kWays == o.pr.b2)
+                    << "burst " << burst;
+                (ia.idx == hint->idx ? as_hinted : chosen_again)++;
             }
         }
     }

@@ -213,11 +213,11 @@ public:
     }
 
     // The way an insert of a key with this probe would take now, found ahead of the insert
-    // (by prefetch_victim), with that way's time and the table's epoch then: pos as a
-    // position over the key's two buckets (Victim), the oldest new entry of a SYN flood's
-    // buckets; kNone when none is predicted.
+    // (by prefetch_victim), with that way's time and the table's epoch then: idx as an entry
+    // index (bucket * kWays + way), the oldest new entry of a SYN flood's buckets; kNone when
+    // none is predicted.
     struct VictimHint {
-        uint32_t pos = kNone;
+        uint32_t idx = kNone;
         uint32_t seen = 0;   // the way's last_seen
         uint32_t epoch = 0;  // the table's epoch_ (changes its ways' times do not show)
     };
@@ -436,7 +436,7 @@ private:
     };
     Victim scan_portable(const BucketMeta& m0, const BucketMeta& m1, bool is_new, uint32_t now) const;
     // Whether the choice made now would take the VictimHint's way (see prefetch_victim).
-    inline bool hint_holds(const VictimHint& h, const Probe& pr) const;
+    inline bool hint_holds(const VictimHint& h) const;
 #if defined(__SSE2__)
     inline Victim scan_sse2(const BucketMeta& m0, const BucketMeta& m1, bool is_new, uint32_t now) const;
     inline Victim scan_sse2_old(const BucketMeta& m0, const BucketMeta& m1, bool is_new, uint32_t now) const;
@@ -628,30 +628,35 @@ template <ConnTable::Scan S, bool kReport>
                                                                          uint32_t server, uint32_t server_tag,
                                                                          ConnEntry* gone, const VictimHint* hint) {
     const bool is_new = state == ConnState::tcp_new;
-    Victim v;
-    if (hint && hint->pos != kNone && hint_holds(*hint, pr)) {
-        v = {hint->pos, 2};
-    } else
+    // The way taken, as an entry index, and its Victim rank.
+    uint32_t idx;
+    uint32_t rank;
+    if (hint && hint->idx != kNone && hint_holds(*hint)) {
+        idx = hint->idx;
+        rank = 2;
+    } else {
+        Victim v;
 #if defined(__SSE2__)
-    if constexpr (S == Scan::sse2) {
-        v = scan_sse2(meta_[pr.b1], meta_[pr.b2], is_new, now);
-        if (v.pos == kOld) [[unlikely]]
-            return insert_old(key, pr, state, now, server, server_tag, kReport, gone);
-    } else if constexpr (S == Scan::sse2_old) {
-        v = scan_sse2_old(meta_[pr.b1], meta_[pr.b2], is_new, now);
-    } else
+        if constexpr (S == Scan::sse2) {
+            v = scan_sse2(meta_[pr.b1], meta_[pr.b2], is_new, now);
+            if (v.pos == kOld) [[unlikely]]
+                return insert_old(key, pr, state, now, server, server_tag, kReport, gone);
+        } else if constexpr (S == Scan::sse2_old) {
+            v = scan_sse2_old(meta_[pr.b1], meta_[pr.b2], is_new, now);
+        } else
 #endif
-    {
-        v = scan_portable(meta_[pr.b1], meta_[pr.b2], is_new, now);
+        {
+            v = scan_portable(meta_[pr.b1], meta_[pr.b2], is_new, now);
+        }
+        if (v.pos == kNone) {
+            stats_.full.add();
+            return {kNone, 0, ConnState::empty, false};
+        }
+        idx = (v.pos < kWays ? pr.b1 : pr.b2) * kWays + v.pos % kWays;
+        rank = v.rank;
     }
-    if (v.pos == kNone) {
-        stats_.full.add();
-        return {kNone, 0, ConnState::empty, false};
-    }
-    const uint32_t b = v.pos < kWays ? pr.b1 : pr.b2;
-    const uint32_t w = v.pos % kWays;
-    const uint32_t idx = b * kWays + w;
-    BucketMeta& m = meta_[b];
+    const uint32_t w = idx % kWays;
+    BucketMeta& m = meta_[idx / kWays];
     ConnEntry& e = entries_[idx];
     const auto place = [&] {
         e.key = key;
@@ -662,7 +667,7 @@ template <ConnTable::Scan S, bool kReport>
         m.state[w] = static_cast<uint8_t>(state);
         stats_.inserts.add();
     };
-    if (v.rank == 0) {
+    if (rank == 0) {
         place();
         stats_.live.add();
         return {idx, 0, ConnState::empty, false};
@@ -677,14 +682,14 @@ template <ConnTable::Scan S, bool kReport>
         if (gone && gone_state != ConnState::tcp_new) [[unlikely]]
             *gone = e;
         place();
-        (v.rank == 1 ? stats_.expired : stats_.evictions).add();
+        (rank == 1 ? stats_.expired : stats_.evictions).add();
         return r;
     } else {
         // The hook gets a copy of the old entry, called last: only the index lives across the
         // call, nothing of the new entry.
         const ConnEntry old = e;
         place();
-        (v.rank == 1 ? stats_.expired : stats_.evictions).add();
+        (rank == 1 ? stats_.expired : stats_.evictions).add();
         if (hook_) hook_(hook_ctx_, old, gone_state);
         return {idx, 0, ConnState::empty, false};
     }
@@ -706,8 +711,8 @@ template <ConnTable::Scan S, bool kReport>
 // rank 2), and every other way changed only by becoming younger (age 0, below the hint's);
 // nothing expires at the same `now`. The oldest new way is then still the oldest, and the
 // first of its age.
-[[gnu::always_inline]] inline bool ConnTable::hint_holds(const VictimHint& h, const Probe& pr) const {
-    return h.epoch == epoch_ && meta_[h.pos < kWays ? pr.b1 : pr.b2].last_seen[h.pos % kWays] == h.seen;
+[[gnu::always_inline]] inline bool ConnTable::hint_holds(const VictimHint& h) const {
+    return h.epoch == epoch_ && meta_[h.idx / kWays].last_seen[h.idx % kWays] == h.seen;
 }
 
 inline ConnTable::VictimHint ConnTable::prefetch_victim(const Probe& pr, uint32_t now) const {
@@ -721,12 +726,13 @@ inline ConnTable::VictimHint ConnTable::prefetch_victim(const Probe& pr, uint32_
     if (v.pos >= 2 * kWays) return {};  // every way protected (kNone), or the rare case (kOld)
     const uint32_t b = v.pos < kWays ? pr.b1 : pr.b2;
     const uint32_t w = v.pos % kWays;
+    const uint32_t idx = b * kWays + w;
     const BucketMeta& m = meta_[b];
-    const auto* e = reinterpret_cast<const uint8_t*>(&entries_[size_t{b} * kWays + w]);
+    const auto* e = reinterpret_cast<const uint8_t*>(&entries_[idx]);
     __builtin_prefetch(e, 1, 3);
     __builtin_prefetch(e + sizeof(ConnEntry) - 1, 1, 3);  // 48-byte entries may straddle two lines
     if (v.rank != 2 || m.last_seen[w] == now) return {};
-    return {v.pos, m.last_seen[w], epoch_};
+    return {idx, m.last_seen[w], epoch_};
 }
 
 }  // namespace fulcrum
