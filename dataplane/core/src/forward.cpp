@@ -396,6 +396,8 @@ __attribute__((always_inline)) inline uint32_t Worker::maglev(const LoadedSnapsh
 
 __attribute__((always_inline)) inline uint32_t Worker::pick(LoadedSnapshot& s, const fl_snap_service& svc,
                                                             const Pending& k) {
+    // Pass 1b's Maglev slot (predict_new computes it only for a Maglev service with members).
+    if (predicted(k) && k.ml != ConnTable::kNone) return s.view().table(svc)[k.ml];
     if (svc.n_members == 0) return FL_NO_SERVER;
     if (svc.scheduler == FL_SCHED_WRR) {
         const auto members = s.view().members(svc);
@@ -441,46 +443,52 @@ __attribute__((always_inline)) inline bool Worker::use_entry(uint32_t ci, std::s
 }
 
 // A packet of service `svc` with no valid connection entry: its source is checked, a server
-// picked and the entry made. `o` is what that needs of the packet; `p` its Parsed record, or
-// null for a fast-lane packet of a DSR service (whose forward needs no more, and whose caller
-// counts a forward in its burst run: forward_dsr_in_run).
-__attribute__((always_inline)) inline Verdict Worker::new_connection(Frame& f, Pending& k, LoadedSnapshot& s,
-                                                                     const fl_snap_service& svc, uint32_t now,
-                                                                     const Opening& o, const Parsed* p) {
+// picked (`slot`) and the entry made. `o` is what that needs of the packet. The result is
+// the reason to drop the packet, else Drop::none and its server in `slot`; the caller
+// forwards it and counts the forward.
+__attribute__((always_inline)) inline Drop Worker::open_connection(Pending& k, LoadedSnapshot& s,
+                                                                   const fl_snap_service& svc, uint32_t now,
+                                                                   const Opening& o, uint32_t& slot) {
     // This packet's source has not been checked yet (see source_check).
-    if (const Drop d = source_check(o.src, o.v6, s.index()); d != Drop::none) return drop(d);
+    if (const Drop d = source_check(o.src, o.v6, s.index()); d != Drop::none) return d;
     const ConnState st = o.tcp ? tcp_initial_state(o.tcp_flags) : ConnState::udp;
-    uint32_t slot;
     if (st == ConnState::tcp_closing) {
         // A FIN or RST for a connection we do not know: forward it where Maglev says, but
         // do not let such packets (often spoofed) take room in the table.
         slot = maglev(s, svc, k);
-        if (slot == FL_NO_SERVER) return drop(Drop::no_server);
-    } else {
-        slot = pick(s, svc, k);
-        if (slot == FL_NO_SERVER) return drop(Drop::no_server);
-        const fl_snap_server& srv = s.view().servers()[slot];
-        // The entry this one replaces, if any, comes back in the result instead of through
-        // on_remove (under a SYN flood nearly every insert replaces one); its copy, only when
-        // its removal is exported.
-        ConnEntry gone;
-        const ConnTable::Inserted ins =
-            conns_.insert_reporting(k.key, k.probe, st, now, slot, srv.tag, export_view_ ? &gone : nullptr,
-                                    predicted(k) ? &k.victim : nullptr);
-        if (ins.replaced) on_replaced(ins, gone);
-        const uint32_t ni = ins.idx;
-        if (svc.id < ctr_.max_services) ctr_.services[svc.id].new_conns.add();
-        if (slot < ctr_.max_servers) {
-            ServerCounters& c = ctr_.servers[slot];
-            if (ni != ConnTable::kNone) c.active.add();
-            c.new_conns.add();
-        }
-        // A UDP flow, or TCP picked up mid-stream, is established from its first packet.
-        if (st != ConnState::tcp_new && export_view_ && ni != ConnTable::kNone) [[unlikely]]
-            sync_export(*export_view_, conns_.entry(ni), FL_SYNC_S_ESTABLISHED, 0);
+        return slot == FL_NO_SERVER ? Drop::no_server : Drop::none;
     }
-    if (p) return send_to_server(f, *p, s, svc, slot, k.hash, true);
-    return forward_dsr_in_run(f, s.view().servers()[slot], slot);
+    slot = pick(s, svc, k);
+    if (slot == FL_NO_SERVER) return Drop::no_server;
+    const fl_snap_server& srv = s.view().servers()[slot];
+    // The entry this one replaces, if any, comes back in the result instead of through
+    // on_remove (under a SYN flood nearly every insert replaces one); its copy, only when
+    // its removal is exported.
+    ConnEntry gone;
+    const ConnTable::Inserted ins =
+        conns_.insert_reporting(k.key, k.probe, st, now, slot, srv.tag, export_view_ ? &gone : nullptr,
+                                predicted(k) ? &k.victim : nullptr);
+    if (ins.replaced) on_replaced(ins, gone);
+    const uint32_t ni = ins.idx;
+    if (svc.id < ctr_.max_services) ctr_.services[svc.id].new_conns.add();
+    if (slot < ctr_.max_servers) {
+        ServerCounters& c = ctr_.servers[slot];
+        if (ni != ConnTable::kNone) c.active.add();
+        c.new_conns.add();
+    }
+    // A UDP flow, or TCP picked up mid-stream, is established from its first packet.
+    if (st != ConnState::tcp_new && export_view_ && ni != ConnTable::kNone) [[unlikely]]
+        sync_export(*export_view_, conns_.entry(ni), FL_SYNC_S_ESTABLISHED, 0);
+    return Drop::none;
+}
+
+// open_connection for a packet whose Parsed record `p` is filled, then its forward.
+__attribute__((always_inline)) inline Verdict Worker::new_connection(Frame& f, Pending& k, LoadedSnapshot& s,
+                                                                     const fl_snap_service& svc, uint32_t now,
+                                                                     const Opening& o, const Parsed& p) {
+    uint32_t slot;
+    if (const Drop d = open_connection(k, s, svc, now, o, slot); d != Drop::none) return drop(d);
+    return send_to_server(f, p, s, svc, slot, k.hash, true);
 }
 
 // A packet to a service whose Parsed record is filled (the general parser's packets, and
@@ -499,7 +507,7 @@ __attribute__((always_inline)) inline Verdict Worker::new_connection(Frame& f, P
     if (ci != ConnTable::kNone &&
         use_entry(ci, s.routes(), static_cast<uint32_t>(k.svc), p.l4_proto == ipproto::kTcp, p.tcp_flags, now))
         return send_to_server(f, p, s, svc, conns_.entry(ci).server, k.hash, true);
-    return new_connection(f, k, s, svc, now, Opening{p.src, p.is_v6(), p.l4_proto == ipproto::kTcp, p.tcp_flags}, &p);
+    return new_connection(f, k, s, svc, now, Opening{p.src, p.is_v6(), p.l4_proto == ipproto::kTcp, p.tcp_flags}, p);
 }
 
 namespace {
@@ -529,11 +537,13 @@ __attribute__((always_inline)) inline void Worker::fast_lane(Frame& f, Pending& 
     const fl_snap_service& svc = bv.services[k.svc];
     // A miss of pass 1b whose key no earlier packet of the burst inserted: no look-up.
     const uint32_t ci = predicted(k) && k.absent ? ConnTable::kNone : conns_.find<true>(k.key, k.probe, k.hint, now);
+    uint32_t slot;
+    uint32_t bytes;  // a tunnel's packet counts its size before encapsulation
     if (ci != ConnTable::kNone &&
         use_entry(ci, bv.routes, static_cast<uint32_t>(k.svc), k.key.proto == ipproto::kTcp, k.tcp_flags, now))
         [[likely]] {
-        const uint32_t slot = conns_.entry(ci).server;
-        const uint32_t bytes = f.len;  // a tunnel's packet counts its size before encapsulation
+        slot = conns_.entry(ci).server;
+        bytes = f.len;
         if (svc.forwarding != FL_FWD_DSR) [[unlikely]] {
             // A tunnel: the common case, an IPv4 packet that fits the MTU once encapsulated,
             // is send_to_server's without the Parsed record; anything else (too big:
@@ -556,47 +566,44 @@ __attribute__((always_inline)) inline void Worker::fast_lane(Frame& f, Pending& 
                 return;
             }
         }
-        if (k.svc != bc.run) [[unlikely]] {
-            flush_run(bc, bv.services);
-            bc.run = k.svc;
+    } else if (svc.forwarding == FL_FWD_DSR) {
+        // A new connection (or a stale entry) of a DSR service: forwarded as a known one's
+        // packet, from here on. A tunnel's new connection apart, so that this one's result
+        // (a server, or a drop) is cheap to hand back.
+        const NewSlot r = fast_lane_new(f, k, s, svc, now);
+        if (r.slot == FL_NO_SERVER) [[unlikely]] {
+            out = {Action::drop, r.drop};
+            return;
         }
-        ++bc.packets;
-        bc.bytes += bytes;
-        if (slot < ctr_.max_servers) {
-            ServerCounters& c = ctr_.servers[slot];
-            c.packets.add();
-            c.bytes.add(bytes);
-        }
-        // Both MACs in two stores: the server's and the first two bytes of ours, then the
-        // other four of ours (BurstView). The frame pointer read once: a byte store may alias
-        // the Frame, so the compiler would read it again after the first.
-        uint8_t* const d = f.data;
-        store_u64(d, bv.routes[slot].mac | bv.own_mac_head);
-        std::memcpy(d + 8, &bv.own_mac_tail, 4);
-        // One 16-byte copy: assigning the fields would merge them with the other paths'
-        // verdicts, a register each.
-        static constexpr Verdict kForward{Action::forward, Drop::none};
-        std::memcpy(static_cast<void*>(&out), &kForward, sizeof out);
-        return;
-    }
-    // A new connection (or a stale entry): a DSR service's and a tunnel's apart, so that the
-    // DSR one's verdicts (forward or a drop, no fragment fields) are built cheaply. A DSR
-    // forward counts in the run, as above (fast_lane_new counts only the server's).
-    if (svc.forwarding == FL_FWD_DSR) {
-        const uint32_t bytes = f.len;
-        const Verdict v = fast_lane_new(f, k, s, svc, now);
-        if (v.action == Action::forward) [[likely]] {
-            if (k.svc != bc.run) [[unlikely]] {
-                flush_run(bc, bv.services);
-                bc.run = k.svc;
-            }
-            ++bc.packets;
-            bc.bytes += bytes;
-        }
-        out = v;
+        slot = r.slot;
+        bytes = f.len;
     } else {
         out = fast_lane_new_encap(f, k, s, svc, now);
+        return;
     }
+    // Forwarded: the packet counts in the burst's run (the service's counts and forwarded),
+    // and the server's counts.
+    if (k.svc != bc.run) [[unlikely]] {
+        flush_run(bc, bv.services);
+        bc.run = k.svc;
+    }
+    ++bc.packets;
+    bc.bytes += bytes;
+    if (slot < ctr_.max_servers) {
+        ServerCounters& c = ctr_.servers[slot];
+        c.packets.add();
+        c.bytes.add(bytes);
+    }
+    // Both MACs in two stores: the server's and the first two bytes of ours, then the
+    // other four of ours (BurstView). The frame pointer read once: a byte store may alias
+    // the Frame, so the compiler would read it again after the first.
+    uint8_t* const d = f.data;
+    store_u64(d, bv.routes[slot].mac | bv.own_mac_head);
+    std::memcpy(d + 8, &bv.own_mac_tail, 4);
+    // One 16-byte copy: assigning the fields would merge them with the other paths'
+    // verdicts, a register each.
+    static constexpr Verdict kForward{Action::forward, Drop::none};
+    std::memcpy(static_cast<void*>(&out), &kForward, sizeof out);
 }
 
 // A known connection of a service whose packets the fast lane does not encapsulate inline:
@@ -607,11 +614,17 @@ Verdict Worker::fast_lane_encap(Frame& f, Pending& k, LoadedSnapshot& s, const f
 }
 
 // A DSR service's packet needs only its source address from the frame (IPv4, checked in pass
-// 1).
-Verdict Worker::fast_lane_new(Frame& f, Pending& k, LoadedSnapshot& s, const fl_snap_service& svc, uint32_t now) {
-    return new_connection(f, k, s, svc, now,
-                          Opening{f.data + eth::kHeaderLen + 12, false, k.key.proto == ipproto::kTcp, k.tcp_flags},
-                          nullptr);
+// 1). The result is its server, or FL_NO_SERVER and the reason for the drop, counted here.
+Worker::NewSlot Worker::fast_lane_new(Frame& f, Pending& k, LoadedSnapshot& s, const fl_snap_service& svc,
+                                      uint32_t now) {
+    uint32_t slot;
+    const Drop d = open_connection(
+        k, s, svc, now, Opening{f.data + eth::kHeaderLen + 12, false, k.key.proto == ipproto::kTcp, k.tcp_flags}, slot);
+    if (d != Drop::none) [[unlikely]] {
+        drop(d);
+        return {FL_NO_SERVER, d};
+    }
+    return {slot, Drop::none};
 }
 
 // A tunnel's encapsulation (or too-big reply) reads the Parsed record.
@@ -619,7 +632,7 @@ Verdict Worker::fast_lane_new_encap(Frame& f, Pending& k, LoadedSnapshot& s, con
                                     uint32_t now) {
     fill_parsed(f, k.tcp_flags, k.p);
     return new_connection(f, k, s, svc, now, Opening{k.p.src, false, k.key.proto == ipproto::kTcp, k.tcp_flags},
-                          &k.p);
+                          k.p);
 }
 
 __attribute__((always_inline)) inline Verdict Worker::send_to_server(Frame& f, const Parsed& p, LoadedSnapshot& s,

@@ -430,7 +430,13 @@ private:
                    Verdict& out);
     [[gnu::noinline]] Verdict fast_lane_encap(Frame& f, Pending& k, LoadedSnapshot& s, const fl_snap_service& svc,
                                               uint32_t slot);
-    [[gnu::noinline]] Verdict fast_lane_new(Frame& f, Pending& k, LoadedSnapshot& s, const fl_snap_service& svc,
+    // fast_lane_new's result: the server, or FL_NO_SERVER and why the packet was dropped (in
+    // one register).
+    struct NewSlot {
+        uint32_t slot;
+        Drop drop;
+    };
+    [[gnu::noinline]] NewSlot fast_lane_new(Frame& f, Pending& k, LoadedSnapshot& s, const fl_snap_service& svc,
                                             uint32_t now);
     [[gnu::noinline]] Verdict fast_lane_new_encap(Frame& f, Pending& k, LoadedSnapshot& s, const fl_snap_service& svc,
                                                   uint32_t now);
@@ -444,8 +450,10 @@ private:
         bool tcp;
         uint8_t tcp_flags;
     };
+    Drop open_connection(Pending& k, LoadedSnapshot& s, const fl_snap_service& svc, uint32_t now, const Opening& o,
+                         uint32_t& slot);
     Verdict new_connection(Frame& f, Pending& k, LoadedSnapshot& s, const fl_snap_service& svc, uint32_t now,
-                           const Opening& o, const Parsed* p);
+                           const Opening& o, const Parsed& p);
     Verdict icmp_to_vip(Frame& f, const Parsed& p, LoadedSnapshot& s, uint32_t now);
     Verdict send_to_server(Frame& f, const Parsed& p, LoadedSnapshot& s, const fl_snap_service& svc,
                            uint32_t slot, uint64_t hash, bool allow_reply);
@@ -498,13 +506,6 @@ private:
     // everything above, which the compiler would otherwise load again).
     Verdict forward_dsr(Frame& f, const fl_snap_server& srv, uint32_t svc, uint32_t slot) {
         count_forward(svc, slot, f.len);
-        set_macs(f.data, srv.mac, cfg_.own_mac.bytes.data());
-        return {Action::forward, Drop::none};
-    }
-    // The same with only the server's counts: the fast lane counts the service's and
-    // `forwarded` in its burst run (BurstCounts), as for a known connection's packet.
-    Verdict forward_dsr_in_run(Frame& f, const fl_snap_server& srv, uint32_t slot) {
-        count_server(slot, f.len);
         set_macs(f.data, srv.mac, cfg_.own_mac.bytes.data());
         return {Action::forward, Drop::none};
     }
