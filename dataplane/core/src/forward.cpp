@@ -372,16 +372,17 @@ __attribute__((always_inline)) inline uint32_t Worker::maglev(const LoadedSnapsh
 
 // Pass 1b for a packet whose entry it did not find, most likely a new connection's first: the
 // way its insert will take and its Maglev table slot, found and prefetched now, so that
-// neither waits for memory in pass 2 (new_connection uses both). Inline: out of line, the
+// neither waits for memory in pass 2 (open_connection uses both). Inline: out of line, the
 // call and its saved registers cost a new connection about 20 instructions, more than the
 // two or so the known connections' pass 1b loop gives up for it.
-[[gnu::always_inline]] inline void Worker::predict_new(Pending& k, const LoadedSnapshot& s, uint32_t now) {
+[[gnu::always_inline]] inline void Worker::predict_new(Pending& k, const LoadedSnapshot& s, uint32_t now,
+                                                        uint64_t (&misses)[4]) {
     // Absent in pass 2 too unless an earlier miss of the burst may have the same key: the
     // filter holds a bit of each earlier miss's hash (bits 40-47, apart from the bucket and
     // tag bits), so a repeat of a key always finds its bit (and in a burst of 32 new keys
     // about one in sixteen finds another's: those look up again).
     const auto bit = static_cast<uint32_t>(k.hash >> 40) & 255;
-    uint64_t& word = misses_[bit / 64];
+    uint64_t& word = misses[bit / 64];
     const uint64_t mask = uint64_t{1} << (bit % 64);
     k.absent = (word & mask) == 0;
     word |= mask;
@@ -770,12 +771,14 @@ void Worker::process_burst(std::span<Frame> frames, Verdict* out, LoadedSnapshot
     // Pass 1b: the bucket lines requested first have had a burst's worth of time to arrive;
     // prefetch the matching entries (and remember them for the look-up), or for a packet
     // whose tag matched nowhere, what its new connection will need (predict_new).
-    std::memset(misses_, 0, sizeof misses_);
+    // The keys pass 1b found absent, as one bit of their hash each (a 256-bit filter:
+    // Pending::absent, predict_new).
+    uint64_t misses[4] = {};
     for (Pending *kp = pend, *end = pend + n; kp != end; ++kp) {
         Pending& k = *kp;
         if (k.svc < 0) continue;
         k.hint = conns_.prefetch_entry(k.probe);
-        if (k.hint == ConnTable::kNone) [[unlikely]] predict_new(k, *snap, now);
+        if (k.hint == ConnTable::kNone) [[unlikely]] predict_new(k, *snap, now, misses);
     }
     // Pass 2: decide and rewrite. The fast lane is inline here; packets to a service with a
     // Parsed record (checked here: they may be fragments) go to to_service, and finish()

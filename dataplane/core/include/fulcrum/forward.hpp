@@ -462,7 +462,7 @@ private:
     static uint32_t maglev(const LoadedSnapshot& s, const fl_snap_service& svc, const FlowKey& key);
     // maglev() for a pending packet: with pass 1b's index when predict_new computed it.
     static uint32_t maglev(const LoadedSnapshot& s, const fl_snap_service& svc, const Pending& k);
-    void predict_new(Pending& k, const LoadedSnapshot& s, uint32_t now);
+    void predict_new(Pending& k, const LoadedSnapshot& s, uint32_t now, uint64_t (&misses)[4]);
     // Whether k.ml and k.victim are this packet's: pass 1b found no entry and ran predict_new
     // (or finish() cleared them).
     static bool predicted(const Pending& k) { return k.hint == ConnTable::kNone; }
@@ -524,9 +524,6 @@ private:
     ParseOptions hw_checked_;  // for frames whose IPv4 checksum the NIC verified
     ConnTable conns_;
     std::unique_ptr<Pending[]> pend_;  // per-burst scratch, allocated once
-    // The keys pass 1b found absent in this burst, as one bit of their hash each (a
-    // 256-bit filter: Pending::absent).
-    uint64_t misses_[4] = {};
     WorkerCounters ctr_;
     uint16_t ip_id_ = 0;
     bool active_ = true;
