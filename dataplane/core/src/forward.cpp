@@ -535,7 +535,7 @@ struct InnerV4 {
 // never fills the Parsed record. Inline: every such packet takes it.
 __attribute__((always_inline)) inline void Worker::fast_lane(Frame& f, Pending& k, LoadedSnapshot& s, const BurstView& bv,
                                                                uint32_t now, BurstCounts& bc, Verdict& out) {
-    const fl_snap_service& svc = bv.services[k.svc];
+    const fl_snap_service& svc = *k.service;
     // A miss of pass 1b whose key no earlier packet of the burst inserted: no look-up.
     const uint32_t ci = predicted(k) && k.absent ? ConnTable::kNone : conns_.find<true>(k.key, k.probe, k.hint, now);
     uint32_t slot;
@@ -688,6 +688,7 @@ __attribute__((always_inline)) inline Verdict Worker::send_to_server(Frame& f, c
     // has bits set that no real key has.
     uint64_t memo_key = ~uint64_t{0};
     int32_t memo_svc = ServiceIndex::kNone;
+    const fl_snap_service* memo_service = nullptr;  // its record, when memo_svc is one
     // The fast lane, an untagged IPv4 TCP or UDP frame without options or fragmentation to a
     // service, passing the packet checks, reads the few fields it needs straight from the
     // frame; every other frame is parsed into its Parsed record.
@@ -712,6 +713,7 @@ __attribute__((always_inline)) inline Verdict Worker::send_to_server(Frame& f, c
             if (mk != memo_key) {
                 memo_key = mk;
                 memo_svc = snap->index().find(q.ip + 16, false, load_be16(q.l4 + 2), q.proto);
+                if (memo_svc >= 0) memo_service = &snap->view().services()[static_cast<size_t>(memo_svc)];
             }
             // The packet checks (packet_check) of an unfragmented packet: a packet that fails
             // them, or has no service, goes to finish() with its Parsed record.
@@ -721,12 +723,14 @@ __attribute__((always_inline)) inline Verdict Worker::send_to_server(Frame& f, c
                 k.fast = false;
                 k.svc = ServiceIndex::kNone;
                 k.parse = Drop::none;
-                detail::fill_ipv4_fast(q, k.p);
+                // From the frame again: q's lengths then need not be kept for this rare case.
+                fill_parsed(f, q.tcp_flags, k.p);
                 continue;
             }
             // (k.parse is not read on the fast lane.)
             k.fast = true;
             k.svc = memo_svc;
+            k.service = memo_service;
             k.tcp_flags = q.tcp_flags;
             // The key's words (key_words): ports in host order, source port low.
             const uint64_t w0 = load_u32(q.ip + 12);

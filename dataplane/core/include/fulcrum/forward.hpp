@@ -377,6 +377,7 @@ private:
         uint64_t hash;
         ConnTable::Probe probe;  // of hash, for the connection table
         int32_t svc;             // service index for the fast path, or -1
+        const fl_snap_service* service;  // fast lane: the record of service `svc`
         uint32_t hint;           // the entry whose tag matched (pass 1b), or ConnTable::kNone
         // When hint is kNone (most likely a new connection), pass 1b's predict_new: the way the
         // insert will take and the Maglev table index (ConnTable::kNone: not a Maglev service).
