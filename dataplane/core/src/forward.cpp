@@ -584,9 +584,9 @@ __attribute__((always_inline)) inline void Worker::fast_lane(Frame& f, Pending& 
     }
     // Forwarded: the packet counts in the burst's run (the service's counts and forwarded),
     // and the server's counts.
-    if (k.svc != bc.run) [[unlikely]] {
-        flush_run(bc, bv.services);
-        bc.run = k.svc;
+    if (k.service != bc.run) [[unlikely]] {
+        flush_run(bc);
+        bc.run = k.service;
     }
     ++bc.packets;
     bc.bytes += bytes;
@@ -816,7 +816,7 @@ void Worker::process_burst(std::span<Frame> frames, Verdict* out, LoadedSnapshot
             *o = finish(*f, *k, snap, now);
         }
     }
-    flush_run(bc, bv.services);
+    flush_run(bc);
     export_view_ = nullptr;
 }
 

@@ -402,12 +402,12 @@ private:
     // Counts of the fast lane's DSR forwards, added to the counters once per run of one
     // service (and at the end of the burst) instead of per packet.
     struct BurstCounts {
-        int32_t run = -1;  // the service index (in the snapshot) of the current run, or none
+        const fl_snap_service* run = nullptr;  // the service of the current run, or none
         uint64_t packets = 0, bytes = 0;
     };
-    void flush_run(BurstCounts& bc, const fl_snap_service* services) {
+    void flush_run(BurstCounts& bc) {
         if (bc.packets == 0) return;
-        const uint32_t id = services[bc.run].id;
+        const uint32_t id = bc.run->id;
         if (id < ctr_.max_services) {
             ServiceCounters& c = ctr_.services[id];
             c.packets.add(bc.packets);
