@@ -241,14 +241,23 @@ class Bench:
                 raise RuntimeError("macswap testpmd: memif link not up after 60 s")
             time.sleep(0.3)
 
-    def start_dut_retrying(self, kind, case, attempts=3):
+    # Attempts at starting a DUT whose memif did not connect, and the pause before each retry
+    # (seconds): doubling, at most RETRY_PAUSE_MAX.
+    ATTEMPTS = 5
+    RETRY_PAUSE = 2
+    RETRY_PAUSE_MAX = 10
+
+    def start_dut_retrying(self, kind, case, attempts=None):
         # The memif client occasionally fails to connect right after the previous DUT left
-        # (the generator's listener is still tearing that connection down): try again. The
+        # (the generator's listener is still tearing that connection down): try again, with
+        # longer pauses (three attempts 2 s apart all failed once, in a run at 2085d0f). The
         # failure shows as testpmd's "Failed to connect socket", a link that stays down, or
-        # fulcrum-dataplane's port start failing with EPERM (seen once, between two runs that
-        # connected; taken to be the same race, not traced into net_memif).
+        # fulcrum-dataplane's port start failing with EPERM (net_memif's start fails with -1
+        # when its client's connect() does; logged as "Failed to connect socket" just before).
         transient = ("Failed to connect socket", "memif link not up",
                      "(net_memif): start failed: Operation not permitted")
+        attempts = attempts or self.ATTEMPTS
+        pause = self.RETRY_PAUSE
         for attempt in range(1, attempts + 1):
             try:
                 return self.start_dut(kind, case)
@@ -256,8 +265,10 @@ class Bench:
                 msg = str(e)
                 if attempt == attempts or not any(t in msg for t in transient):
                     raise
-                log(f"  ({kind} did not connect to the generator's memif, attempt {attempt} of {attempts}; retrying)")
-                time.sleep(2)
+                log(f"  ({kind} did not connect to the generator's memif, attempt {attempt} of {attempts}; "
+                    f"retrying in {pause} s)")
+                time.sleep(pause)
+                pause = min(2 * pause, self.RETRY_PAUSE_MAX)
 
     def run_one(self, g, case, kind):
         d = self.start_dut_retrying(kind, case)

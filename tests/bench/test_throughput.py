@@ -22,8 +22,11 @@ class StubBench(throughput.Bench):
 
 
 @pytest.fixture(autouse=True)
-def no_sleep(monkeypatch):
-    monkeypatch.setattr(throughput.time, "sleep", lambda s: None)
+def sleeps(monkeypatch):
+    """The pauses the retries took (not slept)."""
+    taken = []
+    monkeypatch.setattr(throughput.time, "sleep", taken.append)
+    return taken
 
 
 @pytest.mark.parametrize("msg", [
@@ -38,12 +41,21 @@ def test_a_memif_that_did_not_connect_is_retried(msg):
     assert b.starts == 3
 
 
-def test_retries_stop_after_the_last_attempt():
+def test_retries_stop_after_the_last_attempt_with_doubling_pauses(sleeps):
     msg = "macswap testpmd: memif link not up after 60 s"
-    b = StubBench([msg] * 3)
+    b = StubBench([msg] * 5)
     with pytest.raises(RuntimeError, match="memif link not up"):
         b.start_dut_retrying("macswap", "established_dsr")
-    assert b.starts == 3
+    assert b.starts == 5
+    assert sleeps == [2, 4, 8, 10]
+
+
+def test_a_start_after_four_failures_succeeds(sleeps):
+    msg = "fulcrum-dataplane exited (1):\nmemif_connect_client(): Failed to connect socket: /tmp/x/memif.sock."
+    b = StubBench([msg] * 4)
+    assert b.start_dut_retrying("fulcrum", "unique_syn") == "dut"
+    assert b.starts == 5
+    assert sum(sleeps) == 24
 
 
 @pytest.mark.parametrize("msg", [
