@@ -252,8 +252,8 @@ class Bench:
         # (the generator's listener is still tearing that connection down): try again, with
         # longer pauses (three attempts 2 s apart all failed once, in a run at 2085d0f). The
         # failure shows as testpmd's "Failed to connect socket", a link that stays down, or
-        # fulcrum-dataplane's port start failing with EPERM (net_memif's start fails with -1
-        # when its client's connect() does; logged as "Failed to connect socket" just before).
+        # fulcrum-dataplane's port start failing with EPERM (its log has memif_connect_client's
+        # "Failed to connect socket" just before, in the runs at 2085d0f).
         transient = ("Failed to connect socket", "memif link not up",
                      "(net_memif): start failed: Operation not permitted")
         attempts = attempts or self.ATTEMPTS
