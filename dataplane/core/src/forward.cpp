@@ -590,11 +590,7 @@ __attribute__((always_inline)) inline void Worker::fast_lane(Frame& f, Pending& 
     }
     ++bc.packets;
     bc.bytes += bytes;
-    if (slot < ctr_.max_servers) {
-        ServerCounters& c = ctr_.servers[slot];
-        c.packets.add();
-        c.bytes.add(bytes);
-    }
+    count_server(slot, bytes);
     // Both MACs in two stores: the server's and the first two bytes of ours, then the
     // other four of ours (BurstView). The frame pointer read once: a byte store may alias
     // the Frame, so the compiler would read it again after the first.
