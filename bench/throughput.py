@@ -247,7 +247,7 @@ class Bench:
     RETRY_PAUSE = 2
     RETRY_PAUSE_MAX = 10
 
-    def start_dut_retrying(self, kind, case, attempts=None):
+    def start_dut_retrying(self, kind, case):
         # The memif client occasionally fails to connect right after the previous DUT left
         # (the generator's listener is still tearing that connection down): try again, with
         # longer pauses (three attempts 2 s apart all failed once, in a run at 2085d0f). The
@@ -256,7 +256,7 @@ class Bench:
         # "Failed to connect socket" just before, in the runs at 2085d0f).
         transient = ("Failed to connect socket", "memif link not up",
                      "(net_memif): start failed: Operation not permitted")
-        attempts = attempts or self.ATTEMPTS
+        attempts = self.ATTEMPTS
         pause = self.RETRY_PAUSE
         for attempt in range(1, attempts + 1):
             try:
