@@ -519,6 +519,13 @@ bool expect_fast_parser_agrees(const std::vector<uint8_t>& f, bool verify) {
         EXPECT_EQ(db, Drop::none);
         EXPECT_EQ(0, std::memcmp(&c, &b, offsetof(Parsed, quoted))) << "frame of " << f.size() << " bytes";
     }
+    // With the packet checks (the forwarding path's fast lane): the same frames less those with
+    // TTL 0 or TCP flags no stack sends.
+    detail::Ipv4Fast q;
+    const bool checked = detail::check_ipv4_fast<true>(bytes.data(), bytes.size(), verify, q);
+    EXPECT_EQ(checked, fast && b.ttl != 0 &&
+                           !(b.l4_proto == ipproto::kTcp && ((kBadTcpFlags >> (b.tcp_flags & 0x3F)) & 1)))
+        << "frame of " << f.size() << " bytes";
     return fast;
 }
 
@@ -589,8 +596,9 @@ TEST(ParseFast, AgreesOnMalformedFields) {
     };
     for (unsigned v = 0; v < 256; ++v) {
         const auto b = static_cast<uint8_t>(v);
-        for (size_t at : {size_t{12}, size_t{13}, ip, ip + 2, ip + 3, ip + 6, ip + 7, ip + 9, l4 + 12, l4 + 13}) run(base, at, b);
-        for (size_t at : {ip + 2, ip + 3, ip + 6, ip + 9, l4 + 4, l4 + 5}) run(ubase, at, b);
+        for (size_t at : {size_t{12}, size_t{13}, ip, ip + 2, ip + 3, ip + 6, ip + 7, ip + 8, ip + 9, l4 + 12, l4 + 13})
+            run(base, at, b);
+        for (size_t at : {ip + 2, ip + 3, ip + 6, ip + 8, ip + 9, l4 + 4, l4 + 5}) run(ubase, at, b);
     }
     EXPECT_GT(fast, 0u);
     EXPECT_LT(fast, cases);

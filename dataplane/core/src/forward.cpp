@@ -259,18 +259,6 @@ inline bool martian_source(const uint8_t* a, bool v6) {
     return load_u64(a) == 0 && load_u32(a + 8) == 0 && load_be32(a + 12) <= 1;
 }
 
-// Bit i set: the TCP flag set i (FIN, SYN, RST, PSH, ACK, URG: the low six bits) is one no
-// stack sends: no flag at all, or SYN with FIN or RST (which includes "all flags"). Scanners
-// send them to probe, and they must not open or move connection entries.
-constexpr uint64_t kBadTcpFlags = [] {
-    uint64_t m = 0;
-    for (unsigned f = 0; f < 64; ++f) {
-        const bool syn = (f & tcpflag::kSyn) != 0;
-        if (f == 0 || (syn && (f & (tcpflag::kFin | tcpflag::kRst)) != 0)) m |= uint64_t{1} << f;
-    }
-    return m;
-}();
-
 // The checks every VIP packet needs, established ones included: two compares on fields the
 // parser has loaded. The fast path (a service found in pass 1) sees no fragments and skips
 // that test.
@@ -516,7 +504,7 @@ namespace {
 // filling it: needed only off the fast lane's common case (new connections, encapsulation).
 inline void fill_parsed(const Frame& f, uint8_t tcp_flags, Parsed& p) {
     const uint8_t* ip = f.data + eth::kHeaderLen;
-    detail::fill_ipv4_fast({ip, ip + 20, load_be16(ip + 2), load_be16(ip + 6), ip[9], tcp_flags}, p);
+    detail::fill_ipv4_fast({ip, ip + 20, load_be16(ip + 2), load_u16(ip + 6), ip[9], tcp_flags}, p);
 }
 
 // What encapsulation reads of a fast-lane packet's IPv4 header (as detail::make_room and
@@ -678,7 +666,28 @@ __attribute__((always_inline)) inline Verdict Worker::send_to_server(Frame& f, c
 // connection buckets. Its own function (as is pass 2, process_burst's loop): each loop gets
 // the registers to itself, instead of one allocation over both spilling in each.
 [[gnu::noinline]] void Worker::prepare(const Frame* frames, size_t n, const LoadedSnapshot* snap) {
-    Pending* pend = pend_.get();
+    if (!snap) [[unlikely]] {  // no services: finish() hands every frame to the kernel
+        Pending* pend = pend_.get();
+        for (size_t i = 0; i < n; ++i) {
+            Pending& k = pend[i];
+            k.fast = false;
+            k.svc = ServiceIndex::kNone;
+            k.parse = parse_packet(frames[i].bytes(), k.p, frames[i].ipv4_csum_good ? hw_checked_ : popt_);
+        }
+        return;
+    }
+    // The checksum setting as a template argument: one test of the frame's flag per packet.
+    if (popt_.verify_ipv4_checksum)
+        prepare_services<true>(frames, n, *snap);
+    else
+        prepare_services<false>(frames, n, *snap);
+}
+
+// prepare() with services. kVerify: the IPv4 header checksum of a frame the NIC did not
+// check is verified (ParseOptions::verify_ipv4_checksum).
+template <bool kVerify>
+[[gnu::noinline]] void Worker::prepare_services(const Frame* frames, size_t n, const LoadedSnapshot& s) {
+    const LoadedSnapshot* const snap = &s;
     // The IPv4 service of the previous packet, as (address, port, protocol): packets of a
     // burst mostly go to a few services, and a repeat skips the index lookup. The initial key
     // has bits set that no real key has.
@@ -688,20 +697,15 @@ __attribute__((always_inline)) inline Verdict Worker::send_to_server(Frame& f, c
     // The fast lane, an untagged IPv4 TCP or UDP frame without options or fragmentation to a
     // service, passing the packet checks, reads the few fields it needs straight from the
     // frame; every other frame is parsed into its Parsed record.
-    if (!snap) [[unlikely]] {  // no services: finish() hands every frame to the kernel
-        for (size_t i = 0; i < n; ++i) {
-            Pending& k = pend[i];
-            k.fast = false;
-            k.svc = ServiceIndex::kNone;
-            k.parse = parse_packet(frames[i].bytes(), k.p, frames[i].ipv4_csum_good ? hw_checked_ : popt_);
-        }
-        return;
-    }
-    for (size_t i = 0; i < n; ++i) {
-        Pending& k = pend[i];
-        const Frame& f = frames[i];
+    // Pointers, the end as the bound: no index kept across the body.
+    Pending* kp = pend_.get();
+    for (const Frame *fp = frames, *const fend = frames + n; fp != fend; ++fp, ++kp) {
+        Pending& k = *kp;
+        const Frame& f = *fp;
         detail::Ipv4Fast q;
-        if (detail::check_ipv4_fast(f.data, f.len, !f.ipv4_csum_good && popt_.verify_ipv4_checksum, q)) [[likely]] {
+        // With the packet checks: a packet that fails them (TTL 0, TCP flags no stack sends)
+        // takes the general parser and pass 2's packet_check, which names its drop.
+        if (detail::check_ipv4_fast<true>(f.data, f.len, kVerify && !f.ipv4_csum_good, q)) [[likely]] {
             // The destination address and both ports (network order) in one load: the memo key
             // keeps the address and destination port, with the protocol where the source port was.
             const uint64_t dst_ports = load_u64(q.ip + 16);
@@ -711,11 +715,8 @@ __attribute__((always_inline)) inline Verdict Worker::send_to_server(Frame& f, c
                 memo_svc = snap->index().find(q.ip + 16, false, load_be16(q.l4 + 2), q.proto);
                 if (memo_svc >= 0) memo_service = &snap->view().services()[static_cast<size_t>(memo_svc)];
             }
-            // The packet checks (packet_check) of an unfragmented packet: a packet that fails
-            // them, or has no service, goes to finish() with its Parsed record.
-            const bool bad = q.ip[8] == 0 ||
-                             (q.proto == ipproto::kTcp && ((kBadTcpFlags >> (q.tcp_flags & 0x3F)) & 1));
-            if (memo_svc < 0 || bad) [[unlikely]] {
+            // A packet without a service goes to finish() with its Parsed record.
+            if (memo_svc < 0) [[unlikely]] {
                 k.fast = false;
                 k.svc = ServiceIndex::kNone;
                 k.parse = Drop::none;

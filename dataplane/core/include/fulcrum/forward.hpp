@@ -442,6 +442,8 @@ private:
     [[gnu::noinline]] Verdict fast_lane_new_encap(Frame& f, Pending& k, LoadedSnapshot& s, const fl_snap_service& svc,
                                                   uint32_t now);
     void prepare(const Frame* frames, size_t n, const LoadedSnapshot* snap);
+    template <bool kVerify>
+    void prepare_services(const Frame* frames, size_t n, const LoadedSnapshot& s);
     bool use_entry(uint32_t ci, std::span<const LoadedSnapshot::Route> routes, uint32_t svc, bool tcp, uint8_t tcp_flags,
                    uint32_t now);
     // What a new connection needs of its first packet.

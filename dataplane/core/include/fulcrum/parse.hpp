@@ -46,6 +46,18 @@ inline constexpr uint8_t kPsh = 0x08;
 inline constexpr uint8_t kAck = 0x10;
 }  // namespace tcpflag
 
+// Bit i set: the TCP flag set i (FIN, SYN, RST, PSH, ACK, URG: the low six bits) is one no
+// stack sends: no flag at all, or SYN with FIN or RST (which includes "all flags"). Scanners
+// send them to probe, and they must not open or move connection entries.
+inline constexpr uint64_t kBadTcpFlags = [] {
+    uint64_t m = 0;
+    for (unsigned f = 0; f < 64; ++f) {
+        const bool syn = (f & tcpflag::kSyn) != 0;
+        if (f == 0 || (syn && (f & (tcpflag::kFin | tcpflag::kRst)) != 0)) m |= uint64_t{1} << f;
+    }
+    return m;
+}();
+
 enum class L3 : uint8_t { other = 0, arp, ipv4, ipv6 };
 
 // Fragment position of the packet's datagram. `first` carries the L4 header; `later`
@@ -124,7 +136,7 @@ struct Ipv4Fast {
     const uint8_t* ip;  // the IPv4 header (20 bytes, no options)
     const uint8_t* l4;  // the TCP or UDP header
     uint32_t tot;       // IPv4 total length
-    uint32_t frag;      // flags and fragment offset (only DF may be set)
+    uint32_t frag_raw;  // flags and fragment offset as a native load of the wire bytes (only DF may be set)
     uint8_t proto;      // ipproto::kTcp or ipproto::kUdp
     uint8_t tcp_flags;  // 0 for UDP
 };
@@ -135,6 +147,9 @@ struct Ipv4Fast {
 // (VLAN tags, options, fragments, IPv6, ICMP, any malformed field, a bad checksum) returns
 // false: the caller runs the general parser, which names the drop reason. The forwarding
 // path's fast lane reads the few fields it needs from `o`; parse_ipv4_fast fills a Parsed.
+// kPacketChecks: also false for a packet the forwarding path's packet checks drop (TTL 0, TCP
+// flags in kBadTcpFlags), so that the fast lane sees only packets that pass them.
+template <bool kPacketChecks = false>
 inline bool check_ipv4_fast(const uint8_t* p, size_t n, bool verify_checksum, Ipv4Fast& o) {
     if (n < eth::kHeaderLen + 20 || n > 65535) [[unlikely]]
         return false;
@@ -143,31 +158,39 @@ inline bool check_ipv4_fast(const uint8_t* p, size_t n, bool verify_checksum, Ip
     if ((load_u32(p + 12) & 0xFFFFFF) != 0x450008) [[unlikely]]
         return false;
     const uint32_t tot = load_be16(ip + 2);
-    const uint32_t frag = load_be16(ip + 6);
-    if (tot > n - eth::kHeaderLen || (frag & 0x3FFF) != 0) [[unlikely]]
+    // The fragment offset and MF (network order 0x3FFF) tested on the bytes as loaded
+    // (little-endian, as above): no byte swap.
+    const uint32_t frag_raw = load_u16(ip + 6);
+    if (tot > n - eth::kHeaderLen || (frag_raw & 0xFF3F) != 0) [[unlikely]]
         return false;
     const uint8_t proto = ip[9];
     const uint8_t* l4 = ip + 20;
     uint8_t flags = 0;
+    // Each range check lo <= x <= hi below is one unsigned compare, x - lo > hi - lo (x below
+    // lo wraps to a large value); hi >= lo by the length check before it.
     if (proto == ipproto::kTcp) {
         if (tot < 40) [[unlikely]]
             return false;
         const uint32_t doff = static_cast<uint32_t>(l4[12] >> 4) * 4;
-        if (doff < 20 || doff > tot - 20) [[unlikely]]
+        if (doff - 20 > tot - 40) [[unlikely]]  // 20 <= doff <= tot - 20
             return false;
         flags = l4[13];
+        if (kPacketChecks && ((kBadTcpFlags >> (flags & 0x3F)) & 1)) [[unlikely]]
+            return false;
     } else if (proto == ipproto::kUdp) {
         if (tot < 28) [[unlikely]]
             return false;
         const uint32_t ulen = load_be16(l4 + 4);
-        if (ulen < 8 || ulen > tot - 20) [[unlikely]]
+        if (ulen - 8 > tot - 28) [[unlikely]]  // 8 <= ulen <= tot - 20
             return false;
     } else {
         return false;
     }
+    if (kPacketChecks && ip[8] == 0) [[unlikely]]
+        return false;
     if (verify_checksum && !ipv4_header_checksum_ok(ip, 20)) [[unlikely]]
         return false;
-    o = {ip, l4, tot, frag, proto, flags};
+    o = {ip, l4, tot, frag_raw, proto, flags};
     return true;
 }
 
@@ -184,7 +207,7 @@ inline void fill_ipv4_fast(const Ipv4Fast& q, Parsed& o) {
     o.l4_proto = q.proto;
     o.ttl = q.ip[8];
     o.tos = q.ip[1];
-    o.df = (q.frag & 0x4000) != 0;
+    o.df = (q.frag_raw & 0x0040) != 0;  // DF, 0x4000 in network order
     std::memcpy(o.src, q.ip + 12, 4);
     std::memcpy(o.dst, q.ip + 16, 4);
     o.sport = load_be16(q.l4);
