@@ -298,7 +298,7 @@ TEST(ConnTable, FindWithAHintAgreesWithThePlainLookUp) {
         now += rng() % 20;
         const FlowKey& k = keys[rng() % keys.size()];
         const ConnTable::Probe pr = t.probe(h(k));
-        const uint32_t hint = t.prefetch_entry(pr);
+        const ConnTable::Ref hint = t.prefetch_entry(pr);
         // What happens between the prefetch and the look-up: other keys come and go.
         for (int j = 0, m = static_cast<int>(rng() % 4); j < m; ++j) {
             const FlowKey& o = keys[rng() % keys.size()];
@@ -313,7 +313,7 @@ TEST(ConnTable, FindWithAHintAgreesWithThePlainLookUp) {
         t.for_each([&](const ConnEntry& e, ConnState st, uint32_t seen) {
             if (e.key == k && now - seen < t.timeouts().of(st)) expect = 1;
         });
-        const uint32_t got = t.find(k, pr, hint, now);
+        const uint32_t got = t.index(t.find(k, pr, hint, now));
         ASSERT_EQ(got != ConnTable::kNone, expect != ConnTable::kNone) << "round " << round;
         if (got != ConnTable::kNone) {
             ASSERT_TRUE(t.entry(got).key == k);
@@ -332,12 +332,12 @@ TEST(ConnTable, FindWithAHintExpiresTheEntry) {
     const FlowKey k = key(3);
     const uint32_t i = t.insert(k, h(k), ConnState::tcp_new, 0, 1, 1);
     const ConnTable::Probe pr = t.probe(h(k));
-    ASSERT_EQ(t.prefetch_entry(pr), i);
-    EXPECT_EQ(t.find(k, pr, i, 99), i);
-    EXPECT_EQ(t.find(k, pr, i, 199), ConnTable::kNone);
+    ASSERT_EQ(t.index(t.prefetch_entry(pr)), i);
+    EXPECT_EQ(t.index(t.find(k, pr, t.ref(i), 99)), i);
+    EXPECT_FALSE(t.find(k, pr, t.ref(i), 199));
     EXPECT_EQ(t.size(), 0u);
     EXPECT_EQ(t.stats().expired.get(), 1u);
-    EXPECT_EQ(t.prefetch_entry(pr), ConnTable::kNone);
+    EXPECT_FALSE(t.prefetch_entry(pr));
 }
 
 // ---- the victim choice: insert against a reference of the documented policy -------------
@@ -784,7 +784,7 @@ TEST(ConnTable, VictimHintInsertsAsAFreshChoice) {
             const uint64_t r = rng() % 20;
             o.remove = r == 0;
             o.install = r == 1;
-            o.predicted = a.prefetch_entry(o.pr) == ConnTable::kNone;
+            o.predicted = !a.prefetch_entry(o.pr);
             if (o.predicted) o.hint = a.prefetch_victim(o.pr, now);
         }
         for (const Op& o : ops) {  // pass 2

@@ -322,7 +322,7 @@ Verdict Worker::finish(Frame& f, Pending& k, LoadedSnapshot* snap, uint32_t now)
             k.hash = conn_hash(k.key);
             k.probe = conns_.probe(k.hash);
             // Pass 1b passed this packet by (no service then): nothing predicted.
-            k.hint = ConnTable::kNone;
+            k.hint = {};
             k.ml = ConnTable::kNone;
             k.victim = {};
             return to_service(f, k, *snap, now);
@@ -398,26 +398,26 @@ __attribute__((always_inline)) inline uint32_t Worker::pick(LoadedSnapshot& s, c
     return maglev(s, svc, k);
 }
 
-// Whether the connection entry `ci` still leads to a server of service `svc`: its slot holds
+// Whether the connection entry `r` still leads to a server of service `svc`: its slot holds
 // the server it was made for, with a MAC, and it is not a closing TCP entry that a bare SYN
 // reopens. Then the entry is touched and moved to its next state (telling the HA peer about
 // the transitions) and the result is true; otherwise the entry is erased (the packet is a new
 // connection) and the result is false.
-__attribute__((always_inline)) inline bool Worker::use_entry(uint32_t ci, std::span<const LoadedSnapshot::Route> routes,
+__attribute__((always_inline)) inline bool Worker::use_entry(const ConnTable::Ref& r, std::span<const LoadedSnapshot::Route> routes,
                                                              uint32_t svc, bool tcp, uint8_t tcp_flags, uint32_t now) {
-    const ConnEntry& e = conns_.entry(ci);
-    const ConnState st = conns_.state(ci);
+    const ConnEntry& e = *r.entry;
+    const ConnState st = ConnTable::state(r);
     // The slot holds the entry's server, in service `svc`, with a MAC (LoadedSnapshot::Route).
     const bool valid = LoadedSnapshot::admits(routes, e, svc);
     // A bare SYN on a closing entry opens a new connection on a reused 4-tuple.
     const bool reopen = tcp && st == ConnState::tcp_closing &&
                         (tcp_flags & (tcpflag::kSyn | tcpflag::kAck)) == tcpflag::kSyn;
     if (!valid || reopen) [[unlikely]] {
-        conns_.erase(ci);
+        conns_.erase(conns_.index(r));
         return false;
     }
     const ConnState next = tcp ? tcp_next_state(st, tcp_flags) : ConnState::udp;
-    conns_.touch(ci, now, next);
+    ConnTable::touch(r, now, next);
     if (next != st) [[unlikely]] {
         // tcp_new -> established, or -> closing (FIN or RST): the peer learns both.
         if (next == ConnState::tcp_closing) {
@@ -492,10 +492,9 @@ __attribute__((always_inline)) inline Verdict Worker::new_connection(Frame& f, P
         if (slot == FL_NO_SERVER) return drop(Drop::no_server);
         return send_to_server(f, p, s, svc, slot, k.hash, true);
     }
-    const uint32_t ci = conns_.find(k.key, k.probe, now);
-    if (ci != ConnTable::kNone &&
-        use_entry(ci, s.routes(), static_cast<uint32_t>(k.svc), p.l4_proto == ipproto::kTcp, p.tcp_flags, now))
-        return send_to_server(f, p, s, svc, conns_.entry(ci).server, k.hash, true);
+    const ConnTable::Ref r = conns_.ref(conns_.find(k.key, k.probe, now));
+    if (r && use_entry(r, s.routes(), static_cast<uint32_t>(k.svc), p.l4_proto == ipproto::kTcp, p.tcp_flags, now))
+        return send_to_server(f, p, s, svc, r.entry->server, k.hash, true);
     return new_connection(f, k, s, svc, now, Opening{p.src, p.is_v6(), p.l4_proto == ipproto::kTcp, p.tcp_flags}, p);
 }
 
@@ -525,13 +524,12 @@ __attribute__((always_inline)) inline void Worker::fast_lane(Frame& f, Pending& 
                                                                uint32_t now, BurstCounts& bc, Verdict& out) {
     const fl_snap_service& svc = *k.service;
     // A miss of pass 1b whose key no earlier packet of the burst inserted: no look-up.
-    const uint32_t ci = predicted(k) && k.absent ? ConnTable::kNone : conns_.find<true>(k.key, k.probe, k.hint, now);
+    const ConnTable::Ref e = predicted(k) && k.absent ? ConnTable::Ref{} : conns_.find<true>(k.key, k.probe, k.hint, now);
     uint32_t slot;
     uint32_t bytes;  // a tunnel's packet counts its size before encapsulation
-    if (ci != ConnTable::kNone &&
-        use_entry(ci, bv.routes, static_cast<uint32_t>(k.svc), k.key.proto == ipproto::kTcp, k.tcp_flags, now))
+    if (e && use_entry(e, bv.routes, static_cast<uint32_t>(k.svc), k.key.proto == ipproto::kTcp, k.tcp_flags, now))
         [[likely]] {
-        slot = conns_.entry(ci).server;
+        slot = e.entry->server;
         bytes = f.len;
         if (svc.forwarding != FL_FWD_DSR) [[unlikely]] {
             // A tunnel: the common case, an IPv4 packet that fits the MTU once encapsulated,
@@ -778,8 +776,7 @@ void Worker::process_burst(std::span<Frame> frames, Verdict* out, LoadedSnapshot
     for (Pending *kp = pend, *end = pend + n; kp != end; ++kp) {
         Pending& k = *kp;
         if (k.svc < 0) continue;
-        k.hint = conns_.prefetch_entry(k.probe);
-        if (k.hint == ConnTable::kNone) [[unlikely]] predict_new(k, *snap, now, misses);
+        if (!conns_.prefetch_entry(k.probe, k.hint)) [[unlikely]] predict_new(k, *snap, now, misses);
     }
     // Pass 2: decide and rewrite. The fast lane is inline here; packets to a service with a
     // Parsed record (checked here: they may be fragments) go to to_service, and finish()

@@ -187,17 +187,43 @@ public:
         __builtin_prefetch(&meta_[pr.b2], 1, 3);
     }
 
+    // A way of the table by address: its bucket's metadata, the way's number in it and its
+    // entry; null (entry null) for none. The forwarding path keeps one from pass 1b
+    // (prefetch_entry) to its look-up and the entry's touch, which then need no index
+    // arithmetic. Valid while the table lives; what the way holds may change (find checks).
+    struct Ref {
+        BucketMeta* meta = nullptr;
+        ConnEntry* entry = nullptr;
+        uint32_t way = 0;
+        explicit operator bool() const { return entry != nullptr; }
+    };
+    Ref ref(uint32_t idx) {
+        if (idx == kNone) return {};
+        return {&meta_[idx / kWays], &entries_[idx], idx % kWays};
+    }
+    uint32_t index(const Ref& r) const { return r ? static_cast<uint32_t>(r.entry - entries_) : kNone; }
+
     // Once the bucket metadata has arrived (a while after prefetch()): prefetches the entry
     // whose tag matches, so the key comparison of find() does not wait for memory either.
-    // Returns that entry's index (a hint for find()), or kNone when no tag matches.
-    uint32_t prefetch_entry(uint64_t hash) const { return prefetch_entry(probe(hash)); }
-    uint32_t prefetch_entry(const Probe& pr) const {
+    // Returns that way (a hint for find()), or null when no tag matches.
+    Ref prefetch_entry(uint64_t hash) { return prefetch_entry(probe(hash)); }
+    Ref prefetch_entry(const Probe& pr) {
+        Ref r;
+        prefetch_entry(pr, r);
+        return r;
+    }
+    // The same into `out`, returning whether a tag matched; when none did, only out.entry is
+    // written (null), one store for the forwarding path's likely new connection.
+    bool prefetch_entry(const Probe& pr, Ref& out) {
         uint32_t b = pr.b1;
         uint32_t m = detail::match_tags(meta_[b].tag, pr.tag);
         if (!m) {
             b = pr.b2;
             m = detail::match_tags(meta_[b].tag, pr.tag);
-            if (!m) return kNone;
+            if (!m) {
+                out.entry = nullptr;
+                return false;
+            }
         }
 #if defined(__GNUC__)
         // GCC 12 at -O2/-O3 deletes the prefetches below when their address comes from this
@@ -205,11 +231,13 @@ public:
         // value's origin.
         asm volatile("" : "+r"(m));
 #endif
-        const uint32_t idx = b * kWays + static_cast<uint32_t>(__builtin_ctz(m));
-        const auto* e = reinterpret_cast<const uint8_t*>(&entries_[idx]);
-        __builtin_prefetch(e, 1, 3);
-        __builtin_prefetch(e + sizeof(ConnEntry) - 1, 1, 3);  // 48-byte entries may straddle two lines
-        return idx;
+        const auto w = static_cast<uint32_t>(__builtin_ctz(m));
+        ConnEntry* const e = &entries_[b * kWays + w];
+        const auto* line = reinterpret_cast<const uint8_t*>(e);
+        __builtin_prefetch(line, 1, 3);
+        __builtin_prefetch(line + sizeof(ConnEntry) - 1, 1, 3);  // 48-byte entries may straddle two lines
+        out = {&meta_[b], e, w};
+        return true;
     }
 
     // The way an insert of a key with this probe would take now, found ahead of the insert
@@ -245,8 +273,9 @@ public:
         return pr.b2 == pr.b1 ? kNone : find_in(pr.b2, key, pr.tag, now, gone);
     }
 
-    // The same, trying first the entry prefetch_entry() returned for this probe (`hint`, or
-    // kNone): the common case, a known flow whose tag matched once, costs one key compare.
+    // The same, trying first the way prefetch_entry() returned for this probe (`hint`, or
+    // null), and giving the result as a Ref (null: absent): the common case, a known flow
+    // whose tag matched once, costs one key compare and no index arithmetic.
     // The table may have changed since the hint was taken (earlier packets of the burst
     // insert and erase): a hint whose way is empty now or holds another key falls back to
     // the full look-up. A key is in the table at most once, so a live way holding it is the
@@ -255,19 +284,19 @@ public:
     // entry is compared on the three words that can differ (an entry whose last word, with
     // is_v6, equals the key's is an IPv4 key too).
     template <bool kV4 = false>
-    uint32_t find(const FlowKey& key, const Probe& pr, uint32_t hint, uint32_t now) {
-        if (hint != kNone) [[likely]] {
-            const uint32_t b = hint / kWays, w = hint % kWays;
-            if (meta_[b].tag[w] != 0 && (kV4 ? same_v4_key(entries_[hint].key, key) : entries_[hint].key == key))
-                [[likely]] {
-                if (expired(meta_[b], w, now)) [[unlikely]] {
-                    expire_at(b, w);
-                    return kNone;
+    Ref find(const FlowKey& key, const Probe& pr, const Ref& hint, uint32_t now) {
+        if (hint) [[likely]] {
+            BucketMeta& m = *hint.meta;
+            const uint32_t w = hint.way;
+            if (m.tag[w] != 0 && (kV4 ? same_v4_key(hint.entry->key, key) : hint.entry->key == key)) [[likely]] {
+                if (expired(m, w, now)) [[unlikely]] {
+                    expire_at(static_cast<uint32_t>(&m - meta_), w);
+                    return {};
                 }
                 return hint;
             }
         }
-        return find(key, pr, now);
+        return ref(find(key, pr, now));
     }
 
     // Inserts `key` (the caller has checked it is absent). Returns its index, or kNone when
@@ -307,6 +336,12 @@ public:
         BucketMeta& m = meta_[idx / kWays];
         m.last_seen[idx % kWays] = now;
         m.state[idx % kWays] = static_cast<uint8_t>(s);
+    }
+    // The same by Ref (not null).
+    static ConnState state(const Ref& r) { return static_cast<ConnState>(r.meta->state[r.way]); }
+    static void touch(const Ref& r, uint32_t now, ConnState s) {
+        r.meta->last_seen[r.way] = now;
+        r.meta->state[r.way] = static_cast<uint8_t>(s);
     }
     // Re-points a live entry at another server (slot reused or server gone).
     void repoint(uint32_t idx, uint32_t server, uint32_t tag) {

@@ -378,7 +378,7 @@ private:
         ConnTable::Probe probe;  // of hash, for the connection table
         int32_t svc;             // service index for the fast path, or -1
         const fl_snap_service* service;  // fast lane: the record of service `svc`
-        uint32_t hint;           // the entry whose tag matched (pass 1b), or ConnTable::kNone
+        ConnTable::Ref hint;     // the way whose tag matched (pass 1b), or null
         // When hint is kNone (most likely a new connection), pass 1b's predict_new: the way the
         // insert will take and the Maglev table index (ConnTable::kNone: not a Maglev service).
         uint32_t ml;
@@ -444,7 +444,7 @@ private:
     void prepare(const Frame* frames, size_t n, const LoadedSnapshot* snap);
     template <bool kVerify>
     void prepare_services(const Frame* frames, size_t n, const LoadedSnapshot& s);
-    bool use_entry(uint32_t ci, std::span<const LoadedSnapshot::Route> routes, uint32_t svc, bool tcp, uint8_t tcp_flags,
+    bool use_entry(const ConnTable::Ref& r, std::span<const LoadedSnapshot::Route> routes, uint32_t svc, bool tcp, uint8_t tcp_flags,
                    uint32_t now);
     // What a new connection needs of its first packet.
     struct Opening {
@@ -468,7 +468,7 @@ private:
     void predict_new(Pending& k, const LoadedSnapshot& s, uint32_t now, uint64_t (&misses)[4]);
     // Whether k.ml and k.victim are this packet's: pass 1b found no entry and ran predict_new
     // (or finish() cleared them).
-    static bool predicted(const Pending& k) { return k.hint == ConnTable::kNone; }
+    static bool predicted(const Pending& k) { return !k.hint; }
     static void on_remove(void* ctx, const ConnEntry& e, ConnState st);
     // on_remove for the entry a new connection's insert_reporting() replaced: `gone` is its
     // copy, filled only when exporting and its state is not tcp_new.
