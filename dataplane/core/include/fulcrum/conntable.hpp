@@ -165,7 +165,7 @@ public:
     }
     void set_timeouts(const ConnTimeouts& t) {
         timeouts_ = t;
-        for (unsigned i = 0; i < 8; ++i) timeout_of_[i] = t.of(static_cast<ConnState>(i));
+        for (unsigned i = 0; i < 256; ++i) timeout_of_[i] = t.of(static_cast<ConnState>(i & 7));
     }
     const ConnTimeouts& timeouts() const { return timeouts_; }
 
@@ -448,7 +448,7 @@ private:
         return now - m.last_seen[w] >= timeout_of(m.state[w]);
     }
     // Timeout by stored state byte: a load instead of a switch on the per-packet paths.
-    uint32_t timeout_of(uint8_t state) const { return timeout_of_[state & 7]; }
+    uint32_t timeout_of(uint8_t state) const { return timeout_of_[state]; }
     void remove(uint32_t b, uint32_t w);
 
     // insert()'s victim choice, in two versions giving the same answer: SSE2 and plain C++
@@ -502,7 +502,10 @@ private:
     ConnEntry* entries_;
     void* owned_ = nullptr;
     ConnTimeouts timeouts_;
-    uint32_t timeout_of_[8] = {};  // timeouts_ by state; 0 (always expired) for invalid states
+    // timeouts_ by state byte, which the table reads by its low three bits (as the victim scans
+    // do); 0 (always expired) for invalid states. One entry per byte value: the look-up needs
+    // no mask of the byte.
+    uint32_t timeout_of_[256] = {};
     uint32_t sweep_cursor_ = 0;
     // Counts the changes to ways that do not set their time to the caller's `now`: removals
     // (which empty a way) and the restores and installs of entries idle for a while. Every
