@@ -407,16 +407,18 @@ __attribute__((always_inline)) inline bool Worker::use_entry(const ConnTable::Re
                                                              uint32_t svc, bool tcp, uint8_t tcp_flags, uint32_t now) {
     const ConnEntry& e = *r.entry;
     const ConnState st = ConnTable::state(r);
-    // The slot holds the entry's server, in service `svc`, with a MAC (LoadedSnapshot::Route).
-    const bool valid = LoadedSnapshot::admits(routes, e, svc);
-    // A bare SYN on a closing entry opens a new connection on a reused 4-tuple.
-    const bool reopen = tcp && st == ConnState::tcp_closing &&
-                        (tcp_flags & (tcpflag::kSyn | tcpflag::kAck)) == tcpflag::kSyn;
-    if (!valid || reopen) [[unlikely]] {
-        conns_.erase(conns_.index(r));
-        return false;
+    // The slot holds the entry's server, in service `svc`, with a MAC (LoadedSnapshot::Route);
+    // and a bare SYN on a closing entry opens a new connection on a reused 4-tuple. Tested in
+    // this order, each protocol's next state under one test of the protocol.
+    ConnState next = ConnState::udp;
+    if (!LoadedSnapshot::admits(routes, e, svc)) [[unlikely]]
+        goto gone;
+    if (tcp) {
+        if (st == ConnState::tcp_closing && (tcp_flags & (tcpflag::kSyn | tcpflag::kAck)) == tcpflag::kSyn)
+            [[unlikely]]
+            goto gone;
+        next = tcp_next_state(st, tcp_flags);
     }
-    const ConnState next = tcp ? tcp_next_state(st, tcp_flags) : ConnState::udp;
     ConnTable::touch(r, now, next);
     if (next != st) [[unlikely]] {
         // tcp_new -> established, or -> closing (FIN or RST): the peer learns both.
@@ -429,6 +431,9 @@ __attribute__((always_inline)) inline bool Worker::use_entry(const ConnTable::Re
                         0);
     }
     return true;
+gone:
+    conns_.erase(conns_.index(r));
+    return false;
 }
 
 // A packet of service `svc` with no valid connection entry: its source is checked, a server
