@@ -154,6 +154,10 @@ def median(xs):
     return statistics.median(xs) if xs else float("nan")
 
 
+class MemifNotConnected(RuntimeError):
+    """A DUT's memif did not connect to the generator in every attempt (Bench.ATTEMPTS)."""
+
+
 class Bench:
     def __init__(self, a):
         self.a = a
@@ -242,18 +246,21 @@ class Bench:
             time.sleep(0.3)
 
     # Attempts at starting a DUT whose memif did not connect, and the pause before each retry
-    # (seconds): doubling, at most RETRY_PAUSE_MAX.
-    ATTEMPTS = 5
+    # (seconds): doubling, at most RETRY_PAUSE_MAX. After the last, run_case restarts the
+    # generator once.
+    ATTEMPTS = 3
     RETRY_PAUSE = 2
     RETRY_PAUSE_MAX = 10
 
     def start_dut_retrying(self, kind, case):
         # The memif client occasionally fails to connect right after the previous DUT left
         # (the generator's listener is still tearing that connection down): try again, with
-        # longer pauses (three attempts 2 s apart all failed once, in a run at 2085d0f). The
-        # failure shows as testpmd's "Failed to connect socket", a link that stays down, or
-        # fulcrum-dataplane's port start failing with EPERM (its log has memif_connect_client's
-        # "Failed to connect socket" just before, in the runs at 2085d0f).
+        # longer pauses. The failure shows as testpmd's "Failed to connect socket", a link that
+        # stays down, or fulcrum-dataplane's port start failing with EPERM (its log has
+        # memif_connect_client's "Failed to connect socket" just before). Sometimes the
+        # generator's listener takes no connection at all any more (five attempts over 24 s
+        # all failed, in a run at d5d499f): then MemifNotConnected, and run_case restarts the
+        # generator.
         transient = ("Failed to connect socket", "memif link not up",
                      "(net_memif): start failed: Operation not permitted")
         attempts = self.ATTEMPTS
@@ -263,12 +270,32 @@ class Bench:
                 return self.start_dut(kind, case)
             except RuntimeError as e:
                 msg = str(e)
-                if attempt == attempts or not any(t in msg for t in transient):
+                if not any(t in msg for t in transient):
                     raise
+                if attempt == attempts:
+                    raise MemifNotConnected(msg) from e
                 log(f"  ({kind} did not connect to the generator's memif, attempt {attempt} of {attempts}; "
                     f"retrying in {pause} s)")
                 time.sleep(pause)
                 pause = min(2 * pause, self.RETRY_PAUSE_MAX)
+
+    def run_one_restarting(self, g, case, pcap, frames, kind):
+        """run_one; if the DUT's memif never connected, once more against a fresh generator.
+        Returns (the run's result, the generator now in use)."""
+        try:
+            return self.run_one(g, case, kind), g
+        except MemifNotConnected:
+            log(f"  ({kind} did not connect in {self.ATTEMPTS} attempts: restarting the generator)")
+            g.quit()
+            remove_dpdk_runtime_dir(g.prefix)
+            g = self.start_generator(case, pcap, frames)
+            try:
+                return self.run_one(g, case, kind), g
+            except BaseException:
+                # The caller still holds the generator it passed (quit above): this one ends here.
+                g.quit()
+                remove_dpdk_runtime_dir(g.prefix)
+                raise
 
     def run_one(self, g, case, kind):
         d = self.start_dut_retrying(kind, case)
@@ -335,7 +362,7 @@ class Bench:
         try:
             for r in range(self.a.runs):
                 for kind in ("fulcrum", "macswap"):
-                    res = self.run_one(g, case, kind)
+                    res, g = self.run_one_restarting(g, case, pcap, frames, kind)
                     rows[kind].append(res)
                     extra = ""
                     if kind == "fulcrum":

@@ -43,19 +43,88 @@ def test_a_memif_that_did_not_connect_is_retried(msg):
 
 def test_retries_stop_after_the_last_attempt_with_doubling_pauses(sleeps):
     msg = "macswap testpmd: memif link not up after 60 s"
-    b = StubBench([msg] * 5)
-    with pytest.raises(RuntimeError, match="memif link not up"):
+    b = StubBench([msg] * 3)
+    with pytest.raises(throughput.MemifNotConnected, match="memif link not up"):
         b.start_dut_retrying("macswap", "established_dsr")
-    assert b.starts == 5
-    assert sleeps == [2, 4, 8, 10]
+    assert b.starts == 3
+    assert sleeps == [2, 4]
 
 
-def test_a_start_after_four_failures_succeeds(sleeps):
+def test_a_start_after_two_failures_succeeds(sleeps):
     msg = "fulcrum-dataplane exited (1):\nmemif_connect_client(): Failed to connect socket: /tmp/x/memif.sock."
-    b = StubBench([msg] * 4)
+    b = StubBench([msg] * 2)
     assert b.start_dut_retrying("fulcrum", "unique_syn") == "dut"
-    assert b.starts == 5
-    assert sum(sleeps) == 24
+    assert b.starts == 3
+    assert sum(sleeps) == 6
+
+
+class FakeGenerator:
+    def __init__(self, name):
+        self.name = name
+        self.prefix = "fbgen-" + name
+        self.quits = 0
+
+    def quit(self):
+        self.quits += 1
+
+
+class RestartBench(throughput.Bench):
+    """A Bench whose runs fail to connect on the generators listed in `stuck`."""
+
+    def __init__(self, stuck):
+        super().__init__(types.SimpleNamespace(workdir="/nonexistent"))
+        self.stuck = set(stuck)
+        self.generators = []
+        self.runs = []
+
+    def start_generator(self, case, pcap, frames):
+        g = FakeGenerator(f"g{len(self.generators) + 1}")
+        self.generators.append(g)
+        return g
+
+    def run_one(self, g, case, kind):
+        self.runs.append((g.name, kind))
+        if g.name in self.stuck:
+            raise throughput.MemifNotConnected("memif_connect_client(): Failed to connect socket")
+        return {"mpps": 1.0}
+
+
+@pytest.fixture
+def removed(monkeypatch):
+    """The DPDK runtime directories removed (not touched)."""
+    gone = []
+    monkeypatch.setattr(throughput, "remove_dpdk_runtime_dir", gone.append)
+    return gone
+
+
+def test_a_generator_that_takes_no_connection_is_replaced_once(removed):
+    b = RestartBench(stuck={"g0"})
+    g0 = FakeGenerator("g0")
+    res, g = b.run_one_restarting(g0, "established_dsr", "x.pcap", 16, "fulcrum")
+    assert res == {"mpps": 1.0}
+    assert g is b.generators[0] and g.name == "g1" and g.quits == 0
+    assert g0.quits == 1 and removed == ["fbgen-g0"]
+    assert b.runs == [("g0", "fulcrum"), ("g1", "fulcrum")]
+
+
+def test_a_run_that_connects_keeps_its_generator(removed):
+    b = RestartBench(stuck=set())
+    g0 = FakeGenerator("g0")
+    res, g = b.run_one_restarting(g0, "unique_syn", "x.pcap", 16, "macswap")
+    assert res == {"mpps": 1.0} and g is g0
+    assert g0.quits == 0 and removed == [] and b.generators == []
+
+
+def test_the_replacement_is_stopped_when_it_fails_too(removed):
+    b = RestartBench(stuck={"g1", "g2"})
+    b.generators.append(FakeGenerator("g1"))
+    g1 = b.generators[0]
+    with pytest.raises(throughput.MemifNotConnected):
+        b.run_one_restarting(g1, "established_dsr", "x.pcap", 16, "macswap")
+    g2 = b.generators[1]
+    assert g1.quits == 1 and g2.quits == 1
+    assert removed == ["fbgen-g1", "fbgen-g2"]
+    assert b.runs == [("g1", "macswap"), ("g2", "macswap")]
 
 
 @pytest.mark.parametrize("msg", [
