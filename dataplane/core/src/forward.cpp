@@ -690,7 +690,6 @@ __attribute__((always_inline)) inline Verdict Worker::send_to_server(Frame& f, c
 // check is verified (ParseOptions::verify_ipv4_checksum).
 template <bool kVerify>
 [[gnu::noinline]] void Worker::prepare_services(const Frame* frames, size_t n, const LoadedSnapshot& s) {
-    const LoadedSnapshot* const snap = &s;
     // The IPv4 service of the previous packet, as (address, port, protocol): packets of a
     // burst mostly go to a few services, and a repeat skips the index lookup. The initial key
     // has bits set that no real key has.
@@ -715,8 +714,8 @@ template <bool kVerify>
             const uint64_t mk = (dst_ports & 0xFFFF0000FFFFFFFFull) | (uint64_t{q.proto} << 32);
             if (mk != memo_key) {
                 memo_key = mk;
-                memo_svc = snap->index().find(q.ip + 16, false, load_be16(q.l4 + 2), q.proto);
-                if (memo_svc >= 0) memo_service = &snap->view().services()[static_cast<size_t>(memo_svc)];
+                memo_svc = s.index().find(q.ip + 16, false, load_be16(q.l4 + 2), q.proto);
+                if (memo_svc >= 0) memo_service = &s.view().services()[static_cast<size_t>(memo_svc)];
             }
             // A packet without a service goes to finish() with its Parsed record.
             if (memo_svc < 0) [[unlikely]] {
@@ -750,7 +749,7 @@ template <bool kVerify>
             k.parse = parse_packet_full(f.bytes(), k.p, f.ipv4_csum_good ? hw_checked_ : popt_);
             if (k.parse != Drop::none || k.p.frag != Frag::none) continue;
             if (k.p.l4_proto != ipproto::kTcp && k.p.l4_proto != ipproto::kUdp) continue;
-            k.svc = snap->index().find(k.p.dst, k.p.is_v6(), k.p.dport, k.p.l4_proto);
+            k.svc = s.index().find(k.p.dst, k.p.is_v6(), k.p.dport, k.p.l4_proto);
             if (k.svc < 0) continue;
             k.key = flow_key_of(k.p);
             k.hash = conn_hash(k.key);

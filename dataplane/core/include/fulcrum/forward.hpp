@@ -379,13 +379,13 @@ private:
         int32_t svc;             // service index for the fast path, or -1
         const fl_snap_service* service;  // fast lane: the record of service `svc`
         ConnTable::Ref hint;     // the way whose tag matched (pass 1b), or null
-        // When hint is kNone (most likely a new connection), pass 1b's predict_new: the way the
+        // When hint is null (most likely a new connection), pass 1b's predict_new: the way the
         // insert will take and the Maglev table index (ConnTable::kNone: not a Maglev service).
         uint32_t ml;
         ConnTable::VictimHint victim;
         uint8_t tcp_flags;       // fast lane: the TCP flags (0 for UDP)
         bool fast;               // the fast lane: `p` is not filled (fill_parsed fills it)
-        // When hint is kNone: the key is still absent from the table in pass 2, where the fast
+        // When hint is null: the key is still absent from the table in pass 2, where the fast
         // lane then skips the look-up. Only an earlier packet of the burst with the same key
         // (itself a miss in pass 1b) could have inserted it since: none may have (predict_new).
         bool absent;
