@@ -378,6 +378,18 @@ def _cleanup():
             delete_namespace(n)
 
 
+def _exit_on_signal(signum, _frame):
+    # A run stopped by SIGTERM or SIGHUP (a suite's timeout, an operator's kill) unwinds as an
+    # exception does: every own_namespace and process context closes, then _cleanup runs.
+    raise SystemExit(128 + signum)
+
+
+for _sig in (signal.SIGTERM, signal.SIGHUP):
+    if signal.getsignal(_sig) is signal.SIG_DFL:
+        with contextlib.suppress(ValueError):  # imported outside the main thread: left as is
+            signal.signal(_sig, _exit_on_signal)
+
+
 def workdir():
     return tempfile.mkdtemp(prefix="fulcrum-test-")
 
