@@ -192,6 +192,11 @@ class Bench:
         g.wait_for(r"testpmd> ", 1, 180, f"generator for {case}")
         return g
 
+    @staticmethod
+    def stop_generator(g):
+        g.quit()
+        remove_dpdk_runtime_dir(g.prefix)
+
     def start_dut(self, kind, case):
         self.seq += 1
         prefix = f"fbdut{self.tag}x{self.seq}"
@@ -286,15 +291,13 @@ class Bench:
             return self.run_one(g, case, kind), g
         except MemifNotConnected:
             log(f"  ({kind} did not connect in {self.ATTEMPTS} attempts: restarting the generator)")
-            g.quit()
-            remove_dpdk_runtime_dir(g.prefix)
+            self.stop_generator(g)
             g = self.start_generator(case, pcap, frames)
             try:
                 return self.run_one(g, case, kind), g
             except BaseException:
-                # The caller still holds the generator it passed (quit above): this one ends here.
-                g.quit()
-                remove_dpdk_runtime_dir(g.prefix)
+                # The caller still holds the generator it passed (stopped above): this one ends here.
+                self.stop_generator(g)
                 raise
 
     def run_one(self, g, case, kind):
@@ -375,8 +378,7 @@ class Bench:
                     log(f"  run {r + 1} {kind:8s} {res['mpps']:7.3f} Mpps (counter check {res['mpps_check']:.3f}, "
                         f"generator produced {res['offered_mpps']:.3f})  {extra}")
         finally:
-            g.quit()
-            remove_dpdk_runtime_dir(g.prefix)
+            self.stop_generator(g)
         return rows
 
 
