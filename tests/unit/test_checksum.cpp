@@ -1,5 +1,6 @@
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <random>
 
 #include "fulcrum/bytes.hpp"
@@ -59,6 +60,45 @@ TEST(ChecksumProperty, Ipv4HeaderFastPathMatchesGenericSum) {
         EXPECT_TRUE(ipv4_header_checksum_ok(h, ihl)) << "ihl " << ihl;
         h[rng() % ihl] ^= static_cast<uint8_t>(1u << (rng() % 8));  // any single bit flip is caught
         EXPECT_FALSE(ipv4_header_checksum_ok(h, ihl)) << "ihl " << ihl;
+        if (ihl == 20 && h[0] != 0) {
+            EXPECT_EQ(detail::ipv4_header_checksum_ok_v4(h), ipv4_header_checksum_ok(h, 20));
+        }
+    }
+}
+
+// The 64-bit sum's carries: words whose sums wrap 2^64 once or more, all-ones words (a
+// multiple of 2^64 - 1), and a header of zeros (sum 0, never valid).
+TEST(ChecksumProperty, Ipv4HeaderSumCarries) {
+    const auto agree = [](const uint8_t* h, size_t ihl) {
+        return ipv4_header_checksum_ok(h, ihl) == (csum_fold(csum_partial(h, ihl, 0)) == 0);
+    };
+    uint8_t h[60];
+    std::memset(h, 0, sizeof h);
+    EXPECT_FALSE(ipv4_header_checksum_ok(h, 20));
+    EXPECT_FALSE(ipv4_header_checksum_ok(h, 60));
+    std::memset(h, 0xFF, sizeof h);
+    for (size_t ihl = 20; ihl <= 60; ihl += 4) {
+        EXPECT_TRUE(agree(h, ihl)) << "ihl " << ihl;
+        EXPECT_TRUE(ipv4_header_checksum_ok(h, ihl)) << "ihl " << ihl;  // every word 0xFFFF
+    }
+    EXPECT_TRUE(detail::ipv4_header_checksum_ok_v4(h));
+    std::mt19937 rng(12);
+    for (int i = 0; i < 20000; ++i) {
+        // Mostly 0xFF bytes with a few others: sums near 2^64, 2 x 2^64 and their wraps.
+        for (auto& x : h) x = (rng() % 4) ? 0xFF : static_cast<uint8_t>(rng());
+        const size_t ihl = 4 * (5 + rng() % 11);
+        ASSERT_TRUE(agree(h, ihl)) << "case " << i;
+        store_be16(h + 10, 0);
+        store_be16(h + 10, csum_fold(csum_partial(h, ihl, 0)));
+        ASSERT_TRUE(ipv4_header_checksum_ok(h, ihl)) << "case " << i;
+        if (ihl == 20) {
+            ASSERT_TRUE(detail::ipv4_header_checksum_ok_v4(h)) << "case " << i;
+        }
+        h[rng() % ihl] ^= static_cast<uint8_t>(1u << (rng() % 8));
+        ASSERT_FALSE(ipv4_header_checksum_ok(h, ihl)) << "case " << i;
+        if (ihl == 20 && h[0] != 0) {
+            ASSERT_FALSE(detail::ipv4_header_checksum_ok_v4(h)) << "case " << i;
+        }
     }
 }
 

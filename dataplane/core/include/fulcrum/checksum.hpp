@@ -45,19 +45,42 @@ inline uint32_t ipv4_words_folded(const uint8_t* ip, size_t ihl, uint64_t acc) {
     s = (s & 0xFFFF) + (s >> 16);
     return s;
 }
+
+// Adds with end-around carry: the sum modulo 2^64 - 1 (add, then adc 0). 0xFFFF divides
+// 2^64 - 1, so sums of this kind keep every value modulo 0xFFFF.
+inline uint64_t add_end_around(uint64_t a, uint64_t b) {
+    uint64_t s;
+    const bool carry = __builtin_add_overflow(a, b, &s);
+    return s + carry;  // cannot wrap: with a carry, s is at most 2^64 - 2
+}
+
+// The ones'-complement sum of an IPv4 header's 20 fixed bytes as two 64-bit words and one
+// 32-bit word, in native byte order, modulo 2^64 - 1 (add_end_around). It is 0 only for a
+// header of zero bytes.
+inline uint64_t ipv4_sum64(const uint8_t* ip) {
+    return add_end_around(add_end_around(load_u64(ip), load_u64(ip + 8)), load_u32(ip + 16));
+}
 }  // namespace detail
 
 // True when the IPv4 header of `ihl` bytes (a multiple of 4, 20..60) has a correct checksum:
-// its words sum to 0xFFFF, in any byte order. Inline, with the 20 fixed bytes unrolled;
-// csum_partial gives the same answer.
+// its 16-bit words' ones'-complement sum is 0xFFFF, in any byte order. Inline, with the 20
+// fixed bytes as three loads; csum_partial gives the same answer.
 inline bool ipv4_header_checksum_ok(const uint8_t* ip, size_t ihl) {
-    // The words' plain 64-bit sum S folds to 0xFFFF exactly when S is a non-zero multiple of
-    // 0xFFFF (2^16 and 2^32 are 1 modulo 0xFFFF, so every fold keeps S modulo 0xFFFF, and only
-    // S = 0 folds to 0): one multiply for the divisibility test instead of four folds.
-    uint64_t s = uint64_t{load_u32(ip)} + load_u32(ip + 4) + load_u32(ip + 8) + load_u32(ip + 12) + load_u32(ip + 16);
-    for (size_t i = 20; i < ihl; i += 4) s += load_u32(ip + i);  // options
+    // The words' sum S folds to 0xFFFF exactly when S is a non-zero multiple of 0xFFFF (2^16,
+    // 2^32 and 2^64 are 1 modulo 0xFFFF, so every fold keeps S modulo 0xFFFF, and only S = 0
+    // folds to 0): one multiply for the divisibility test instead of the folds.
+    uint64_t s = detail::ipv4_sum64(ip);
+    for (size_t i = 20; i < ihl; i += 4) s = detail::add_end_around(s, load_u32(ip + i));  // options
     return s != 0 && s % 0xFFFF == 0;
 }
+
+namespace detail {
+// ipv4_header_checksum_ok for a 20-byte header whose first byte is not zero (the version
+// field was checked): its sum is not zero, and the test is the divisibility alone.
+inline bool ipv4_header_checksum_ok_v4(const uint8_t* ip) {
+    return ipv4_sum64(ip) % 0xFFFF == 0;
+}
+}  // namespace detail
 
 // IPv4 header checksum over `ihl` bytes (a multiple of 4, 20..60; the checksum field is
 // treated as zero): the value to store with store_be16.

@@ -188,7 +188,8 @@ inline bool check_ipv4_fast(const uint8_t* p, size_t n, bool verify_checksum, Ip
     }
     if (kPacketChecks && ip[8] == 0) [[unlikely]]
         return false;
-    if (verify_checksum && !ipv4_header_checksum_ok(ip, 20)) [[unlikely]]
+    // Version 4 (checked above): the header's sum is not zero.
+    if (verify_checksum && !ipv4_header_checksum_ok_v4(ip)) [[unlikely]]
         return false;
     o = {ip, l4, tot, frag_raw, proto, flags};
     return true;
