@@ -340,6 +340,26 @@ TEST(ConnTable, FindWithAHintExpiresTheEntry) {
     EXPECT_FALSE(t.prefetch_entry(pr));
 }
 
+// A hint to a way erased since (the way still holds the key, its tag and state are 0): a
+// miss, not an expiry (nothing is removed or counted twice), at any time, and for IPv4 keys'
+// three-word compare too.
+TEST(ConnTable, FindWithAHintToAnErasedWayMisses) {
+    for (const uint32_t later : {0u, 1u, 99u, 0x80000000u}) {
+        ConnTable t(64, ConnTimeouts{100, 1000, 100, 1000});
+        const FlowKey k = key(5);
+        const uint32_t i = t.insert(k, h(k), ConnState::tcp_established, 10, 1, 1);
+        const ConnTable::Probe pr = t.probe(h(k));
+        const ConnTable::Ref hint = t.prefetch_entry(pr);
+        ASSERT_EQ(t.index(hint), i);
+        t.erase(i);
+        ASSERT_TRUE(t.entry(i).key == k);  // the stale key the hint's compare sees
+        EXPECT_FALSE(t.find(k, pr, hint, 10 + later)) << later;
+        EXPECT_FALSE(t.find<true>(k, pr, hint, 10 + later)) << later;
+        EXPECT_EQ(t.size(), 0u);
+        EXPECT_EQ(t.stats().expired.get(), 0u) << later;
+    }
+}
+
 // ---- the victim choice: insert against a reference of the documented policy -------------
 
 namespace fulcrum {

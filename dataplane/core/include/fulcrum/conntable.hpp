@@ -288,12 +288,15 @@ public:
         if (hint) [[likely]] {
             BucketMeta& m = *hint.meta;
             const uint32_t w = hint.way;
-            if (m.tag[w] != 0 && (kV4 ? same_v4_key(hint.entry->key, key) : hint.entry->key == key)) [[likely]] {
-                if (expired(m, w, now)) [[unlikely]] {
+            if (kV4 ? same_v4_key(hint.entry->key, key) : hint.entry->key == key) [[likely]] {
+                // An empty way (removed since: it may still hold the key) has state 0, whose
+                // timeout is 0: it never passes, and the tag is tested only then.
+                if (!expired(m, w, now)) [[likely]]
+                    return hint;
+                if (m.tag[w] != 0) {
                     expire_at(static_cast<uint32_t>(&m - meta_), w);
                     return {};
                 }
-                return hint;
             }
         }
         return ref(find(key, pr, now));
