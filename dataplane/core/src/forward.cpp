@@ -511,13 +511,11 @@ inline void fill_parsed(const Frame& f, uint8_t tcp_flags, Parsed& p) {
     detail::fill_ipv4_fast({ip, ip + 20, load_be16(ip + 2), load_u16(ip + 6), ip[9], tcp_flags}, p);
 }
 
-// What encapsulation reads of a fast-lane packet's IPv4 header (as detail::make_room and
-// detail::encapsulate_v4 read a Parsed).
+// What encapsulation reads of a fast-lane packet (as detail::make_room and
+// detail::encapsulate_v4 read a Parsed); the rest it reads from the inner header.
 struct InnerV4 {
     uint16_t l3_off;
     uint16_t l3_len;
-    uint8_t tos;
-    bool df;
     uint16_t l3_end() const { return static_cast<uint16_t>(l3_off + l3_len); }
 };
 }  // namespace
@@ -541,17 +539,17 @@ __attribute__((always_inline)) inline void Worker::fast_lane(Frame& f, Pending& 
             // is send_to_server's without the Parsed record; anything else (too big:
             // fragments or a reply) takes fast_lane_encap.
             const uint8_t* ip = f.data + eth::kHeaderLen;
-            const InnerV4 in{eth::kHeaderLen, load_be16(ip + 2), ip[1], (ip[6] & 0x40) != 0};
-            const bool gue = svc.forwarding == FL_FWD_GUE;
-            if ((!gue && svc.forwarding != FL_FWD_IPIP) || in.l3_len > bv.tunnel_max_l3[gue]) [[unlikely]] {
+            const InnerV4 in{eth::kHeaderLen, load_be16(ip + 2)};
+            // By forwarding mode (the snapshot holds only valid ones): 0 for all but IPIP and GUE.
+            if (in.l3_len > bv.tunnel_max_l3[svc.forwarding & 3]) [[unlikely]] {
                 out = fast_lane_encap(f, k, s, svc, slot);
                 return;
             }
             // As send_to_server: a fresh outer identification only for a datagram that may be
             // fragmented (RFC 6864).
-            const uint16_t ip_id = in.df ? 0 : ++ip_id_;
+            const uint16_t ip_id = (ip[6] & 0x40) != 0 ? 0 : ++ip_id_;  // DF
             const fl_snap_server& srv = bv.servers[slot];
-            const bool ok = gue ? detail::encapsulate_v4<true>(f, in, srv.addr, bv.encap->v4[1], k.hash, ip_id)
+            const bool ok = svc.forwarding == FL_FWD_GUE ? detail::encapsulate_v4<true>(f, in, srv.addr, bv.encap->v4[1], k.hash, ip_id)
                                 : detail::encapsulate_v4<false>(f, in, srv.addr, bv.encap->v4[0], k.hash, ip_id);
             if (!ok) [[unlikely]] {
                 out = drop(Drop::no_headroom);
@@ -794,9 +792,10 @@ void Worker::process_burst(std::span<Frame> frames, Verdict* out, LoadedSnapshot
         bv.encap = &snap->encap_template();
         // The largest inner IPv4 packet that fits the MTU once encapsulated, IPIP and GUE.
         const uint32_t mtu = encap_mtu(*snap);
-        for (const bool gue : {false, true}) {
-            const uint32_t oh = encap_overhead(gue ? FL_FWD_GUE : FL_FWD_IPIP, false);
-            bv.tunnel_max_l3[gue] = mtu > oh ? mtu - oh : 0;
+        static_assert(FL_FWD_DSR < 4 && FL_FWD_IPIP < 4 && FL_FWD_GUE < 4);
+        for (const uint8_t fwd : {FL_FWD_IPIP, FL_FWD_GUE}) {
+            const uint32_t oh = encap_overhead(fwd, false);
+            bv.tunnel_max_l3[fwd] = mtu > oh ? mtu - oh : 0;
         }
     }
     bv.own_mac_head = uint64_t{load_u16(cfg_.own_mac.bytes.data())} << 48;

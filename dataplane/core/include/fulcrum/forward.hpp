@@ -423,7 +423,9 @@ private:
         std::span<const fl_snap_server> servers;
         std::span<const LoadedSnapshot::Route> routes;
         const EncapTemplate* encap;       // LoadedSnapshot::encap_template()
-        uint32_t tunnel_max_l3[2];        // largest inner IPv4 packet IPIP [0] / GUE [1] sends whole
+        // The largest inner IPv4 packet each forwarding mode sends whole, by FL_FWD_* value
+        // (masked with 3): IPIP's and GUE's; 0 for the others, so that none passes.
+        uint32_t tunnel_max_l3[4];
         uint64_t own_mac_head;  // our MAC's bytes 0-1, as bytes 6-7 of a 64-bit word
         uint32_t own_mac_tail;  // its bytes 2-5
     };

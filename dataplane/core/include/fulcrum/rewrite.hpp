@@ -106,6 +106,11 @@ inline uint32_t load_be32_wide(const uint8_t* p) {
     std::memcpy(&v, p, 4);
     return to_be32(v);
 }
+inline uint64_t load_be64_wide(const uint8_t* p) {
+    uint64_t v;
+    std::memcpy(&v, p, 8);
+    return to_be64(v);
+}
 
 // Ones' complement sum (RFC 1071) of a 64-bit value's four 16-bit halves, folded: their sum
 // modulo 0xFFFF in 1..0xFFFF (0 only for 0). Adding a value rotated by half its width puts
@@ -248,9 +253,12 @@ inline bool encapsulate_v4(Frame& f, const P& p, const uint8_t* server_addr,
     if (!d) return false;
     const uint32_t inner_len = p.l3_len;
     uint8_t* const ip = d + p.l3_off;
-    const uint64_t w0 = (uint64_t{0x45} << 56) | (uint64_t{p.tos} << 48) |
-                        (uint64_t{static_cast<uint16_t>(inner_len + oh)} << 32) |
-                        (uint32_t{ip_id} << 16) | (p.df ? 0x4000u : 0u);
+    // Bytes 0-7 from the inner header's (it follows the outer one): its TOS, its total length
+    // plus the outer header, DF alone of its flags and offset, version 4 with 20 bytes, and the
+    // new identification. The length cannot carry into the TOS: the callers checked that the
+    // outer packet fits the MTU.
+    const uint64_t w0 = ((load_be64_wide(ip + oh) & 0x00FFFFFF00004000ull) + (uint64_t{oh} << 32)) |
+                        (uint64_t{0x45} << 56) | (uint32_t{ip_id} << 16);
     const uint32_t host = static_cast<uint32_t>(hash ^ (hash >> 32)) & v.host_mask;
     uint32_t dst_raw;
     std::memcpy(&dst_raw, server_addr, 4);
@@ -284,7 +292,8 @@ bool encapsulate_v6(Frame& f, const Parsed& p, bool gue, const uint8_t* server_a
 // packet) with `forwarding` FL_FWD_IPIP or FL_FWD_GUE. The L2 header (with any VLAN tags)
 // is kept in front; MACs are not touched. Returns false if the frame lacks headroom (the frame
 // is then trimmed to its IP packet but otherwise unchanged) or for another `forwarding` (the
-// frame is untouched).
+// frame is untouched). The caller has checked that the encapsulated packet fits its MTU (at
+// most 65535 bytes: an IPv4 length larger than that would not fit its field).
 //
 // The per-packet form: `t` is EncapTemplate::from(the EncapParams), made once per snapshot.
 inline bool encapsulate(Frame& f, const Parsed& p, uint8_t forwarding, const uint8_t* server_addr,
