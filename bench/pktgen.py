@@ -735,16 +735,9 @@ class Duts:
             raise
         return d
 
-    def start(self, dut, kind, attempts=3):
+    def start(self, dut, kind):
         # A memif client sometimes fails to connect right after the previous one left.
-        for attempt in range(1, attempts + 1):
-            try:
-                return self.start_once(dut, kind)
-            except RuntimeError as e:
-                if attempt == attempts or not ("Failed to connect socket" in str(e) or "link not up" in str(e)):
-                    raise
-                log(f"  ({dut} did not connect, attempt {attempt} of {attempts}; retrying)")
-                time.sleep(2)
+        return self.tp.start_memif_client(lambda: self.start_once(dut, kind), dut, 3, 2, 2)
 
     def stop(self, d, dut):
         if dut == "fulcrum":

@@ -155,7 +155,34 @@ def median(xs):
 
 
 class MemifNotConnected(RuntimeError):
-    """A DUT's memif did not connect to the generator in every attempt (Bench.ATTEMPTS)."""
+    """A DUT's memif did not connect to the generator in any attempt (start_memif_client)."""
+
+
+# How a memif client's start fails when it did not connect to the listener: testpmd's "Failed
+# to connect socket", a link that stays down, or fulcrum-dataplane's port start failing with
+# EPERM (its log has memif_connect_client's "Failed to connect socket" just before).
+MEMIF_NOT_CONNECTED = ("Failed to connect socket", "memif link not up",
+                       "(net_memif): start failed: Operation not permitted")
+
+
+def start_memif_client(start, what, attempts, pause, pause_max):
+    """start() (a DUT that connects to a memif listener) until it connects: the client
+    occasionally fails right after the previous one left (the listener is still tearing that
+    connection down). Retried after pauses doubling from `pause` up to `pause_max` seconds;
+    after `attempts` failures, MemifNotConnected. Other failures are raised at once."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return start()
+        except RuntimeError as e:
+            msg = str(e)
+            if not any(t in msg for t in MEMIF_NOT_CONNECTED):
+                raise
+            if attempt == attempts:
+                raise MemifNotConnected(msg) from e
+            log(f"  ({what} did not connect to the generator's memif, attempt {attempt} of {attempts}; "
+                f"retrying in {pause} s)")
+            time.sleep(pause)
+            pause = min(2 * pause, pause_max)
 
 
 class Bench:
@@ -258,31 +285,11 @@ class Bench:
     RETRY_PAUSE_MAX = 10
 
     def start_dut_retrying(self, kind, case):
-        # The memif client occasionally fails to connect right after the previous DUT left
-        # (the generator's listener is still tearing that connection down): try again, with
-        # longer pauses. The failure shows as testpmd's "Failed to connect socket", a link that
-        # stays down, or fulcrum-dataplane's port start failing with EPERM (its log has
-        # memif_connect_client's "Failed to connect socket" just before). Sometimes the
-        # generator's listener takes no connection at all any more (five attempts over 24 s
-        # all failed, in a run at d5d499f): then MemifNotConnected, and run_case restarts the
-        # generator.
-        transient = ("Failed to connect socket", "memif link not up",
-                     "(net_memif): start failed: Operation not permitted")
-        attempts = self.ATTEMPTS
-        pause = self.RETRY_PAUSE
-        for attempt in range(1, attempts + 1):
-            try:
-                return self.start_dut(kind, case)
-            except RuntimeError as e:
-                msg = str(e)
-                if not any(t in msg for t in transient):
-                    raise
-                if attempt == attempts:
-                    raise MemifNotConnected(msg) from e
-                log(f"  ({kind} did not connect to the generator's memif, attempt {attempt} of {attempts}; "
-                    f"retrying in {pause} s)")
-                time.sleep(pause)
-                pause = min(2 * pause, self.RETRY_PAUSE_MAX)
+        # Sometimes the generator's listener takes no connection at all any more (five
+        # attempts over 24 s all failed, in a run at d5d499f): then MemifNotConnected, and
+        # run_case restarts the generator.
+        return start_memif_client(lambda: self.start_dut(kind, case), kind, self.ATTEMPTS, self.RETRY_PAUSE,
+                                  self.RETRY_PAUSE_MAX)
 
     def run_one_restarting(self, g, case, pcap, frames, kind):
         """run_one; if the DUT's memif never connected, once more against a fresh generator.

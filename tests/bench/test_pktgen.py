@@ -9,6 +9,7 @@ import re
 import pytest
 
 import pktgen
+import throughput
 
 DATA = pathlib.Path(__file__).resolve().parent / "data" / "pktgen"
 
@@ -376,3 +377,35 @@ def test_summary_and_json_shape(tmp_path):
     png = tmp_path / "r.png"
     pktgen.plot(summary, str(png))
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# ---- starting a DUT --------------------------------------------------------------------------
+
+def test_a_dut_whose_memif_did_not_connect_is_started_again(monkeypatch):
+    slept = []
+    monkeypatch.setattr(throughput.time, "sleep", slept.append)
+    d = pktgen.Duts(pktgen.parse_args(BASE), "t", throughput)
+    failures = ["macswap testpmd: memif link not up after 60 s",
+                "fulcrum-dataplane exited (1):\nmemif_connect_client(): Failed to connect socket: /tmp/w/x.sock."]
+    calls = []
+
+    def start_once(dut, kind):
+        calls.append((dut, kind))
+        if failures:
+            raise RuntimeError(failures.pop(0))
+        return "started"
+
+    monkeypatch.setattr(d, "start_once", start_once)
+    assert d.start("fulcrum", "tcp4") == "started"
+    assert calls == [("fulcrum", "tcp4")] * 3 and slept == [2, 2]
+    # Three failures: the last is raised; any other failure at once.
+    failures[:] = ["memif link not up"] * 3
+    calls.clear()
+    with pytest.raises(throughput.MemifNotConnected):
+        d.start("macswap", "syn4")
+    assert len(calls) == 3
+    failures[:] = ["fulcrum-dataplane exited (2):\n--snapshot: cannot read 'x.snap'"]
+    calls.clear()
+    with pytest.raises(RuntimeError, match="cannot read"):
+        d.start("fulcrum", "tcp4")
+    assert len(calls) == 1
