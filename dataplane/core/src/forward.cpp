@@ -268,7 +268,7 @@ inline Drop packet_check(const Parsed& p) {
         return Drop::ttl_exceeded;
     // Later fragments carry no TCP header (their flags read 0).
     if (p.l4_proto == ipproto::kTcp && (!kMayBeFragment || p.frag != Frag::later) &&
-        ((kBadTcpFlags >> (p.tcp_flags & 0x3F)) & 1)) [[unlikely]]
+        bad_tcp_flags(p.tcp_flags)) [[unlikely]]
         return Drop::tcp_bad_flags;
     return Drop::none;
 }

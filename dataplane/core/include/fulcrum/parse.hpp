@@ -57,6 +57,10 @@ inline constexpr uint64_t kBadTcpFlags = [] {
     }
     return m;
 }();
+// Whether the flags byte of a TCP header holds such a set (kBadTcpFlags).
+inline bool bad_tcp_flags(uint8_t flags) {
+    return ((kBadTcpFlags >> (flags & 0x3F)) & 1) != 0;
+}
 
 enum class L3 : uint8_t { other = 0, arp, ipv4, ipv6 };
 
@@ -175,7 +179,7 @@ inline bool check_ipv4_fast(const uint8_t* p, size_t n, bool verify_checksum, Ip
         if (doff - 20 > tot - 40) [[unlikely]]  // 20 <= doff <= tot - 20
             return false;
         flags = l4[13];
-        if (kPacketChecks && ((kBadTcpFlags >> (flags & 0x3F)) & 1)) [[unlikely]]
+        if (kPacketChecks && bad_tcp_flags(flags)) [[unlikely]]
             return false;
     } else if (proto == ipproto::kUdp) {
         if (tot < 28) [[unlikely]]
