@@ -493,6 +493,41 @@ TEST_F(Forward, IpipEncapsulatesAndHandlesMtu) {
     EXPECT_EQ(c.servers[slot].bytes.get(), by - frame_len);
 }
 
+// An IPv4 packet near the largest (65535 bytes) without DF: the encapsulated packet's length
+// would not fit the outer header's field, so it is dropped as too big rather than forwarded
+// for fragmentation with a wrong length (and its TOS overwritten by the carry). One that fits
+// is forwarded for fragmentation with the outer length and the inner TOS intact.
+TEST_F(Forward, TunnelDropsAPacketNoOuterHeaderCanCarry) {
+    for (const Forwarding fwd : {Forwarding::ipip, Forwarding::gue}) {
+        auto spec = base_spec();
+        spec.services[0].forwarding = fwd;
+        snap = load(spec);
+        const uint32_t oh = fwd == Forwarding::gue ? 28 : 20;
+        // The last: the largest in a frame of 65535 bytes.
+        for (const uint32_t l3 : {65535 - oh, 65535 - oh + 1, 65535u - 14}) {
+            auto b = to_vip(11, tcpflag::kAck);
+            b.df = false;
+            b.tos = 0xB8;
+            b.with_payload(l3 - 40);  // 40: IPv4 and TCP headers
+            FrameBuf fb(b.build(), 70000);
+            ASSERT_EQ(load_be16(fb.f.data + 16), l3);
+            const uint64_t too_big = drops(Drop::too_big);
+            const Verdict v = run(fb);
+            if (l3 + oh > 65535) {
+                EXPECT_EQ(v.action, Action::drop) << l3;
+                EXPECT_EQ(drops(Drop::too_big), too_big + 1) << l3;
+            } else {
+                ASSERT_EQ(v.action, Action::forward_fragments) << l3;
+                const uint8_t* outer = fb.f.data + v.l3_off;
+                EXPECT_EQ(load_be16(outer + 2), 65535u);
+                EXPECT_EQ(outer[1], 0xB8);
+                EXPECT_EQ(outer[0], 0x45);
+                EXPECT_TRUE(ipv4_header_checksum_ok(outer, 20));
+            }
+        }
+    }
+}
+
 TEST_F(Forward, ActiveGaugeTracksEvictionAndExpiry) {
     for (uint16_t p = 1; p <= 100; ++p) run(to_vip(p, tcpflag::kAck).build());
     int64_t active = 0;

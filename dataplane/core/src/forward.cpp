@@ -646,7 +646,9 @@ __attribute__((always_inline)) inline Verdict Worker::send_to_server(Frame& f, c
                 ctr_.replied.add();
                 return {Action::reply, Drop::none};
             }
-            action = Action::forward_fragments;  // the client allows fragmentation
+            // The client allows fragmentation, if an outer IPv4 header can state the length.
+            if (p.l3_len + oh > 0xFFFF) return drop(Drop::too_big);
+            action = Action::forward_fragments;
         }
         // Outer IPv4 identification: only a datagram that may be fragmented (inner DF clear)
         // needs a fresh one (RFC 6864); atomic ones carry 0.

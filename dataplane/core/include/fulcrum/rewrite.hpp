@@ -256,7 +256,7 @@ inline bool encapsulate_v4(Frame& f, const P& p, const uint8_t* server_addr,
     // Bytes 0-7 from the inner header's (it follows the outer one): its TOS, its total length
     // plus the outer header, DF alone of its flags and offset, version 4 with 20 bytes, and the
     // new identification. The length cannot carry into the TOS: the callers checked that the
-    // outer packet fits the MTU.
+    // outer packet's length fits its field (encapsulate).
     const uint64_t w0 = ((load_be64_wide(ip + oh) & 0x00FFFFFF00004000ull) + (uint64_t{oh} << 32)) |
                         (uint64_t{0x45} << 56) | (uint32_t{ip_id} << 16);
     const uint32_t host = static_cast<uint32_t>(hash ^ (hash >> 32)) & v.host_mask;
@@ -292,8 +292,9 @@ bool encapsulate_v6(Frame& f, const Parsed& p, bool gue, const uint8_t* server_a
 // packet) with `forwarding` FL_FWD_IPIP or FL_FWD_GUE. The L2 header (with any VLAN tags)
 // is kept in front; MACs are not touched. Returns false if the frame lacks headroom (the frame
 // is then trimmed to its IP packet but otherwise unchanged) or for another `forwarding` (the
-// frame is untouched). The caller has checked that the encapsulated packet fits its MTU (at
-// most 65535 bytes: an IPv4 length larger than that would not fit its field).
+// frame is untouched). The caller has checked that the encapsulated packet's length fits the
+// outer header: at most 65535 bytes over IPv4 (the forwarding path drops a longer one as
+// too_big).
 //
 // The per-packet form: `t` is EncapTemplate::from(the EncapParams), made once per snapshot.
 inline bool encapsulate(Frame& f, const Parsed& p, uint8_t forwarding, const uint8_t* server_addr,
