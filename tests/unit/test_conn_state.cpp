@@ -27,7 +27,7 @@ FlowKey key(uint32_t n, uint8_t proto = 6) {
 
 ConnStateRecord record(uint32_t n, ConnState st, uint32_t idle, uint16_t worker = 0) {
     ConnStateRecord r{};
-    r.key = key(n);
+    r.key = key(n, st == ConnState::udp ? 17 : 6);
     r.server = n % 7;
     r.server_tag = 0x1000 + n;
     r.idle_ms = idle;
@@ -161,6 +161,21 @@ TEST(ConnState, EveryCorruptionIsRefused) {
         b[rec0 + offsetof(ConnStateRecord, state)] = st;
         reseal(b);
         EXPECT_NE(refused(b).find("entry 4 has invalid state"), std::string::npos) << int{st};
+    }
+    // A state that does not fit the key's protocol (TCP states with TCP keys, UDP with UDP).
+    for (const auto& [st, proto] : {std::pair{ConnState::tcp_established, uint8_t{17}},
+                                    std::pair{ConnState::tcp_closing, uint8_t{17}},
+                                    std::pair{ConnState::udp, uint8_t{6}},
+                                    std::pair{ConnState::tcp_new, uint8_t{1}}}) {
+        b = good;
+        const size_t rec = sizeof(ConnStateHeader) + 16 + sizeof(ConnStateRecord) * 7;
+        b[rec + offsetof(ConnStateRecord, state)] = static_cast<uint8_t>(st);
+        b[rec + offsetof(ConnStateRecord, key) + offsetof(FlowKey, proto)] = proto;
+        reseal(b);
+        EXPECT_NE(refused(b).find("entry 7 has state " + std::to_string(int(st)) +
+                                  ", which does not fit its protocol " + std::to_string(proto)),
+                  std::string::npos)
+            << refused(b);
     }
 }
 

@@ -11,6 +11,7 @@
 #include <limits>
 
 #include "fulcrum/checksum.hpp"
+#include "fulcrum/parse.hpp"
 
 namespace fulcrum {
 
@@ -118,6 +119,12 @@ Expected<ConnStateData> decode_conn_state(std::span<const uint8_t> bytes) {
         if (st == static_cast<uint8_t>(ConnState::empty) ||
             st >= static_cast<uint8_t>(ConnState::count_))
             return err("entry " + std::to_string(i) + " has invalid state " + std::to_string(st));
+        // The forwarding path reads the protocol from the state (Worker::use_entry): TCP states
+        // go with TCP keys, the UDP state with UDP keys.
+        const uint8_t proto = d.entries[i].key.proto;
+        if (proto != (st == static_cast<uint8_t>(ConnState::udp) ? ipproto::kUdp : ipproto::kTcp))
+            return err("entry " + std::to_string(i) + " has state " + std::to_string(st) +
+                       ", which does not fit its protocol " + std::to_string(proto));
     }
     return d;
 }
