@@ -179,6 +179,82 @@ TEST_F(Forward, ConnectionStateFollowsTcpFlags) {
     EXPECT_EQ(sum(&ServerCounters::inactive), 0);
 }
 
+// Every flag set a stack may send, on an entry in each TCP state, through the fast lane
+// (untagged) and the general parser (VLAN-tagged): the entry moves as the state machine says
+// (tcp_next_state; a bare SYN on a closing entry is a new connection), and the servers'
+// active and inactive gauges follow. UDP entries stay UDP.
+TEST_F(Forward, EveryFlagSetMovesTheEntryAsTheStateMachineSays) {
+    struct Start {
+        std::vector<uint8_t> flags;  // the packets that bring a new flow's entry to `state`
+        ConnState state;
+    };
+    const Start starts[] = {{{tcpflag::kSyn}, ConnState::tcp_new},
+                            {{tcpflag::kAck}, ConnState::tcp_established},
+                            {{tcpflag::kAck, tcpflag::kFin | tcpflag::kAck}, ConnState::tcp_closing}};
+    const auto key_of = [](const PacketBuilder& b) {
+        Parsed p;
+        EXPECT_EQ(parse_packet(b.build(), p), Drop::none);
+        return flow_key_of(p);
+    };
+    const auto state_now = [&](const FlowKey& k) {
+        const uint32_t i = w.conns().find(k, Worker::conn_hash(k), now);
+        return i == ConnTable::kNone ? ConnState::empty : w.conns().state(i);
+    };
+    const auto gauges_match_table = [&] {
+        int64_t active = 0, inactive = 0, closing = 0, live = 0;
+        for (int i = 0; i < 3; ++i) {
+            active += w.counters().servers[i].active.get_signed();
+            inactive += w.counters().servers[i].inactive.get_signed();
+        }
+        w.conns().for_each([&](const ConnEntry&, ConnState st, uint32_t) {
+            ++live;
+            closing += st == ConnState::tcp_closing;
+        });
+        return active == live - closing && inactive == closing;
+    };
+    uint16_t port = 20000;
+    int checked = 0;
+    for (const Start& st : starts) {
+        for (unsigned flags = 0; flags < 64; ++flags) {
+            if ((flags & 0x3F) == 0 || ((flags & tcpflag::kSyn) && (flags & (tcpflag::kFin | tcpflag::kRst))))
+                continue;  // dropped before any look-up (tcp_bad_flags)
+            for (const bool tagged : {false, true}) {
+                auto b = to_vip(++port);
+                const FlowKey k = key_of(b);
+                for (const uint8_t f : st.flags) {
+                    b.tcp(f);
+                    ASSERT_EQ(run(b.build()).action, Action::forward);
+                }
+                ASSERT_EQ(state_now(k), st.state);
+                b.tcp(static_cast<uint8_t>(flags));
+                if (tagged) b.vlans = {42};
+                ASSERT_EQ(run(b.build()).action, Action::forward) << flags;
+                const bool reopen = st.state == ConnState::tcp_closing &&
+                                    (flags & (tcpflag::kSyn | tcpflag::kAck)) == tcpflag::kSyn;
+                const ConnState want =
+                    reopen ? ConnState::tcp_new : tcp_next_state(st.state, static_cast<uint8_t>(flags));
+                EXPECT_EQ(state_now(k), want) << "from " << int(st.state) << " flags " << flags << " tagged " << tagged;
+                EXPECT_TRUE(gauges_match_table()) << "from " << int(st.state) << " flags " << flags;
+                ++checked;
+            }
+        }
+    }
+    EXPECT_EQ(checked, 3 * 2 * 39);  // 64 flag sets less 25 no stack sends
+    auto spec = base_spec();
+    spec.services.push_back(service(2, "198.18.1.1", 53, FL_PROTO_UDP, {server(3, "198.18.2.4")}));
+    snap = load(spec);
+    for (const bool tagged : {false, true}) {
+        PacketBuilder u;
+        u.from("198.18.0.9", ++port).to("198.18.1.1", 53).udp();
+        if (tagged) u.vlans = {42};
+        const FlowKey k = key_of(u);
+        for (int n = 0; n < 2; ++n) {
+            ASSERT_EQ(run(u.build()).action, Action::forward);
+            EXPECT_EQ(state_now(k), ConnState::udp) << n;
+        }
+    }
+}
+
 TEST_F(Forward, NoServiceAndNoServerAreCountedDrops) {
     PacketBuilder b;
     b.to("198.18.1.1", 81);

@@ -1,6 +1,7 @@
 #include "fulcrum/forward.hpp"
 
 #include <algorithm>
+#include <array>
 #include <bit>
 
 #include "fulcrum/flow.hpp"
@@ -73,6 +74,34 @@ Expected<std::unique_ptr<LoadedSnapshot>> LoadedSnapshot::load(std::span<const u
     return ls;
 }
 
+namespace {
+// By state byte, the packets that do more than refresh an entry's time: bit i set when a TCP
+// packet whose FIN, SYN, RST and ACK flags are i (flags & 0x17) moves an entry in that state
+// to another state, or reopens a closing one (a bare SYN). Entries of a UDP flow: none (UDP
+// packets carry flags 0, and a key holds its protocol, so a UDP packet finds only a UDP
+// entry: the sync and restore paths install TCP states only with TCP keys). Any other byte
+// (empty or invalid, whose timeout is 0: a look-up never returns such an entry live): every
+// bit, so such an entry would take the full test.
+constexpr uint32_t kFlagBits = tcpflag::kFin | tcpflag::kSyn | tcpflag::kRst | tcpflag::kAck;
+constexpr std::array<uint32_t, 256> kStateChanges = [] {
+    std::array<uint32_t, 256> t{};
+    for (unsigned b = 0; b < 256; ++b) {
+        const auto st = static_cast<ConnState>(b);
+        if (st == ConnState::udp) continue;
+        if (st != ConnState::tcp_new && st != ConnState::tcp_established && st != ConnState::tcp_closing) {
+            t[b] = ~uint32_t{0};
+            continue;
+        }
+        for (uint32_t f = 0; f <= kFlagBits; ++f) {
+            if ((f & ~kFlagBits) != 0) continue;
+            const bool reopen = st == ConnState::tcp_closing && (f & (tcpflag::kSyn | tcpflag::kAck)) == tcpflag::kSyn;
+            if (reopen || tcp_next_state(st, static_cast<uint8_t>(f)) != st) t[b] |= uint32_t{1} << f;
+        }
+    }
+    return t;
+}();
+}  // namespace
+
 // ---- Worker -------------------------------------------------------------------------------
 
 Worker::Worker(const WorkerConfig& cfg)
@@ -85,6 +114,7 @@ Worker::Worker(const WorkerConfig& cfg)
     ctr_.servers.reset(new ServerCounters[cfg.max_servers]);
     conns_.set_remove_hook(&Worker::on_remove, this);
     pend_.reset(new Pending[kMaxBurst]);
+    std::copy(kStateChanges.begin(), kStateChanges.end(), state_changes_);
     ip_id_ = static_cast<uint16_t>(cfg.worker_id * 7919);
     if (cfg.sync_ring) sync_out_ = std::make_unique<SpscRing<fl_sync_record>>(cfg.sync_ring);
     sync_in_ = std::make_unique<SpscRing<SyncInstallItem>>(std::max<size_t>(1, cfg.sync_install_ring));
@@ -404,23 +434,27 @@ __attribute__((always_inline)) inline uint32_t Worker::pick(LoadedSnapshot& s, c
 // the transitions) and the result is true; otherwise the entry is erased (the packet is a new
 // connection) and the result is false.
 __attribute__((always_inline)) inline bool Worker::use_entry(const ConnTable::Ref& r, std::span<const LoadedSnapshot::Route> routes,
-                                                             uint32_t svc, bool tcp, uint8_t tcp_flags, uint32_t now) {
+                                                             uint32_t svc, uint8_t tcp_flags, uint32_t now) {
     const ConnEntry& e = *r.entry;
     const ConnState st = ConnTable::state(r);
-    // The slot holds the entry's server, in service `svc`, with a MAC (LoadedSnapshot::Route);
-    // and a bare SYN on a closing entry opens a new connection on a reused 4-tuple. Tested in
-    // this order, each protocol's next state under one test of the protocol.
+    // The slot holds the entry's server, in service `svc`, with a MAC (LoadedSnapshot::Route).
+    // Then the common case, a packet that leaves the state as it is (kStateChanges), in one
+    // test; else a bare SYN on a closing entry opens a new connection on a reused 4-tuple, and
+    // the next state is TCP's (a TCP state's entry has a TCP key: the packet is TCP), or UDP's.
     ConnState next = ConnState::udp;
     if (!LoadedSnapshot::admits(routes, e, svc)) [[unlikely]]
         goto gone;
-    if (tcp) {
+    if (((state_changes_[static_cast<uint8_t>(st)] >> (tcp_flags & kFlagBits)) & 1) == 0) [[likely]] {
+        ConnTable::touch(r, now);
+        return true;
+    }
+    if (st == ConnState::tcp_new || st == ConnState::tcp_established || st == ConnState::tcp_closing) {
         if (st == ConnState::tcp_closing && (tcp_flags & (tcpflag::kSyn | tcpflag::kAck)) == tcpflag::kSyn)
-            [[unlikely]]
             goto gone;
         next = tcp_next_state(st, tcp_flags);
     }
     ConnTable::touch(r, now, next);
-    if (next != st) [[unlikely]] {
+    if (next != st) {
         // tcp_new -> established, or -> closing (FIN or RST): the peer learns both.
         if (next == ConnState::tcp_closing) {
             gauge(e.server, ConnState::tcp_new, false);
@@ -498,7 +532,7 @@ __attribute__((always_inline)) inline Verdict Worker::new_connection(Frame& f, P
         return send_to_server(f, p, s, svc, slot, k.hash, true);
     }
     const ConnTable::Ref r = conns_.ref(conns_.find(k.key, k.probe, now));
-    if (r && use_entry(r, s.routes(), static_cast<uint32_t>(k.svc), p.l4_proto == ipproto::kTcp, p.tcp_flags, now))
+    if (r && use_entry(r, s.routes(), static_cast<uint32_t>(k.svc), p.tcp_flags, now))
         return send_to_server(f, p, s, svc, r.entry->server, k.hash, true);
     return new_connection(f, k, s, svc, now, Opening{p.src, p.is_v6(), p.l4_proto == ipproto::kTcp, p.tcp_flags}, p);
 }
@@ -530,7 +564,7 @@ __attribute__((always_inline)) inline void Worker::fast_lane(Frame& f, Pending& 
     const ConnTable::Ref e = predicted(k) && k.absent ? ConnTable::Ref{} : conns_.find<true>(k.key, k.probe, k.hint, now);
     uint32_t slot;
     uint32_t bytes;  // a tunnel's packet counts its size before encapsulation
-    if (e && use_entry(e, bv.routes, static_cast<uint32_t>(k.svc), k.key.proto == ipproto::kTcp, k.tcp_flags, now))
+    if (e && use_entry(e, bv.routes, static_cast<uint32_t>(k.svc), k.tcp_flags, now))
         [[likely]] {
         slot = e.entry->server;
         bytes = f.len;

@@ -71,7 +71,7 @@ struct ConnTimeouts {  // milliseconds
 };
 
 // State after a packet with `tcp_flags` on a connection in state `s` (TCP only).
-inline ConnState tcp_next_state(ConnState s, uint8_t flags) {
+constexpr ConnState tcp_next_state(ConnState s, uint8_t flags) {
     if (flags & (tcpflag::kFin | tcpflag::kRst)) return ConnState::tcp_closing;
     if (s == ConnState::tcp_new && (flags & tcpflag::kAck) && !(flags & tcpflag::kSyn))
         return ConnState::tcp_established;
@@ -346,6 +346,8 @@ public:
         r.meta->last_seen[r.way] = now;
         r.meta->state[r.way] = static_cast<uint8_t>(s);
     }
+    // The same keeping the state.
+    static void touch(const Ref& r, uint32_t now) { r.meta->last_seen[r.way] = now; }
     // Re-points a live entry at another server (slot reused or server gone).
     void repoint(uint32_t idx, uint32_t server, uint32_t tag) {
         entries_[idx].server = server;

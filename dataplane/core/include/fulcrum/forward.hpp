@@ -446,7 +446,7 @@ private:
     void prepare(const Frame* frames, size_t n, const LoadedSnapshot* snap);
     template <bool kVerify>
     void prepare_services(const Frame* frames, size_t n, const LoadedSnapshot& s);
-    bool use_entry(const ConnTable::Ref& r, std::span<const LoadedSnapshot::Route> routes, uint32_t svc, bool tcp, uint8_t tcp_flags,
+    bool use_entry(const ConnTable::Ref& r, std::span<const LoadedSnapshot::Route> routes, uint32_t svc, uint8_t tcp_flags,
                    uint32_t now);
     // What a new connection needs of its first packet.
     struct Opening {
@@ -532,6 +532,9 @@ private:
     WorkerCounters ctr_;
     uint16_t ip_id_ = 0;
     bool active_ = true;
+    // A copy of forward.cpp's kStateChanges (use_entry): as a member, read relative to the
+    // worker's address already in a register.
+    uint32_t state_changes_[256];
 
     // Connection sync. export_view_ is set only while this worker may export (active, with a
     // snapshot, inside process_burst or idle): the remove hook exports REMOVED records then,
