@@ -88,14 +88,14 @@ constexpr std::array<uint32_t, 256> kStateChanges = [] {
     for (unsigned b = 0; b < 256; ++b) {
         const auto st = static_cast<ConnState>(b);
         if (st == ConnState::udp) continue;
-        if (st != ConnState::tcp_new && st != ConnState::tcp_established && st != ConnState::tcp_closing) {
+        if (!tcp_state(st)) {
             t[b] = ~uint32_t{0};
             continue;
         }
         for (uint32_t f = 0; f <= kFlagBits; ++f) {
             if ((f & ~kFlagBits) != 0) continue;
-            const bool reopen = st == ConnState::tcp_closing && (f & (tcpflag::kSyn | tcpflag::kAck)) == tcpflag::kSyn;
-            if (reopen || tcp_next_state(st, static_cast<uint8_t>(f)) != st) t[b] |= uint32_t{1} << f;
+            const auto flags = static_cast<uint8_t>(f);
+            if (tcp_reopens(st, flags) || tcp_next_state(st, flags) != st) t[b] |= uint32_t{1} << f;
         }
     }
     return t;
@@ -448,9 +448,8 @@ __attribute__((always_inline)) inline bool Worker::use_entry(const ConnTable::Re
         ConnTable::touch(r, now);
         return true;
     }
-    if (st == ConnState::tcp_new || st == ConnState::tcp_established || st == ConnState::tcp_closing) {
-        if (st == ConnState::tcp_closing && (tcp_flags & (tcpflag::kSyn | tcpflag::kAck)) == tcpflag::kSyn)
-            goto gone;
+    if (tcp_state(st)) {
+        if (tcp_reopens(st, tcp_flags)) goto gone;
         next = tcp_next_state(st, tcp_flags);
     }
     ConnTable::touch(r, now, next);

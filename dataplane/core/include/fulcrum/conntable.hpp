@@ -78,6 +78,17 @@ constexpr ConnState tcp_next_state(ConnState s, uint8_t flags) {
     return s;
 }
 
+// Whether `s` is a TCP connection's state (an entry in one has a TCP key).
+constexpr bool tcp_state(ConnState s) {
+    return s == ConnState::tcp_new || s == ConnState::tcp_established || s == ConnState::tcp_closing;
+}
+
+// Whether a packet with `flags` on an entry in state `s` opens a new connection on the reused
+// 4-tuple instead: a bare SYN (no ACK) on a closing entry.
+constexpr bool tcp_reopens(ConnState s, uint8_t flags) {
+    return s == ConnState::tcp_closing && (flags & (tcpflag::kSyn | tcpflag::kAck)) == tcpflag::kSyn;
+}
+
 // State of a connection first seen with a packet carrying `flags`: a bare SYN opens a new
 // connection; anything else was already underway (picked up mid-stream, e.g. after a
 // failover or an eviction) and is treated as established.
