@@ -549,7 +549,8 @@ inline void fill_parsed(const Frame& f, uint8_t tcp_flags, Parsed& p) {
 struct InnerV4 {
     uint16_t l3_off;
     uint16_t l3_len;
-    uint16_t l3_end() const { return static_cast<uint16_t>(l3_off + l3_len); }
+    // Not cut to 16 bits as Parsed's is: pass 1 checked that the packet ends in the frame.
+    uint32_t l3_end() const { return uint32_t{l3_off} + l3_len; }
 };
 }  // namespace
 

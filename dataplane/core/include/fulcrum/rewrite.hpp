@@ -262,10 +262,13 @@ inline bool encapsulate_v4(Frame& f, const P& p, const uint8_t* server_addr,
     const uint32_t host = static_cast<uint32_t>(hash ^ (hash >> 32)) & v.host_mask;
     uint32_t dst_raw;
     std::memcpy(&dst_raw, server_addr, 4);
-    // The fixed fields' sum comes from the template; the per-packet words are added as the
-    // halves of bytes 0-7, the source's host bits and the destination (each under 2^32, so the
-    // 64-bit sum cannot overflow).
-    const uint64_t sum = v.sum + (w0 >> 32) + (w0 & 0xFFFFFFFF) + host + uint64_t{to_be32(dst_raw)};
+    // The fixed fields' sum comes from the template, with the source's host bits, the
+    // destination and bytes 0-7 as one word (csum_fold64 folds the sum modulo 2^64 - 1, which
+    // 0xFFFF divides). No carry out: bytes 0-7 start with 0x45, the other terms are under 2^41.
+    // The destination as loaded, without a byte swap: modulo 0xFFFF, a native (little-endian)
+    // load of big-endian words is 256 times their value, and 256 * 256 = 65536 is 1, so shifted
+    // left by 8 it counts as the swapped value.
+    const uint64_t sum = v.sum + host + (uint64_t{dst_raw} << 8) + w0;
     const uint64_t check = ~csum_fold64(sum) & 0xFFFF;
     store_be64_wide(ip, w0);
     store_be64_wide(ip + 8, v.w1 | host | (check << 32));
