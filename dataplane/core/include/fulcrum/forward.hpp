@@ -213,6 +213,8 @@ struct Verdict {
     // forward_fragments: what was counted for the frame, so that an adapter that cannot send
     // it can take the counts back (Worker::uncount_forward).
     uint16_t service = 0;
+    // Read for forward_fragments alone: the fast lane's forward writes the fields before
+    // these (the first eight bytes, one store) and leaves server and bytes as they were.
     uint32_t server = 0;
     uint32_t bytes = 0;
 };
