@@ -708,7 +708,7 @@ __attribute__((always_inline)) inline Verdict Worker::send_to_server(Frame& f, c
         Pending* pend = pend_.get();
         for (size_t i = 0; i < n; ++i) {
             Pending& k = pend[i];
-            k.fast = false;
+            k.service = nullptr;
             k.svc = ServiceIndex::kNone;
             k.parse = parse_packet(frames[i].bytes(), k.p, frames[i].ipv4_csum_good ? hw_checked_ : popt_);
         }
@@ -754,7 +754,7 @@ template <bool kVerify>
             }
             // A packet without a service goes to finish() with its Parsed record.
             if (memo_svc < 0) [[unlikely]] {
-                k.fast = false;
+                k.service = nullptr;
                 k.svc = ServiceIndex::kNone;
                 k.parse = Drop::none;
                 // From the frame again: q's lengths then need not be kept for this rare case.
@@ -762,7 +762,6 @@ template <bool kVerify>
                 continue;
             }
             // (k.parse is not read on the fast lane.)
-            k.fast = true;
             k.svc = memo_svc;
             k.service = memo_service;
             k.tcp_flags = q.tcp_flags;
@@ -779,7 +778,7 @@ template <bool kVerify>
             store_u64(kw + 32, w4);
             k.hash = flow_hash_v4(w0, w2, w4, kConnHashSeed);
         } else {
-            k.fast = false;
+            k.service = nullptr;
             k.svc = ServiceIndex::kNone;
             k.parse = parse_packet_full(f.bytes(), k.p, f.ipv4_csum_good ? hw_checked_ : popt_);
             if (k.parse != Drop::none || k.p.frag != Frag::none) continue;
@@ -841,7 +840,7 @@ void Worker::process_burst(std::span<Frame> frames, Verdict* out, LoadedSnapshot
     Frame* f = frames.data();
     Verdict* o = out;
     for (Pending *k = pend, *end = pend + n; k != end; ++k, ++f, ++o) {
-        if (k->fast) [[likely]] {
+        if (k->service) [[likely]] {
             fast_lane(*f, *k, *snap, bv, now, bc, *o);
         } else if (k->svc >= 0) {
             const Drop d = packet_check<false>(k->p);

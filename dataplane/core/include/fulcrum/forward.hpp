@@ -379,14 +379,15 @@ private:
         uint64_t hash;
         ConnTable::Probe probe;  // of hash, for the connection table
         int32_t svc;             // service index for the fast path, or -1
-        const fl_snap_service* service;  // fast lane: the record of service `svc`
+        // The fast lane, whose Parsed record `p` is not filled (fill_parsed fills it): the
+        // record of service `svc`; null for every other packet.
+        const fl_snap_service* service;
         ConnTable::Ref hint;     // the way whose tag matched (pass 1b), or null
         // When hint is null (most likely a new connection), pass 1b's predict_new: the way the
         // insert will take and the Maglev table index (ConnTable::kNone: not a Maglev service).
         uint32_t ml;
         ConnTable::VictimHint victim;
         uint8_t tcp_flags;       // fast lane: the TCP flags (0 for UDP)
-        bool fast;               // the fast lane: `p` is not filled (fill_parsed fills it)
         // When hint is null: the key is still absent from the table in pass 2, where the fast
         // lane then skips the look-up. Only an earlier packet of the burst with the same key
         // (itself a miss in pass 1b) could have inserted it since: none may have (predict_new).
