@@ -1609,3 +1609,34 @@ TEST(ServiceIndex, VipFilterKeepsFindVipExact) {
     EXPECT_GT(filtered, 100'000);
     EXPECT_GT(passed_not_vip, 1000);
 }
+
+// The fast lane writes three of an IPv4 key's five words in its Pending record: the other two
+// (the addresses' bytes 8-15) must not keep an IPv6 key's from an earlier packet there. Each
+// frame below is a burst of one, so both use the same record.
+TEST_F(Forward, AnIpv4KeyAfterAnIpv6PacketKeepsNoneOfItsAddresses) {
+    snap = load(edge_spec());
+    const auto key_of = [](const PacketBuilder& b) {
+        Parsed p;
+        EXPECT_EQ(parse_packet(b.build(), p), Drop::none);
+        return flow_key_of(p);
+    };
+    const PacketBuilder v6 = tcp_to(kClient6, kVip6), v4 = tcp_to(kClient4, kVip4);
+    // Both addresses of the IPv6 packet have bytes 8-15 that are not zero.
+    ASSERT_NE(ip(kClient6).bytes[15], 0);
+    ASSERT_NE(ip(kVip6).bytes[15], 0);
+    for (int round = 0; round < 2; ++round) {
+        ASSERT_EQ(run(v6.build()).action, Action::forward);
+        ASSERT_EQ(run(v4.build()).action, Action::forward);
+    }
+    std::vector<FlowKey> keys;
+    w.conns().for_each([&](const ConnEntry& e, ConnState, uint32_t) {
+        keys.push_back(e.key);
+        return true;
+    });
+    ASSERT_EQ(keys.size(), 2u);
+    const FlowKey k6 = key_of(v6), k4 = key_of(v4);
+    EXPECT_TRUE((keys[0] == k6 && keys[1] == k4) || (keys[0] == k4 && keys[1] == k6));
+    // The IPv4 connection's second packet found its entry: one new connection each.
+    EXPECT_EQ(w.counters().services[1].new_conns.get(), 1u);
+    EXPECT_EQ(w.counters().services[4].new_conns.get(), 1u);
+}

@@ -113,7 +113,7 @@ Worker::Worker(const WorkerConfig& cfg)
     ctr_.services.reset(new ServiceCounters[cfg.max_services]);
     ctr_.servers.reset(new ServerCounters[cfg.max_servers]);
     conns_.set_remove_hook(&Worker::on_remove, this);
-    pend_.reset(new Pending[kMaxBurst]);
+    pend_.reset(new Pending[kMaxBurst]());  // zeroed: see Pending::key
     std::copy(kStateChanges.begin(), kStateChanges.end(), state_changes_);
     ip_id_ = static_cast<uint16_t>(cfg.worker_id * 7919);
     if (cfg.sync_ring) sync_out_ = std::make_unique<SpscRing<fl_sync_record>>(cfg.sync_ring);
@@ -770,11 +770,10 @@ template <bool kVerify>
             const uint64_t w2 = static_cast<uint32_t>(dst_ports);
             const auto ports = static_cast<uint32_t>(dst_ports >> 32);
             const uint64_t w4 = uint64_t{std::rotl(__builtin_bswap32(ports), 16)} | (uint64_t{q.proto} << 32);
+            // Words 1 and 3 (an IPv6 address's second halves) are zero already (Pending::key).
             auto* kw = reinterpret_cast<uint8_t*>(&k.key);
             store_u64(kw, w0);
-            store_u64(kw + 8, 0);
             store_u64(kw + 16, w2);
-            store_u64(kw + 24, 0);
             store_u64(kw + 32, w4);
             k.hash = flow_hash_v4(w0, w2, w4, kConnHashSeed);
         } else {
@@ -842,11 +841,14 @@ void Worker::process_burst(std::span<Frame> frames, Verdict* out, LoadedSnapshot
     for (Pending *k = pend, *end = pend + n; k != end; ++k, ++f, ++o) {
         if (k->service) [[likely]] {
             fast_lane(*f, *k, *snap, bv, now, bc, *o);
-        } else if (k->svc >= 0) {
-            const Drop d = packet_check<false>(k->p);
-            *o = d == Drop::none ? to_service(*f, *k, *snap, now) : drop(d);
         } else {
-            *o = finish(*f, *k, snap, now);
+            if (k->svc >= 0) {
+                const Drop d = packet_check<false>(k->p);
+                *o = d == Drop::none ? to_service(*f, *k, *snap, now) : drop(d);
+            } else {
+                *o = finish(*f, *k, snap, now);
+            }
+            k->key.clear_v6_halves();
         }
     }
     flush_run(bc);

@@ -31,6 +31,12 @@ struct FlowKey {
     uint8_t is_v6;
     uint8_t pad[2];
 
+    // Zeroes bytes 8-15 of both addresses, as they are in every IPv4 key.
+    void clear_v6_halves() {
+        std::memset(src + 8, 0, 8);
+        std::memset(dst + 8, 0, 8);
+    }
+
     friend bool operator==(const FlowKey& a, const FlowKey& b) {
 #if defined(__SSE2__)
         // Two 16-byte compares and one 8-byte: every packet of a known flow makes one.

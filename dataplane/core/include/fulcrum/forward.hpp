@@ -375,6 +375,9 @@ private:
     // Per-packet state between the passes of process_burst. The fields of the fast lane
     // (pass 2 reads them for every packet) come first, in the first cache line.
     struct Pending : CacheLineArrays {
+        // Between bursts, words 1 and 3 (bytes 8-15 of each address) are zero, as in every
+        // IPv4 key: the fast lane writes the other three words only. A packet off the fast
+        // lane may write a whole key (IPv6): pass 2 clears those words again after it.
         FlowKey key;
         uint64_t hash;
         ConnTable::Probe probe;  // of hash, for the connection table
