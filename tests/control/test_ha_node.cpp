@@ -9,6 +9,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <filesystem>
 #include <mutex>
 #include <vector>
 
@@ -163,19 +164,31 @@ void wait_state(HaNode& n, const std::string& state, const std::string& who) {
     wait_for([&] { return n.status().state == state; }, who + " " + state);
 }
 
-std::string temp_dir() {
-    char t[] = "/tmp/fulcrum-ha-node-XXXXXX";
-    require(::mkdtemp(t) != nullptr, "mkdtemp");
-    return t;
-}
+// The directory for the two nodes' and the fake dataplanes' sockets, removed with its
+// contents when the test ends (declared before the Pair, so it outlives the sockets).
+class ScratchDir {
+public:
+    ScratchDir() {
+        char t[] = "/tmp/fulcrum-ha-node-XXXXXX";
+        require(::mkdtemp(t) != nullptr, "mkdtemp /tmp/fulcrum-ha-node-XXXXXX");
+        path = t;
+    }
+    ~ScratchDir() {
+        std::error_code ec;
+        std::filesystem::remove_all(path, ec);
+    }
+    ScratchDir(const ScratchDir&) = delete;
+    ScratchDir& operator=(const ScratchDir&) = delete;
+    std::string path;
+};
 
 constexpr const char* kNeedsRoot = "HaNode tests need root (network namespaces, veth)";
 
 TEST(HaNode, ElectsTheHigherPriorityOwnsTheVipAndRenewsTheLease) {
     if (::geteuid() != 0) GTEST_SKIP() << kNeedsRoot;
     const std::string err = run_isolated(true, [](Lab& lab) {
-        const std::string dir = temp_dir();
-        Pair p = start_pair(lab, dir);
+        const ScratchDir dir;
+        Pair p = start_pair(lab, dir.path);
         wait_state(*p.a, "master", "A");
         wait_state(*p.b, "backup", "B");
         const HaStatus sa = p.a->status(), sb = p.b->status();
@@ -215,8 +228,8 @@ TEST(HaNode, ElectsTheHigherPriorityOwnsTheVipAndRenewsTheLease) {
 TEST(HaNode, DataplaneFaultHandsOverAndOperatorCommandsWork) {
     if (::geteuid() != 0) GTEST_SKIP() << kNeedsRoot;
     const std::string err = run_isolated(true, [](Lab& lab) {
-        const std::string dir = temp_dir();
-        Pair p = start_pair(lab, dir);
+        const ScratchDir dir;
+        Pair p = start_pair(lab, dir.path);
         wait_state(*p.a, "master", "A");
         wait_state(*p.b, "backup", "B");
 
@@ -228,7 +241,7 @@ TEST(HaNode, DataplaneFaultHandsOverAndOperatorCommandsWork) {
         require(faults == std::vector<std::string>{"dataplane unreachable"},
                 "A's faults: " + (faults.empty() ? std::string("none") : faults.front()));
         // It comes back: A (higher priority, preempting) takes over again.
-        p.dp_a = std::make_unique<FakeDataplane>(dir + "/a.sock");
+        p.dp_a = std::make_unique<FakeDataplane>(dir.path + "/a.sock");
         wait_state(*p.a, "master", "A");
         wait_state(*p.b, "backup", "B");
 
