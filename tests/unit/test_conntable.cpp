@@ -259,8 +259,9 @@ TEST(ConnTable, TenMillionEntries) {
 }
 
 // Two bucket choices per key (power of two choices): the table fills to three quarters of its
-// capacity without a single eviction, and to 90% losing under 1% of inserts to competition
-// (with one bucket per key, 4% of flows already compete at half load).
+// capacity losing under 1 in 10,000 inserts to competition, and to 90% losing under 1% (with
+// one bucket per key, 4% of flows already compete at half load). Over many key sets about 1 in
+// 80,000 inserts evicts at 75%: the bound is a property of the hash, not of one lucky set.
 TEST(ConnTable, TwoChoicesHoldMostOfTheCapacity) {
     for (const uint32_t pct : {75u, 90u}) {
         ConnTable t(1 << 16);
@@ -271,7 +272,7 @@ TEST(ConnTable, TwoChoicesHoldMostOfTheCapacity) {
         }
         const uint64_t evicted = t.stats().evictions.get();
         if (pct == 75) {
-            EXPECT_EQ(evicted, 0u);
+            EXPECT_LT(evicted, n / 10000) << evicted << " of " << n;
         } else {
             EXPECT_LT(evicted, n / 100) << evicted << " of " << n;
         }

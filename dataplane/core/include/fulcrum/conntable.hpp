@@ -433,13 +433,18 @@ private:
         return ((load_u64(pa) ^ load_u64(pb)) | (load_u64(pa + 16) ^ load_u64(pb + 16)) |
                 (load_u64(pa + 32) ^ load_u64(pb + 32))) == 0;
     }
+    // A key's two buckets and its tag come from three windows of its 64-bit hash (every bit of
+    // which the flow hash mixes): the first bucket from bits 0-31 (their top ones: range
+    // reduction by multiply and shift), the second from bits 16-47, the tag from bits 48-63.
+    // The second choice then never shares a bit with the tag (entries placed in a bucket as
+    // their second choice do not have similar tags), and shares at most the bits 16-31 with
+    // the first (only tables of more than 2^16 buckets use any of them in both, and then the
+    // bucket's low bits in one and the other's high bits), without remixing the hash.
     uint32_t bucket_of(uint64_t hash) const {
-        return static_cast<uint32_t>(((hash & 0xFFFFFFFFu) * nbuckets_) >> 32);
+        return static_cast<uint32_t>((uint64_t{static_cast<uint32_t>(hash)} * nbuckets_) >> 32);
     }
-    // The second choice, from a remix of the hash so it is independent of the first.
     uint32_t bucket2_of(uint64_t hash) const {
-        const uint64_t h = (hash ^ (hash >> 29)) * 0xBF58476D1CE4E5B9ull;
-        return static_cast<uint32_t>(((h >> 32) * nbuckets_) >> 32);
+        return static_cast<uint32_t>((uint64_t{static_cast<uint32_t>(hash >> 16)} * nbuckets_) >> 32);
     }
     uint32_t find_in(uint32_t b, const FlowKey& key, uint16_t tag, uint32_t now, bool& expired_removed) {
         BucketMeta& m = meta_[b];
