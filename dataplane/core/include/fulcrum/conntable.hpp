@@ -440,11 +440,10 @@ private:
     // their second choice do not have similar tags), and shares at most the bits 16-31 with
     // the first (only tables of more than 2^16 buckets use any of them in both, and then the
     // bucket's low bits in one and the other's high bits), without remixing the hash.
-    uint32_t bucket_of(uint64_t hash) const {
-        return static_cast<uint32_t>((uint64_t{static_cast<uint32_t>(hash)} * nbuckets_) >> 32);
-    }
-    uint32_t bucket2_of(uint64_t hash) const {
-        return static_cast<uint32_t>((uint64_t{static_cast<uint32_t>(hash >> 16)} * nbuckets_) >> 32);
+    uint32_t bucket_of(uint64_t hash) const { return bucket_in(static_cast<uint32_t>(hash)); }
+    uint32_t bucket2_of(uint64_t hash) const { return bucket_in(static_cast<uint32_t>(hash >> 16)); }
+    uint32_t bucket_in(uint32_t window) const {
+        return static_cast<uint32_t>((uint64_t{window} * nbuckets_) >> 32);
     }
     uint32_t find_in(uint32_t b, const FlowKey& key, uint16_t tag, uint32_t now, bool& expired_removed) {
         BucketMeta& m = meta_[b];
