@@ -9,7 +9,6 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
-#include <filesystem>
 #include <mutex>
 #include <vector>
 
@@ -19,6 +18,7 @@
 #include "fulcrum/control/vip_netlink.hpp"
 #include "fulcrum/ctl_protocol.hpp"
 #include "netns_child.hpp"
+#include "temp_dir.hpp"
 
 namespace fulcrum::control {
 namespace {
@@ -164,31 +164,14 @@ void wait_state(HaNode& n, const std::string& state, const std::string& who) {
     wait_for([&] { return n.status().state == state; }, who + " " + state);
 }
 
-// The directory for the two nodes' and the fake dataplanes' sockets, removed with its
-// contents when the test ends (declared before the Pair, so it outlives the sockets).
-class ScratchDir {
-public:
-    ScratchDir() {
-        char t[] = "/tmp/fulcrum-ha-node-XXXXXX";
-        require(::mkdtemp(t) != nullptr, "mkdtemp /tmp/fulcrum-ha-node-XXXXXX");
-        path = t;
-    }
-    ~ScratchDir() {
-        std::error_code ec;
-        std::filesystem::remove_all(path, ec);
-    }
-    ScratchDir(const ScratchDir&) = delete;
-    ScratchDir& operator=(const ScratchDir&) = delete;
-    std::string path;
-};
-
 constexpr const char* kNeedsRoot = "HaNode tests need root (network namespaces, veth)";
 
 TEST(HaNode, ElectsTheHigherPriorityOwnsTheVipAndRenewsTheLease) {
     if (::geteuid() != 0) GTEST_SKIP() << kNeedsRoot;
     const std::string err = run_isolated(true, [](Lab& lab) {
-        const ScratchDir dir;
-        Pair p = start_pair(lab, dir.path);
+        // Declared before the Pair: the directory outlives the sockets in it.
+        const TempDir dir("fulcrum-ha-node-");
+        Pair p = start_pair(lab, dir.path());
         wait_state(*p.a, "master", "A");
         wait_state(*p.b, "backup", "B");
         const HaStatus sa = p.a->status(), sb = p.b->status();
@@ -228,8 +211,9 @@ TEST(HaNode, ElectsTheHigherPriorityOwnsTheVipAndRenewsTheLease) {
 TEST(HaNode, DataplaneFaultHandsOverAndOperatorCommandsWork) {
     if (::geteuid() != 0) GTEST_SKIP() << kNeedsRoot;
     const std::string err = run_isolated(true, [](Lab& lab) {
-        const ScratchDir dir;
-        Pair p = start_pair(lab, dir.path);
+        // Declared before the Pair: the directory outlives the sockets in it.
+        const TempDir dir("fulcrum-ha-node-");
+        Pair p = start_pair(lab, dir.path());
         wait_state(*p.a, "master", "A");
         wait_state(*p.b, "backup", "B");
 
@@ -241,7 +225,7 @@ TEST(HaNode, DataplaneFaultHandsOverAndOperatorCommandsWork) {
         require(faults == std::vector<std::string>{"dataplane unreachable"},
                 "A's faults: " + (faults.empty() ? std::string("none") : faults.front()));
         // It comes back: A (higher priority, preempting) takes over again.
-        p.dp_a = std::make_unique<FakeDataplane>(dir.path + "/a.sock");
+        p.dp_a = std::make_unique<FakeDataplane>(dir.path().string() + "/a.sock");
         wait_state(*p.a, "master", "A");
         wait_state(*p.b, "backup", "B");
 

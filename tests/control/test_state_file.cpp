@@ -11,28 +11,12 @@
 
 #include "fulcrum/control/config.hpp"
 #include "fulcrum/control/state_file.hpp"
+#include "temp_dir.hpp"
 
 namespace fulcrum::control {
 namespace {
 
 namespace fs = std::filesystem;
-
-class TempDir {
-  public:
-    TempDir() {
-        std::string t = (fs::temp_directory_path() / "fulcrum-state-XXXXXX").string();
-        if (!::mkdtemp(t.data())) throw std::runtime_error("mkdtemp failed");
-        path_ = t;
-    }
-    ~TempDir() {
-        std::error_code ec;
-        fs::remove_all(path_, ec);
-    }
-    const fs::path& path() const { return path_; }
-
-  private:
-    fs::path path_;
-};
 
 std::string read(const fs::path& p) {
     std::ifstream f(p, std::ios::binary);
@@ -108,7 +92,7 @@ TEST(StateFile, ParseRefusesWhatItDoesNotKnowAndSaysWhere) {
 }
 
 TEST(StateFile, MissingFileIsNoOverridesAndSaveCreatesItsDirectory) {
-    TempDir d;
+    const TempDir d("fulcrum-state-");
     const fs::path p = d.path() / "lib" / "fulcrum" / "overrides.json";
     StateFile f(p.string());
     auto r = f.load();
@@ -125,7 +109,7 @@ TEST(StateFile, MissingFileIsNoOverridesAndSaveCreatesItsDirectory) {
 }
 
 TEST(StateFile, SaveReplacesTheFileByRenameNotInPlace) {
-    TempDir d;
+    const TempDir d("fulcrum-state-");
     const fs::path p = d.path() / "overrides.json";
     StateFile f(p.string());
     ASSERT_TRUE(f.load());
@@ -151,7 +135,7 @@ TEST(StateFile, SaveReplacesTheFileByRenameNotInPlace) {
 }
 
 TEST(StateFile, CorruptFileIsReportedKeptAndMovedAsideAtTheFirstSave) {
-    TempDir d;
+    const TempDir d("fulcrum-state-");
     const fs::path p = d.path() / "overrides.json";
     const std::string garbage =
         "{\"format\": \"fulcrum-overrides\", \"version\": 1, \"servers\": {\"web/19";
@@ -179,7 +163,7 @@ TEST(StateFile, CorruptFileIsReportedKeptAndMovedAsideAtTheFirstSave) {
 }
 
 TEST(StateFile, UnreadableFileIsAnErrorNamingIt) {
-    TempDir d;
+    const TempDir d("fulcrum-state-");
     const fs::path dir = d.path() / "overrides.json";
     fs::create_directory(dir);  // a directory where the file should be
     StateFile f(dir.string());
@@ -199,7 +183,7 @@ TEST(StateFile, UnreadableFileIsAnErrorNamingIt) {
 }
 
 TEST(StateFile, SaveFailureNamesTheFileAndTheStep) {
-    TempDir d;
+    const TempDir d("fulcrum-state-");
     const fs::path not_dir = d.path() / "plain";
     write(not_dir, "x");
     StateFile f((not_dir / "overrides.json").string());
