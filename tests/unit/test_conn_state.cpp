@@ -449,3 +449,32 @@ TEST(WorkerHandover, RestoredConnectionsKeepTheirServersAfterAWeightChange) {
         EXPECT_EQ(fresh.counters().servers[s].inactive.get_signed(), 0);
     }
 }
+
+// A state file's slot is not trusted: the forwarding path indexes its route table by an
+// entry's slot unchecked (LoadedSnapshot::kRouteSlots), so one that no snapshot has is refused;
+// a slot the running snapshot lacks is restored and its flow picked again on its next packet.
+TEST(WorkerHandover, RestoredSlotsBeyondEverySnapshotAreRefused) {
+    auto s1 = LoadedSnapshot::load(build_snapshot(spec_with_weights(1, 1, 1, 1)), 1);
+    ASSERT_TRUE(s1) << s1.error();
+    Worker old(wcfg());
+    const int picked = send(old, *s1.value(), 30000, tcpflag::kSyn, 100);
+    ASSERT_GE(picked, 0);
+    std::vector<ConnExport> ex;
+    old.conns().export_live(200, ex);
+    ASSERT_EQ(ex.size(), 1u);
+    ConnEntry e = ex[0].entry;
+
+    Worker fresh(wcfg());
+    for (const uint32_t slot : {LoadedSnapshot::kRouteSlots, LoadedSnapshot::kRouteSlots + 1, ~uint32_t{0}}) {
+        e.server = slot;
+        EXPECT_EQ(fresh.restore_connection(e, ConnState::tcp_established, 0, 7), ConnRestore::invalid) << slot;
+    }
+    EXPECT_EQ(fresh.conns().size(), 0u);
+    e.server = LoadedSnapshot::kRouteSlots - 1;
+    ASSERT_EQ(fresh.restore_connection(e, ConnState::tcp_established, 0, 7), ConnRestore::restored);
+    EXPECT_EQ(send(fresh, *s1.value(), 30000, tcpflag::kAck, 8), picked);
+    ex.clear();
+    fresh.conns().export_live(200, ex);
+    ASSERT_EQ(ex.size(), 1u);
+    EXPECT_EQ(ex[0].entry.server, static_cast<uint32_t>(picked));
+}

@@ -420,6 +420,30 @@ TEST_F(Forward, EntryWhoseSlotHoldsAnotherServerIsANewConnection) {
     EXPECT_EQ(w.counters().services[1].new_conns.get() - new_before, on_slot2);
 }
 
+// The route table has every slot an entry may hold, whatever the snapshot's server count:
+// the fast lane indexes it by an entry's slot without a bound check. An entry made for slot
+// 200 under a larger snapshot is a new connection under one with three slots.
+TEST_F(Forward, RouteTableHasEverySlotAnEntryMayHold) {
+    const LoadedSnapshot::Route* routes = snap->routes();
+    for (uint32_t slot = 0; slot < 3; ++slot) EXPECT_NE(routes[slot].admit, LoadedSnapshot::kNotAdmitted) << slot;
+    size_t admitted_beyond = 0;
+    for (uint32_t slot = 3; slot < LoadedSnapshot::kRouteSlots; ++slot)
+        admitted_beyond += routes[slot].admit != LoadedSnapshot::kNotAdmitted;
+    EXPECT_EQ(admitted_beyond, 0u);
+
+    auto spec = base_spec();
+    spec.services[0].servers = {server(200, "198.18.2.200")};
+    snap = load(spec);
+    int s = -1;
+    ASSERT_EQ(run(to_vip(9).build(), &s).action, Action::forward);
+    ASSERT_EQ(s, 200);
+    snap = load(base_spec());
+    const uint64_t new_before = w.counters().services[1].new_conns.get();
+    ASSERT_EQ(run(to_vip(9, tcpflag::kAck).build(), &s).action, Action::forward);
+    EXPECT_LT(s, 3);
+    EXPECT_EQ(w.counters().services[1].new_conns.get() - new_before, 1u);
+}
+
 TEST_F(Forward, SynOnAClosingEntryIsANewConnection) {
     auto spec = base_spec();
     spec.services[0].scheduler = Scheduler::wrr;  // successive picks differ

@@ -59,7 +59,7 @@ Expected<std::unique_ptr<LoadedSnapshot>> LoadedSnapshot::load(std::span<const u
     ls->encap_ = EncapParams::from(ls->view_.header());
     ls->encap_tpl_ = EncapTemplate::from(ls->encap_);
     const auto servers = ls->view_.servers();
-    ls->routes_.assign(servers.size(), Route{kNotAdmitted, 0});
+    ls->routes_.assign(kRouteSlots, Route{kNotAdmitted, 0});
     for (size_t i = 0; i < servers.size(); ++i) {
         const fl_snap_server& srv = servers[i];
         Route& r = ls->routes_[i];
@@ -433,7 +433,7 @@ __attribute__((always_inline)) inline uint32_t Worker::pick(LoadedSnapshot& s, c
 // reopens. Then the entry is touched and moved to its next state (telling the HA peer about
 // the transitions) and the result is true; otherwise the entry is erased (the packet is a new
 // connection) and the result is false.
-__attribute__((always_inline)) inline bool Worker::use_entry(const ConnTable::Ref& r, std::span<const LoadedSnapshot::Route> routes,
+__attribute__((always_inline)) inline bool Worker::use_entry(const ConnTable::Ref& r, const LoadedSnapshot::Route* routes,
                                                              uint32_t svc, uint8_t tcp_flags, uint32_t now) {
     const ConnEntry& e = *r.entry;
     const ConnState st = ConnTable::state(r);
@@ -962,6 +962,9 @@ Verdict Worker::finish_inactive(const Frame& f, const Parsed& p, Drop parse,
 }
 
 ConnRestore Worker::restore_connection(const ConnEntry& e, ConnState st, uint32_t idle_ms, uint32_t now) {
+    // No snapshot has such a slot, and the forwarding path indexes its route table by the
+    // entry's slot unchecked (LoadedSnapshot::kRouteSlots).
+    if (e.server >= LoadedSnapshot::kRouteSlots) return ConnRestore::invalid;
     const ConnRestore r = conns_.restore(e, conn_hash(e.key), st, idle_ms, now);
     if (r == ConnRestore::restored && e.server < ctr_.max_servers) {
         ServerCounters& c = ctr_.servers[e.server];

@@ -118,7 +118,7 @@ struct ConnExport {
 enum class ConnRestore : uint8_t {
     restored,
     expired,    // idle at least as long as this table's timeout for its state
-    invalid,    // not a connection state
+    invalid,    // not a connection state (Worker::restore_connection: or a server slot no snapshot has)
     duplicate,  // the key is in the table already
     full,       // no way this entry may take
 };

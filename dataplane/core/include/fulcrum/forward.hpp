@@ -149,12 +149,18 @@ public:
     };
     static constexpr uint64_t kNotAdmitted = ~uint64_t{0};
     static constexpr uint64_t admit_key(uint32_t tag, uint32_t service) { return (uint64_t{tag} << 32) | service; }
-    // Whether `routes` (routes() of a snapshot) lets connection entry `e` lead to its slot
-    // for service `svc`.
-    static bool admits(std::span<const Route> routes, const ConnEntry& e, uint32_t svc) {
-        return e.server < routes.size() && routes[e.server].admit == admit_key(e.server_tag, svc);
+    // Every snapshot's route table has all kRouteSlots slots, whatever its server count (the
+    // slots past it are not admitted), and every connection entry's slot is below it: pick
+    // takes a snapshot's slot (n_servers <= FL_MAX_SERVERS), sync installs map a peer's
+    // server to one of ours, and restore_connection refuses larger ones. So an entry made
+    // under a larger snapshot indexes the table without a bound check on every packet.
+    static constexpr uint32_t kRouteSlots = FL_MAX_SERVERS;
+    // Whether `routes` (routes() of a snapshot) lets connection entry `e` (server below
+    // kRouteSlots) lead to its slot for service `svc`.
+    static bool admits(const Route* routes, const ConnEntry& e, uint32_t svc) {
+        return routes[e.server].admit == admit_key(e.server_tag, svc);
     }
-    std::span<const Route> routes() const { return routes_; }
+    const Route* routes() const { return routes_.data(); }
 
 private:
     SnapshotBuffer buf_;
@@ -427,7 +433,7 @@ private:
     struct BurstView {
         const fl_snap_service* services;
         std::span<const fl_snap_server> servers;
-        std::span<const LoadedSnapshot::Route> routes;
+        const LoadedSnapshot::Route* routes;  // kRouteSlots of them
         const EncapTemplate* encap;       // LoadedSnapshot::encap_template()
         // The largest inner IPv4 packet each forwarding mode sends whole, by FL_FWD_* value
         // (masked with 3): IPIP's and GUE's; 0 for the others, so that none passes.
@@ -452,7 +458,7 @@ private:
     void prepare(const Frame* frames, size_t n, const LoadedSnapshot* snap);
     template <bool kVerify>
     void prepare_services(const Frame* frames, size_t n, const LoadedSnapshot& s);
-    bool use_entry(const ConnTable::Ref& r, std::span<const LoadedSnapshot::Route> routes, uint32_t svc, uint8_t tcp_flags,
+    bool use_entry(const ConnTable::Ref& r, const LoadedSnapshot::Route* routes, uint32_t svc, uint8_t tcp_flags,
                    uint32_t now);
     // What a new connection needs of its first packet.
     struct Opening {
