@@ -76,13 +76,16 @@ Expected<std::unique_ptr<LoadedSnapshot>> LoadedSnapshot::load(std::span<const u
 
 namespace {
 // By state byte, the packets that do more than refresh an entry's time: bit i set when a TCP
-// packet whose FIN, SYN, RST and ACK flags are i (flags & 0x17) moves an entry in that state
-// to another state, or reopens a closing one (a bare SYN). Entries of a UDP flow: none (UDP
+// packet whose FIN, SYN, RST, PSH and ACK flags are i (flags & 0x1F; the state machine reads
+// FIN, SYN, RST and ACK only) moves an entry in that state to another state, or reopens a
+// closing one (a bare SYN). Five bits, a 32-bit word: shifting it by the flags byte uses their
+// low five bits without a mask instruction (x86 takes a 32-bit shift count modulo 32). Entries of a UDP flow: none (UDP
 // packets carry flags 0, and a key holds its protocol, so a UDP packet finds only a UDP
 // entry: the sync and restore paths install TCP states only with TCP keys). Any other byte
 // (empty or invalid, whose timeout is 0: a look-up never returns such an entry live): every
 // bit, so such an entry would take the full test.
-constexpr uint32_t kFlagBits = tcpflag::kFin | tcpflag::kSyn | tcpflag::kRst | tcpflag::kAck;
+constexpr uint32_t kFlagBits = tcpflag::kFin | tcpflag::kSyn | tcpflag::kRst | tcpflag::kPsh | tcpflag::kAck;
+static_assert(kFlagBits == 31);
 constexpr std::array<uint32_t, 256> kStateChanges = [] {
     std::array<uint32_t, 256> t{};
     for (unsigned b = 0; b < 256; ++b) {
@@ -614,12 +617,13 @@ __attribute__((always_inline)) inline void Worker::fast_lane(Frame& f, Pending& 
     ++bc.packets;
     bc.bytes += bytes;
     count_server(slot, bytes);
-    // Both MACs in two stores: the server's and the first two bytes of ours, then the
-    // other four of ours (BurstView). The frame pointer read once: a byte store may alias
-    // the Frame, so the compiler would read it again after the first.
+    // Both MACs in two overlapping stores: the server's (and two zero bytes), then ours and
+    // the EtherType over bytes 6-13 (BurstView: the fast lane's frames are untagged IPv4, a
+    // tunnel's outer header too). The frame pointer read once: a byte store may alias the
+    // Frame, so the compiler would read it again after the first.
     uint8_t* const d = f.data;
-    store_u64(d, bv.routes[slot].mac | bv.own_mac_head);
-    std::memcpy(d + 8, &bv.own_mac_tail, 4);
+    store_u64(d, bv.routes[slot].mac);
+    store_u64(d + 6, bv.own_mac_ipv4);
     // The verdict's first eight bytes in one store (assigning the fields would merge them with
     // the other paths' verdicts, a register each); a forward's server and bytes are not read.
     static constexpr Verdict kForward{Action::forward, Drop::none};
@@ -833,8 +837,8 @@ void Worker::process_burst(std::span<Frame> frames, Verdict* out, LoadedSnapshot
             bv.tunnel_max_l3[fwd] = mtu > oh ? mtu - oh : 0;
         }
     }
-    bv.own_mac_head = uint64_t{load_u16(cfg_.own_mac.bytes.data())} << 48;
-    bv.own_mac_tail = load_u32(cfg_.own_mac.bytes.data() + 2);
+    bv.own_mac_ipv4 = load_u32(cfg_.own_mac.bytes.data()) | uint64_t{load_u16(cfg_.own_mac.bytes.data() + 4)} << 32 |
+                      uint64_t{__builtin_bswap16(eth::kIpv4)} << 48;
     // Pointers only, the end as the bound: the loop keeps fewer values across its body.
     Frame* f = frames.data();
     Verdict* o = out;

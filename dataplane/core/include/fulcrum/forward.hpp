@@ -438,8 +438,8 @@ private:
         // The largest inner IPv4 packet each forwarding mode sends whole, by FL_FWD_* value
         // (masked with 3): IPIP's and GUE's; 0 for the others, so that none passes.
         uint32_t tunnel_max_l3[4];
-        uint64_t own_mac_head;  // our MAC's bytes 0-1, as bytes 6-7 of a 64-bit word
-        uint32_t own_mac_tail;  // its bytes 2-5
+        // Bytes 6-13 of a forwarded IPv4 frame, in memory order: our MAC and EtherType 0x0800.
+        uint64_t own_mac_ipv4;
     };
     void fast_lane(Frame& f, Pending& k, LoadedSnapshot& s, const BurstView& bv, uint32_t now, BurstCounts& bc,
                    Verdict& out);
