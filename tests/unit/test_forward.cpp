@@ -444,6 +444,31 @@ TEST_F(Forward, RouteTableHasEverySlotAnEntryMayHold) {
     EXPECT_EQ(w.counters().services[1].new_conns.get() - new_before, 1u);
 }
 
+// A worker whose server counters are fewer than the snapshot's slots (a dataplane refuses
+// such a snapshot: --max-servers) forwards alike through the general path, counting the
+// slots it has: the fast lane, which counts by slot unchecked, is not taken.
+TEST(ForwardCounters, SnapshotWithMoreSlotsThanCountersTakesTheGeneralPath) {
+    auto snap = load(base_spec());
+    WorkerConfig small = wcfg();
+    small.max_servers = 2;
+    Worker narrow(small), wide(wcfg());
+    for (uint16_t p = 1; p <= 300; ++p)
+        for (const uint8_t flags : {tcpflag::kSyn, tcpflag::kAck, static_cast<uint8_t>(tcpflag::kFin | tcpflag::kAck)}) {
+            FrameBuf a(to_vip(p, flags).build()), b(to_vip(p, flags).build());
+            const Verdict va = narrow.process(a.f, snap.get(), 1000), vb = wide.process(b.f, snap.get(), 1000);
+            ASSERT_EQ(va.action, Action::forward) << p;
+            ASSERT_EQ(vb.action, Action::forward) << p;
+            ASSERT_EQ(a.bytes(), b.bytes()) << p;
+        }
+    EXPECT_EQ(narrow.counters().forwarded.get(), 900u);
+    EXPECT_EQ(narrow.counters().services[1].packets.get(), 900u);
+    for (uint32_t slot = 0; slot < 2; ++slot) {
+        EXPECT_EQ(narrow.counters().servers[slot].packets.get(), wide.counters().servers[slot].packets.get()) << slot;
+        EXPECT_EQ(narrow.counters().servers[slot].new_conns.get(), wide.counters().servers[slot].new_conns.get()) << slot;
+    }
+    EXPECT_GT(wide.counters().servers[2].packets.get(), 0u);  // slot 2 had traffic, counted by `wide` only
+}
+
 TEST_F(Forward, SynOnAClosingEntryIsANewConnection) {
     auto spec = base_spec();
     spec.services[0].scheduler = Scheduler::wrr;  // successive picks differ

@@ -616,7 +616,11 @@ __attribute__((always_inline)) inline void Worker::fast_lane(Frame& f, Pending& 
     }
     ++bc.packets;
     bc.bytes += bytes;
-    count_server(slot, bytes);
+    // count_server without its bound: the fast lane runs only for snapshots whose every slot
+    // has counters (prepare).
+    ServerCounters& sc = ctr_.servers[slot];
+    sc.packets.add();
+    sc.bytes.add(bytes);
     // Both MACs in two overlapping stores: the server's (and two zero bytes), then ours and
     // the EtherType over bytes 6-13 (BurstView: the fast lane's frames are untagged IPv4, a
     // tunnel's outer header too). The frame pointer read once: a byte store may alias the
@@ -718,6 +722,18 @@ __attribute__((always_inline)) inline Verdict Worker::send_to_server(Frame& f, c
         }
         return;
     }
+    // The fast lane counts by server slot without a bound (fast_lane): a snapshot with slots
+    // past this worker's server counters (a dataplane refuses one, see --max-servers) has
+    // every frame take the general path, whose counting checks the slot.
+    if (snap->view().servers().size() > ctr_.max_servers) [[unlikely]] {
+        Pending* pend = pend_.get();
+        for (size_t i = 0; i < n; ++i)
+            if (prepare_parsed(frames[i], pend[i], *snap)) {
+                pend[i].probe = conns_.probe(pend[i].hash);
+                conns_.prefetch(pend[i].probe);
+            }
+        return;
+    }
     // The checksum setting as a template argument: one test of the frame's flag per packet.
     if (popt_.verify_ipv4_checksum)
         prepare_services<true>(frames, n, *snap);
@@ -780,20 +796,28 @@ template <bool kVerify>
             store_u64(kw + 16, w2);
             store_u64(kw + 32, w4);
             k.hash = flow_hash_v4(w0, w2, w4, kConnHashSeed);
-        } else {
-            k.service = nullptr;
-            k.svc = ServiceIndex::kNone;
-            k.parse = parse_packet_full(f.bytes(), k.p, f.ipv4_csum_good ? hw_checked_ : popt_);
-            if (k.parse != Drop::none || k.p.frag != Frag::none) continue;
-            if (k.p.l4_proto != ipproto::kTcp && k.p.l4_proto != ipproto::kUdp) continue;
-            k.svc = s.index().find(k.p.dst, k.p.is_v6(), k.p.dport, k.p.l4_proto);
-            if (k.svc < 0) continue;
-            k.key = flow_key_of(k.p);
-            k.hash = conn_hash(k.key);
+        } else if (!prepare_parsed(f, k, s)) {
+            continue;
         }
         k.probe = conns_.probe(k.hash);
         conns_.prefetch(k.probe);
     }
+}
+
+// Pass 1 for a frame off the fast lane: parsed whole into its Parsed record. For a TCP or UDP
+// packet (not a fragment) to a service, also its key and hash, and the result is true (pass
+// 2: to_service); anything else goes to finish().
+inline bool Worker::prepare_parsed(const Frame& f, Pending& k, const LoadedSnapshot& s) {
+    k.service = nullptr;
+    k.svc = ServiceIndex::kNone;
+    k.parse = parse_packet_full(f.bytes(), k.p, f.ipv4_csum_good ? hw_checked_ : popt_);
+    if (k.parse != Drop::none || k.p.frag != Frag::none) return false;
+    if (k.p.l4_proto != ipproto::kTcp && k.p.l4_proto != ipproto::kUdp) return false;
+    k.svc = s.index().find(k.p.dst, k.p.is_v6(), k.p.dport, k.p.l4_proto);
+    if (k.svc < 0) return false;
+    k.key = flow_key_of(k.p);
+    k.hash = conn_hash(k.key);
+    return true;
 }
 
 void Worker::process_burst(std::span<Frame> frames, Verdict* out, LoadedSnapshot* snap, uint32_t now) {

@@ -458,6 +458,7 @@ private:
     void prepare(const Frame* frames, size_t n, const LoadedSnapshot* snap);
     template <bool kVerify>
     void prepare_services(const Frame* frames, size_t n, const LoadedSnapshot& s);
+    bool prepare_parsed(const Frame& f, Pending& k, const LoadedSnapshot& s);
     bool use_entry(const ConnTable::Ref& r, const LoadedSnapshot::Route* routes, uint32_t svc, uint8_t tcp_flags,
                    uint32_t now);
     // What a new connection needs of its first packet.
