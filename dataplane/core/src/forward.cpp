@@ -195,7 +195,7 @@ void Worker::sync_refresh(uint32_t now, size_t max_buckets) {
     if (refresh_bucket_ >= nb) refresh_bucket_ = 0;
 }
 
-unsigned Worker::sync_poll(uint32_t now, const LoadedSnapshot* snap) {
+unsigned Worker::sync_work(uint32_t now, const LoadedSnapshot* snap) {
     unsigned done = 0;
     SyncInstallItem it;
     while (done < kSyncInstallBatch && sync_in_->pop(it)) {
