@@ -2,6 +2,7 @@
 
 #include <array>
 #include <cstring>
+#include <functional>
 #include <map>
 #include <set>
 #include <random>
@@ -467,6 +468,65 @@ TEST(ForwardCounters, SnapshotWithMoreSlotsThanCountersTakesTheGeneralPath) {
         EXPECT_EQ(narrow.counters().servers[slot].new_conns.get(), wide.counters().servers[slot].new_conns.get()) << slot;
     }
     EXPECT_GT(wide.counters().servers[2].packets.get(), 0u);  // slot 2 had traffic, counted by `wide` only
+}
+
+// process_burst's result, on which the adapter sends a burst without reading its verdicts:
+// true exactly when every frame was forwarded with its start and length unchanged.
+TEST_F(Forward, BurstResultSaysWhetherEveryFrameWasForwardedInPlace) {
+    constexpr size_t kN = 32;
+    auto burst = [&](const std::function<std::vector<uint8_t>(size_t)>& make, std::vector<Verdict>& out) {
+        std::vector<FrameBuf> bufs;
+        bufs.reserve(kN);
+        std::vector<Frame> frames;
+        for (size_t i = 0; i < kN; ++i) {
+            bufs.emplace_back(make(i));
+            frames.push_back(bufs.back().f);
+        }
+        out.assign(kN, Verdict{});
+        const bool in_place = w.process_burst(frames, out.data(), snap.get(), now);
+        for (size_t i = 0; in_place && i < kN; ++i) {
+            EXPECT_EQ(frames[i].data, bufs[i].f.data) << i;
+            EXPECT_EQ(frames[i].len, bufs[i].f.len) << i;
+        }
+        return in_place;
+    };
+    std::vector<Verdict> out;
+    auto all_forwarded = [&] {
+        return std::all_of(out.begin(), out.end(), [](const Verdict& v) { return v.action == Action::forward; });
+    };
+    // New DSR connections, then the same connections established.
+    EXPECT_TRUE(burst([](size_t i) { return to_vip(static_cast<uint16_t>(100 + i)).build(); }, out));
+    EXPECT_TRUE(all_forwarded());
+    EXPECT_TRUE(burst([](size_t i) { return to_vip(static_cast<uint16_t>(100 + i), tcpflag::kAck).build(); }, out));
+    EXPECT_TRUE(all_forwarded());
+    // One frame for the kernel (not to a VIP): false, though the others are forwarded.
+    EXPECT_FALSE(burst(
+        [](size_t i) {
+            PacketBuilder b;
+            b.from("198.18.0.7", static_cast<uint16_t>(100 + i)).to(i == 17 ? "198.18.9.9" : "198.18.1.1", 80).tcp(tcpflag::kAck);
+            return b.build();
+        },
+        out));
+    EXPECT_EQ(out[17].action, Action::to_kernel);
+    // One frame with flags no stack sends (SYN and FIN): dropped, false.
+    EXPECT_FALSE(burst(
+        [](size_t i) {
+            return to_vip(static_cast<uint16_t>(100 + i),
+                          i == 31 ? static_cast<uint8_t>(tcpflag::kSyn | tcpflag::kFin) : tcpflag::kAck)
+                .build();
+        },
+        out));
+    EXPECT_EQ(out[31].action, Action::drop);
+    // Encapsulated forwards change the frames' start and length: false, all forwarded.
+    auto spec = base_spec();
+    spec.services[0].forwarding = Forwarding::ipip;
+    snap = load(spec);
+    EXPECT_FALSE(burst([](size_t i) { return to_vip(static_cast<uint16_t>(100 + i), tcpflag::kAck).build(); }, out));
+    EXPECT_TRUE(all_forwarded());
+    // A standby worker forwards nothing.
+    snap = load(base_spec());
+    w.set_active(false);
+    EXPECT_FALSE(burst([](size_t i) { return to_vip(static_cast<uint16_t>(100 + i), tcpflag::kAck).build(); }, out));
 }
 
 TEST_F(Forward, SynOnAClosingEntryIsANewConnection) {

@@ -592,6 +592,7 @@ __attribute__((always_inline)) inline void Worker::fast_lane(Frame& f, Pending& 
                 out = drop(Drop::no_headroom);
                 return;
             }
+            bc.moved = true;
         }
     } else if (svc.forwarding == FL_FWD_DSR) {
         // A new connection (or a stale entry) of a DSR service: forwarded as a known one's
@@ -820,10 +821,10 @@ inline bool Worker::prepare_parsed(const Frame& f, Pending& k, const LoadedSnaps
     return true;
 }
 
-void Worker::process_burst(std::span<Frame> frames, Verdict* out, LoadedSnapshot* snap, uint32_t now) {
+bool Worker::process_burst(std::span<Frame> frames, Verdict* out, LoadedSnapshot* snap, uint32_t now) {
     if (!active_) [[unlikely]] {
         process_burst_inactive(frames, out, snap);
-        return;
+        return false;
     }
     // Export only while active (a standby has nothing to export): set once per burst.
     export_view_ = sync_out_ && snap ? &snap->view() : nullptr;
@@ -881,6 +882,7 @@ void Worker::process_burst(std::span<Frame> frames, Verdict* out, LoadedSnapshot
     }
     flush_run(bc);
     export_view_ = nullptr;
+    return bc.forwards == frames.size() && !bc.moved;
 }
 
 Verdict Worker::icmp_to_vip(Frame& f, const Parsed& p, LoadedSnapshot& s, uint32_t now) {

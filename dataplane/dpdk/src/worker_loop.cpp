@@ -224,8 +224,9 @@ struct WorkerLoop {
         return (forward_one(r[I], f[I], v[I]) && ...);
     }
 
-    // Carries out the verdicts of the burst's `k` frames (rx_[j], frames_[j], verdicts_[j]).
-    // Common case: every frame forwarded - each is written back (kGroup per iteration) and
+    // Carries out the verdicts of the burst's `k` frames (rx_[j], frames_[j], verdicts_[j]),
+    // for a burst the core did not forward whole in place (poll_uplink). Common case here:
+    // every frame forwarded (tunnels) - each is written back (kGroup per iteration) and
     // the whole burst goes to the uplink straight from rx_. Otherwise dispatch_slow takes
     // over from the start of the group with the first other verdict (writing a frame back
     // twice is harmless).
@@ -279,8 +280,12 @@ struct WorkerLoop {
         const uint16_t n = rte_eth_rx_burst(uplink, queue, rx_, kBurst);
         if (n == 0) return 0;
         const unsigned k = hw_ipv4_cksum ? take<true>(n) : take<false>(n);
-        core.process_burst({frames_, k}, verdicts_, snap, now);
-        dispatch(k);
+        // A burst of DSR forwards only (the common case) goes out as it is: its frames' start
+        // and length are unchanged, so there is nothing to write back or to sort.
+        if (core.process_burst({frames_, k}, verdicts_, snap, now))
+            to_uplink_all(rx_, k);
+        else
+            dispatch(k);
         return n;
     }
 

@@ -293,7 +293,10 @@ public:
     // the connection buckets; prefetch the matching entries; then decide), so memory latency
     // overlaps. At most kMaxBurst frames.
     // `snap` may be null (no snapshot yet). `now` is in milliseconds from any fixed origin.
-    void process_burst(std::span<Frame> frames, Verdict* out, LoadedSnapshot* snap, uint32_t now);
+    // Returns true when every frame was forwarded with its start and length unchanged (the
+    // fast lane's DSR forwards: only the MACs rewritten), so the caller may send the whole
+    // burst as it is without reading the verdicts; false otherwise (read out[]).
+    bool process_burst(std::span<Frame> frames, Verdict* out, LoadedSnapshot* snap, uint32_t now);
 
     Verdict process(Frame& f, LoadedSnapshot* snap, uint32_t now) {
         Verdict v;
@@ -416,14 +419,18 @@ private:
     Verdict finish_inactive(const Frame& f, const Parsed& p, Drop parse,
                             const LoadedSnapshot* snap);
     Verdict to_service(Frame& f, Pending& k, LoadedSnapshot& s, uint32_t now);
-    // Counts of the fast lane's DSR forwards, added to the counters once per run of one
-    // service (and at the end of the burst) instead of per packet.
+    // Counts of the fast lane's forwards, added to the counters once per run of one service
+    // (and at the end of the burst) instead of per packet; and what process_burst returns:
+    // whether all of the burst's frames were such forwards, none of them encapsulated.
     struct BurstCounts {
         const fl_snap_service* run = nullptr;  // the service of the current run, or none
         uint64_t packets = 0, bytes = 0;
+        uint64_t forwards = 0;  // the burst's fast-lane forwards, summed per run
+        bool moved = false;     // a fast-lane forward changed its frame's start or length
     };
     void flush_run(BurstCounts& bc) {
         if (bc.packets == 0) return;
+        bc.forwards += bc.packets;
         const uint32_t id = bc.run->id;
         if (id < ctr_.max_services) {
             ServiceCounters& c = ctr_.services[id];
