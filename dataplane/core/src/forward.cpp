@@ -839,10 +839,11 @@ bool Worker::process_burst(std::span<Frame> frames, Verdict* out, LoadedSnapshot
     // The keys pass 1b found absent, as one bit of their hash each (a 256-bit filter:
     // Pending::absent, predict_new).
     uint64_t misses[4] = {};
+    const ConnTable::Arrays ca = conns_.arrays();
     for (Pending *kp = pend, *end = pend + n; kp != end; ++kp) {
         Pending& k = *kp;
         if (k.svc < 0) continue;
-        if (!conns_.prefetch_entry(k.probe, k.hint)) [[unlikely]] predict_new(k, *snap, now, misses);
+        if (!ConnTable::prefetch_entry(ca, k.probe, k.hint)) [[unlikely]] predict_new(k, *snap, now, misses);
     }
     // Pass 2: decide and rewrite. The fast lane is inline here; packets to a service with a
     // Parsed record (checked here: they may be fragments) go to to_service, and finish()

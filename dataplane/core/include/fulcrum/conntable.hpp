@@ -230,12 +230,21 @@ public:
     }
     // The same into `out`, returning whether a tag matched; when none did, only out.entry is
     // written (null), one store for the forwarding path's likely new connection.
-    bool prefetch_entry(const Probe& pr, Ref& out) {
+    bool prefetch_entry(const Probe& pr, Ref& out) { return prefetch_entry(arrays(), pr, out); }
+    // The table's two arrays (fixed for its life), for a loop of prefetch_entry calls: passed
+    // in, they stay in registers, where the table's own fields would be read again after every
+    // store to `out` (which might alias them for the compiler).
+    struct Arrays {
+        BucketMeta* meta;
+        ConnEntry* entries;
+    };
+    Arrays arrays() const { return {meta_, entries_}; }
+    static bool prefetch_entry(const Arrays& a, const Probe& pr, Ref& out) {
         uint32_t b = pr.b1;
-        uint32_t m = detail::match_tags(meta_[b].tag, pr.tag);
+        uint32_t m = detail::match_tags(a.meta[b].tag, pr.tag);
         if (!m) {
             b = pr.b2;
-            m = detail::match_tags(meta_[b].tag, pr.tag);
+            m = detail::match_tags(a.meta[b].tag, pr.tag);
             if (!m) {
                 out.entry = nullptr;
                 return false;
@@ -248,11 +257,11 @@ public:
         asm volatile("" : "+r"(m));
 #endif
         const auto w = static_cast<uint32_t>(__builtin_ctz(m));
-        ConnEntry* const e = &entries_[b * kWays + w];
+        ConnEntry* const e = &a.entries[b * kWays + w];
         const auto* line = reinterpret_cast<const uint8_t*>(e);
         __builtin_prefetch(line, 1, 3);
         __builtin_prefetch(line + sizeof(ConnEntry) - 1, 1, 3);  // 48-byte entries may straddle two lines
-        out = {&meta_[b], e, w};
+        out = {&a.meta[b], e, w};
         return true;
     }
 
