@@ -79,11 +79,11 @@ namespace {
 // packet whose FIN, SYN, RST, PSH and ACK flags are i (flags & 0x1F; the state machine reads
 // FIN, SYN, RST and ACK only) moves an entry in that state to another state, or reopens a
 // closing one (a bare SYN). Five bits, a 32-bit word: shifting it by the flags byte uses their
-// low five bits without a mask instruction (x86 takes a 32-bit shift count modulo 32). Entries of a UDP flow: none (UDP
-// packets carry flags 0, and a key holds its protocol, so a UDP packet finds only a UDP
-// entry: the sync and restore paths install TCP states only with TCP keys). Any other byte
-// (empty or invalid, whose timeout is 0: a look-up never returns such an entry live): every
-// bit, so such an entry would take the full test.
+// low five bits without a mask instruction (x86 takes a 32-bit shift count modulo 32).
+// Entries of a UDP flow: none (UDP packets carry flags 0, and a key holds its protocol, so a
+// UDP packet finds only a UDP entry: the sync and restore paths install TCP states only with
+// TCP keys). Any other byte (empty or invalid, whose timeout is 0: a look-up never returns
+// such an entry live): every bit, so such an entry would take the full test.
 constexpr uint32_t kFlagBits = tcpflag::kFin | tcpflag::kSyn | tcpflag::kRst | tcpflag::kPsh | tcpflag::kAck;
 static_assert(kFlagBits == 31);
 constexpr std::array<uint32_t, 256> kStateChanges = [] {
@@ -618,7 +618,8 @@ __attribute__((always_inline)) inline void Worker::fast_lane(Frame& f, Pending& 
     ++bc.packets;
     bc.bytes += bytes;
     // count_server without its bound: the fast lane runs only for snapshots whose every slot
-    // has counters (prepare).
+    // has counters (prepare). Checked in builds with assertions (the tests'; not release).
+    assert(slot < ctr_.max_servers);
     ServerCounters& sc = ctr_.servers[slot];
     sc.packets.add();
     sc.bytes.add(bytes);

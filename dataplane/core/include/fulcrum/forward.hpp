@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <bit>
+#include <cassert>
 #include <cstdint>
 #include <memory>
 #include <span>
@@ -158,6 +159,7 @@ public:
     // Whether `routes` (routes() of a snapshot) lets connection entry `e` (server below
     // kRouteSlots) lead to its slot for service `svc`.
     static bool admits(const Route* routes, const ConnEntry& e, uint32_t svc) {
+        assert(e.server < kRouteSlots);  // in builds with assertions (the tests'; not release)
         return routes[e.server].admit == admit_key(e.server_tag, svc);
     }
     const Route* routes() const { return routes_.data(); }
