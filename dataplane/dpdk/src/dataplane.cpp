@@ -191,14 +191,11 @@ Dataplane::Dataplane(const DataplaneOptions& opt) : opt_(opt) {
         w->lcore = lcore;
         w->dp = this;
         const int wsock = static_cast<int>(rte_lcore_to_socket_id(lcore));
-        const size_t bytes = ConnTable::memory_bytes(opt_.conn_capacity);
-        // Cache-line aligned, and rte_malloc rounds every allocation up to whole cache lines:
-        // the table shares no line with anything else.
-        w->conn_mem = rte_malloc_socket("fulcrum_conns", bytes, RTE_CACHE_LINE_SIZE, wsock);
-        if (!w->conn_mem)
-            throw fail("cannot allocate " + std::to_string(bytes >> 20) + " MiB for the connection table of worker " +
-                       std::to_string(id) + " (--conn-capacity " + std::to_string(opt_.conn_capacity) +
-                       "): lower it or give the EAL more memory");
+        w->conn_mem = std::make_unique<TableMemory>(ConnTable::memory_bytes(opt_.conn_capacity), wsock,
+                                                    rte_eal_has_hugepages() != 0,
+                                                    "connection table of worker " + std::to_string(id) +
+                                                        " (--conn-capacity " + std::to_string(opt_.conn_capacity) + ")");
+        spdlog::info("{}", w->conn_mem->describe());
         WorkerConfig wc;
         wc.worker_id = id;
         rte_ether_addr mac;
@@ -209,7 +206,7 @@ Dataplane::Dataplane(const DataplaneOptions& opt) : opt_(opt) {
         wc.timeouts = opt_.timeouts;
         wc.max_services = opt_.max_services;
         wc.max_servers = opt_.max_servers;
-        wc.conn_memory = w->conn_mem;
+        wc.conn_memory = w->conn_mem->data();
         wc.sync_ring = opt_.sync_ring;
         wc.sync_install_ring = kSyncMaxRecords;  // one full sync_install always fits an empty ring
         w->core = std::make_unique<Worker>(wc);
@@ -309,7 +306,7 @@ Dataplane::~Dataplane() {
     if (tap_ >= 0) rte_vdev_uninit(tap_name_.c_str());
     for (auto& w : workers_) {
         w->core.reset();
-        rte_free(w->conn_mem);
+        w->conn_mem.reset();
         rte_free(w->tx_up);
     }
     delete current_.exchange(nullptr);

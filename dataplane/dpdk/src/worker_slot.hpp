@@ -9,6 +9,7 @@
 #include "fulcrum/cache_line.hpp"
 #include "fulcrum/counter.hpp"
 #include "fulcrum/forward.hpp"
+#include "table_memory.hpp"
 
 namespace fulcrum::dpdk {
 
@@ -22,7 +23,7 @@ struct alignas(RTE_CACHE_LINE_SIZE) WorkerSlot {
     unsigned lcore = 0;
     Dataplane* dp = nullptr;
     std::unique_ptr<fulcrum::Worker> core;
-    void* conn_mem = nullptr;  // rte_malloc'd, NUMA-local connection table
+    std::unique_ptr<TableMemory> conn_mem;  // the core's connection table (table_memory.hpp)
     rte_eth_dev_tx_buffer* tx_up = nullptr;
     // Adapter counters (the core counts parse/forwarding decisions).
     Counter kernel_rx;    // frames from the kernel (TAP) sent out of the uplink
