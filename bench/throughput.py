@@ -201,15 +201,22 @@ class Bench:
             e += ["--vdev", v]
         return e
 
+    def memif_socket(self, case):
+        return self.work / f"memif-{case}.sock"
+
     def memif(self, role, case):
         mac = ",mac=" + self.a.dut_mac if role == "client" else ""
-        return (f"net_memif0,role={role},id=0,socket={self.work}/memif-{case}.sock,socket-abstract=no,"
+        return (f"net_memif0,role={role},id=0,socket={self.memif_socket(case)},socket-abstract=no,"
                 f"rsize={self.a.rsize}{mac}")
 
     def start_generator(self, case, pcap, frames):
         mbufs = frames + 65536
         mem = max(512, (mbufs * 640 >> 20) + 256)  # 256-byte data rooms: ~640 B per mbuf with overheads
         prefix = f"fbgen{self.tag}{case[:3]}"
+        # A generator stopped for a restart leaves its memif socket file behind (DPDK 22.11's
+        # memif server does not unlink it at close), and the new one's bind would then fail
+        # with EADDRINUSE: the file is this script's own, in its work directory.
+        self.memif_socket(case).unlink(missing_ok=True)
         g = Testpmd(self.eal(f"0@{self.a.gen_main_cpu},1@{self.a.gen_cpu}", mem, prefix,
                              [f"net_pcap0,rx_pcap={pcap},infinite_rx=1", self.memif("server", case), "net_null0,no-rx=1"]),
                     ["--forward-mode=io", "--port-topology=chained", "--nb-cores=1", f"--burst={self.a.gen_burst}",

@@ -136,3 +136,25 @@ def test_other_failures_are_not_retried(msg):
     with pytest.raises(RuntimeError):
         b.start_dut_retrying("fulcrum", "established_dsr")
     assert b.starts == 1
+
+
+def test_a_new_generator_does_not_find_the_old_ones_socket(tmp_path, monkeypatch):
+    """DPDK 22.11's memif server leaves its socket file at close: a generator started after a
+    restart must not find it, or its bind fails (EADDRINUSE) and no DUT can connect."""
+    sock = tmp_path / "memif-unique_syn.sock"
+    seen = []
+
+    class FakeTestpmd:
+        def __init__(self, eal, args, log, limit):
+            seen.append((sock.exists(), [v for v in eal if v.startswith("net_memif0")]))
+
+        def wait_for(self, *a):
+            return "testpmd> "
+
+    monkeypatch.setattr(throughput, "Testpmd", FakeTestpmd)
+    sock.write_text("")  # what the generator stopped for the restart left
+    b = throughput.Bench(types.SimpleNamespace(workdir=str(tmp_path), gen_main_cpu=0, gen_cpu=1, gen_burst=32,
+                                               limit=60, rsize=11, dut_mac="02:00:00:00:00:01"))
+    b.start_generator("unique_syn", "x.pcap", 16)
+    assert len(seen) == 1 and seen[0][0] is False
+    assert f"socket={sock}," in seen[0][1][0]
