@@ -17,32 +17,30 @@ namespace fulcrum::dpdk {
 namespace {
 constexpr size_t kHugePage = size_t{2} << 20;
 size_t round_up(size_t v, size_t a) { return (v + a - 1) / a * a; }
-}  // namespace
 
+// AnonHugePages of the mapping that starts at `start` in /proc/self/smaps, in bytes; 0 when
+// the mapping or the field is not found.
 size_t anon_huge_bytes(const void* start) {
     std::ifstream smaps("/proc/self/smaps");
     const auto want = reinterpret_cast<uintptr_t>(start);
     std::string line;
     bool in = false;
     while (std::getline(smaps, line)) {
+        // A mapping's header line starts "lo-hi " in hex; no field line ("Name:  value") does.
         uintptr_t lo = 0, hi = 0;
-        // A mapping's header line: "lo-hi perms offset dev inode [path]", addresses in hex.
-        if (std::sscanf(line.c_str(), "%" SCNxPTR "-%" SCNxPTR " ", &lo, &hi) == 2 && line.find(':') != std::string::npos &&
-            line.find(' ') > line.find('-')) {
+        if (std::sscanf(line.c_str(), "%" SCNxPTR "-%" SCNxPTR, &lo, &hi) == 2) {
             in = lo == want;
-            continue;
-        }
-        if (in && line.rfind("AnonHugePages:", 0) == 0) {
+        } else if (in && line.rfind("AnonHugePages:", 0) == 0) {
             unsigned long long kb = 0;
-            if (std::sscanf(line.c_str() + 14, "%llu", &kb) == 1) return static_cast<size_t>(kb) << 10;
-            return 0;
+            return std::sscanf(line.c_str() + 14, "%llu", &kb) == 1 ? static_cast<size_t>(kb) << 10 : 0;
         }
     }
     return 0;
 }
+}  // namespace
 
 TableMemory::TableMemory(size_t bytes, int socket, bool eal_hugepages, std::string what)
-    : what_(std::move(what)), bytes_(bytes), from_eal_(eal_hugepages) {
+    : what_(std::move(what)), bytes_(bytes) {
     if (eal_hugepages) {
         // Cache-line aligned, and rte_malloc rounds every allocation up to whole cache lines:
         // the table shares no line with anything else.
@@ -50,7 +48,6 @@ TableMemory::TableMemory(size_t bytes, int socket, bool eal_hugepages, std::stri
         if (!data_)
             throw std::runtime_error("cannot allocate " + std::to_string(bytes >> 20) + " MiB of hugepage memory for the " +
                                      what_ + ": lower --conn-capacity or give the EAL more memory (--socket-mem, -m)");
-        huge_bytes_ = bytes;
     } else {
         // Over-map by one huge page and trim both ends, so the table starts on a 2 MiB boundary
         // and its length is whole huge pages: every part of it can be a huge page.
@@ -65,27 +62,25 @@ TableMemory::TableMemory(size_t bytes, int socket, bool eal_hugepages, std::stri
         const uintptr_t tail = start + len;
         const uintptr_t end = base + len + kHugePage;
         if (end > tail) munmap(reinterpret_cast<void*>(tail), end - tail);
-        map_ = reinterpret_cast<void*>(start);
+        data_ = reinterpret_cast<void*>(start);
         map_len_ = len;
-        data_ = map_;
         // Advice only: a kernel with THP off ("never") leaves 4 KiB pages, and describe() says so.
-        (void)madvise(map_, map_len_, MADV_HUGEPAGE);
+        (void)madvise(data_, map_len_, MADV_HUGEPAGE);
         // Populate now, not on the packet path: each first touch of a page is a fault.
-        std::memset(map_, 0, map_len_);
-        huge_bytes_ = anon_huge_bytes(map_);
+        std::memset(data_, 0, map_len_);
+        huge_bytes_ = anon_huge_bytes(data_);
     }
 }
 
 TableMemory::~TableMemory() {
-    if (map_) munmap(map_, map_len_);
+    if (map_len_) munmap(data_, map_len_);
     else rte_free(data_);
 }
 
 std::string TableMemory::describe() const {
     std::ostringstream s;
-    const size_t mib = bytes_ >> 20;
-    if (from_eal_) {
-        s << what_ << ": " << mib << " MiB from the EAL's hugepages";
+    if (!map_len_) {
+        s << what_ << ": " << (bytes_ >> 20) << " MiB from the EAL's hugepages";
         return s.str();
     }
     s << what_ << ": " << (map_len_ >> 20) << " MiB mapped apart (the EAL runs without hugepages), " << (huge_bytes_ >> 20)

@@ -24,11 +24,6 @@ public:
     TableMemory& operator=(const TableMemory&) = delete;
 
     void* data() const { return data_; }
-    size_t bytes() const { return bytes_; }
-    bool from_eal() const { return from_eal_; }
-    // Bytes of the table on huge pages: all of it from the EAL, otherwise what the kernel's
-    // accounting (/proc/self/smaps, AnonHugePages) reports for the mapping after population.
-    size_t huge_bytes() const { return huge_bytes_; }
     // One line for the log: where the table lives and on which pages, with advice when less
     // than half of it is on huge pages.
     std::string describe() const;
@@ -37,14 +32,8 @@ private:
     std::string what_;
     void* data_ = nullptr;
     size_t bytes_ = 0;
-    void* map_ = nullptr;  // own mapping (no EAL hugepages): start and length as mapped
-    size_t map_len_ = 0;
-    bool from_eal_ = false;
-    size_t huge_bytes_ = 0;
+    size_t map_len_ = 0;     // length of the own mapping at data_; 0: rte_malloc'd from the EAL
+    size_t huge_bytes_ = 0;  // of the own mapping, on huge pages by the kernel's accounting
 };
-
-// AnonHugePages of the mapping that starts at `start` in /proc/self/smaps, in bytes; 0 when
-// the mapping or the field is not found.
-size_t anon_huge_bytes(const void* start);
 
 }  // namespace fulcrum::dpdk
