@@ -7,15 +7,20 @@ Makes, in OUTDIR:
   established_dsr.pcap   one TCP ACK of each of --flows flows (198.19.0.0/16 clients, ports
                          from 1024) to the DSR service 198.18.1.1:80, in a shuffled order
   established_ipip.pcap  the same flows to the IPIP service 198.18.1.2:80
+  established_dsr_74b.pcap
+                         established_dsr.pcap's frames with 14 more bytes of Ethernet padding:
+                         74 bytes, the length Fulcrum sends for an established_ipip frame (its
+                         54 bytes of headers plus a 20-byte outer IPv4 header). A control for
+                         the transport: what a longer frame alone costs a forwarder on memif
   unique_syn.pcap        --syns TCP SYNs, each from a distinct (source address, port), to
                          198.18.1.1:80
   spec.json              fulcrum-snapshot build input: both services, 16 servers each
-With --queues N (N > 1), also NAME.q0.pcap .. NAME.q{N-1}.pcap for each of the three: the
+With --queues N (N > 1), also NAME.q0.pcap .. NAME.q{N-1}.pcap for each of them: the
 same frames split over N inputs by flow, the k-th flow of NAME.pcap's order into queue k mod N,
 so every flow is in exactly one queue file (what RSS does for a device with N queues), in the
 order it has in NAME.pcap.
-All frames are 60 bytes (Ethernet II + IPv4 + TCP, no payload, zero padded: 64 bytes on the
-wire with the FCS) with valid IPv4 and TCP checksums, addressed to --dut-mac. Raw struct
+Frames are 60 bytes (Ethernet II + IPv4 + TCP, no payload, zero padded: 64 bytes on the wire
+with the FCS; established_dsr_74b's 74) with valid IPv4 and TCP checksums, addressed to --dut-mac. Raw struct
 packing, no scapy: a million frames take a few seconds.
 """
 import argparse
@@ -33,6 +38,9 @@ VIP_IPIP = bytes([198, 18, 1, 2])
 PORT = 80
 CLIENT_MAC = bytes.fromhex("020000000002")
 SERVERS = 16
+# An established_ipip frame as Fulcrum sends it: Ethernet, outer IPv4, inner IPv4 and TCP
+# (its Ethernet padding trimmed): the length of established_dsr_74b's frames.
+IPIP_OUT_LEN = 14 + 20 + 20 + 20
 
 
 def mac_bytes(s):
@@ -82,6 +90,18 @@ def spec():
                  "servers": servers(SERVERS)}]}
 
 
+def inputs(mac, flows, syns):
+    """The frames of every pcap, by name (the module docstring lists them)."""
+    order = list(range(flows))
+    random.Random(1).shuffle(order)
+    out = {}
+    for name, vip in (("established_dsr", VIP_DSR), ("established_ipip", VIP_IPIP)):
+        out[name] = [frame(mac, client(i)[0], vip, client(i)[1], 0x10, 1000 + i) for i in order]
+    out["established_dsr_74b"] = [f + bytes(IPIP_OUT_LEN - len(f)) for f in out["established_dsr"]]
+    out["unique_syn"] = [frame(mac, client(i)[0], VIP_DSR, client(i)[1], 0x02, i) for i in range(syns)]
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("outdir")
@@ -97,13 +117,7 @@ def main():
     out = pathlib.Path(a.outdir)
     out.mkdir(parents=True, exist_ok=True)
     mac = mac_bytes(a.dut_mac)
-    order = list(range(a.flows))
-    random.Random(1).shuffle(order)
-    inputs = {}
-    for name, vip in (("established_dsr", VIP_DSR), ("established_ipip", VIP_IPIP)):
-        inputs[name] = [frame(mac, client(i)[0], vip, client(i)[1], 0x10, 1000 + i) for i in order]
-    inputs["unique_syn"] = [frame(mac, client(i)[0], VIP_DSR, client(i)[1], 0x02, i) for i in range(a.syns)]
-    for name, frames in inputs.items():
+    for name, frames in inputs(mac, a.flows, a.syns).items():
         write_pcap(out / f"{name}.pcap", frames)
         if a.queues > 1:  # one frame per flow in every file: the k-th frame is the k-th flow
             for q in range(a.queues):

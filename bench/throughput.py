@@ -401,7 +401,7 @@ def main():
     ap.add_argument("--workdir", required=True)
     ap.add_argument("--dataplane", required=True)
     ap.add_argument("--snapshot", required=True)
-    ap.add_argument("--cases", default="established_dsr,established_ipip,unique_syn")
+    ap.add_argument("--cases", default="established_dsr,established_ipip,established_dsr_74b,unique_syn")
     ap.add_argument("--frames", type=json.loads, required=True, help='{"case": frames in its pcap}')
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--seconds", type=float, default=20)

@@ -1,0 +1,44 @@
+"""bench/gen_pcap.py: the frames of the throughput cases, read back from the pcaps it writes."""
+import struct
+import subprocess
+import sys
+
+import gen_pcap
+from conftest import ROOT
+
+
+def read_pcap(path):
+    data = path.read_bytes()
+    assert struct.unpack_from("<I", data, 0)[0] == 0xA1B2C3D4
+    frames, off = [], 24
+    while off < len(data):
+        incl, orig = struct.unpack_from("<II", data, off + 8)
+        assert incl == orig
+        frames.append(data[off + 16:off + 16 + incl])
+        off += 16 + incl
+    return frames
+
+
+def test_the_padded_dsr_frames_have_the_length_an_ipip_forward_sends(tmp_path):
+    subprocess.run([sys.executable, str(ROOT / "bench" / "gen_pcap.py"), str(tmp_path), "--flows", "300",
+                    "--syns", "8"], check=True)
+    dsr = read_pcap(tmp_path / "established_dsr.pcap")
+    padded = read_pcap(tmp_path / "established_dsr_74b.pcap")
+    ipip = read_pcap(tmp_path / "established_ipip.pcap")
+    assert len(dsr) == len(padded) == len(ipip) == 300
+    for d, p, i in zip(dsr, padded, ipip):
+        # Fulcrum's IPIP forward: the Ethernet header, a 20-byte outer IPv4 header, then the
+        # inner IP packet (its total length; the Ethernet padding after it is trimmed).
+        inner_len = struct.unpack_from("!H", i, 14 + 2)[0]
+        assert len(p) == 14 + 20 + inner_len == 74
+        # The same flows in the same order: the DSR frame, then zeros past its IP packet.
+        assert len(d) == 60 and p[:60] == d and p[60:] == bytes(14)
+        assert struct.unpack_from("!H", p, 14 + 2)[0] == struct.unpack_from("!H", d, 14 + 2)[0]
+
+
+def test_inputs_pads_every_dsr_frame_and_only_those():
+    out = gen_pcap.inputs(gen_pcap.mac_bytes("02:00:00:00:00:01"), 17, 5)
+    assert sorted(out) == ["established_dsr", "established_dsr_74b", "established_ipip", "unique_syn"]
+    assert [len(f) for f in out["established_dsr_74b"]] == [gen_pcap.IPIP_OUT_LEN] * 17
+    assert {len(f) for name in ("established_dsr", "established_ipip", "unique_syn") for f in out[name]} == {60}
+    assert len(out["unique_syn"]) == 5
