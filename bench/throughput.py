@@ -16,7 +16,11 @@ Set-up per measurement (one generator per case, the device under test (DUT) rest
 
 The rate of a run is the generator's memif RX rate (packets the DUT sent back) over a window of
 --seconds after --warmup seconds: testpmd's "Rx-pps" between two "show port stats 1", which
-it computes from the TSC between the two commands. A and B alternate run by run.
+it computes from the TSC between the two commands. A and B alternate run by run. Each DUT also
+reports its busy TSC cycles per packet, over the polls that received frames (macswap:
+--record-core-cycles; Fulcrum: its queue's busy_cycles counter): the closing "capacity" table
+compares what each would forward if never starved, also in runs where the generator was the
+limit.
 Every child is started under timeout(1) as a backstop and stopped by its PID.
 """
 import argparse
@@ -146,7 +150,7 @@ def fulcrum_counters(path):
     q = c["queues"][0]
     ct = c["conntables"][0]
     return {"rx": c["rx"], "forwarded": c["forwarded"], "dropped": c["dropped"], "polls": q["polls"],
-            "busy_polls": q["busy_polls"], "inserts": ct["inserts"], "evictions": ct["evictions"],
+            "busy_polls": q["busy_polls"], "busy_cycles": q["busy_cycles"], "tsc_hz": c["tsc_hz"], "inserts": ct["inserts"], "evictions": ct["evictions"],
             "drops": {k: v for k, v in c["drops"].items() if v}}
 
 
@@ -346,6 +350,11 @@ class Bench:
                             "new_per_pkt": (c1["inserts"] - c0["inserts"]) / rx if rx else 0.0,
                             "evict_per_pkt": (c1["evictions"] - c0["evictions"]) / rx if rx else 0.0,
                             "drops": c1["drops"]})
+                # The worker's busy_cycles: the TSC cycles of the polls that received frames, as
+                # macswap's --record-core-cycles below; per frame, and the rate if never starved.
+                cyc = (c1["busy_cycles"] - c0["busy_cycles"]) / rx if rx else 0.0
+                res["dut_busy_cycles_per_pkt"] = cyc
+                res["dut_capacity_mpps"] = c1["tsc_hz"] / 1e6 / cyc if cyc else 0.0
             else:
                 marker = "Forward statistics for port 0"
                 n = d.text().count("CPU cycles/packet")  # the last line of "show fwd stats"
@@ -384,7 +393,9 @@ class Bench:
                     extra = ""
                     if kind == "fulcrum":
                         extra = (f"DUT rx/busy poll {res['dut_burst']:.1f}, new/pkt {res['new_per_pkt']:.3f}, "
-                                 f"evict/pkt {res['evict_per_pkt']:.3f}, DUT drops {res['dut_dropped']}")
+                                 f"evict/pkt {res['evict_per_pkt']:.3f}, DUT drops {res['dut_dropped']}, "
+                                 f"busy cycles/pkt {res['dut_busy_cycles_per_pkt']:.1f} "
+                                 f"(= {res['dut_capacity_mpps']:.2f} Mpps if never starved)")
                     else:
                         extra = (f"DUT RX bursts [{res['dut_bursts']}], DUT tx drops {res['dut_dropped']}, "
                                  f"busy cycles/pkt {res['dut_busy_cycles_per_pkt']:.1f} "
@@ -394,6 +405,36 @@ class Bench:
         finally:
             self.stop_generator(g)
         return rows
+
+
+def summary(results):
+    """The closing tables of a run, from its results ({case: {"fulcrum": [run], "macswap": [run]}}).
+
+    First what came back to the generator, then each DUT's capacity: the TSC rate over its busy
+    cycles per packet, what it would forward if never starved. The second tells the DUTs apart
+    also when the generator, not the DUT, set the rate of a run."""
+    def ratio(x, y):
+        return x / y if y else float("nan")
+
+    out = ["", "== summary (Mpps = packets the generator received back per second; median of the runs)",
+           f"{'case':18s} {'fulcrum runs':40s} {'macswap runs':40s} {'fulcrum':>8s} {'macswap':>8s} {'ratio':>6s}"]
+    for case, rows in results.items():
+        f = [r["mpps"] for r in rows["fulcrum"]]
+        m = [r["mpps"] for r in rows["macswap"]]
+        mf, mm = median(f), median(m)
+        out.append(f"{case:18s} {' '.join(f'{x:.3f}' for x in f):40s} {' '.join(f'{x:.3f}' for x in m):40s} "
+                   f"{mf:8.3f} {mm:8.3f} {ratio(mf, mm):6.3f}")
+    out += ["", "== capacity (busy TSC cycles per packet in the polls that received frames, and the Mpps "
+            "that makes if never starved; median of the runs)",
+            f"{'case':18s} {'fulcrum cycles/pkt':>18s} {'macswap cycles/pkt':>18s} {'fulcrum':>8s} {'macswap':>8s} "
+            f"{'ratio':>6s}"]
+    for case, rows in results.items():
+        cf = median([r.get("dut_busy_cycles_per_pkt", 0.0) for r in rows["fulcrum"]])
+        cm = median([r.get("dut_busy_cycles_per_pkt", 0.0) for r in rows["macswap"]])
+        kf = median([r.get("dut_capacity_mpps", 0.0) for r in rows["fulcrum"]])
+        km = median([r.get("dut_capacity_mpps", 0.0) for r in rows["macswap"]])
+        out.append(f"{case:18s} {cf:18.1f} {cm:18.1f} {kf:8.3f} {km:8.3f} {ratio(kf, km):6.3f}")
+    return out
 
 
 def main():
@@ -432,14 +473,8 @@ def main():
             results[case] = b.run_case(case, pcap, a.frames[case])
     finally:
         stop_all()
-    log("\n== summary (Mpps = packets the generator received back per second; median of the runs)")
-    log(f"{'case':18s} {'fulcrum runs':40s} {'macswap runs':40s} {'fulcrum':>8s} {'macswap':>8s} {'ratio':>6s}")
-    for case, rows in results.items():
-        f = [r["mpps"] for r in rows["fulcrum"]]
-        m = [r["mpps"] for r in rows["macswap"]]
-        mf, mm = median(f), median(m)
-        log(f"{case:18s} {' '.join(f'{x:.3f}' for x in f):40s} {' '.join(f'{x:.3f}' for x in m):40s} "
-            f"{mf:8.3f} {mm:8.3f} {mf / mm if mm else float('nan'):6.3f}")
+    for line in summary(results):
+        log(line)
     if a.json:
         pathlib.Path(a.json).write_text(json.dumps(results, indent=1))
 

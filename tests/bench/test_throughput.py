@@ -1,4 +1,4 @@
-"""bench/throughput.py's own logic: which DUT start failures it retries."""
+"""bench/throughput.py's own logic: which DUT start failures it retries, and its closing tables."""
 import types
 
 import pytest
@@ -158,3 +158,24 @@ def test_a_new_generator_does_not_find_the_old_ones_socket(tmp_path, monkeypatch
     b.start_generator("unique_syn", "x.pcap", 16)
     assert len(seen) == 1 and seen[0][0] is False
     assert f"socket={sock}," in seen[0][1][0]
+
+
+def run(mpps, cycles, mhz=2096):
+    return {"mpps": mpps, "dut_busy_cycles_per_pkt": cycles, "dut_capacity_mpps": mhz / cycles}
+
+
+def test_summary_gives_medians_of_the_rate_and_of_the_capacity():
+    # A macswap held back by the generator (its capacity well above what came back), and a
+    # Fulcrum that was the limit itself: the two tables rank them differently.
+    results = {"established_ipip": {
+        "fulcrum": [run(6.2, 300.0), run(6.4, 290.0), run(9.0, 200.0)],
+        "macswap": [run(8.2, 175.0), run(8.5, 160.0), run(7.8, 220.0)]}}
+    lines = throughput.summary(results)
+    rate = next(x for x in lines if x.startswith("established_ipip") and "6.200 6.400 9.000" in x).split()
+    assert rate[-3:] == ["6.400", "8.200", f"{6.4 / 8.2:.3f}"]
+    cap_header = lines.index(next(x for x in lines if x.startswith("== capacity")))
+    cap = lines[cap_header + 2].split()
+    assert cap[0] == "established_ipip"
+    # Medians: 290 and 175 cycles per packet; 2096 MHz over them.
+    assert cap[1:3] == ["290.0", "175.0"]
+    assert cap[3:] == [f"{2096 / 290:.3f}", f"{2096 / 175:.3f}", f"{175 / 290:.3f}"]

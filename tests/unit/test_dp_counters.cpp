@@ -15,12 +15,14 @@ DataplaneCounters sample() {
     c.to_kernel = 4;
     c.dropped = 3;
     c.too_big_replies = 1;
+    c.tsc_hz = 2096000000;
     c.drops = {{"no_service", 2}, {"tx_full", 1}};
     QueueCounters q;
     q.queue = 1;
     q.lcore = 3;
     q.rx = 100;
     q.busy_polls = 5;
+    q.busy_cycles = 123456789012ull;
     c.queues.push_back(q);
     ConnTableCounters t;
     t.queue = 1;
@@ -59,6 +61,8 @@ TEST(DpCounters, RoundTripKeepsEveryField) {
     EXPECT_EQ(nlohmann::json(back), j);
     EXPECT_EQ(back.drops.at("no_service"), 2u);
     EXPECT_EQ(back.queues.at(0).busy_polls, 5u);
+    EXPECT_EQ(back.queues.at(0).busy_cycles, 123456789012ull);
+    EXPECT_EQ(back.tsc_hz, 2096000000u);
     EXPECT_EQ(back.ports.at(0).rx_nombuf, 9u);
     EXPECT_TRUE(back.servers.at(0).in_rotation);
 }

@@ -608,6 +608,7 @@ DataplaneCounters Dataplane::counters() const {
         q.fragments = w->fragments.get();
         q.polls = w->polls.get();
         q.busy_polls = w->busy_polls.get();
+        q.busy_cycles = w->busy_cycles.get();
         out.queues.push_back(q);
         const ConnTableStats& cs = w->core->conns().stats();
         ConnTableCounters ct;
@@ -630,6 +631,7 @@ DataplaneCounters Dataplane::counters() const {
 
     const LoadedSnapshot* snap = current_.load();
     out.generation = snap ? snap->generation() : 0;
+    out.tsc_hz = rte_get_tsc_hz();
     if (!snap) return out;
     const SnapshotView& v = snap->view();
     for (const auto& s : v.services()) {

@@ -34,6 +34,7 @@ struct alignas(RTE_CACHE_LINE_SIZE) WorkerSlot {
     Counter fragments;    // extra IPv4 fragments sent
     Counter polls;        // loop iterations
     Counter busy_polls;   // iterations that received something
+    Counter busy_cycles;  // TSC cycles those iterations took, start to start
 };
 static_assert(alignof(WorkerSlot) == RTE_CACHE_LINE_SIZE && sizeof(WorkerSlot) % RTE_CACHE_LINE_SIZE == 0,
               "a WorkerSlot takes whole cache lines");

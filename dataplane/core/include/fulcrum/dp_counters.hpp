@@ -20,7 +20,7 @@ namespace fulcrum {
     X(uint32_t, queue) X(uint32_t, lcore) X(uint64_t, rx) X(uint64_t, forwarded)              \
     X(uint64_t, replied) X(uint64_t, to_kernel) X(uint64_t, dropped) X(uint64_t, uplink_tx)    \
     X(uint64_t, kernel_rx) X(uint64_t, kernel_rx_dropped) X(uint64_t, kernel_tx)                \
-    X(uint64_t, fragments) X(uint64_t, polls) X(uint64_t, busy_polls)
+    X(uint64_t, fragments) X(uint64_t, polls) X(uint64_t, busy_polls) X(uint64_t, busy_cycles)
 
 #define FULCRUM_CONNTABLE_COUNTERS(X)                                                         \
     X(uint32_t, queue) X(uint64_t, capacity) X(uint64_t, entries) X(uint64_t, inserts)         \
@@ -65,6 +65,7 @@ struct ServerTraffic {
 // replied, to_kernel and dropped; dropped is the sum of drops (by reason name, drop.hpp).
 struct DataplaneCounters {
     uint64_t generation = 0;  // of the snapshot the dataplane runs; 0 = none
+    uint64_t tsc_hz = 0;      // the TSC's rate: queues' busy_cycles over it are seconds
     uint64_t rx = 0, forwarded = 0, replied = 0, to_kernel = 0, dropped = 0, too_big_replies = 0;
     // Connection sync (docs/control-protocol.md, "Connection sync counters"), summed over the
     // workers; the install-side refusals before a worker sees a record (invalid, unknown
