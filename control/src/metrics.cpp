@@ -70,17 +70,19 @@ void declare(const std::string& name, const char* type, const std::string& help)
     if (g_reference) g_reference->push_back({name, type, help});
 }
 
-// A counter family fed from running totals: adds the increase since the last value seen.
+// A counter family fed from running totals: adds the increase since the last value seen,
+// times `unit` (the metric's unit per step of the total: 1 / the TSC rate for a cycle count
+// exported as seconds).
 class MirroredCounters : public Series<Counter, uint64_t> {
 public:
     MirroredCounters(prometheus::Registry& r, const std::string& name, const std::string& help)
         : Series(prometheus::BuildCounter().Name(name).Help(help).Register(r)) {
         declare(name, "counter", help);
     }
-    void set_total(const Labels& l, uint64_t total) {
+    void set_total(const Labels& l, uint64_t total, double unit = 1.0) {
         Entry& e = entry(l);
         const uint64_t delta = total >= e.last ? total - e.last : total;  // a restart resets totals
-        if (delta) e.metric->Increment(static_cast<double>(delta));
+        if (delta) e.metric->Increment(static_cast<double>(delta) * unit);
         e.last = total;
     }
 };
@@ -164,6 +166,8 @@ struct Metrics::Impl {
     MirroredCounters dp_rx{*reg, "fulcrum_dataplane_received_packets_total", "Frames received on the uplink, by queue"};
     MirroredCounters dp_fwd{*reg, "fulcrum_dataplane_forwarded_packets_total", "Frames forwarded to servers, by queue"};
     MirroredCounters dp_replied{*reg, "fulcrum_dataplane_replied_packets_total", "ICMP replies sent, by queue"};
+    MirroredCounters dp_busy{*reg, "fulcrum_dataplane_busy_seconds_total",
+                             "Time the worker spent in polls that received frames, by queue (its rate is the worker's load, 0 to 1)"};
     MirroredCounters dp_kernel{*reg, "fulcrum_dataplane_kernel_packets_total",
                                "Frames on the exception path, by queue and direction"};
     MirroredCounters dp_drops{*reg, "fulcrum_dataplane_drops_total", "Frames dropped, by reason"};
@@ -357,6 +361,7 @@ void Metrics::update(const MetricsInput& in) {
             m.dp_rx.set_total({{"queue", qn}}, q.rx);
             m.dp_fwd.set_total({{"queue", qn}}, q.forwarded);
             m.dp_replied.set_total({{"queue", qn}}, q.replied);
+            if (d.tsc_hz) m.dp_busy.set_total({{"queue", qn}}, q.busy_cycles, 1.0 / static_cast<double>(d.tsc_hz));
             m.dp_kernel.set_total({{"queue", qn}, {"direction", "to_kernel"}}, q.kernel_tx);
             m.dp_kernel.set_total({{"queue", qn}, {"direction", "from_kernel"}}, q.kernel_rx);
         }

@@ -15,6 +15,7 @@
 #include "fds.hpp"
 #include "http_scrape.hpp"
 #include "fulcrum/control/metrics.hpp"
+#include "fulcrum/dp_counters.hpp"
 
 using namespace fulcrum::control;
 
@@ -71,6 +72,32 @@ TEST(MetricsEndpoint, XdpFrontPacketsByVerdictAndReason) {
     r = scrape(port);
     EXPECT_NE(r.find("fulcrum_xdp_packets_total{reason=\"admitted\",verdict=\"redirect\"} 50"), std::string::npos) << r;
     EXPECT_NE(r.find("fulcrum_xdp_attached{interface=\"eth1\"} 0"), std::string::npos) << r;
+}
+
+TEST(MetricsEndpoint, WorkerBusyCyclesAreExportedAsSeconds) {
+    Metrics m("127.0.0.1:0");
+    const int port = m.port();
+    ASSERT_GT(port, 0);
+    fulcrum::DataplaneCounters d;
+    d.tsc_hz = 2'000'000'000;
+    fulcrum::QueueCounters q;
+    q.queue = 1;
+    q.busy_cycles = 5'000'000'000;  // 2.5 s at 2 GHz
+    d.queues.push_back(q);
+    MetricsInput in;
+    in.dataplane = &d;
+    m.update(in);
+    std::string r = scrape(port);
+    EXPECT_NE(r.find("fulcrum_dataplane_busy_seconds_total{queue=\"1\"} 2.5"), std::string::npos) << r;
+    d.queues[0].busy_cycles = 6'000'000'000;
+    m.update(in);
+    r = scrape(port);
+    EXPECT_NE(r.find("fulcrum_dataplane_busy_seconds_total{queue=\"1\"} 3"), std::string::npos) << r;
+    // A dataplane restarted counts its cycles from zero: the counter keeps rising.
+    d.queues[0].busy_cycles = 1'000'000'000;
+    m.update(in);
+    r = scrape(port);
+    EXPECT_NE(r.find("fulcrum_dataplane_busy_seconds_total{queue=\"1\"} 3.5"), std::string::npos) << r;
 }
 
 TEST(MetricsEndpoint, BasicAuth) {
