@@ -18,7 +18,8 @@ The rate of a run is the generator's memif RX rate (packets the DUT sent back) o
 --seconds after --warmup seconds: testpmd's "Rx-pps" between two "show port stats 1", which
 it computes from the TSC between the two commands. A and B alternate run by run. Each DUT also
 reports its busy TSC cycles per packet, over the polls that received frames (macswap:
---record-core-cycles; Fulcrum: its queue's busy_cycles counter): the closing "capacity" table
+--record-core-cycles, its forwarding call; Fulcrum: its queue's busy_cycles counter, the whole
+loop iteration, so slightly more for the same work): the closing "capacity" table
 compares what each would forward if never starved, also in runs where the generator was the
 limit.
 Every child is started under timeout(1) as a backstop and stopped by its PID.
@@ -350,8 +351,9 @@ class Bench:
                             "new_per_pkt": (c1["inserts"] - c0["inserts"]) / rx if rx else 0.0,
                             "evict_per_pkt": (c1["evictions"] - c0["evictions"]) / rx if rx else 0.0,
                             "drops": c1["drops"]})
-                # The worker's busy_cycles: the TSC cycles of the polls that received frames, as
-                # macswap's --record-core-cycles below; per frame, and the rate if never starved.
+                # The worker's busy_cycles: the TSC cycles of the polls that received frames (whole
+                # iterations; macswap's --record-core-cycles below times its forwarding call);
+                # per frame, and the rate if never starved.
                 cyc = (c1["busy_cycles"] - c0["busy_cycles"]) / rx if rx else 0.0
                 res["dut_busy_cycles_per_pkt"] = cyc
                 res["dut_capacity_mpps"] = c1["tsc_hz"] / 1e6 / cyc if cyc else 0.0
@@ -417,23 +419,23 @@ def summary(results):
         return x / y if y else float("nan")
 
     out = ["", "== summary (Mpps = packets the generator received back per second; median of the runs)",
-           f"{'case':18s} {'fulcrum runs':40s} {'macswap runs':40s} {'fulcrum':>8s} {'macswap':>8s} {'ratio':>6s}"]
+           f"{'case':20s} {'fulcrum runs':40s} {'macswap runs':40s} {'fulcrum':>8s} {'macswap':>8s} {'ratio':>6s}"]
     for case, rows in results.items():
         f = [r["mpps"] for r in rows["fulcrum"]]
         m = [r["mpps"] for r in rows["macswap"]]
         mf, mm = median(f), median(m)
-        out.append(f"{case:18s} {' '.join(f'{x:.3f}' for x in f):40s} {' '.join(f'{x:.3f}' for x in m):40s} "
+        out.append(f"{case:20s} {' '.join(f'{x:.3f}' for x in f):40s} {' '.join(f'{x:.3f}' for x in m):40s} "
                    f"{mf:8.3f} {mm:8.3f} {ratio(mf, mm):6.3f}")
     out += ["", "== capacity (busy TSC cycles per packet in the polls that received frames, and the Mpps "
             "that makes if never starved; median of the runs)",
-            f"{'case':18s} {'fulcrum cycles/pkt':>18s} {'macswap cycles/pkt':>18s} {'fulcrum':>8s} {'macswap':>8s} "
+            f"{'case':20s} {'fulcrum cycles/pkt':>18s} {'macswap cycles/pkt':>18s} {'fulcrum':>8s} {'macswap':>8s} "
             f"{'ratio':>6s}"]
     for case, rows in results.items():
         cf = median([r.get("dut_busy_cycles_per_pkt", 0.0) for r in rows["fulcrum"]])
         cm = median([r.get("dut_busy_cycles_per_pkt", 0.0) for r in rows["macswap"]])
         kf = median([r.get("dut_capacity_mpps", 0.0) for r in rows["fulcrum"]])
         km = median([r.get("dut_capacity_mpps", 0.0) for r in rows["macswap"]])
-        out.append(f"{case:18s} {cf:18.1f} {cm:18.1f} {kf:8.3f} {km:8.3f} {ratio(kf, km):6.3f}")
+        out.append(f"{case:20s} {cf:18.1f} {cm:18.1f} {kf:8.3f} {km:8.3f} {ratio(kf, km):6.3f}")
     return out
 
 

@@ -19,7 +19,7 @@ def read_pcap(path):
     return frames
 
 
-def test_the_padded_dsr_frames_have_the_length_an_ipip_forward_sends(tmp_path):
+def test_the_padded_dsr_frames_are_as_long_as_their_ipip_encapsulation(tmp_path):
     subprocess.run([sys.executable, str(ROOT / "bench" / "gen_pcap.py"), str(tmp_path), "--flows", "300",
                     "--syns", "8"], check=True)
     dsr = read_pcap(tmp_path / "established_dsr.pcap")
@@ -27,7 +27,8 @@ def test_the_padded_dsr_frames_have_the_length_an_ipip_forward_sends(tmp_path):
     ipip = read_pcap(tmp_path / "established_ipip.pcap")
     assert len(dsr) == len(padded) == len(ipip) == 300
     for d, p, i in zip(dsr, padded, ipip):
-        # Fulcrum's IPIP forward: the Ethernet header, a 20-byte outer IPv4 header, then the
+        # What Fulcrum's IPIP forward makes of the frame (detail::encapsulate_v4, tested in
+        # tests/unit and tests/dp): the Ethernet header, a 20-byte outer IPv4 header, then the
         # inner IP packet (its total length; the Ethernet padding after it is trimmed).
         inner_len = struct.unpack_from("!H", i, 14 + 2)[0]
         assert len(p) == 14 + 20 + inner_len == 74

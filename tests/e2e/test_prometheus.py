@@ -184,7 +184,8 @@ def test_prometheus_scrapes_fulcrumd_with_our_rules(lab3, tmp_path):
         prom.wait_value('sum(fulcrum_server_new_connections_total{service="web"})', lambda v: v >= served, 10,
                         f"the {served} connections counted")
         assert prom.query('fulcrum_port_received_packets_total{role="uplink"}'), "no uplink port counters"
-        # The worker's busy time: it received the traffic above, so it rose above zero.
+        # The worker's busy time: its polls received frames (the traffic above, and whatever
+        # the exception path carried), so it rose above zero.
         prom.wait_value('sum(fulcrum_dataplane_busy_seconds_total)', lambda v: v > 0, 15,
                         "the worker's busy time counted")
         prom.wait_value('increase(fulcrum_dataplane_drops_total{reason="no_service"}[5m])', lambda v: v >= 100, 15,

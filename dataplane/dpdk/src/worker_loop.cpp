@@ -360,9 +360,10 @@ int worker_main(void* arg) {
     const uint64_t started = dp.started_tsc_;
     uint64_t last_drain = rte_rdtsc();
     // busy_cycles: an iteration's cycles, from its TSC read to the next one's, count when it
-    // received something (`busy` all ones) - testpmd's --record-core-cycles measure, so that
-    // cycles per packet compare with macswap's even when the traffic source, not the worker,
-    // is the limit. Branch-free: one masked add per iteration.
+    // received something (`busy` all ones) - close to testpmd's --record-core-cycles (which
+    // times only its forwarding call), so that cycles per packet compare with macswap's even
+    // when the traffic source, not the worker, is the limit. Branch-free: one masked add per
+    // iteration.
     uint64_t prev_tsc = last_drain;
     uint64_t busy = 0;
     // `now` (ms since start, as Dataplane::now_ms computes it) is divided out only when the
