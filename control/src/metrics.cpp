@@ -356,12 +356,13 @@ void Metrics::update(const MetricsInput& in) {
             m.svc_bytes.set_total(l, s.bytes);
             m.svc_conns.set_total(l, s.new_connections);
         }
+        const double seconds_per_cycle = d.tsc_hz ? 1.0 / static_cast<double>(d.tsc_hz) : 0.0;
         for (const auto& q : d.queues) {
             const std::string qn = std::to_string(q.queue);
             m.dp_rx.set_total({{"queue", qn}}, q.rx);
             m.dp_fwd.set_total({{"queue", qn}}, q.forwarded);
             m.dp_replied.set_total({{"queue", qn}}, q.replied);
-            if (d.tsc_hz) m.dp_busy.set_total({{"queue", qn}}, q.busy_cycles, 1.0 / static_cast<double>(d.tsc_hz));
+            if (d.tsc_hz) m.dp_busy.set_total({{"queue", qn}}, q.busy_cycles, seconds_per_cycle);
             m.dp_kernel.set_total({{"queue", qn}, {"direction", "to_kernel"}}, q.kernel_tx);
             m.dp_kernel.set_total({{"queue", qn}, {"direction", "from_kernel"}}, q.kernel_rx);
         }

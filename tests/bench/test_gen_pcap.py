@@ -5,23 +5,13 @@ import sys
 
 import gen_pcap
 from conftest import ROOT
-
-
-def read_pcap(path):
-    data = path.read_bytes()
-    assert struct.unpack_from("<I", data, 0)[0] == 0xA1B2C3D4
-    frames, off = [], 24
-    while off < len(data):
-        incl, orig = struct.unpack_from("<II", data, off + 8)
-        assert incl == orig
-        frames.append(data[off + 16:off + 16 + incl])
-        off += 16 + incl
-    return frames
+from fulcrumlab import read_pcap
 
 
 def test_the_padded_dsr_frames_are_as_long_as_their_ipip_encapsulation(tmp_path):
     subprocess.run([sys.executable, str(ROOT / "bench" / "gen_pcap.py"), str(tmp_path), "--flows", "300",
                     "--syns", "8"], check=True)
+    assert (tmp_path / "established_dsr_74b.pcap").read_bytes()[:4] == struct.pack("<I", 0xA1B2C3D4)
     dsr = read_pcap(tmp_path / "established_dsr.pcap")
     padded = read_pcap(tmp_path / "established_dsr_74b.pcap")
     ipip = read_pcap(tmp_path / "established_ipip.pcap")

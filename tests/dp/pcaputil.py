@@ -1,26 +1,8 @@
 """Fast raw pcap reading and writing (no scapy per packet) for large test inputs, and a
 helper that runs the dataplane over a pcap file."""
-import struct
 
 import fulcrumlab
-from fulcrumlab import write_pcap  # noqa: F401 (re-exported for the tests)
-
-
-def read_pcap(path):
-    frames = []
-    with open(path, "rb") as f:
-        data = f.read()
-    if len(data) < 24:
-        return frames
-    magic = struct.unpack("<I", data[:4])[0]
-    endian = "<" if magic in (0xA1B2C3D4, 0xA1B23C4D) else ">"
-    off = 24
-    while off + 16 <= len(data):
-        _, _, incl, _ = struct.unpack(endian + "IIII", data[off:off + 16])
-        off += 16
-        frames.append(data[off:off + incl])
-        off += incl
-    return frames
+from fulcrumlab import read_pcap, write_pcap  # noqa: F401 (re-exported for the tests)
 
 
 def run_pcap(workdir, frames, spec, extra=(), timeout=120, **dp_args):

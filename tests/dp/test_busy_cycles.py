@@ -1,5 +1,5 @@
 """A worker's busy cycles (docs/control-protocol.md, `counters`): the TSC cycles of the poll
-iterations that received something, as testpmd's --record-core-cycles counts them. Idle
+iterations that received something, close to what testpmd's --record-core-cycles counts. Idle
 iterations, sleeping or not, add nothing; a worker that receives in every poll counts about
 all of its time, and never more than the time that passed."""
 import time

@@ -49,6 +49,24 @@ def write_pcap(path, frames):
             f.write(fr)
 
 
+def read_pcap(path):
+    """The raw frames of a pcap file (either byte order), without scapy."""
+    frames = []
+    with open(path, "rb") as f:
+        data = f.read()
+    if len(data) < 24:
+        return frames
+    magic = struct.unpack("<I", data[:4])[0]
+    endian = "<" if magic in (0xA1B2C3D4, 0xA1B23C4D) else ">"
+    off = 24
+    while off + 16 <= len(data):
+        _, _, incl, _ = struct.unpack(endian + "IIII", data[off:off + 16])
+        off += 16
+        frames.append(data[off:off + incl])
+        off += incl
+    return frames
+
+
 def unique(prefix):
     """A name unique to this process and call (for namespaces, file prefixes, sockets)."""
     return f"{prefix}{os.getpid() % 100000}x{next(_counter)}"

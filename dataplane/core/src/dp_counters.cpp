@@ -33,8 +33,9 @@ FULCRUM_JSON_MAPPING(ServiceTraffic, FULCRUM_SERVICE_COUNTERS)
 FULCRUM_JSON_MAPPING(ServerTraffic, FULCRUM_SERVER_COUNTERS)
 
 #define FULCRUM_DATAPLANE_COUNTERS(X)                                                        \
-    X(uint64_t, generation) X(uint64_t, tsc_hz) X(uint64_t, rx) X(uint64_t, forwarded) X(uint64_t, replied)       \
-    X(uint64_t, to_kernel) X(uint64_t, dropped) X(uint64_t, too_big_replies) X(_, drops)       \
+    X(uint64_t, generation) X(uint64_t, tsc_hz) X(uint64_t, rx) X(uint64_t, forwarded)       \
+    X(uint64_t, replied) X(uint64_t, to_kernel) X(uint64_t, dropped) X(uint64_t, too_big_replies) \
+    X(_, drops)                                                                                \
     X(_, sync_exported) X(_, sync_export_ring_full) X(_, sync_installed)                       \
     X(_, sync_install_ring_full) X(_, sync_install_table_full) X(_, sync_install_unknown)      \
     X(_, sync_install_invalid) X(_, sync_install_expired) X(_, sync_removed)                   \
