@@ -198,21 +198,34 @@ class Bench:
         self.seq = 0
 
     def eal(self, lcores, mem, prefix, vdevs, huge=False):
-        # --huge-unlink: no hugepage files stay behind, whatever happens to the process.
-        mem_opts = ["--huge-unlink"] if huge else ["--no-huge"]
+        # --huge-unlink: no hugepage files stay behind, whatever happens to the process. A DUT
+        # whose memif shares its memory (zero-copy) needs all of it in one file per memory type
+        # (--single-file-segments, which --huge-unlink excludes); --in-memory keeps that file
+        # off the file system.
+        if not huge:
+            mem_opts = ["--no-huge"]
+        elif self.a.zero_copy:
+            mem_opts = ["--in-memory", "--single-file-segments"]
+        else:
+            mem_opts = ["--huge-unlink"]
         e = ["--lcores", lcores] + mem_opts + ["-m", str(mem), "--no-pci", "--file-prefix", prefix,
              "--log-level", "*:warning"]
         for v in vdevs:
             e += ["--vdev", v]
         return e
 
+    def table_capacity(self, case):
+        """Fulcrum's --conn-capacity for a case."""
+        return self.a.syn_capacity if case == "unique_syn" else self.a.capacity
+
     def memif_socket(self, case):
         return self.work / f"memif-{case}.sock"
 
     def memif(self, role, case):
-        mac = ",mac=" + self.a.dut_mac if role == "client" else ""
+        # The DUT is the client: its MAC, and zero-copy (a client-side mode) when asked for.
+        own = f",mac={self.a.dut_mac}" + (",zero-copy=yes" if self.a.zero_copy else "") if role == "client" else ""
         return (f"net_memif0,role={role},id=0,socket={self.memif_socket(case)},socket-abstract=no,"
-                f"rsize={self.a.rsize}{mac}")
+                f"rsize={self.a.rsize}{own}")
 
     def start_generator(self, case, pcap, frames):
         mbufs = frames + 65536
@@ -244,7 +257,7 @@ class Bench:
         logf = self.work / f"dut-{case}-{kind}-{self.seq}.log"
         if kind == "fulcrum":
             sock = self.work / f"{prefix}.sock"
-            cap = self.a.syn_capacity if case == "unique_syn" else self.a.capacity
+            cap = self.table_capacity(case)
             d = Child([self.a.dataplane] + eal + ["--", "--uplink", "net_memif0", "--snapshot", self.a.snapshot,
                                                   "--control-socket", sock, "--conn-capacity", cap,
                                                   "--idle-sleep-us", "0"],
@@ -383,8 +396,11 @@ class Bench:
             remove_dpdk_runtime_dir(d.prefix)
 
     def run_case(self, case, pcap, frames):
+        cap = self.table_capacity(case)
         log(f"\n== case {case}: {frames} frames in {pcap.name}, {self.a.runs} runs of {self.a.seconds} s "
-            f"(warm-up {self.a.warmup} s) per DUT, alternating fulcrum / macswap")
+            f"(warm-up {self.a.warmup} s) per DUT, alternating fulcrum / macswap; Fulcrum's table "
+            f"{cap} entries; DUT memory {'hugepages' if self.a.hugepages else '--no-huge'}"
+            f"{', memif zero-copy' if self.a.zero_copy else ''}")
         g = self.start_generator(case, pcap, frames)
         rows = {"fulcrum": [], "macswap": []}
         try:
@@ -449,7 +465,8 @@ def main():
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--seconds", type=float, default=20)
     ap.add_argument("--warmup", type=float, default=5)
-    ap.add_argument("--capacity", type=int, default=1 << 20)
+    ap.add_argument("--capacity", type=int, default=1 << 20,
+                    help="Fulcrum's --conn-capacity in the established cases")
     ap.add_argument("--syn-capacity", type=int, default=131072)
     ap.add_argument("--dut-mac", default="02:00:00:00:00:01")
     ap.add_argument("--rsize", type=int, default=10)
@@ -459,8 +476,12 @@ def main():
     ap.add_argument("--dut-cpu", type=int, default=1)
     ap.add_argument("--hugepages", action="store_true",
                     help="run both DUTs on 2 MiB hugepages (reserved by throughput.sh) instead of --no-huge")
+    ap.add_argument("--zero-copy", action="store_true",
+                    help="the DUTs' memif in zero-copy client mode (needs --hugepages)")
     ap.add_argument("--json", help="write all results here")
     a = ap.parse_args()
+    if a.zero_copy and not a.hugepages:
+        ap.error("--zero-copy needs --hugepages: memif's zero-copy client shares the DUT's hugepage memory")
     a.gen_main_cpu = a.dut_cpu
     a.dut_main_cpu = a.gen_cpu
     # Backstop per process: every run of a case, with up to 3 start attempts of 90 s per DUT.

@@ -3,7 +3,8 @@
 # forwarder on the identical set-up (docs/benchmarks.md, "Dataplane throughput").
 #
 #   bench/throughput.sh [--runs N] [--seconds S] [--warmup W] [--cases a,b,c] [--quick]
-#                       [--hugepages] [--build-dir DIR] [--keep DIR]
+#                       [--hugepages [--zero-copy]] [--conn-capacity N] [--build-dir DIR]
+#                       [--keep DIR]
 #
 #   --runs N       runs per DUT and case, fulcrum and macswap alternating (default 5)
 #   --seconds S    measurement window per run (default 20), after --warmup W seconds (default 5)
@@ -13,6 +14,12 @@
 #   --quick        smoke test: 1 run of 3 s (1 s warm-up) per DUT and case, 262,144-SYN pcap
 #   --hugepages    both DUTs on 2 MiB hugepages instead of --no-huge (reserves 512 pages with
 #                  scripts/hugepages.sh when fewer are free, and gives them back at exit)
+#   --zero-copy    (with --hugepages) both DUTs' memif in zero-copy client mode: the generator
+#                  copies frames into and out of the DUT's own buffers, so the DUT copies no
+#                  frame bytes, as with a NIC's DMA; the DUTs' EAL runs --in-memory
+#                  --single-file-segments, which that mode needs
+#   --conn-capacity N  Fulcrum's connection table entries in the established cases (default
+#                  1048576, the dataplane's default; the unique-SYN case keeps 131072)
 #   --build-dir    release build with DPDK (default build-bench; configured and built if missing)
 #   --keep DIR     keep the pcaps, logs and results.json in DIR (default: a temporary directory,
 #                  removed at exit)
@@ -25,7 +32,7 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 RUNS=5 SECONDS_=20 WARMUP=5 CASES=established_dsr,established_ipip,established_dsr_74b,unique_syn QUICK=0
-BUILD=build-bench KEEP= HUGE=0
+BUILD=build-bench KEEP= HUGE=0 ZC=0 CAPACITY=1048576
 SYNS=1048576 FLOWS=16384
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -35,14 +42,21 @@ while [ $# -gt 0 ]; do
     --cases) CASES=$2; shift 2 ;;
     --quick) QUICK=1; shift ;;
     --hugepages) HUGE=1; shift ;;
+    --zero-copy) ZC=1; shift ;;
+    --conn-capacity) CAPACITY=$2; shift 2 ;;
     --build-dir) BUILD=$2; shift 2 ;;
     --keep) KEEP=$2; shift 2 ;;
-    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
     *) echo "throughput.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
 if [ "$QUICK" = 1 ]; then RUNS=1 SECONDS_=3 WARMUP=1 SYNS=262144; fi
 case "$RUNS" in ''|*[!0-9]*|0) echo "throughput.sh: --runs must be a positive integer" >&2; exit 2 ;; esac
+case "$CAPACITY" in ''|*[!0-9]*|0) echo "throughput.sh: --conn-capacity must be a positive integer (entries), got '$CAPACITY'" >&2; exit 2 ;; esac
+if [ "$ZC" = 1 ] && [ "$HUGE" = 0 ]; then
+  echo "throughput.sh: --zero-copy needs --hugepages (memif's zero-copy client shares the DUT's hugepage memory with the generator)" >&2
+  exit 2
+fi
 
 NAME=throughput.sh
 # shellcheck source=bench/lib.sh
@@ -69,6 +83,7 @@ HUGEOPT=
 if [ "$HUGE" = 1 ]; then
   reserve_hugepages 512
   HUGEOPT=--hugepages
+  [ "$ZC" = 1 ] && HUGEOPT="--hugepages --zero-copy"
 fi
 
 echo "== writing pcaps ($FLOWS flows, $SYNS unique SYNs) and the snapshot into $WORK"
@@ -79,7 +94,7 @@ echo "== $(date -u +%FT%TZ) commit $(commit_desc), $(nproc) CPUs, load $(cut -d'
 SYNCAP=131072
 [ "$QUICK" = 1 ] && SYNCAP=32768
 /usr/bin/python3 "$ROOT/bench/throughput.py" --workdir "$WORK" --dataplane "$DP" --snapshot "$WORK/bench.snap" \
-  --cases "$CASES" --runs "$RUNS" --seconds "$SECONDS_" --warmup "$WARMUP" --syn-capacity "$SYNCAP" \
+  --cases "$CASES" --runs "$RUNS" --seconds "$SECONDS_" --warmup "$WARMUP" --syn-capacity "$SYNCAP" --capacity "$CAPACITY" \
   --frames "{\"established_dsr\": $FLOWS, \"established_ipip\": $FLOWS, \"established_dsr_74b\": $FLOWS, \"unique_syn\": $SYNS}" \
   --json "$WORK/results.json" $HUGEOPT &
 DRIVER=$!

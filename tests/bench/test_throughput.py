@@ -1,4 +1,7 @@
 """bench/throughput.py's own logic: which DUT start failures it retries, and its closing tables."""
+import pathlib
+import subprocess
+import sys
 import types
 
 import pytest
@@ -179,3 +182,86 @@ def test_summary_gives_medians_of_the_rate_and_of_the_capacity():
     # Medians: 290 and 175 cycles per packet; 2096 MHz over them.
     assert cap[1:3] == ["290.0", "175.0"]
     assert cap[3:] == [f"{2096 / 290:.3f}", f"{2096 / 175:.3f}", f"{175 / 290:.3f}"]
+
+
+def dut_command(tmp_path, monkeypatch, kind, case, **opts):
+    """The EAL and application arguments start_dut gives a DUT, with the given options."""
+    seen = []
+
+    class Fake:
+        def __init__(self, argv_or_eal, *args):
+            seen.append(list(argv_or_eal) + (list(args[0]) if kind == "macswap" else []))
+
+    monkeypatch.setattr(throughput, "Child", Fake)
+    monkeypatch.setattr(throughput, "Testpmd", Fake)
+    a = dict(workdir=str(tmp_path), dut_main_cpu=0, dut_cpu=1, dut_mem=512, rsize=10, dut_mac="02:00:00:00:00:01",
+             limit=60, dataplane="fulcrum-dataplane", snapshot="b.snap", capacity=1 << 20, syn_capacity=131072,
+             hugepages=False, zero_copy=False)
+    a.update(opts)
+    b = throughput.Bench(types.SimpleNamespace(**a))
+    monkeypatch.setattr(b, "wait_dut_ready", lambda d, kind: None)
+    b.start_dut(kind, case)
+    return seen[0]
+
+
+def memif_devargs(argv):
+    return next(v for v in argv if v.startswith("net_memif0"))
+
+
+@pytest.mark.parametrize("kind", ["fulcrum", "macswap"])
+def test_zero_copy_is_the_clients_mode_on_shared_hugepage_memory(tmp_path, monkeypatch, kind):
+    argv = dut_command(tmp_path, monkeypatch, kind, "established_ipip", hugepages=True, zero_copy=True)
+    assert "role=client" in memif_devargs(argv) and memif_devargs(argv).endswith(",zero-copy=yes")
+    # memif's zero-copy client needs one memory file (--single-file-segments), which
+    # --huge-unlink excludes; --no-huge memory cannot be shared at all.
+    assert "--single-file-segments" in argv and "--in-memory" in argv
+    assert "--huge-unlink" not in argv and "--no-huge" not in argv
+
+
+@pytest.mark.parametrize("huge,memory", [(False, "--no-huge"), (True, "--huge-unlink")])
+def test_without_zero_copy_the_memif_copies(tmp_path, monkeypatch, huge, memory):
+    argv = dut_command(tmp_path, monkeypatch, "fulcrum", "established_dsr", hugepages=huge)
+    assert "zero-copy" not in memif_devargs(argv)
+    assert memory in argv and "--single-file-segments" not in argv and "--in-memory" not in argv
+
+
+def test_the_generator_never_takes_zero_copy(tmp_path, monkeypatch):
+    seen = []
+
+    class FakeTestpmd:
+        def __init__(self, eal, args, log, limit):
+            seen.append(eal)
+
+        def wait_for(self, *a):
+            return "testpmd> "
+
+    monkeypatch.setattr(throughput, "Testpmd", FakeTestpmd)
+    b = throughput.Bench(types.SimpleNamespace(workdir=str(tmp_path), gen_main_cpu=1, gen_cpu=0, gen_burst=32,
+                                               limit=60, rsize=10, dut_mac="02:00:00:00:00:01", zero_copy=True))
+    b.start_generator("established_dsr", "x.pcap", 16)
+    assert "role=server" in memif_devargs(seen[0]) and "zero-copy" not in memif_devargs(seen[0])
+    assert "--no-huge" in seen[0]
+
+
+def test_the_table_capacity_applies_to_the_established_cases(tmp_path, monkeypatch):
+    for case, want in [("established_dsr", "32768"), ("established_dsr_74b", "32768"), ("unique_syn", "131072")]:
+        argv = dut_command(tmp_path, monkeypatch, "fulcrum", case, capacity=32768)
+        assert str(argv[argv.index("--conn-capacity") + 1]) == want, case
+
+
+def test_the_driver_refuses_zero_copy_without_hugepages(tmp_path):
+    r = subprocess.run([sys.executable, str(throughput.__file__), "--workdir", str(tmp_path), "--dataplane", "x",
+                        "--snapshot", "y", "--frames", "{}", "--zero-copy"], capture_output=True, text=True)
+    assert r.returncode == 2 and "--zero-copy needs --hugepages" in r.stderr
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--zero-copy"], "--zero-copy needs --hugepages"),
+    (["--conn-capacity", "0"], "--conn-capacity must be a positive integer (entries), got '0'"),
+    (["--conn-capacity", "1M"], "--conn-capacity must be a positive integer (entries), got '1M'"),
+])
+def test_the_script_refuses_bad_options_before_it_builds(args, message):
+    script = pathlib.Path(throughput.__file__).with_name("throughput.sh")
+    r = subprocess.run(["bash", str(script), "--build-dir", "/nonexistent-build"] + args, capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 2 and message in r.stderr, r.stderr
