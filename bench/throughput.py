@@ -223,7 +223,9 @@ class Bench:
 
     def memif(self, role, case):
         # The DUT is the client: its MAC, and zero-copy (a client-side mode) when asked for.
-        own = f",mac={self.a.dut_mac}" + (",zero-copy=yes" if self.a.zero_copy else "") if role == "client" else ""
+        own = ""
+        if role == "client":
+            own = f",mac={self.a.dut_mac}" + (",zero-copy=yes" if self.a.zero_copy else "")
         return (f"net_memif0,role={role},id=0,socket={self.memif_socket(case)},socket-abstract=no,"
                 f"rsize={self.a.rsize}{own}")
 

@@ -83,7 +83,7 @@ HUGEOPT=
 if [ "$HUGE" = 1 ]; then
   reserve_hugepages 512
   HUGEOPT=--hugepages
-  [ "$ZC" = 1 ] && HUGEOPT="--hugepages --zero-copy"
+  if [ "$ZC" = 1 ]; then HUGEOPT="--hugepages --zero-copy"; fi
 fi
 
 echo "== writing pcaps ($FLOWS flows, $SYNS unique SYNs) and the snapshot into $WORK"

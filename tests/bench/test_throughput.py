@@ -141,26 +141,34 @@ def test_other_failures_are_not_retried(msg):
     assert b.starts == 1
 
 
-def test_a_new_generator_does_not_find_the_old_ones_socket(tmp_path, monkeypatch):
-    """DPDK 22.11's memif server leaves its socket file at close: a generator started after a
-    restart must not find it, or its bind fails (EADDRINUSE) and no DUT can connect."""
-    sock = tmp_path / "memif-unique_syn.sock"
+def generator_start(tmp_path, monkeypatch, case, **opts):
+    """Each start_generator() of a Bench with these options, as (the EAL arguments its testpmd
+    got, whether the case's memif socket file existed when it started)."""
     seen = []
+    sock = tmp_path / f"memif-{case}.sock"
 
     class FakeTestpmd:
         def __init__(self, eal, args, log, limit):
-            seen.append((sock.exists(), [v for v in eal if v.startswith("net_memif0")]))
+            seen.append((eal, sock.exists()))
 
         def wait_for(self, *a):
             return "testpmd> "
 
     monkeypatch.setattr(throughput, "Testpmd", FakeTestpmd)
-    sock.write_text("")  # what the generator stopped for the restart left
     b = throughput.Bench(types.SimpleNamespace(workdir=str(tmp_path), gen_main_cpu=0, gen_cpu=1, gen_burst=32,
-                                               limit=60, rsize=11, dut_mac="02:00:00:00:00:01"))
-    b.start_generator("unique_syn", "x.pcap", 16)
-    assert len(seen) == 1 and seen[0][0] is False
-    assert f"socket={sock}," in seen[0][1][0]
+                                               limit=60, rsize=11, dut_mac="02:00:00:00:00:01", **opts))
+    b.start_generator(case, "x.pcap", 16)
+    return seen
+
+
+def test_a_new_generator_does_not_find_the_old_ones_socket(tmp_path, monkeypatch):
+    """DPDK 22.11's memif server leaves its socket file at close: a generator started after a
+    restart must not find it, or its bind fails (EADDRINUSE) and no DUT can connect."""
+    sock = tmp_path / "memif-unique_syn.sock"
+    sock.write_text("")  # what the generator stopped for the restart left
+    seen = generator_start(tmp_path, monkeypatch, "unique_syn")
+    assert len(seen) == 1 and seen[0][1] is False
+    assert f"socket={sock}," in memif_devargs(seen[0][0])
 
 
 def run(mpps, cycles, mhz=2096):
@@ -226,21 +234,9 @@ def test_without_zero_copy_the_memif_copies(tmp_path, monkeypatch, huge, memory)
 
 
 def test_the_generator_never_takes_zero_copy(tmp_path, monkeypatch):
-    seen = []
-
-    class FakeTestpmd:
-        def __init__(self, eal, args, log, limit):
-            seen.append(eal)
-
-        def wait_for(self, *a):
-            return "testpmd> "
-
-    monkeypatch.setattr(throughput, "Testpmd", FakeTestpmd)
-    b = throughput.Bench(types.SimpleNamespace(workdir=str(tmp_path), gen_main_cpu=1, gen_cpu=0, gen_burst=32,
-                                               limit=60, rsize=10, dut_mac="02:00:00:00:00:01", zero_copy=True))
-    b.start_generator("established_dsr", "x.pcap", 16)
-    assert "role=server" in memif_devargs(seen[0]) and "zero-copy" not in memif_devargs(seen[0])
-    assert "--no-huge" in seen[0]
+    eal = generator_start(tmp_path, monkeypatch, "established_dsr", zero_copy=True)[0][0]
+    assert "role=server" in memif_devargs(eal) and "zero-copy" not in memif_devargs(eal)
+    assert "--no-huge" in eal
 
 
 def test_the_table_capacity_applies_to_the_established_cases(tmp_path, monkeypatch):
