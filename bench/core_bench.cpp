@@ -24,6 +24,7 @@
 #include <memory>
 #include <random>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "fulcrum/bytes.hpp"
@@ -784,15 +785,17 @@ __attribute__((noinline)) void pipeline_burst(PipelineCase& c) {
 
 // The DPDK adapter's defaults (1 Mi connections, 4096 services, 65536 servers), with the
 // connection table in pre-faulted memory: transparent huge pages standing in for DPDK's
-// hugepage memory, or 4 KiB pages for comparison.
-PipelineCase& pipeline_case(Case k, bool huge) {
-    static std::map<std::pair<Case, bool>, std::unique_ptr<PipelineCase>> cache;
-    auto& cp = cache[{k, huge}];
+// hugepage memory, or 4 KiB pages for comparison. `capacity`, if not 0, replaces the default
+// table size (the table-span cases, add_pipeline).
+PipelineCase& pipeline_case(Case k, bool huge, size_t capacity = 0) {
+    static std::map<std::tuple<Case, bool, size_t>, std::unique_ptr<PipelineCase>> cache;
+    auto& cp = cache[{k, huge, capacity}];
     if (cp) return *cp;
     cp = std::make_unique<PipelineCase>();
     PipelineCase& c = *cp;
     WorkerConfig cfg;
     cfg.own_mac = kOwnMac;
+    if (capacity) cfg.conn_capacity = capacity;
     c.conn_mem = std::make_unique<Region>(ConnTable::memory_bytes(cfg.conn_capacity), huge);
     cfg.conn_memory = c.conn_mem->get();
     c.worker = std::make_unique<Worker>(cfg);
@@ -845,9 +848,9 @@ PipelineCase& pipeline_case(Case k, bool huge) {
     return c;
 }
 
-void add_pipeline_case(const std::string& name, Case k, bool huge = true, bool copy_only = true) {
-    benchmark::RegisterBenchmark(("Pipeline/" + name).c_str(), [k, huge](benchmark::State& st) {
-        PipelineCase& c = pipeline_case(k, huge);
+void add_pipeline_case(const std::string& name, Case k, bool huge = true, bool copy_only = true, size_t capacity = 0) {
+    benchmark::RegisterBenchmark(("Pipeline/" + name).c_str(), [k, huge, capacity](benchmark::State& st) {
+        PipelineCase& c = pipeline_case(k, huge, capacity);
         const WorkerCounters& w = c.worker->counters();
         const ConnTableStats& ts = c.worker->conns().stats();
         const uint64_t fwd0 = w.forwarded.get(), kern0 = w.to_kernel.get(), drop0 = w.dropped.get();
@@ -868,6 +871,7 @@ void add_pipeline_case(const std::string& name, Case k, bool huge = true, bool c
         st.counters["new"] = static_cast<double>(ts.inserts.get() - ins0) / pkts;
         st.counters["evict"] = static_cast<double>(ts.evictions.get() - ev0) / pkts;
         st.counters["huge_share"] = c.conn_mem->huge_share();
+        st.counters["table_mib"] = static_cast<double>(ConnTable::memory_bytes(c.worker->conns().capacity())) / (1 << 20);
     });
     if (!copy_only) return;
     benchmark::RegisterBenchmark(("Pipeline/" + name + "/copy_only").c_str(), [k, huge](benchmark::State& st) {
@@ -892,6 +896,13 @@ void add_pipeline() {
     // The same on 4 KiB pages (copy costs as above).
     add_pipeline_case("established_dsr_4kpages", Case::established_dsr, false, false);
     add_pipeline_case("established_dsr_500k_4kpages", Case::established_dsr_500k, false, false);
+    // The table's span: the same 10,000 flows in tables of other sizes (established_dsr has the
+    // default, 1 Mi entries). From 512 Ki entries up nearly every flow has its bucket lines and
+    // entry to itself, so a burst reads about as many lines in each of those tables while the
+    // memory they are spread over, and its pages, grow (docs/benchmarks.md).
+    for (const auto& [suffix, cap] : {std::pair{"32k", size_t{1} << 15}, std::pair{"128k", size_t{1} << 17},
+                                      std::pair{"512k", size_t{1} << 19}, std::pair{"4m", size_t{1} << 22}})
+        add_pipeline_case(std::string("established_dsr_table") + suffix, Case::established_dsr, true, false, cap);
 }
 
 
