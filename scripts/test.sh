@@ -126,8 +126,9 @@ run_junit bench-scripts 300 $PY -m pytest tests/bench -q -p no:cacheprovider --j
 if [ -x build/bench/core-bench ]; then
   echo "== bench-core (smoke)"
   if timeout --kill-after=30 600 build/bench/core-bench --benchmark_min_time=0.01 \
-       --benchmark_filter='^(Parse/ipv4_tcp|Pipeline/established_dsr|Pipeline/unique_syn)$' \
-       >"$RESULTS/bench-core.log" 2>&1 && [ "$(grep -cE '^Pipeline/.* fwd=1 ' "$RESULTS/bench-core.log")" = 2 ]; then
+       --benchmark_filter='^(Parse/ipv4_tcp|Pipeline/established_dsr|Pipeline/established_dsr_table32k|Pipeline/unique_syn)$' \
+       >"$RESULTS/bench-core.log" 2>&1 && [ "$(grep -cE '^Pipeline/.* fwd=1 ' "$RESULTS/bench-core.log")" = 3 ] &&
+     grep -qE '^Pipeline/established_dsr_table32k .* table_mib=1\.75' "$RESULTS/bench-core.log"; then
     record bench-core "core-bench runs and forwards" pass
   else
     tail -n 30 "$RESULTS/bench-core.log"
