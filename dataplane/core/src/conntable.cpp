@@ -40,8 +40,10 @@ ConnTable::ConnTable(size_t capacity, ConnTimeouts timeouts, void* memory) {
         owned_ = ::operator new(bytes, std::align_val_t{64});
         memory = owned_;
     }
-    buckets_ = static_cast<Bucket*>(memory);
-    for (size_t b = 0; b < nbuckets_; ++b) std::memset(&buckets_[b].meta, 0, sizeof(BucketMeta));
+    meta_ = static_cast<BucketMeta*>(memory);
+    entries_ = reinterpret_cast<ConnEntry*>(static_cast<uint8_t*>(memory) +
+                                            size_t{nbuckets_} * sizeof(BucketMeta));
+    std::memset(meta_, 0, size_t{nbuckets_} * sizeof(BucketMeta));
 }
 
 ConnTable::~ConnTable() {
@@ -226,8 +228,8 @@ uint32_t ConnTable::insert(const FlowKey& key, const Probe& pr, ConnState state,
 }
 
 void ConnTable::remove(uint32_t b, uint32_t w) {
-    BucketMeta& m = mt(b);
-    if (hook_) hook_(hook_ctx_, en(size_t{b} * kWays + w), static_cast<ConnState>(m.state[w]));
+    BucketMeta& m = meta_[b];
+    if (hook_) hook_(hook_ctx_, entries_[size_t{b} * kWays + w], static_cast<ConnState>(m.state[w]));
     m.tag[w] = 0;
     m.state[w] = 0;
     ++epoch_;
@@ -235,7 +237,7 @@ void ConnTable::remove(uint32_t b, uint32_t w) {
 }
 
 void ConnTable::erase(uint32_t idx) {
-    if (mt(idx / kWays).tag[idx % kWays]) remove(idx / kWays, idx % kWays);
+    if (meta_[idx / kWays].tag[idx % kWays]) remove(idx / kWays, idx % kWays);
 }
 
 size_t ConnTable::sweep(uint32_t now, size_t buckets) {
@@ -244,7 +246,7 @@ size_t ConnTable::sweep(uint32_t now, size_t buckets) {
     for (size_t i = 0; i < buckets; ++i) {
         const uint32_t b = sweep_cursor_;
         if (++sweep_cursor_ == nbuckets_) sweep_cursor_ = 0;
-        BucketMeta& m = mt(b);
+        BucketMeta& m = meta_[b];
         for (uint32_t w = 0; w < kWays; ++w) {
             if (m.tag[w] && expired(m, w, now)) {
                 stats_.expired.add();
@@ -258,10 +260,10 @@ size_t ConnTable::sweep(uint32_t now, size_t buckets) {
 
 void ConnTable::export_live(uint32_t now, std::vector<ConnExport>& out) const {
     for (uint32_t b = 0; b < nbuckets_; ++b) {
-        const BucketMeta& m = mt(b);
+        const BucketMeta& m = meta_[b];
         for (uint32_t w = 0; w < kWays; ++w) {
             if (!m.tag[w] || expired(m, w, now)) continue;
-            out.push_back({en(size_t{b} * kWays + w), static_cast<ConnState>(m.state[w]), now - m.last_seen[w]});
+            out.push_back({entries_[size_t{b} * kWays + w], static_cast<ConnState>(m.state[w]), now - m.last_seen[w]});
         }
     }
 }
@@ -275,7 +277,7 @@ ConnRestore ConnTable::restore(const ConnEntry& e, uint64_t hash, ConnState stat
     if (i == kNone) return ConnRestore::full;
     // The 32-bit clock wraps: now - idle_ms may lie "before" the new process's origin, and
     // expiry (now - last_seen >= timeout) still comes out right.
-    mt(i / kWays).last_seen[i % kWays] = now - idle_ms;
+    meta_[i / kWays].last_seen[i % kWays] = now - idle_ms;
     ++epoch_;
     if (idx) *idx = i;
     return ConnRestore::restored;
@@ -288,10 +290,10 @@ ConnInstall ConnTable::install(const ConnEntry& e, uint64_t hash, ConnState stat
     uint32_t i = find(e.key, hash, now);
     ConnInstall r = ConnInstall::overwritten;
     if (i != kNone) {
-        if (old) *old = en(i);
+        if (old) *old = entries_[i];
         if (old_state) *old_state = this->state(i);
-        en(i).server = e.server;
-        en(i).server_tag = e.server_tag;
+        entries_[i].server = e.server;
+        entries_[i].server_tag = e.server_tag;
     } else {
         // Inserted as a new connection, which may replace only empty, expired or half-open
         // ways; its real state is set below.
@@ -299,9 +301,9 @@ ConnInstall ConnTable::install(const ConnEntry& e, uint64_t hash, ConnState stat
         if (i == kNone) return ConnInstall::full;
         r = ConnInstall::inserted;
     }
-    mt(i / kWays).state[i % kWays] = static_cast<uint8_t>(state);
+    meta_[i / kWays].state[i % kWays] = static_cast<uint8_t>(state);
     // As in restore(): the wrapping clock keeps expiry right even before this clock's origin.
-    mt(i / kWays).last_seen[i % kWays] = now - idle_ms;
+    meta_[i / kWays].last_seen[i % kWays] = now - idle_ms;
     ++epoch_;
     return r;
 }
@@ -316,7 +318,7 @@ bool ConnTable::remove_key(const FlowKey& key, uint64_t hash, uint32_t now) {
 void ConnTable::clear() {
     for (uint32_t b = 0; b < nbuckets_; ++b)
         for (uint32_t w = 0; w < kWays; ++w)
-            if (mt(b).tag[w]) remove(b, w);
+            if (meta_[b].tag[w]) remove(b, w);
 }
 
 }  // namespace fulcrum

@@ -155,11 +155,6 @@ public:
     // memory_bytes() is then a whole number of cache lines: a table's 64-aligned memory shares
     // no line with another allocation.
     static_assert(sizeof(ConnEntry) * kWays % 64 == 0);
-    struct alignas(64) Bucket {
-        BucketMeta meta;
-        ConnEntry e[kWays];
-    };
-    static_assert(sizeof(Bucket) == 448);
 
     // Called for every entry that leaves the table (eviction, expiry, erase, clear), except the
     // ones insert_reporting() replaces (it reports them to its caller). For an eviction it
@@ -204,8 +199,8 @@ public:
 
     void prefetch(uint64_t hash) const { prefetch(probe(hash)); }
     void prefetch(const Probe& pr) const {
-        __builtin_prefetch(&mt(pr.b1), 1, 3);
-        __builtin_prefetch(&mt(pr.b2), 1, 3);
+        __builtin_prefetch(&meta_[pr.b1], 1, 3);
+        __builtin_prefetch(&meta_[pr.b2], 1, 3);
     }
 
     // A way of the table by address: its bucket's metadata, the way's number in it and its
@@ -220,10 +215,9 @@ public:
     };
     Ref ref(uint32_t idx) {
         if (idx == kNone) return {};
-        return {&mt(idx / kWays), &en(idx), idx % kWays};
+        return {&meta_[idx / kWays], &entries_[idx], idx % kWays};
     }
-    uint32_t index(const Ref& r) const { return r ? bucket_index(r.meta) * kWays + r.way : kNone; }
-    uint32_t bucket_index(const BucketMeta* m) const { return static_cast<uint32_t>(reinterpret_cast<const Bucket*>(m) - buckets_); }
+    uint32_t index(const Ref& r) const { return r ? static_cast<uint32_t>(r.entry - entries_) : kNone; }
 
     // Once the bucket metadata has arrived (a while after prefetch()): prefetches the entry
     // whose tag matches, so the key comparison of find() does not wait for memory either.
@@ -241,16 +235,16 @@ public:
     // in, they stay in registers, where the table's own fields would be read again after every
     // store to `out` (which might alias them for the compiler).
     struct Arrays {
-        Bucket* b;
-        BucketMeta& mt(uint32_t i) const { return b[i].meta; }
+        BucketMeta* meta;
+        ConnEntry* entries;
     };
-    Arrays arrays() const { return {buckets_}; }
+    Arrays arrays() const { return {meta_, entries_}; }
     static bool prefetch_entry(const Arrays& a, const Probe& pr, Ref& out) {
         uint32_t b = pr.b1;
-        uint32_t m = detail::match_tags(a.mt(b).tag, pr.tag);
+        uint32_t m = detail::match_tags(a.meta[b].tag, pr.tag);
         if (!m) {
             b = pr.b2;
-            m = detail::match_tags(a.mt(b).tag, pr.tag);
+            m = detail::match_tags(a.meta[b].tag, pr.tag);
             if (!m) {
                 out.entry = nullptr;
                 return false;
@@ -263,11 +257,11 @@ public:
         asm volatile("" : "+r"(m));
 #endif
         const auto w = static_cast<uint32_t>(__builtin_ctz(m));
-        ConnEntry* const e = &a.b[b].e[w];
+        ConnEntry* const e = &a.entries[b * kWays + w];
         const auto* line = reinterpret_cast<const uint8_t*>(e);
         __builtin_prefetch(line, 1, 3);
         __builtin_prefetch(line + sizeof(ConnEntry) - 1, 1, 3);  // 48-byte entries may straddle two lines
-        out = {&a.mt(b), e, w};
+        out = {&a.meta[b], e, w};
         return true;
     }
 
@@ -325,7 +319,7 @@ public:
                 if (!expired(m, w, now)) [[likely]]
                     return hint;
                 if (m.tag[w] != 0) {
-                    expire_at(bucket_index(&m), w);
+                    expire_at(static_cast<uint32_t>(&m - meta_), w);
                     return {};
                 }
             }
@@ -360,14 +354,14 @@ public:
                                      uint32_t server, uint32_t server_tag, ConnEntry* gone,
                                      const VictimHint* hint = nullptr);
 
-    const ConnEntry& entry(uint32_t idx) const { return en(idx); }
-    ConnEntry& entry(uint32_t idx) { return en(idx); }
+    const ConnEntry& entry(uint32_t idx) const { return entries_[idx]; }
+    ConnEntry& entry(uint32_t idx) { return entries_[idx]; }
     ConnState state(uint32_t idx) const {
-        return static_cast<ConnState>(mt(idx / kWays).state[idx % kWays]);
+        return static_cast<ConnState>(meta_[idx / kWays].state[idx % kWays]);
     }
-    uint32_t last_seen(uint32_t idx) const { return mt(idx / kWays).last_seen[idx % kWays]; }
+    uint32_t last_seen(uint32_t idx) const { return meta_[idx / kWays].last_seen[idx % kWays]; }
     void touch(uint32_t idx, uint32_t now, ConnState s) {
-        BucketMeta& m = mt(idx / kWays);
+        BucketMeta& m = meta_[idx / kWays];
         m.last_seen[idx % kWays] = now;
         m.state[idx % kWays] = static_cast<uint8_t>(s);
     }
@@ -381,8 +375,8 @@ public:
     static void touch(const Ref& r, uint32_t now) { r.meta->last_seen[r.way] = now; }
     // Re-points a live entry at another server (slot reused or server gone).
     void repoint(uint32_t idx, uint32_t server, uint32_t tag) {
-        en(idx).server = server;
-        en(idx).server_tag = tag;
+        entries_[idx].server = server;
+        entries_[idx].server_tag = tag;
     }
     void erase(uint32_t idx);
 
@@ -421,10 +415,10 @@ public:
     // refresh and dump) use it a few buckets at a time.
     template <class F>
     uint32_t visit_bucket(uint32_t b, uint32_t now, uint32_t from, F&& f) const {
-        const BucketMeta& m = mt(b);
+        const BucketMeta& m = meta_[b];
         for (uint32_t w = from; w < kWays; ++w) {
             if (!m.tag[w] || expired(m, w, now)) continue;
-            if (!f(w, en(size_t{b} * kWays + w), static_cast<ConnState>(m.state[w]),
+            if (!f(w, entries_[size_t{b} * kWays + w], static_cast<ConnState>(m.state[w]),
                    now - m.last_seen[w]))
                 return w;
         }
@@ -436,9 +430,9 @@ public:
     void for_each(F&& f) const {
         for (uint32_t b = 0; b < nbuckets_; ++b)
             for (uint32_t w = 0; w < kWays; ++w)
-                if (mt(b).tag[w])
-                    f(en(size_t{b} * kWays + w),
-                      static_cast<ConnState>(mt(b).state[w]), mt(b).last_seen[w]);
+                if (meta_[b].tag[w])
+                    f(entries_[size_t{b} * kWays + w],
+                      static_cast<ConnState>(meta_[b].state[w]), meta_[b].last_seen[w]);
     }
 
 private:
@@ -461,13 +455,13 @@ private:
         return static_cast<uint32_t>((uint64_t{window} * nbuckets_) >> 32);
     }
     uint32_t find_in(uint32_t b, const FlowKey& key, uint16_t tag, uint32_t now, bool& expired_removed) {
-        BucketMeta& m = mt(b);
+        BucketMeta& m = meta_[b];
         uint32_t mask = detail::match_tags(m.tag, tag);
         while (mask) {
             const uint32_t w = static_cast<uint32_t>(__builtin_ctz(mask));
             mask &= mask - 1;
             const uint32_t idx = b * kWays + w;
-            if (en(idx).key == key) {
+            if (entries_[idx].key == key) {
                 if (expired(m, w, now)) [[unlikely]] {
                     expire_at(b, w);
                     expired_removed = true;
@@ -538,9 +532,8 @@ private:
     friend struct ConnTableScanTest;  // tests/unit/test_conntable.cpp
 
     uint32_t nbuckets_;
-    Bucket* buckets_;
-    BucketMeta& mt(size_t b) const { return buckets_[b].meta; }
-    ConnEntry& en(size_t idx) const { return buckets_[idx / kWays].e[idx % kWays]; }
+    BucketMeta* meta_;
+    ConnEntry* entries_;
     void* owned_ = nullptr;
     ConnTimeouts timeouts_;
     // timeouts_ by state byte, which the table reads by its low three bits (as the victim scans
@@ -717,15 +710,15 @@ template <ConnTable::Scan S, bool kReport>
         Victim v;
 #if defined(__SSE2__)
         if constexpr (S == Scan::sse2) {
-            v = scan_sse2(mt(pr.b1), mt(pr.b2), is_new, now);
+            v = scan_sse2(meta_[pr.b1], meta_[pr.b2], is_new, now);
             if (v.pos == kOld) [[unlikely]]
                 return insert_old(key, pr, state, now, server, server_tag, kReport, gone);
         } else if constexpr (S == Scan::sse2_old) {
-            v = scan_sse2_old(mt(pr.b1), mt(pr.b2), is_new, now);
+            v = scan_sse2_old(meta_[pr.b1], meta_[pr.b2], is_new, now);
         } else
 #endif
         {
-            v = scan_portable(mt(pr.b1), mt(pr.b2), is_new, now);
+            v = scan_portable(meta_[pr.b1], meta_[pr.b2], is_new, now);
         }
         if (v.pos == kNone) {
             stats_.full.add();
@@ -735,8 +728,8 @@ template <ConnTable::Scan S, bool kReport>
         rank = v.rank;
     }
     const uint32_t w = idx % kWays;
-    BucketMeta& m = mt(idx / kWays);
-    ConnEntry& e = en(idx);
+    BucketMeta& m = meta_[idx / kWays];
+    ConnEntry& e = entries_[idx];
     const auto place = [&] {
         e.key = key;
         e.server = server;
@@ -791,12 +784,12 @@ template <ConnTable::Scan S, bool kReport>
 // nothing expires at the same `now`. The oldest new way is then still the oldest, and the
 // first of its age.
 [[gnu::always_inline]] inline bool ConnTable::hint_holds(const VictimHint& h) const {
-    return h.epoch == epoch_ && mt(h.idx / kWays).last_seen[h.idx % kWays] == h.seen;
+    return h.epoch == epoch_ && meta_[h.idx / kWays].last_seen[h.idx % kWays] == h.seen;
 }
 
 inline ConnTable::VictimHint ConnTable::prefetch_victim(const Probe& pr, uint32_t now) const {
-    const BucketMeta& m0 = mt(pr.b1);
-    const BucketMeta& m1 = mt(pr.b2);
+    const BucketMeta& m0 = meta_[pr.b1];
+    const BucketMeta& m1 = meta_[pr.b2];
 #if defined(__SSE2__)
     const Victim v = scan_sse2(m0, m1, true, now);
 #else
@@ -806,8 +799,8 @@ inline ConnTable::VictimHint ConnTable::prefetch_victim(const Probe& pr, uint32_
     const uint32_t b = v.pos < kWays ? pr.b1 : pr.b2;
     const uint32_t w = v.pos % kWays;
     const uint32_t idx = b * kWays + w;
-    const BucketMeta& m = mt(b);
-    const auto* e = reinterpret_cast<const uint8_t*>(&en(idx));
+    const BucketMeta& m = meta_[b];
+    const auto* e = reinterpret_cast<const uint8_t*>(&entries_[idx]);
     __builtin_prefetch(e, 1, 3);
     __builtin_prefetch(e + sizeof(ConnEntry) - 1, 1, 3);  // 48-byte entries may straddle two lines
     if (v.rank != 2 || m.last_seen[w] == now) return {};
