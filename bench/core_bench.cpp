@@ -874,8 +874,8 @@ void add_pipeline_case(const std::string& name, Case k, bool huge = true, bool c
         st.counters["table_mib"] = static_cast<double>(ConnTable::memory_bytes(c.worker->conns().capacity())) / (1 << 20);
     });
     if (!copy_only) return;
-    benchmark::RegisterBenchmark(("Pipeline/" + name + "/copy_only").c_str(), [k, huge](benchmark::State& st) {
-        PipelineCase& c = pipeline_case(k, huge);
+    benchmark::RegisterBenchmark(("Pipeline/" + name + "/copy_only").c_str(), [k, huge, capacity](benchmark::State& st) {
+        PipelineCase& c = pipeline_case(k, huge, capacity);
         for (auto _ : st) {
             restore_burst(c);
             benchmark::DoNotOptimize(c.frames);
