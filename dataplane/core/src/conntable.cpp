@@ -26,7 +26,8 @@ size_t ConnTable::buckets_for(size_t capacity) { return (capacity + kWays - 1) /
 
 size_t ConnTable::memory_bytes(size_t capacity) {
     const size_t nb = buckets_for(capacity);
-    return nb * sizeof(BucketMeta) + nb * kWays * sizeof(ConnEntry);
+    const size_t stack = (nb * sizeof(uint32_t) + 63) / 64 * 64;
+    return nb * sizeof(BucketMeta) + (nb + 1) * kBlockBytes + stack;
 }
 
 ConnTable::ConnTable(size_t capacity, ConnTimeouts timeouts, void* memory) {
@@ -40,10 +41,19 @@ ConnTable::ConnTable(size_t capacity, ConnTimeouts timeouts, void* memory) {
         owned_ = ::operator new(bytes, std::align_val_t{64});
         memory = owned_;
     }
-    meta_ = static_cast<BucketMeta*>(memory);
-    entries_ = reinterpret_cast<ConnEntry*>(static_cast<uint8_t*>(memory) +
-                                            size_t{nbuckets_} * sizeof(BucketMeta));
+    auto* const base = static_cast<uint8_t*>(memory);
+    meta_ = reinterpret_cast<BucketMeta*>(base);
+    entries_ = reinterpret_cast<ConnEntry*>(base + size_t{nbuckets_} * sizeof(BucketMeta));
+    free_ = reinterpret_cast<uint32_t*>(base + size_t{nbuckets_} * sizeof(BucketMeta) +
+                                        (size_t{nbuckets_} + 1) * kBlockBytes);
+    // The metadata, block 0 (never handed out) and the stack's padding zeroed: a table's
+    // memory then depends only on what was done to it.
     std::memset(meta_, 0, size_t{nbuckets_} * sizeof(BucketMeta));
+    std::memset(entries_, 0, kBlockBytes);
+    std::memset(free_, 0, memory_bytes(capacity) - static_cast<size_t>(reinterpret_cast<uint8_t*>(free_) - base));
+    // Every block but 0 free, block 1 on top: the first buckets to fill take 1, 2, 3...
+    nfree_ = nbuckets_;
+    for (uint32_t i = 0; i < nbuckets_; ++i) free_[i] = nbuckets_ - i;
 }
 
 ConnTable::~ConnTable() {
@@ -229,11 +239,13 @@ uint32_t ConnTable::insert(const FlowKey& key, const Probe& pr, ConnState state,
 
 void ConnTable::remove(uint32_t b, uint32_t w) {
     BucketMeta& m = meta_[b];
-    if (hook_) hook_(hook_ctx_, entries_[size_t{b} * kWays + w], static_cast<ConnState>(m.state[w]));
+    if (hook_) hook_(hook_ctx_, *entry_in(entries_, m, w), static_cast<ConnState>(m.state[w]));
     m.tag[w] = 0;
     m.state[w] = 0;
     ++epoch_;
     stats_.live.sub();
+    // The bucket's last entry: its block goes back to the stack.
+    if (detail::match_tags(m.tag, 0) == (1u << kWays) - 1) give_block(m);
 }
 
 void ConnTable::erase(uint32_t idx) {
@@ -263,7 +275,7 @@ void ConnTable::export_live(uint32_t now, std::vector<ConnExport>& out) const {
         const BucketMeta& m = meta_[b];
         for (uint32_t w = 0; w < kWays; ++w) {
             if (!m.tag[w] || expired(m, w, now)) continue;
-            out.push_back({entries_[size_t{b} * kWays + w], static_cast<ConnState>(m.state[w]), now - m.last_seen[w]});
+            out.push_back({*entry_in(entries_, m, w), static_cast<ConnState>(m.state[w]), now - m.last_seen[w]});
         }
     }
 }
@@ -290,10 +302,9 @@ ConnInstall ConnTable::install(const ConnEntry& e, uint64_t hash, ConnState stat
     uint32_t i = find(e.key, hash, now);
     ConnInstall r = ConnInstall::overwritten;
     if (i != kNone) {
-        if (old) *old = entries_[i];
+        if (old) *old = entry(i);
         if (old_state) *old_state = this->state(i);
-        entries_[i].server = e.server;
-        entries_[i].server_tag = e.server_tag;
+        repoint(i, e.server, e.server_tag);
     } else {
         // Inserted as a new connection, which may replace only empty, expired or half-open
         // ways; its real state is set below.

@@ -1,9 +1,14 @@
 // Per-worker connection table: single writer, no locks, fixed capacity.
 //
 // Layout: 8-way buckets with two choices. Each bucket has one 64-byte metadata line (tags,
-// last-seen times, states) and eight 48-byte entries (flow key, server slot and server
-// tag) stored apart, so a lookup touches a metadata line and, on a tag match, one entry:
-// 56 bytes of memory per entry in all. A key may live in either of two buckets chosen by
+// last-seen times, states, and the number of its entry block) and, while it holds an entry, a
+// block of eight 48-byte entries (flow key, server slot and server tag) stored apart, so a
+// lookup touches a metadata line and, on a tag match, one entry: 56.5 bytes of memory per
+// entry in all (a bucket's block number is on a free stack while it has none). Blocks are
+// taken from the stack when a bucket gets its first entry and go back when it loses its last,
+// last in first out: a lightly loaded table's entries then lie in the first blocks, on few
+// pages, instead of spread over the whole table (fewer TLB entries per packet where the table
+// is on 4 KiB pages, as under a hypervisor that backs guests with them). A key may live in either of two buckets chosen by
 // its hash; an insert takes an empty way in the emptier of the two (power of two choices), so
 // the table fills to about 80% before keys compete for room (0.02% of inserts at 80%, 0.7%
 // at 90%; with one bucket per key 4% compete at half load). Among the
@@ -149,12 +154,17 @@ public:
         uint16_t tag[kWays];        // 0 = empty way
         uint32_t last_seen[kWays];  // milliseconds, wrapping
         uint8_t state[kWays];
-        uint8_t pad[8];
+        // The bucket's entry block (its ways' entries are entries_[block * kWays + way]) while
+        // any way holds an entry, else 0: block 0 is never handed out, so an empty bucket's
+        // ways name entries no look-up reaches (their tags are 0).
+        uint32_t block;
+        uint8_t pad[4];
     };
     static_assert(sizeof(BucketMeta) == 64);
     // memory_bytes() is then a whole number of cache lines: a table's 64-aligned memory shares
     // no line with another allocation.
     static_assert(sizeof(ConnEntry) * kWays % 64 == 0);
+    static constexpr size_t kBlockBytes = sizeof(ConnEntry) * kWays;
 
     // Called for every entry that leaves the table (eviction, expiry, erase, clear), except the
     // ones insert_reporting() replaces (it reports them to its caller). For an eviction it
@@ -162,8 +172,9 @@ public:
     using RemoveHook = void (*)(void* ctx, const ConnEntry& e, ConnState state);
 
     static size_t buckets_for(size_t capacity);
+    // Per bucket: its metadata line, an entry block and a place on the free stack (452 bytes,
+    // 56.5 per entry); plus block 0, and the stack rounded up to whole cache lines.
     static size_t memory_bytes(size_t capacity);
-    static constexpr size_t bytes_per_entry() { return sizeof(ConnEntry) + sizeof(BucketMeta) / kWays; }
 
     // `memory`, if given, must hold memory_bytes(capacity) bytes aligned to 64 and outlive the
     // table (the DPDK adapter passes NUMA-local memory); otherwise the table allocates.
@@ -215,9 +226,16 @@ public:
     };
     Ref ref(uint32_t idx) {
         if (idx == kNone) return {};
-        return {&meta_[idx / kWays], &entries_[idx], idx % kWays};
+        BucketMeta& m = meta_[idx / kWays];
+        return {&m, entry_in(entries_, m, idx % kWays), idx % kWays};
     }
-    uint32_t index(const Ref& r) const { return r ? static_cast<uint32_t>(r.entry - entries_) : kNone; }
+    uint32_t index(const Ref& r) const {
+        return r ? static_cast<uint32_t>(r.meta - meta_) * kWays + r.way : kNone;
+    }
+    // Entry blocks in use (buckets holding an entry), out of buckets().
+    uint32_t blocks_in_use() const { return nbuckets_ - nfree_; }
+    // The entry block of the bucket holding entry `idx` (0: the bucket is empty).
+    uint32_t block_of(uint32_t idx) const { return meta_[idx / kWays].block; }
 
     // Once the bucket metadata has arrived (a while after prefetch()): prefetches the entry
     // whose tag matches, so the key comparison of find() does not wait for memory either.
@@ -257,7 +275,7 @@ public:
         asm volatile("" : "+r"(m));
 #endif
         const auto w = static_cast<uint32_t>(__builtin_ctz(m));
-        ConnEntry* const e = &a.entries[b * kWays + w];
+        ConnEntry* const e = entry_in(a.entries, a.meta[b], w);
         const auto* line = reinterpret_cast<const uint8_t*>(e);
         __builtin_prefetch(line, 1, 3);
         __builtin_prefetch(line + sizeof(ConnEntry) - 1, 1, 3);  // 48-byte entries may straddle two lines
@@ -354,8 +372,8 @@ public:
                                      uint32_t server, uint32_t server_tag, ConnEntry* gone,
                                      const VictimHint* hint = nullptr);
 
-    const ConnEntry& entry(uint32_t idx) const { return entries_[idx]; }
-    ConnEntry& entry(uint32_t idx) { return entries_[idx]; }
+    const ConnEntry& entry(uint32_t idx) const { return *entry_in(entries_, meta_[idx / kWays], idx % kWays); }
+    ConnEntry& entry(uint32_t idx) { return *entry_in(entries_, meta_[idx / kWays], idx % kWays); }
     ConnState state(uint32_t idx) const {
         return static_cast<ConnState>(meta_[idx / kWays].state[idx % kWays]);
     }
@@ -375,8 +393,9 @@ public:
     static void touch(const Ref& r, uint32_t now) { r.meta->last_seen[r.way] = now; }
     // Re-points a live entry at another server (slot reused or server gone).
     void repoint(uint32_t idx, uint32_t server, uint32_t tag) {
-        entries_[idx].server = server;
-        entries_[idx].server_tag = tag;
+        ConnEntry& e = entry(idx);
+        e.server = server;
+        e.server_tag = tag;
     }
     void erase(uint32_t idx);
 
@@ -418,7 +437,7 @@ public:
         const BucketMeta& m = meta_[b];
         for (uint32_t w = from; w < kWays; ++w) {
             if (!m.tag[w] || expired(m, w, now)) continue;
-            if (!f(w, entries_[size_t{b} * kWays + w], static_cast<ConnState>(m.state[w]),
+            if (!f(w, *entry_in(entries_, m, w), static_cast<ConnState>(m.state[w]),
                    now - m.last_seen[w]))
                 return w;
         }
@@ -431,11 +450,22 @@ public:
         for (uint32_t b = 0; b < nbuckets_; ++b)
             for (uint32_t w = 0; w < kWays; ++w)
                 if (meta_[b].tag[w])
-                    f(entries_[size_t{b} * kWays + w],
+                    f(*entry_in(entries_, meta_[b], w),
                       static_cast<ConnState>(meta_[b].state[w]), meta_[b].last_seen[w]);
     }
 
 private:
+    // Way `w`'s entry of the bucket with metadata `m`, in the entry array `entries`.
+    static ConnEntry* entry_in(ConnEntry* entries, const BucketMeta& m, uint32_t w) {
+        return entries + (size_t{m.block} * kWays + w);
+    }
+    // A block for a bucket getting its first entry (one is always free: there are as many as
+    // buckets), and back to the stack for one that lost its last.
+    uint32_t take_block() { return free_[--nfree_]; }
+    void give_block(BucketMeta& m) {
+        free_[nfree_++] = m.block;
+        m.block = 0;
+    }
     static bool same_v4_key(const FlowKey& a, const FlowKey& b) {
         const auto* pa = reinterpret_cast<const uint8_t*>(&a);
         const auto* pb = reinterpret_cast<const uint8_t*>(&b);
@@ -461,7 +491,7 @@ private:
             const uint32_t w = static_cast<uint32_t>(__builtin_ctz(mask));
             mask &= mask - 1;
             const uint32_t idx = b * kWays + w;
-            if (entries_[idx].key == key) {
+            if (entry_in(entries_, m, w)->key == key) {
                 if (expired(m, w, now)) [[unlikely]] {
                     expire_at(b, w);
                     expired_removed = true;
@@ -533,7 +563,10 @@ private:
 
     uint32_t nbuckets_;
     BucketMeta* meta_;
-    ConnEntry* entries_;
+    ConnEntry* entries_;  // nbuckets_ + 1 blocks of kWays entries, block 0 unused
+    // The free blocks' numbers (a stack, the next one taken on top) and how many there are.
+    uint32_t* free_;
+    uint32_t nfree_;
     void* owned_ = nullptr;
     ConnTimeouts timeouts_;
     // timeouts_ by state byte, which the table reads by its low three bits (as the victim scans
@@ -726,10 +759,15 @@ template <ConnTable::Scan S, bool kReport>
         }
         idx = (v.pos < kWays ? pr.b1 : pr.b2) * kWays + v.pos % kWays;
         rank = v.rank;
+        // An empty way of a bucket without entries gets the bucket a block first (an empty
+        // way of a bucket with others, or any other way, is in the bucket's block; a hint's
+        // way holds a live entry).
+        BucketMeta& mb = meta_[idx / kWays];
+        if (rank == 0 && mb.block == 0) mb.block = take_block();
     }
     const uint32_t w = idx % kWays;
     BucketMeta& m = meta_[idx / kWays];
-    ConnEntry& e = entries_[idx];
+    ConnEntry& e = *entry_in(entries_, m, w);
     const auto place = [&] {
         e.key = key;
         e.server = server;
@@ -800,7 +838,9 @@ inline ConnTable::VictimHint ConnTable::prefetch_victim(const Probe& pr, uint32_
     const uint32_t w = v.pos % kWays;
     const uint32_t idx = b * kWays + w;
     const BucketMeta& m = meta_[b];
-    const auto* e = reinterpret_cast<const uint8_t*>(&entries_[idx]);
+    // The way's entry; for an empty bucket, in block 0 (no block yet): a line that costs
+    // nothing to prefetch again, where testing for it would cost every new connection.
+    const auto* e = reinterpret_cast<const uint8_t*>(entry_in(entries_, m, w));
     __builtin_prefetch(e, 1, 3);
     __builtin_prefetch(e + sizeof(ConnEntry) - 1, 1, 3);  // 48-byte entries may straddle two lines
     if (v.rank != 2 || m.last_seen[w] == now) return {};
