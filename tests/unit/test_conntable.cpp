@@ -292,11 +292,17 @@ TEST(ConnTable, TwoChoicesHoldMostOfTheCapacity) {
 // find() with the hint prefetch_entry() returned: the table may have changed in between (the
 // forwarding path takes hints for a whole burst before it looks up), and every hint, stale or
 // not, must give what the plain look-up gives.
+// With 200 keys the 64 ways are full; with 12, buckets empty and fill again all the time, so
+// between the hint and the look-up a bucket may give its entry block back and take another,
+// the old block still holding the key: the look-up must read the entry through the block the
+// bucket has now (the Ref it returns is the index's entry).
 TEST(ConnTable, FindWithAHintAgreesWithThePlainLookUp) {
+  for (const uint32_t nkeys : {200u, 12u}) {
+    SCOPED_TRACE(nkeys);
     ConnTable t(64, ConnTimeouts{100, 1000, 100, 1000});
     std::mt19937 rng(7);
     std::vector<FlowKey> keys;
-    for (uint32_t n = 0; n < 200; ++n) keys.push_back(key(n));
+    for (uint32_t n = 0; n < nkeys; ++n) keys.push_back(key(n));
     uint32_t now = 0;
     for (int round = 0; round < 20000; ++round) {
         now += rng() % 20;
@@ -317,9 +323,11 @@ TEST(ConnTable, FindWithAHintAgreesWithThePlainLookUp) {
         t.for_each([&](const ConnEntry& e, ConnState st, uint32_t seen) {
             if (e.key == k && now - seen < t.timeouts().of(st)) expect = 1;
         });
-        const uint32_t got = t.index(t.find(k, pr, hint, now));
+        const ConnTable::Ref r = t.find(k, pr, hint, now);
+        const uint32_t got = t.index(r);
         ASSERT_EQ(got != ConnTable::kNone, expect != ConnTable::kNone) << "round " << round;
         if (got != ConnTable::kNone) {
+            ASSERT_EQ(r.entry, &t.entry(got)) << "round " << round;
             ASSERT_TRUE(t.entry(got).key == k);
             ASSERT_EQ(t.find(k, h(k), now), got);
         } else {
@@ -327,6 +335,7 @@ TEST(ConnTable, FindWithAHintAgreesWithThePlainLookUp) {
             if (rng() % 2) t.insert(k, h(k), ConnState::tcp_new, now, 2, 2);
         }
     }
+  }
 }
 
 // A hint that points at a way whose entry expired: the look-up removes it and misses, as the

@@ -322,7 +322,9 @@ public:
     // The table may have changed since the hint was taken (earlier packets of the burst
     // insert and erase): a hint whose way is empty now or holds another key falls back to
     // the full look-up. A key is in the table at most once, so a live way holding it is the
-    // entry.
+    // entry. The hint gives the way; its entry is read through the bucket's block as it is
+    // now, not through the hint's pointer: the bucket may have emptied (its block back on
+    // the stack, still holding stale copies of keys) and taken another block since.
     // kV4: `key` is an IPv4 key (is_v6 0, words 1 and 3 zero, as make_key builds it): the hint's
     // entry is compared on the three words that can differ (an entry whose last word, with
     // is_v6, equals the key's is an IPv4 key too).
@@ -331,11 +333,12 @@ public:
         if (hint) [[likely]] {
             BucketMeta& m = *hint.meta;
             const uint32_t w = hint.way;
-            if (kV4 ? same_v4_key(hint.entry->key, key) : hint.entry->key == key) [[likely]] {
+            ConnEntry* const e = entry_in(entries_, m, w);
+            if (kV4 ? same_v4_key(e->key, key) : e->key == key) [[likely]] {
                 // An empty way (removed since: it may still hold the key) has state 0, whose
                 // timeout is 0: it never passes, and the tag is tested only then.
                 if (!expired(m, w, now)) [[likely]]
-                    return hint;
+                    return {&m, e, w};
                 if (m.tag[w] != 0) {
                     expire_at(static_cast<uint32_t>(&m - meta_), w);
                     return {};
