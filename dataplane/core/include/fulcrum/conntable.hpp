@@ -291,6 +291,7 @@ public:
         uint32_t idx = kNone;
         uint32_t seen = 0;   // the way's last_seen
         uint32_t epoch = 0;  // the table's epoch_ (changes its ways' times do not show)
+        ConnEntry* entry = nullptr;  // the way's entry (its bucket keeps its block while the hint holds)
     };
     // For a key prefetch_entry() did not find (a new connection, most likely): the way a new
     // connection's insert would take now, its lines prefetched, so that the insert a while
@@ -739,9 +740,11 @@ template <ConnTable::Scan S, bool kReport>
     // The way taken, as an entry index, and its Victim rank.
     uint32_t idx;
     uint32_t rank;
+    ConnEntry* ep;
     if (hint && hint->idx != kNone && hint_holds(*hint)) {
         idx = hint->idx;
         rank = 2;
+        ep = hint->entry;
     } else {
         Victim v;
 #if defined(__SSE2__)
@@ -767,10 +770,11 @@ template <ConnTable::Scan S, bool kReport>
         // way holds a live entry).
         BucketMeta& mb = meta_[idx / kWays];
         if (rank == 0 && mb.block == 0) mb.block = take_block();
+        ep = entry_in(entries_, mb, idx % kWays);
     }
     const uint32_t w = idx % kWays;
     BucketMeta& m = meta_[idx / kWays];
-    ConnEntry& e = *entry_in(entries_, m, w);
+    ConnEntry& e = *ep;
     const auto place = [&] {
         e.key = key;
         e.server = server;
@@ -843,11 +847,12 @@ inline ConnTable::VictimHint ConnTable::prefetch_victim(const Probe& pr, uint32_
     const BucketMeta& m = meta_[b];
     // The way's entry; for an empty bucket, in block 0 (no block yet): a line that costs
     // nothing to prefetch again, where testing for it would cost every new connection.
-    const auto* e = reinterpret_cast<const uint8_t*>(entry_in(entries_, m, w));
+    ConnEntry* const ent = entry_in(entries_, m, w);
+    const auto* e = reinterpret_cast<const uint8_t*>(ent);
     __builtin_prefetch(e, 1, 3);
     __builtin_prefetch(e + sizeof(ConnEntry) - 1, 1, 3);  // 48-byte entries may straddle two lines
     if (v.rank != 2 || m.last_seen[w] == now) return {};
-    return {idx, m.last_seen[w], epoch_};
+    return {idx, m.last_seen[w], epoch_, ent};
 }
 
 }  // namespace fulcrum
