@@ -353,7 +353,7 @@ TEST(ConnTable, FindWithAHintExpiresTheEntry) {
     EXPECT_FALSE(t.prefetch_entry(pr));
 }
 
-// A hint to a way erased since (the way still holds the key, its tag and state are 0): a
+// A hint to a way erased since (its tag and state are 0, its key poisoned, see ConnTable::find): a
 // miss, not an expiry (nothing is removed or counted twice), at any time, and for IPv4 keys'
 // three-word compare too.
 TEST(ConnTable, FindWithAHintToAnErasedWayMisses) {
@@ -365,10 +365,11 @@ TEST(ConnTable, FindWithAHintToAnErasedWayMisses) {
         const ConnTable::Ref hint = t.prefetch_entry(pr);
         ASSERT_EQ(t.index(hint), i);
         t.erase(i);
-        // The stale key the hint's compare sees: the bucket's block went back to the stack
-        // (its only entry left), unchanged.
-        ASSERT_TRUE(hint.entry->key == k);
+        // The bucket's block went back to the stack (its only entry left), and the removed
+        // way's key is poisoned: the hint's compare cannot match it.
         ASSERT_EQ(t.block_of(i), 0u);
+        ASSERT_FALSE(hint.entry->key == k);
+        EXPECT_EQ(std::memcmp(hint.entry->key.src, k.src, 16), 0);
         EXPECT_FALSE(t.find(k, pr, hint, 10 + later)) << later;
         EXPECT_FALSE(t.find<true>(k, pr, hint, 10 + later)) << later;
         EXPECT_EQ(t.size(), 0u);

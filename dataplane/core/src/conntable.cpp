@@ -1,6 +1,7 @@
 #include "fulcrum/conntable.hpp"
 
 #include <algorithm>
+#include <cstddef>
 #include <cstdlib>
 #include <iterator>
 #include <cstring>
@@ -239,7 +240,13 @@ uint32_t ConnTable::insert(const FlowKey& key, const Probe& pr, ConnState state,
 
 void ConnTable::remove(uint32_t b, uint32_t w) {
     BucketMeta& m = meta_[b];
-    if (hook_) hook_(hook_ctx_, *entry_in(entries_, m, w), static_cast<ConnState>(m.state[w]));
+    ConnEntry& e = *entry_in(entries_, m, w);
+    if (hook_) hook_(hook_ctx_, e, static_cast<ConnState>(m.state[w]));
+    // The key's last word (ports, protocol, family, padding) all ones: no packet's key has
+    // these padding bytes, so a look-up's hint into this way, made before the removal, can
+    // never match it, even after the block passes to another bucket (find).
+    static_assert(offsetof(FlowKey, sport) == 32 && sizeof(FlowKey) == 40);
+    std::memset(reinterpret_cast<uint8_t*>(&e.key) + 32, 0xFF, 8);
     m.tag[w] = 0;
     m.state[w] = 0;
     ++epoch_;

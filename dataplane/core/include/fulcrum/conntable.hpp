@@ -323,9 +323,10 @@ public:
     // The table may have changed since the hint was taken (earlier packets of the burst
     // insert and erase): a hint whose way is empty now or holds another key falls back to
     // the full look-up. A key is in the table at most once, so a live way holding it is the
-    // entry. The hint gives the way; its entry is read through the bucket's block as it is
-    // now, not through the hint's pointer: the bucket may have emptied (its block back on
-    // the stack, still holding stale copies of keys) and taken another block since.
+    // entry. The hint's entry pointer stays right although a bucket that empties gives its
+    // block back and may take another one later: a removed way's key is poisoned (remove), so
+    // the old block, whoever has it now, holds no stale copy of the key at that way, only a
+    // live key of its new bucket (not this one: it is in the table once) or a poisoned one.
     // kV4: `key` is an IPv4 key (is_v6 0, words 1 and 3 zero, as make_key builds it): the hint's
     // entry is compared on the three words that can differ (an entry whose last word, with
     // is_v6, equals the key's is an IPv4 key too).
@@ -334,12 +335,11 @@ public:
         if (hint) [[likely]] {
             BucketMeta& m = *hint.meta;
             const uint32_t w = hint.way;
-            ConnEntry* const e = entry_in(entries_, m, w);
-            if (kV4 ? same_v4_key(e->key, key) : e->key == key) [[likely]] {
-                // An empty way (removed since: it may still hold the key) has state 0, whose
-                // timeout is 0: it never passes, and the tag is tested only then.
+            if (kV4 ? same_v4_key(hint.entry->key, key) : hint.entry->key == key) [[likely]] {
+                // An empty way (replaced since by a key that was removed in turn) has state 0,
+                // whose timeout is 0: it never passes, and the tag is tested only then.
                 if (!expired(m, w, now)) [[likely]]
-                    return {&m, e, w};
+                    return hint;
                 if (m.tag[w] != 0) {
                     expire_at(static_cast<uint32_t>(&m - meta_), w);
                     return {};
@@ -459,9 +459,11 @@ public:
     }
 
 private:
-    // Way `w`'s entry of the bucket with metadata `m`, in the entry array `entries`.
+    // Way `w`'s entry of the bucket with metadata `m`, in the entry array `entries`. The index
+    // fits 32 bits (one lea, no widening): blocks go up to the number of buckets, at most
+    // 2^29 - 1 (capacity at most 2^32 - 9), so block * 8 + 7 <= 2^32 - 1.
     static ConnEntry* entry_in(ConnEntry* entries, const BucketMeta& m, uint32_t w) {
-        return entries + (size_t{m.block} * kWays + w);
+        return entries + uint32_t{m.block * kWays + w};
     }
     // A block for a bucket getting its first entry (one is always free: there are as many as
     // buckets), and back to the stack for one that lost its last.
