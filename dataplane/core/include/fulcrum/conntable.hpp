@@ -4,12 +4,12 @@
 // last-seen times, states, and the number of its entry block) and, while it holds an entry, a
 // block of eight 48-byte entries (flow key, server slot and server tag) stored apart, so a
 // lookup touches a metadata line and, on a tag match, one entry: 56.5 bytes of memory per
-// entry in all (a bucket's block number is on a free stack while it has none). Blocks are
-// taken from the stack when a bucket gets its first entry and go back when it loses its last,
-// last in first out: a lightly loaded table's entries then lie in the first blocks, on few
-// pages, instead of spread over the whole table (fewer TLB entries per packet where the table
-// is on 4 KiB pages, as under a hypervisor that backs guests with them). A key may live in either of two buckets chosen by
-// its hash; an insert takes an empty way in the emptier of the two (power of two choices), so
+// entry in all, with a stack of the free blocks' numbers (4 bytes a bucket). Blocks are taken
+// from the stack when a bucket gets its first entry and go back when it loses its last, last
+// in first out: a lightly loaded table's entries then lie in the first blocks, on few pages,
+// instead of spread over the whole table (fewer TLB entries per packet where the table is on
+// 4 KiB pages, as under a hypervisor that backs guests with them). A key may live in either
+// of two buckets chosen by its hash; an insert takes an empty way in the emptier of the two (power of two choices), so
 // the table fills to about 80% before keys compete for room (0.02% of inserts at 80%, 0.7%
 // at 90%; with one bucket per key 4% compete at half load). Among the
 // ways an insert may replace, the least recently used goes (approximate LRU). An insert for
