@@ -336,8 +336,9 @@ public:
             BucketMeta& m = *hint.meta;
             const uint32_t w = hint.way;
             if (kV4 ? same_v4_key(hint.entry->key, key) : hint.entry->key == key) [[likely]] {
-                // An empty way (replaced since by a key that was removed in turn) has state 0,
-                // whose timeout is 0: it never passes, and the tag is tested only then.
+                // A match is a live way: a removed way's key is poisoned. Should one be empty
+                // anyway, its state 0 has timeout 0, so it never passes: the tag, tested only
+                // then, keeps such a way from being expired.
                 if (!expired(m, w, now)) [[likely]]
                     return hint;
                 if (m.tag[w] != 0) {
