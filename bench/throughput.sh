@@ -22,7 +22,8 @@
 #                  1048576, the dataplane's default; the unique-SYN case keeps 131072)
 #   --build-dir    release build with DPDK (default build-bench; configured and built if missing)
 #   --keep DIR     keep the pcaps, logs and results.json in DIR (default: a temporary directory,
-#                  removed at exit)
+#                  removed at exit); bench/steady.py compares kept results within one speed
+#                  state of the machine
 #
 # Needs: dpdk-testpmd and the net_memif, net_pcap and net_null drivers (Debian: dpdk),
 # meson, ninja, /usr/bin/python3, timeout(1), root (DPDK with --no-huge still wants it).
@@ -46,7 +47,7 @@ while [ $# -gt 0 ]; do
     --conn-capacity) CAPACITY=$2; shift 2 ;;
     --build-dir) BUILD=$2; shift 2 ;;
     --keep) KEEP=$2; shift 2 ;;
-    -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,31p' "$0"; exit 0 ;;
     *) echo "throughput.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
