@@ -338,6 +338,59 @@ TEST(ConnTable, FindWithAHintAgreesWithThePlainLookUp) {
   }
 }
 
+// A hint whose bucket gave its block back, whose key came back in its other bucket with that
+// very block at the same way, and whose bucket took a new block for another key at that way:
+// the hint's entry holds the key, live, but the bucket's way is the other key's. The look-up
+// must find the key where it is now, not hand back the other key's way (its state and time
+// would then be changed by this key's packet).
+TEST(ConnTable, FindWithAHintWhoseKeyMovedToItsOtherBucket) {
+    const ConnTimeouts to{100, 1000, 100, 1000};
+    int scenarios = 0;
+    for (uint32_t kn = 0; kn < 2000 && scenarios < 5; ++kn) {
+        ConnTable t(64, to);
+        const FlowKey k = key(kn);
+        const ConnTable::Probe pr = t.probe(h(k));
+        if (pr.b1 == pr.b2) continue;
+        // A key that lands in `bucket` of an empty table, its other bucket being neither of k's.
+        auto other_in = [&](uint32_t bucket, uint32_t from) -> uint32_t {
+            for (uint32_t n = from; n < from + 5000; ++n) {
+                const ConnTable::Probe po = t.probe(h(key(n)));
+                const uint32_t other = po.b1 == bucket ? po.b2 : po.b2 == bucket ? po.b1 : bucket;
+                if (other != bucket && other != pr.b1 && other != pr.b2) return n;
+            }
+            return ConnTable::kNone;
+        };
+        const uint32_t fn = other_in(pr.b1, 100000), jn = other_in(pr.b2, 200000);
+        if (fn == ConnTable::kNone || jn == ConnTable::kNone) continue;
+        const FlowKey f = key(fn), j = key(jn);
+        // f in k's first bucket, so that k takes its second one.
+        const uint32_t fi = t.insert(f, h(f), ConnState::tcp_established, 0, 1, 1);
+        if (fi / 8 != pr.b1) continue;
+        const uint32_t ki = t.insert(k, h(k), ConnState::tcp_established, 0, 2, 2);
+        if (ki / 8 != pr.b2) continue;
+        t.erase(fi);
+        const ConnTable::Ref hint = t.prefetch_entry(pr);
+        ASSERT_EQ(t.index(hint), ki);
+        const uint32_t old_block = t.block_of(ki);
+        // k leaves and comes back (a SYN reopening it does this): its second bucket's block
+        // went back to the free stack, and its first bucket, empty, takes it.
+        t.erase(ki);
+        const uint32_t k2 = t.insert(k, h(k), ConnState::tcp_established, 1, 2, 2);
+        if (k2 / 8 != pr.b1 || k2 % 8 != ki % 8 || t.block_of(k2) != old_block) continue;
+        // Another key into the second bucket, at the hint's way, in a new block.
+        const uint32_t ji = t.insert(j, h(j), ConnState::tcp_established, 1, 3, 3);
+        if (ji != ki) continue;
+        ++scenarios;
+        ASSERT_EQ(hint.entry, &t.entry(k2));  // the hint's entry holds k, live, in its new bucket
+        const ConnTable::Ref r = t.find(k, pr, hint, 2);
+        EXPECT_EQ(t.index(r), k2) << "key " << kn;
+        EXPECT_EQ(r.entry, &t.entry(k2));
+        EXPECT_EQ(t.find(j, h(j), 2), ji);
+        EXPECT_EQ(t.find(k, h(k), 2), k2);
+    }
+    EXPECT_GT(scenarios, 0) << "no key set up the scenario";
+}
+
 // A hint that points at a way whose entry expired: the look-up removes it and misses, as the
 // plain look-up does.
 TEST(ConnTable, FindWithAHintExpiresTheEntry) {

@@ -218,16 +218,19 @@ public:
     // entry; null (entry null) for none. The forwarding path keeps one from pass 1b
     // (prefetch_entry) to its look-up and the entry's touch, which then need no index
     // arithmetic. Valid while the table lives; what the way holds may change (find checks).
+    // `block` is the bucket's entry block when the Ref was made: `entry` is the way's entry
+    // only while the bucket still has it.
     struct Ref {
         BucketMeta* meta = nullptr;
         ConnEntry* entry = nullptr;
         uint32_t way = 0;
+        uint32_t block = 0;
         explicit operator bool() const { return entry != nullptr; }
     };
     Ref ref(uint32_t idx) {
         if (idx == kNone) return {};
         BucketMeta& m = meta_[idx / kWays];
-        return {&m, entry_in(entries_, m, idx % kWays), idx % kWays};
+        return {&m, entry_in(entries_, m, idx % kWays), idx % kWays, m.block};
     }
     uint32_t index(const Ref& r) const {
         return r ? static_cast<uint32_t>(r.meta - meta_) * kWays + r.way : kNone;
@@ -275,11 +278,12 @@ public:
         asm volatile("" : "+r"(m));
 #endif
         const auto w = static_cast<uint32_t>(__builtin_ctz(m));
+        const uint32_t block = a.meta[b].block;
         ConnEntry* const e = entry_in(a.entries, a.meta[b], w);
         const auto* line = reinterpret_cast<const uint8_t*>(e);
         __builtin_prefetch(line, 1, 3);
         __builtin_prefetch(line + sizeof(ConnEntry) - 1, 1, 3);  // 48-byte entries may straddle two lines
-        out = {&a.meta[b], e, w};
+        out = {&a.meta[b], e, w, block};
         return true;
     }
 
@@ -321,12 +325,11 @@ public:
     // null), and giving the result as a Ref (null: absent): the common case, a known flow
     // whose tag matched once, costs one key compare and no index arithmetic.
     // The table may have changed since the hint was taken (earlier packets of the burst
-    // insert and erase): a hint whose way is empty now or holds another key falls back to
-    // the full look-up. A key is in the table at most once, so a live way holding it is the
-    // entry. The hint's entry pointer stays right although a bucket that empties gives its
-    // block back and may take another one later: a removed way's key is poisoned (remove), so
-    // the old block, whoever has it now, holds no stale copy of the key at that way, only a
-    // live key of its new bucket (not this one: it is in the table once) or a poisoned one.
+    // insert and erase). The hint's entry is its way's only while the bucket still has the
+    // block it had then: a bucket that empties gives its block back, and another bucket, even
+    // the key's other one with the key back in it, may take it. While the bucket has it, the
+    // entry holds the key only if the way does: a removed way's key is poisoned (remove), and
+    // a key is in the table at most once. Anything else takes the full look-up.
     // kV4: `key` is an IPv4 key (is_v6 0, words 1 and 3 zero, as make_key builds it): the hint's
     // entry is compared on the three words that can differ (an entry whose last word, with
     // is_v6, equals the key's is an IPv4 key too).
@@ -335,10 +338,10 @@ public:
         if (hint) [[likely]] {
             BucketMeta& m = *hint.meta;
             const uint32_t w = hint.way;
-            if (kV4 ? same_v4_key(hint.entry->key, key) : hint.entry->key == key) [[likely]] {
-                // A match is a live way: a removed way's key is poisoned. Should one be empty
-                // anyway, its state 0 has timeout 0, so it never passes: the tag, tested only
-                // then, keeps such a way from being expired.
+            if (m.block == hint.block &&
+                (kV4 ? same_v4_key(hint.entry->key, key) : hint.entry->key == key)) [[likely]] {
+                // A live way, then. Should one be empty anyway, its state 0 has timeout 0, so
+                // it never passes: the tag, tested only then, keeps it from being expired.
                 if (!expired(m, w, now)) [[likely]]
                     return hint;
                 if (m.tag[w] != 0) {
