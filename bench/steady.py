@@ -16,6 +16,7 @@ left out. Files from different commits or options should not be pooled.
 """
 import argparse
 import json
+import math
 import pathlib
 import statistics
 import sys
@@ -43,16 +44,24 @@ def parse_band(text):
 
 def pairs_of(results, source):
     """{case: [(fulcrum cycles, macswap cycles)]} of one results.json's content."""
-    if not isinstance(results, dict):
-        raise Refused(f"{source}: not a throughput.sh results.json (expected an object of cases)")
+    if not isinstance(results, dict) or not results:
+        raise Refused(f"{source}: not a throughput.sh results.json (expected an object of one or more cases)")
+
+    def cycles(r):
+        v = r[KEY]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+            raise ValueError
+        return float(v)
+
     out = {}
     for case, rows in results.items():
         try:
-            f = [float(r[KEY]) for r in rows["fulcrum"]]
-            m = [float(r[KEY]) for r in rows["macswap"]]
+            f = [cycles(r) for r in rows["fulcrum"]]
+            m = [cycles(r) for r in rows["macswap"]]
         except (KeyError, TypeError, ValueError):
-            raise Refused(f"{source}: case '{case}' lacks {KEY} in its fulcrum and macswap runs "
-                          "(results of a throughput.sh older than the capacity figures?)") from None
+            raise Refused(f"{source}: case '{case}' lacks {KEY} (a finite number of cycles, 0 or more) "
+                          "in its fulcrum and macswap runs (results of a throughput.sh older than the "
+                          "capacity figures?)") from None
         if len(f) != len(m):
             raise Refused(f"{source}: case '{case}' has {len(f)} fulcrum runs and {len(m)} macswap runs; "
                           "pairs need as many of each")
@@ -81,7 +90,7 @@ def steady(pairs, band=None, pct=10.0):
     lo, hi = band
     kept, left = [], []
     for p in pairs:
-        (kept if p[0] > 0 and lo <= p[1] <= hi else left).append(p)
+        (kept if p[0] > 0 and p[1] > 0 and lo <= p[1] <= hi else left).append(p)
     return band, kept, left
 
 

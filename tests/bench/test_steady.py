@@ -45,8 +45,30 @@ def test_identical_pairs_are_each_counted_once():
 
 
 def test_a_dut_that_reported_no_cycles_is_never_kept():
-    band, kept, left = steady.steady([(0.0, 160.0), (200.0, 160.0)], band=(150, 185))
-    assert kept == [(200.0, 160.0)] and left == [(0.0, 160.0)]
+    band, kept, left = steady.steady([(0.0, 160.0), (200.0, 160.0), (200.0, 0.0)], band=(0, 185))
+    assert kept == [(200.0, 160.0)] and left == [(0.0, 160.0), (200.0, 0.0)]
+    # Nor does a zero count toward the median band.
+    band, kept, left = steady.steady([(200.0, 0.0), (200.0, 100.0), (210.0, 104.0)])
+    assert band == pytest.approx((91.8, 112.2)) and len(kept) == 2
+
+
+def test_a_case_in_one_file_only_is_reported_from_that_file():
+    pooled = steady.pool([("a", {"established_dsr": res([190.0], [165.0])}),
+                          ("b", {"established_dsr": res([185.0], [160.0]), "unique_syn": res([228.8], [176.5])})])
+    assert pooled == {"established_dsr": [(190.0, 165.0), (185.0, 160.0)], "unique_syn": [(228.8, 176.5)]}
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("nan"), True, "190", -1.0, None])
+def test_cycles_that_are_not_a_count_are_refused(value):
+    bad = {"established_dsr": res([value], [165.0])}
+    with pytest.raises(steady.Refused, match="a finite number of cycles"):
+        steady.pairs_of(bad, "x.json")
+
+
+def test_a_file_without_cases_is_refused():
+    for empty in ({}, [], "x"):
+        with pytest.raises(steady.Refused, match="one or more cases"):
+            steady.pairs_of(empty, "empty.json")
 
 
 @pytest.mark.parametrize("text,message", [
@@ -82,3 +104,5 @@ def test_the_command_reads_files_and_reports_errors(tmp_path, capsys):
     assert "missing.json: cannot read it" in capsys.readouterr().err
     assert steady.main(["--band", "x", str(f)]) == 2
     assert "--band 'x'" in capsys.readouterr().err
+    assert steady.main(["--pct", "0", str(f)]) == 2
+    assert "--pct 0.0: expected a percentage" in capsys.readouterr().err
