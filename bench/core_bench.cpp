@@ -62,7 +62,7 @@ struct alignas(64) Mbuf {
     uint8_t mem[kBufSize];
     Frame load(const uint8_t* src, uint32_t len) {
         std::memcpy(mem + kHeadroom, src, len);
-        return Frame{mem + kHeadroom, len, kHeadroom, kBufSize - kHeadroom - len};
+        return Frame{mem + kHeadroom, len, kHeadroom, kBufSize};
     }
 };
 

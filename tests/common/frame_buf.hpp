@@ -23,7 +23,13 @@ struct FrameBuf {
         f.data = mem.data() + kHeadroom;
         f.len = static_cast<uint32_t>(frame.size());
         f.headroom = kHeadroom;
-        f.tailroom = capacity - kHeadroom - f.len;
+        f.buf_len = capacity;
+    }
+    // As if the buffer began `room` bytes before the frame (room <= kHeadroom): less headroom,
+    // the same tailroom.
+    void limit_headroom(uint32_t room) {
+        f.buf_len -= f.headroom - room;
+        f.headroom = room;
     }
     std::vector<uint8_t> bytes() const { return {f.data, f.data + f.len}; }
 };

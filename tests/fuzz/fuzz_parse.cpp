@@ -48,7 +48,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (size + kHead > kCap) return 0;
     std::unique_ptr<uint8_t[]> buf(new uint8_t[kCap]);
     std::memcpy(buf.get() + kHead, data, size);
-    Frame f{buf.get() + kHead, static_cast<uint32_t>(size), kHead, static_cast<uint32_t>(kCap - kHead - size)};
+    Frame f{buf.get() + kHead, static_cast<uint32_t>(size), kHead, kCap};
     env.worker->set_parse_checksum(false);  // let more inputs reach the pipeline
     const Verdict v = env.worker->process(f, env.snap.get(), now += 7);
     if (f.data < buf.get() || f.data + f.len > buf.get() + kCap) __builtin_trap();

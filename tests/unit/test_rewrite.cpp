@@ -226,7 +226,7 @@ TEST(Rewrite, GueV4AndV6) {
 TEST(Rewrite, NoHeadroomFailsCleanly) {
     PacketBuilder b;
     FrameBuf fb(b.build());
-    fb.f.headroom = 10;
+    fb.limit_headroom(10);
     Parsed p = parsed(fb.f);
     EXPECT_FALSE(encapsulate(fb.f, p, FL_FWD_IPIP, kServer4, params(), 1, 1));
 }
@@ -303,6 +303,28 @@ TEST(Rewrite, PacketTooBigReply) {
     EXPECT_EQ(small.f.len, 14u + 48 + 60);
 }
 
+// A frame keeps its buffer's length; prepending and trimming move its room around.
+TEST(Rewrite, FrameRoomFollowsPrependAndTrim) {
+    FrameBuf fb(std::vector<uint8_t>(100, 1), 512);
+    EXPECT_EQ(fb.f.buf_len, 512u);
+    EXPECT_EQ(fb.f.tailroom(), 512u - 128 - 100);
+    ASSERT_TRUE(fb.f.prepend(20));
+    EXPECT_EQ(fb.f.headroom, 108u);
+    EXPECT_EQ(fb.f.len, 120u);
+    EXPECT_EQ(fb.f.tailroom(), 284u);
+    fb.f.trim(60);
+    EXPECT_EQ(fb.f.len, 60u);
+    EXPECT_EQ(fb.f.tailroom(), 344u);
+    fb.f.trim(70);  // not longer
+    EXPECT_EQ(fb.f.len, 60u);
+    EXPECT_FALSE(fb.f.prepend(109));
+    EXPECT_EQ(fb.f.headroom, 108u);
+    fb.limit_headroom(8);
+    EXPECT_EQ(fb.f.headroom, 8u);
+    EXPECT_EQ(fb.f.tailroom(), 344u);
+    EXPECT_EQ(fb.f.buf_len, 412u);
+}
+
 TEST(Rewrite, FragmentIpv4ReassemblesToTheOriginal) {
     PacketBuilder b;
     b.df = false;
@@ -344,6 +366,14 @@ TEST(Rewrite, FragmentIpv4ReassemblesToTheOriginal) {
     Parsed p2 = parsed(again.f);
     encapsulate(again.f, p2, FL_FWD_IPIP, kServer4, params(), 99, 1);
     EXPECT_EQ(fragment_ipv4(again.f, 14, 1500, std::span(outs).first(1)), -1);
+    // Output frames without room for a fragment after their headroom: refused.
+    std::vector<FrameBuf> tiny(2);
+    std::vector<Frame> tiny_outs;
+    for (auto& x : tiny) {
+        x.load({}, 1000);  // 872 bytes after the headroom, for 1514-byte fragments
+        tiny_outs.push_back(x.f);
+    }
+    EXPECT_EQ(fragment_ipv4(again.f, 14, 1500, tiny_outs), -1);
     // Already small enough: nothing to do.
     FrameBuf small(PacketBuilder().build());
     EXPECT_EQ(fragment_ipv4(small.f, 14, 1500, outs), 0);
@@ -516,7 +546,7 @@ TEST(Encap, MatchesThePreviousImplementationOnRandomPackets) {
         FrameBuf got(frame), want(frame), tpl(frame);
         if (rng() % 16 == 0) {  // sometimes too little headroom, or just enough
             const auto room = static_cast<uint32_t>(rng() % 50);
-            got.f.headroom = want.f.headroom = tpl.f.headroom = room;
+            for (FrameBuf* x : {&got, &want, &tpl}) x->limit_headroom(room);
         }
         Parsed p = parsed(got.f);
         ASSERT_EQ(p.is_v6(), inner6);
@@ -529,11 +559,12 @@ TEST(Encap, MatchesThePreviousImplementationOnRandomPackets) {
         ASSERT_EQ(tpl.mem, got.mem) << i;
         ASSERT_EQ(tpl.f.data, tpl.mem.data() + (got.f.data - got.mem.data())) << i;
         ASSERT_EQ(tpl.f.len, got.f.len) << i;
-        ASSERT_EQ(tpl.f.tailroom, got.f.tailroom) << i;
+        ASSERT_EQ(tpl.f.buf_len, got.f.buf_len) << i;
         ASSERT_EQ(got.f.data - got.mem.data(), want.f.data - want.mem.data()) << i;
         ASSERT_EQ(got.f.len, want.f.len) << i;
         ASSERT_EQ(got.f.headroom, want.f.headroom) << i;
-        ASSERT_EQ(got.f.tailroom, want.f.tailroom) << i;
+        ASSERT_EQ(got.f.buf_len, want.f.buf_len) << i;
+        ASSERT_EQ(got.f.tailroom(), want.f.tailroom()) << i;
         // The whole buffer: the frame, and nothing written outside it.
         if (got.mem != want.mem) {
             ADD_FAILURE() << "packet " << i << ": fwd " << int{fwd} << " v6 " << inner6 << " vlans "

@@ -177,8 +177,7 @@ int fragment_ipv4(Frame& f, uint32_t l3_off, uint32_t mtu, std::span<Frame> out)
         Frame& o = out[i - 1];
         const uint32_t plen = std::min(chunk, payload - i * chunk);
         const uint32_t need = l3_off + ihl + plen;
-        if (o.len + o.tailroom < need) return -1;
-        o.tailroom = o.len + o.tailroom - need;
+        if (o.buf_len - o.headroom < need) return -1;
         o.len = need;
         std::memcpy(o.data, f.data, l3_off + ihl);
         std::memcpy(o.data + l3_off + ihl, ip + ihl + i * chunk, plen);

@@ -30,36 +30,27 @@ constexpr unsigned kGroup = 8;
 static_assert(std::has_single_bit(kGroup), "take() and dispatch() round down with a mask");
 
 inline Frame frame_of(rte_mbuf* m) {
-    return Frame{rte_pktmbuf_mtod(m, uint8_t*), m->data_len, rte_pktmbuf_headroom(m),
-                 rte_pktmbuf_tailroom(m)};
+    return Frame{rte_pktmbuf_mtod(m, uint8_t*), m->data_len, rte_pktmbuf_headroom(m), m->buf_len};
 }
 
 // frame_of for the RX path, in fewer instructions: each field of the mbuf is loaded once, the
-// tailroom and the checksum flag are written with one 8-byte store (the flag's byte and the
-// padding after it are the upper half), and the frame's first cache line is prefetched from
-// the pointer already computed. The prefetch is issued while the rest of the burst's frames
-// are built, well before the core's first pass reads the headers.
-static_assert(std::endian::native == std::endian::little, "fill() stores tailroom and flag as one little-endian word");
+// buffer's length and the checksum flag are written with one 8-byte store (the flag's byte and
+// the padding after it are the upper half), and the frame's first cache line is prefetched
+// from the pointer already computed. The prefetch is issued while the rest of the burst's
+// frames are built, well before the core's first pass reads the headers.
+static_assert(std::endian::native == std::endian::little, "fill() stores buf_len and flag as one little-endian word");
 static_assert(std::is_standard_layout_v<Frame> && std::is_trivially_copyable_v<Frame>);
-static_assert(offsetof(Frame, ipv4_csum_good) == offsetof(Frame, tailroom) + 4 &&
-                  sizeof(Frame) == offsetof(Frame, tailroom) + 8 && sizeof(Frame::tailroom) == 4,
-              "fill() writes Frame::tailroom, ipv4_csum_good and the padding after it as one word");
+static_assert(offsetof(Frame, ipv4_csum_good) == offsetof(Frame, buf_len) + 4 &&
+                  sizeof(Frame) == offsetof(Frame, buf_len) + 8 && sizeof(Frame::buf_len) == 4,
+              "fill() writes Frame::buf_len, ipv4_csum_good and the padding after it as one word");
 inline void fill(Frame& f, const rte_mbuf* m, bool csum_good) {
-    // In 64 bits: the tailroom is then zero-extended already for the combined store (an mbuf
-    // always has data_off + data_len <= buf_len, so it does not wrap).
     const uint64_t off = m->data_off;
-    const uint64_t len = m->data_len;
     uint8_t* data = static_cast<uint8_t*>(m->buf_addr) + off;
     f.data = data;
-    f.len = static_cast<uint32_t>(len);
+    f.len = m->data_len;
     f.headroom = static_cast<uint32_t>(off);
-    uint64_t tail_flag = m->buf_len - off;
-    // Empty, but opaque to the compiler: it would otherwise compute off + len first, with a
-    // copy (mov, add, sub instead of sub, sub).
-    asm("" : "+r"(tail_flag));
-    tail_flag -= len;
-    tail_flag |= static_cast<uint64_t>(csum_good) << 32;
-    std::memcpy(reinterpret_cast<unsigned char*>(&f) + offsetof(Frame, tailroom), &tail_flag, sizeof tail_flag);
+    const uint64_t buf_flag = uint64_t{m->buf_len} | static_cast<uint64_t>(csum_good) << 32;
+    std::memcpy(reinterpret_cast<unsigned char*>(&f) + offsetof(Frame, buf_len), &buf_flag, sizeof buf_flag);
     rte_prefetch0(data);
 }
 

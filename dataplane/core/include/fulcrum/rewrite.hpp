@@ -14,17 +14,21 @@
 
 namespace fulcrum {
 
-// A frame inside a larger buffer: `headroom` free bytes before `data`, `tailroom` after.
+// A frame inside a larger buffer of `buf_len` bytes: `headroom` free bytes before `data`,
+// tailroom() after.
 struct Frame {
     uint8_t* data = nullptr;
     uint32_t len = 0;
     uint32_t headroom = 0;
-    uint32_t tailroom = 0;
+    // The whole buffer's size, headroom + len + tailroom(): what a port adapter has of its
+    // buffer as it is (no arithmetic per packet), and what prepend and trim leave unchanged.
+    uint32_t buf_len = 0;
     // Set by the port adapter when the NIC verified the IPv4 header checksum as good: the
     // parser then skips its own check. Left false, the checksum is verified in software.
     bool ipv4_csum_good = false;
 
     std::span<const uint8_t> bytes() const { return {data, len}; }
+    uint32_t tailroom() const { return buf_len - headroom - len; }
     bool prepend(uint32_t n) {
         if (n > headroom) return false;
         data -= n;
@@ -33,10 +37,7 @@ struct Frame {
         return true;
     }
     void trim(uint32_t new_len) {
-        if (new_len < len) {
-            tailroom += len - new_len;
-            len = new_len;
-        }
+        if (new_len < len) len = new_len;
     }
 };
 
@@ -218,10 +219,7 @@ inline uint8_t* make_room(Frame& f, const P& p, uint32_t oh) {
     static_assert(eth::kHeaderLen + 2 * eth::kVlanLen == 22);
     const uint32_t end = p.l3_end();
     uint32_t len = f.len;
-    if (end < len) {
-        f.tailroom += len - end;
-        len = end;
-    }
+    if (end < len) len = end;
     if (oh > f.headroom) {
         f.len = len;
         return nullptr;
