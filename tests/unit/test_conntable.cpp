@@ -365,9 +365,9 @@ TEST(ConnTable, FindWithAHintWhoseKeyMovedToItsOtherBucket) {
         const FlowKey f = key(fn), j = key(jn);
         // f in k's first bucket, so that k takes its second one.
         const uint32_t fi = t.insert(f, h(f), ConnState::tcp_established, 0, 1, 1);
-        if (fi / 8 != pr.b1) continue;
+        if (fi / ConnTable::kWays != pr.b1) continue;
         const uint32_t ki = t.insert(k, h(k), ConnState::tcp_established, 0, 2, 2);
-        if (ki / 8 != pr.b2) continue;
+        if (ki / ConnTable::kWays != pr.b2) continue;
         t.erase(fi);
         const ConnTable::Ref hint = t.prefetch_entry(pr);
         ASSERT_EQ(t.index(hint), ki);
@@ -376,7 +376,9 @@ TEST(ConnTable, FindWithAHintWhoseKeyMovedToItsOtherBucket) {
         // went back to the free stack, and its first bucket, empty, takes it.
         t.erase(ki);
         const uint32_t k2 = t.insert(k, h(k), ConnState::tcp_established, 1, 2, 2);
-        if (k2 / 8 != pr.b1 || k2 % 8 != ki % 8 || t.block_of(k2) != old_block) continue;
+        if (k2 / ConnTable::kWays != pr.b1 || k2 % ConnTable::kWays != ki % ConnTable::kWays ||
+            t.block_of(k2) != old_block)
+            continue;
         // Another key into the second bucket, at the hint's way, in a new block.
         const uint32_t ji = t.insert(j, h(j), ConnState::tcp_established, 1, 3, 3);
         if (ji != ki) continue;

@@ -283,7 +283,16 @@ public:
         const auto* line = reinterpret_cast<const uint8_t*>(e);
         __builtin_prefetch(line, 1, 3);
         __builtin_prefetch(line + sizeof(ConnEntry) - 1, 1, 3);  // 48-byte entries may straddle two lines
-        out = {&a.meta[b], e, w, block};
+        out.meta = &a.meta[b];
+        out.entry = e;
+        out.way = w;
+#if defined(__GNUC__)
+        // GCC 12 merges the way's and the block's stores into one through a vector register
+        // (two moves and an unpack more than two plain stores, checked in the generated
+        // code); an empty asm between them keeps them apart.
+        asm volatile("");
+#endif
+        out.block = block;
         return true;
     }
 
@@ -323,7 +332,8 @@ public:
 
     // The same, trying first the way prefetch_entry() returned for this probe (`hint`, or
     // null), and giving the result as a Ref (null: absent): the common case, a known flow
-    // whose tag matched once, costs one key compare and no index arithmetic.
+    // whose tag matched once, costs a compare of the bucket's block and one of the key, and
+    // no index arithmetic.
     // The table may have changed since the hint was taken (earlier packets of the burst
     // insert and erase). The hint's entry is its way's only while the bucket still has the
     // block it had then: a bucket that empties gives its block back, and another bucket, even
