@@ -758,6 +758,7 @@ template <bool kVerify>
     // frame; every other frame is parsed into its Parsed record.
     // Pointers, the end as the bound: no index kept across the body.
     Pending* kp = pend_.get();
+    const ConnTable::Arrays ca = conns_.arrays();
     for (const Frame *fp = frames, *const fend = frames + n; fp != fend; ++fp, ++kp) {
         Pending& k = *kp;
         const Frame& f = *fp;
@@ -801,8 +802,8 @@ template <bool kVerify>
         } else if (!prepare_parsed(f, k, s)) {
             continue;
         }
-        k.probe = conns_.probe(k.hash);
-        conns_.prefetch(k.probe);
+        k.probe = ConnTable::probe(ca, k.hash);
+        ConnTable::prefetch(ca, k.probe);
     }
 }
 

@@ -206,13 +206,10 @@ public:
         // from one load into a vector register (detail::match_tags).
         uint32_t tag;
     };
-    Probe probe(uint64_t hash) const { return {bucket_of(hash), bucket2_of(hash), tag_of(hash)}; }
+    Probe probe(uint64_t hash) const { return probe(arrays(), hash); }
 
     void prefetch(uint64_t hash) const { prefetch(probe(hash)); }
-    void prefetch(const Probe& pr) const {
-        __builtin_prefetch(&meta_[pr.b1], 1, 3);
-        __builtin_prefetch(&meta_[pr.b2], 1, 3);
-    }
+    void prefetch(const Probe& pr) const { prefetch(arrays(), pr); }
 
     // A way of the table by address: its bucket's metadata, the way's number in it and its
     // entry; null (entry null) for none. The forwarding path keeps one from pass 1b
@@ -252,14 +249,31 @@ public:
     // The same into `out`, returning whether a tag matched; when none did, only out.entry is
     // written (null), one store for the forwarding path's likely new connection.
     bool prefetch_entry(const Probe& pr, Ref& out) { return prefetch_entry(arrays(), pr, out); }
-    // The table's two arrays (fixed for its life), for a loop of prefetch_entry calls: passed
-    // in, they stay in registers, where the table's own fields would be read again after every
-    // store to `out` (which might alias them for the compiler).
+    // The table's two arrays and its number of buckets (fixed for its life), for a loop of
+    // probe, prefetch or prefetch_entry calls: passed in, they stay in registers, where the
+    // table's own fields would be read again after every store to `out` or to the packets'
+    // records (which might alias them for the compiler).
     struct Arrays {
         BucketMeta* meta;
         ConnEntry* entries;
+        uint32_t nbuckets;
     };
-    Arrays arrays() const { return {meta_, entries_}; }
+    Arrays arrays() const { return {meta_, entries_, nbuckets_}; }
+    // A key's two buckets and its tag come from three windows of its 64-bit hash (every bit of
+    // which the flow hash mixes): the first bucket from bits 0-31 (their top ones: range
+    // reduction by multiply and shift), the second from bits 16-47, the tag from bits 48-63.
+    // The second choice then never shares a bit with the tag (entries placed in a bucket as
+    // their second choice do not have similar tags), and shares at most the bits 16-31 with
+    // the first (only tables of more than 2^16 buckets use any of them in both, and then the
+    // bucket's low bits in one and the other's high bits), without remixing the hash.
+    static Probe probe(const Arrays& a, uint64_t hash) {
+        return {bucket_in(static_cast<uint32_t>(hash), a.nbuckets),
+                bucket_in(static_cast<uint32_t>(hash >> 16), a.nbuckets), tag_of(hash)};
+    }
+    static void prefetch(const Arrays& a, const Probe& pr) {
+        __builtin_prefetch(&a.meta[pr.b1], 1, 3);
+        __builtin_prefetch(&a.meta[pr.b2], 1, 3);
+    }
     static bool prefetch_entry(const Arrays& a, const Probe& pr, Ref& out) {
         uint32_t b = pr.b1;
         uint32_t m = detail::match_tags(a.meta[b].tag, pr.tag);
@@ -492,17 +506,8 @@ private:
         return ((load_u64(pa) ^ load_u64(pb)) | (load_u64(pa + 16) ^ load_u64(pb + 16)) |
                 (load_u64(pa + 32) ^ load_u64(pb + 32))) == 0;
     }
-    // A key's two buckets and its tag come from three windows of its 64-bit hash (every bit of
-    // which the flow hash mixes): the first bucket from bits 0-31 (their top ones: range
-    // reduction by multiply and shift), the second from bits 16-47, the tag from bits 48-63.
-    // The second choice then never shares a bit with the tag (entries placed in a bucket as
-    // their second choice do not have similar tags), and shares at most the bits 16-31 with
-    // the first (only tables of more than 2^16 buckets use any of them in both, and then the
-    // bucket's low bits in one and the other's high bits), without remixing the hash.
-    uint32_t bucket_of(uint64_t hash) const { return bucket_in(static_cast<uint32_t>(hash)); }
-    uint32_t bucket2_of(uint64_t hash) const { return bucket_in(static_cast<uint32_t>(hash >> 16)); }
-    uint32_t bucket_in(uint32_t window) const {
-        return static_cast<uint32_t>((uint64_t{window} * nbuckets_) >> 32);
+    static uint32_t bucket_in(uint32_t window, uint32_t nbuckets) {
+        return static_cast<uint32_t>((uint64_t{window} * nbuckets) >> 32);
     }
     uint32_t find_in(uint32_t b, const FlowKey& key, uint16_t tag, uint32_t now, bool& expired_removed) {
         BucketMeta& m = meta_[b];
