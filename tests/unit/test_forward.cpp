@@ -1073,7 +1073,9 @@ TEST_F(Forward, FastLaneEncapsulationMatchesTheGeneralPath) {
 
 // A burst is decided as its frames one at a time would be: flows that open, continue and
 // close inside one burst (hints taken before earlier frames changed the table), frames for
-// several services in runs and interleaved, the general parser's frames among them.
+// several services in runs and interleaved, frames for a VIP's port without a service and for
+// an address that is no VIP among them (pass 1's service memo), the general parser's frames
+// among them.
 // A worker given bursts and one given the same packets one at a time decide alike: verdicts,
 // frames, counters and connections. `capacity` connections, `ports` source ports per client
 // (3 clients), `syn_share` in 6 packets a bare SYN, the clock advancing up to `max_step` ms
@@ -1090,8 +1092,10 @@ static void expect_bursts_as_single_packets(LoadedSnapshot* snap, uint32_t now, 
         std::vector<FrameBuf> a, b;
         for (int i = 0; i < 32; ++i) {
             PacketBuilder p;
+            const char* dst = rng() % 4 ? "198.18.1.1" : rng() % 4 ? "198.18.1.2" : "198.18.9.9";
+            const uint16_t dport = rng() % 8 ? 80 : 81;
             p.from("198.18.0." + std::to_string(1 + rng() % 3), static_cast<uint16_t>(20000 + rng() % ports))
-                .to(rng() % 4 ? "198.18.1.1" : "198.18.1.2", 80)
+                .to(dst, dport)
                 .tcp(rng() % 6 < syn_share ? tcpflag::kSyn : flags[rng() % 6]);
             if (rng() % 10 == 0) p.vlans = {7};
             if (rng() % 20 == 0) p.ttl = 0;

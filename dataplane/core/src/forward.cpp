@@ -747,12 +747,13 @@ __attribute__((always_inline)) inline Verdict Worker::send_to_server(Frame& f, c
 // check is verified (ParseOptions::verify_ipv4_checksum).
 template <bool kVerify>
 [[gnu::noinline]] void Worker::prepare_services(const Frame* frames, size_t n, const LoadedSnapshot& s) {
-    // The IPv4 service of the previous packet, as (address, port, protocol): packets of a
-    // burst mostly go to a few services, and a repeat skips the index lookup. The initial key
-    // has bits set that no real key has.
+    // The IPv4 service of the previous packet, as (address, port, protocol), when it had one:
+    // packets of a burst mostly go to a few services, and a repeat skips the index lookup. The
+    // initial key (and the key after a packet without a service) has bits set that no real
+    // key has.
     uint64_t memo_key = ~uint64_t{0};
     int32_t memo_svc = ServiceIndex::kNone;
-    const fl_snap_service* memo_service = nullptr;  // its record, when memo_svc is one
+    const fl_snap_service* memo_service = nullptr;  // its record
     // The fast lane, an untagged IPv4 TCP or UDP frame without options or fragmentation to a
     // service, passing the packet checks, reads the few fields it needs straight from the
     // frame; every other frame is parsed into its Parsed record.
@@ -770,19 +771,22 @@ template <bool kVerify>
             // keeps the address and destination port, with the protocol where the source port was.
             const uint64_t dst_ports = load_u64(q.ip + 16);
             const uint64_t mk = (dst_ports & 0xFFFF0000FFFFFFFFull) | (uint64_t{q.proto} << 32);
-            if (mk != memo_key) {
+            if (mk != memo_key) [[unlikely]] {
+                const int32_t svc = s.index().find(q.ip + 16, false, load_be16(q.l4 + 2), q.proto);
+                // A packet without a service goes to finish() with its Parsed record. Not
+                // remembered: a repeat of the memo's key then needs no test of the service.
+                if (svc < 0) [[unlikely]] {
+                    memo_key = ~uint64_t{0};
+                    k.service = nullptr;
+                    k.svc = ServiceIndex::kNone;
+                    k.parse = Drop::none;
+                    // From the frame again: q's lengths then need not be kept for this rare case.
+                    fill_parsed(f, q.tcp_flags, k.p);
+                    continue;
+                }
                 memo_key = mk;
-                memo_svc = s.index().find(q.ip + 16, false, load_be16(q.l4 + 2), q.proto);
-                if (memo_svc >= 0) memo_service = &s.view().services()[static_cast<size_t>(memo_svc)];
-            }
-            // A packet without a service goes to finish() with its Parsed record.
-            if (memo_svc < 0) [[unlikely]] {
-                k.service = nullptr;
-                k.svc = ServiceIndex::kNone;
-                k.parse = Drop::none;
-                // From the frame again: q's lengths then need not be kept for this rare case.
-                fill_parsed(f, q.tcp_flags, k.p);
-                continue;
+                memo_svc = svc;
+                memo_service = &s.view().services()[static_cast<size_t>(svc)];
             }
             // (k.parse is not read on the fast lane.)
             k.svc = memo_svc;
