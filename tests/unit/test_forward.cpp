@@ -511,6 +511,27 @@ TEST_F(Forward, BurstResultSaysWhetherEveryFrameWasForwardedInPlace) {
         },
         out));
     EXPECT_EQ(out[17].action, Action::to_kernel);
+    // Pass 1's service memo: frames without a service (a VIP's port without one, an address
+    // that is no VIP) between and after frames of the service, repeated. Only the service's
+    // frames are forwarded.
+    EXPECT_FALSE(burst(
+        [](size_t i) {
+            PacketBuilder b;
+            const char* dst = i % 8 == 5 ? "198.18.9.9" : "198.18.1.1";
+            const uint16_t dport = i % 8 == 2 || i % 8 == 3 ? 81 : 80;
+            b.from("198.18.0.7", static_cast<uint16_t>(100 + i)).to(dst, dport).tcp(tcpflag::kAck);
+            return b.build();
+        },
+        out));
+    for (size_t i = 0; i < kN; ++i) {
+        const Action want = i % 8 == 2 || i % 8 == 3 ? Action::drop
+                            : i % 8 == 5             ? Action::to_kernel
+                                                     : Action::forward;
+        EXPECT_EQ(out[i].action, want) << i;
+        if (want == Action::drop) {
+            EXPECT_EQ(drop_name(out[i].drop), drop_name(Drop::no_service)) << i;
+        }
+    }
     // One frame with flags no stack sends (SYN and FIN): dropped, false.
     EXPECT_FALSE(burst(
         [](size_t i) {
