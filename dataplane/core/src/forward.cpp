@@ -747,9 +747,10 @@ __attribute__((always_inline)) inline Verdict Worker::send_to_server(Frame& f, c
 // check is verified (ParseOptions::verify_ipv4_checksum).
 template <bool kVerify>
 [[gnu::noinline]] void Worker::prepare_services(const Frame* frames, size_t n, const LoadedSnapshot& s) {
-    // The IPv4 service of the last packet that had one, as (address, port, protocol): packets
-    // of a burst mostly go to a few services, and a repeat skips the index lookup. The initial
-    // key has bits set that no real key has.
+    // The IPv4 service of the previous packet, as (address, port, protocol), when it had one:
+    // packets of a burst mostly go to a few services, and a repeat skips the index lookup. The
+    // initial key (and the key after a packet without a service) has bits set that no real
+    // key has.
     uint64_t memo_key = ~uint64_t{0};
     int32_t memo_svc = ServiceIndex::kNone;
     const fl_snap_service* memo_service = nullptr;  // its record
@@ -773,9 +774,9 @@ template <bool kVerify>
             if (mk != memo_key) [[unlikely]] {
                 const int32_t svc = s.index().find(q.ip + 16, false, load_be16(q.l4 + 2), q.proto);
                 // A packet without a service goes to finish() with its Parsed record. Not
-                // remembered (the memo keeps the service it had): a repeat of the memo's key
-                // then needs no test of the service.
+                // remembered: a repeat of the memo's key then needs no test of the service.
                 if (svc < 0) [[unlikely]] {
+                    memo_key = ~uint64_t{0};
                     k.service = nullptr;
                     k.svc = ServiceIndex::kNone;
                     k.parse = Drop::none;
