@@ -12,6 +12,11 @@ Makes, in OUTDIR:
                          74 bytes, the length Fulcrum sends for an established_ipip frame (its
                          54 bytes of headers plus a 20-byte outer IPv4 header). A control for
                          the transport: what a longer frame alone costs a forwarder on memif
+  established_dsr_ts.pcap, established_ipip_ts.pcap
+                         the same flows' ACKs with the TCP timestamps option (NOP, NOP,
+                         timestamps: 12 bytes), as Linux sends every segment of a connection
+                         that negotiated it (net.ipv4.tcp_timestamps, on by default): 66-byte
+                         frames, which Fulcrum sends as 66 (DSR) and 86 (IPIP) bytes
   unique_syn.pcap        --syns TCP SYNs, each from a distinct (source address, port), to
                          198.18.1.1:80
   spec.json              fulcrum-snapshot build input: both services, 16 servers each
@@ -20,7 +25,8 @@ same frames split over N inputs by flow, the k-th flow of NAME.pcap's order into
 so every flow is in exactly one queue file (what RSS does for a device with N queues), in the
 order it has in NAME.pcap.
 Frames are 60 bytes (Ethernet II + IPv4 + TCP, no payload, zero padded: 64 bytes on the wire
-with the FCS; established_dsr_74b's 74) with valid IPv4 and TCP checksums, addressed to --dut-mac. Raw struct
+with the FCS; established_dsr_74b's 74, the _ts cases' 66) with valid IPv4 and TCP checksums,
+addressed to --dut-mac. Raw struct
 packing, no scapy: a million frames take a few seconds.
 """
 import argparse
@@ -41,6 +47,13 @@ SERVERS = 16
 # An established_ipip frame as Fulcrum sends it: Ethernet, outer IPv4, inner IPv4 and TCP
 # (its Ethernet padding trimmed): the length of established_dsr_74b's frames.
 IPIP_OUT_LEN = 14 + 20 + 20 + 20
+# TCP options of the _ts cases: NOP, NOP, timestamps (kind 8, length 10, TSval, TSecr), the
+# layout Linux uses.
+TS_LEN = 12
+
+
+def ts_option(tsval, tsecr):
+    return struct.pack("!BBBBII", 1, 1, 8, 10, tsval, tsecr)
 
 
 def mac_bytes(s):
@@ -57,15 +70,17 @@ def sum16(b):
     return sum(struct.unpack(f"!{len(b) // 2}H", b))
 
 
-def frame(dut_mac, src, dst, sport, flags, seq):
-    ip = bytearray(struct.pack("!BBHHHBBH4s4s", 0x45, 0, 40, 1, 0x4000, 64, 6, 0, src, dst))
+def frame(dut_mac, src, dst, sport, flags, seq, options=b""):
+    """Ethernet + IPv4 + TCP with `options` (a multiple of 4 bytes), zero padded to 60 bytes."""
+    tcp_len = 20 + len(options)
+    ip = bytearray(struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + tcp_len, 1, 0x4000, 64, 6, 0, src, dst))
     struct.pack_into("!H", ip, 10, (~fold(sum16(ip))) & 0xFFFF)
     tcp = bytearray(struct.pack("!HHIIBBHHH", sport, PORT, seq, 1 if flags & 0x10 else 0,
-                                0x50, flags, 65535, 0, 0))
-    pseudo = sum16(src) + sum16(dst) + 6 + 20
+                                (tcp_len // 4) << 4, flags, 65535, 0, 0) + options)
+    pseudo = sum16(src) + sum16(dst) + 6 + tcp_len
     struct.pack_into("!H", tcp, 16, (~fold(pseudo + sum16(tcp))) & 0xFFFF)
     f = dut_mac + CLIENT_MAC + b"\x08\x00" + bytes(ip) + bytes(tcp)
-    return f + bytes(60 - len(f))
+    return f + bytes(max(0, 60 - len(f)))
 
 
 def client(i):
@@ -98,6 +113,9 @@ def inputs(mac, flows, syns):
     for name, vip in (("established_dsr", VIP_DSR), ("established_ipip", VIP_IPIP)):
         out[name] = [frame(mac, client(i)[0], vip, client(i)[1], 0x10, 1000 + i) for i in order]
     out["established_dsr_74b"] = [f + bytes(IPIP_OUT_LEN - len(f)) for f in out["established_dsr"]]
+    for name, vip in (("established_dsr_ts", VIP_DSR), ("established_ipip_ts", VIP_IPIP)):
+        out[name] = [frame(mac, client(i)[0], vip, client(i)[1], 0x10, 1000 + i,
+                           ts_option(7000 + i, 5000 + i)) for i in order]
     out["unique_syn"] = [frame(mac, client(i)[0], VIP_DSR, client(i)[1], 0x02, i) for i in range(syns)]
     return out
 

@@ -484,6 +484,10 @@ def main():
     a = ap.parse_args()
     if a.zero_copy and not a.hugepages:
         ap.error("--zero-copy needs --hugepages: memif's zero-copy client shares the DUT's hugepage memory")
+    unknown = [c for c in a.cases.split(",") if c not in a.frames]
+    if unknown:
+        ap.error(f"--cases: no pcap for {', '.join(repr(c) for c in unknown)} (--frames names "
+                 f"{', '.join(sorted(a.frames)) or 'none'}; bench/throughput.sh lists the cases)")
     a.gen_main_cpu = a.dut_cpu
     a.dut_main_cpu = a.gen_cpu
     # Backstop per process: every run of a case, with up to 3 start attempts of 90 s per DUT.

@@ -8,9 +8,11 @@
 #
 #   --runs N       runs per DUT and case, fulcrum and macswap alternating (default 5)
 #   --seconds S    measurement window per run (default 20), after --warmup W seconds (default 5)
-#   --cases LIST   established_dsr,established_ipip,established_dsr_74b,unique_syn (default: all
-#                  four; established_dsr_74b is established_dsr in 74-byte frames, the length
-#                  an IPIP forward sends: what the longer frame alone costs on memif)
+#   --cases LIST   established_dsr,established_ipip,established_dsr_74b,unique_syn (the default)
+#                  and established_dsr_ts,established_ipip_ts; established_dsr_74b is
+#                  established_dsr in 74-byte frames, the length an IPIP forward sends: what the
+#                  longer frame alone costs on memif; the _ts cases are the established ones with
+#                  the TCP timestamps option, as Linux sends them (66-byte frames)
 #   --quick        smoke test: 1 run of 3 s (1 s warm-up) per DUT and case, 262,144-SYN pcap
 #   --hugepages    both DUTs on 2 MiB hugepages instead of --no-huge (reserves 512 pages with
 #                  scripts/hugepages.sh when fewer are free, and gives them back at exit)
@@ -47,13 +49,22 @@ while [ $# -gt 0 ]; do
     --conn-capacity) CAPACITY=$2; shift 2 ;;
     --build-dir) BUILD=$2; shift 2 ;;
     --keep) KEEP=$2; shift 2 ;;
-    -h|--help) sed -n '2,31p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,33p' "$0"; exit 0 ;;
     *) echo "throughput.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
 if [ "$QUICK" = 1 ]; then RUNS=1 SECONDS_=3 WARMUP=1 SYNS=262144; fi
 case "$RUNS" in ''|*[!0-9]*|0) echo "throughput.sh: --runs must be a positive integer" >&2; exit 2 ;; esac
 case "$CAPACITY" in ''|*[!0-9]*|0) echo "throughput.sh: --conn-capacity must be a positive integer (entries), got '$CAPACITY'" >&2; exit 2 ;; esac
+KNOWN_CASES=established_dsr,established_ipip,established_dsr_74b,established_dsr_ts,established_ipip_ts,unique_syn
+IFS=, read -r -a CASE_LIST <<< "$CASES"
+[ "${#CASE_LIST[@]}" -gt 0 ] || { echo "throughput.sh: --cases is empty; known cases: $KNOWN_CASES" >&2; exit 2; }
+for c in "${CASE_LIST[@]}"; do
+  case ",$KNOWN_CASES," in
+    *",$c,"*) ;;
+    *) echo "throughput.sh: unknown case '$c' in --cases '$CASES'; known cases: $KNOWN_CASES" >&2; exit 2 ;;
+  esac
+done
 if [ "$ZC" = 1 ] && [ "$HUGE" = 0 ]; then
   echo "throughput.sh: --zero-copy needs --hugepages (memif's zero-copy client shares the DUT's hugepage memory with the generator)" >&2
   exit 2
@@ -96,7 +107,7 @@ SYNCAP=131072
 [ "$QUICK" = 1 ] && SYNCAP=32768
 /usr/bin/python3 "$ROOT/bench/throughput.py" --workdir "$WORK" --dataplane "$DP" --snapshot "$WORK/bench.snap" \
   --cases "$CASES" --runs "$RUNS" --seconds "$SECONDS_" --warmup "$WARMUP" --syn-capacity "$SYNCAP" --capacity "$CAPACITY" \
-  --frames "{\"established_dsr\": $FLOWS, \"established_ipip\": $FLOWS, \"established_dsr_74b\": $FLOWS, \"unique_syn\": $SYNS}" \
+  --frames "{\"established_dsr\": $FLOWS, \"established_ipip\": $FLOWS, \"established_dsr_74b\": $FLOWS, \"established_dsr_ts\": $FLOWS, \"established_ipip_ts\": $FLOWS, \"unique_syn\": $SYNS}" \
   --json "$WORK/results.json" $HUGEOPT &
 DRIVER=$!
 RC=0

@@ -29,7 +29,37 @@ def test_the_padded_dsr_frames_are_as_long_as_their_ipip_encapsulation(tmp_path)
 
 def test_inputs_pads_every_dsr_frame_and_only_those():
     out = gen_pcap.inputs(gen_pcap.mac_bytes("02:00:00:00:00:01"), 17, 5)
-    assert sorted(out) == ["established_dsr", "established_dsr_74b", "established_ipip", "unique_syn"]
+    assert sorted(out) == ["established_dsr", "established_dsr_74b", "established_dsr_ts", "established_ipip",
+                           "established_ipip_ts", "unique_syn"]
     assert [len(f) for f in out["established_dsr_74b"]] == [gen_pcap.IPIP_OUT_LEN] * 17
     assert {len(f) for name in ("established_dsr", "established_ipip", "unique_syn") for f in out[name]} == {60}
+    assert {len(f) for name in ("established_dsr_ts", "established_ipip_ts") for f in out[name]} == {66}
     assert len(out["unique_syn"]) == 5
+
+
+def ones_complement_sum(b):
+    s = sum(struct.unpack(f"!{len(b) // 2}H", b))
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return s
+
+
+def test_the_timestamp_frames_are_the_same_flows_acks_with_linux_s_option_layout(tmp_path):
+    subprocess.run([sys.executable, str(ROOT / "bench" / "gen_pcap.py"), str(tmp_path), "--flows", "40",
+                    "--syns", "8"], check=True)
+    for plain, ts in (("established_dsr", "established_dsr_ts"), ("established_ipip", "established_ipip_ts")):
+        base = read_pcap(tmp_path / f"{plain}.pcap")
+        frames = read_pcap(tmp_path / f"{ts}.pcap")
+        assert len(frames) == len(base) == 40
+        for b, f in zip(base, frames):
+            assert len(f) == 66  # no padding: 14 + 20 + 32
+            ip, tcp = f[14:34], f[34:66]
+            # Same Ethernet header, addresses and ports (the same flow, in the same order).
+            assert f[:14] == b[:14] and ip[12:20] == b[26:34] and tcp[:4] == b[34:38]
+            assert struct.unpack_from("!H", ip, 2)[0] == 52
+            assert tcp[12] >> 4 == 8 and tcp[13] == 0x10  # 32-byte header; ACK only
+            # NOP, NOP, timestamps (kind 8, length 10): what Linux puts in every segment.
+            assert tcp[20:24] == bytes([1, 1, 8, 10])
+            assert ones_complement_sum(ip) == 0xFFFF
+            pseudo = ip[12:20] + struct.pack("!BBH", 0, 6, 32)
+            assert ones_complement_sum(pseudo + tcp) == 0xFFFF

@@ -240,7 +240,8 @@ def test_the_generator_never_takes_zero_copy(tmp_path, monkeypatch):
 
 
 def test_the_table_capacity_applies_to_the_established_cases(tmp_path, monkeypatch):
-    for case, want in [("established_dsr", "32768"), ("established_dsr_74b", "32768"), ("unique_syn", "131072")]:
+    for case, want in [("established_dsr", "32768"), ("established_dsr_74b", "32768"), ("established_ipip_ts", "32768"),
+                       ("unique_syn", "131072")]:
         argv = dut_command(tmp_path, monkeypatch, "fulcrum", case, capacity=32768)
         assert str(argv[argv.index("--conn-capacity") + 1]) == want, case
 
@@ -251,8 +252,18 @@ def test_the_driver_refuses_zero_copy_without_hugepages(tmp_path):
     assert r.returncode == 2 and "--zero-copy needs --hugepages" in r.stderr
 
 
+def test_the_driver_refuses_a_case_without_a_pcap(tmp_path):
+    r = subprocess.run([sys.executable, str(throughput.__file__), "--workdir", str(tmp_path), "--dataplane", "x",
+                        "--snapshot", "y", "--frames", '{"established_dsr": 4}', "--cases", "established_dsr,bogus"],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "--cases: no pcap for 'bogus' (--frames names established_dsr;" in r.stderr, r.stderr
+
+
 @pytest.mark.parametrize("args,message", [
     (["--zero-copy"], "--zero-copy needs --hugepages"),
+    (["--cases", "established_dsr,bogus"], "unknown case 'bogus' in --cases 'established_dsr,bogus'; known cases: "
+     "established_dsr,established_ipip,established_dsr_74b,established_dsr_ts,established_ipip_ts,unique_syn"),
+    (["--cases", ""], "--cases is empty"),
     (["--conn-capacity", "0"], "--conn-capacity must be a positive integer (entries), got '0'"),
     (["--conn-capacity", "1M"], "--conn-capacity must be a positive integer (entries), got '1M'"),
 ])
