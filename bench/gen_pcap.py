@@ -49,9 +49,6 @@ SERVERS = 16
 IPIP_OUT_LEN = 14 + 20 + 20 + 20
 # TCP options of the _ts cases: NOP, NOP, timestamps (kind 8, length 10, TSval, TSecr), the
 # layout Linux uses.
-TS_LEN = 12
-
-
 def ts_option(tsval, tsecr):
     return struct.pack("!BBBBII", 1, 1, 8, 10, tsval, tsecr)
 

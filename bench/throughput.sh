@@ -105,9 +105,15 @@ echo "== writing pcaps ($FLOWS flows, $SYNS unique SYNs) and the snapshot into $
 echo "== $(date -u +%FT%TZ) commit $(commit_desc), $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg)"
 SYNCAP=131072
 [ "$QUICK" = 1 ] && SYNCAP=32768
+# Frames in each case's pcap (gen_pcap.py): one per flow, one per SYN for unique_syn.
+FRAMES=
+for c in ${KNOWN_CASES//,/ }; do
+  n=$FLOWS; [ "$c" = unique_syn ] && n=$SYNS
+  FRAMES+="${FRAMES:+, }\"$c\": $n"
+done
 /usr/bin/python3 "$ROOT/bench/throughput.py" --workdir "$WORK" --dataplane "$DP" --snapshot "$WORK/bench.snap" \
   --cases "$CASES" --runs "$RUNS" --seconds "$SECONDS_" --warmup "$WARMUP" --syn-capacity "$SYNCAP" --capacity "$CAPACITY" \
-  --frames "{\"established_dsr\": $FLOWS, \"established_ipip\": $FLOWS, \"established_dsr_74b\": $FLOWS, \"established_dsr_ts\": $FLOWS, \"established_ipip_ts\": $FLOWS, \"unique_syn\": $SYNS}" \
+  --frames "{$FRAMES}" \
   --json "$WORK/results.json" $HUGEOPT &
 DRIVER=$!
 RC=0

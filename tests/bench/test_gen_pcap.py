@@ -37,13 +37,6 @@ def test_inputs_pads_every_dsr_frame_and_only_those():
     assert len(out["unique_syn"]) == 5
 
 
-def ones_complement_sum(b):
-    s = sum(struct.unpack(f"!{len(b) // 2}H", b))
-    while s >> 16:
-        s = (s & 0xFFFF) + (s >> 16)
-    return s
-
-
 def test_the_timestamp_frames_are_the_same_flows_acks_with_linux_s_option_layout(tmp_path):
     subprocess.run([sys.executable, str(ROOT / "bench" / "gen_pcap.py"), str(tmp_path), "--flows", "40",
                     "--syns", "8"], check=True)
@@ -60,6 +53,6 @@ def test_the_timestamp_frames_are_the_same_flows_acks_with_linux_s_option_layout
             assert tcp[12] >> 4 == 8 and tcp[13] == 0x10  # 32-byte header; ACK only
             # NOP, NOP, timestamps (kind 8, length 10): what Linux puts in every segment.
             assert tcp[20:24] == bytes([1, 1, 8, 10])
-            assert ones_complement_sum(ip) == 0xFFFF
+            assert gen_pcap.fold(gen_pcap.sum16(ip)) == 0xFFFF
             pseudo = ip[12:20] + struct.pack("!BBH", 0, 6, 32)
-            assert ones_complement_sum(pseudo + tcp) == 0xFFFF
+            assert gen_pcap.fold(gen_pcap.sum16(pseudo + tcp)) == 0xFFFF
