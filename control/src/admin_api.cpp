@@ -94,6 +94,7 @@ json sync_json(const SyncPeerStats& y) {
             {"install_unknown_server", y.install_unknown_server},
             {"install_ring_full", y.install_ring_full},
             {"install_failed", y.install_failed},
+            {"records_before_publish", y.records_before_publish},
             {"seq_gaps", y.seq_gaps},
             {"bulk_requests_sent", y.bulk_requests_sent},
             {"bulk_served", y.bulk_served},

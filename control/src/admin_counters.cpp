@@ -82,6 +82,7 @@ void visit_counters(SyncPeerStats& s, const CounterVisitor& f) {
         {"install_unknown_server", &s.install_unknown_server},
         {"install_ring_full", &s.install_ring_full},
         {"install_failed", &s.install_failed},
+        {"records_before_publish", &s.records_before_publish},
         {"bulk_requests_sent", &s.bulk_requests_sent},
         {"bulk_requests_received", &s.bulk_requests_received},
         {"bulk_served", &s.bulk_served},

@@ -134,7 +134,7 @@ struct Metrics::Impl {
                                   "Connection-sync records, by what happened (drained, sent, received, installed, bulk_received)"};
     MirroredCounters sync_refused{*reg, "fulcrum_sync_datagrams_refused_total", "Sync datagrams refused, by reason"};
     MirroredCounters sync_dropped{*reg, "fulcrum_sync_records_dropped_total",
-                                  "Sync records not installed, by reason (unknown_server, ring_full, install_failed)"};
+                                  "Sync records not installed, by reason (unknown_server, ring_full, install_failed, before_publish)"};
     MirroredCounters sync_overflows{*reg, "fulcrum_sync_receive_overflows_total",
                                     "Sync datagrams the kernel dropped because the sync socket's receive buffer was full"};
     MirroredCounters sync_gaps{*reg, "fulcrum_sync_sequence_gaps_total", "Sequence gaps seen from the peer (each triggers a bulk resync)"};
@@ -304,6 +304,7 @@ void Metrics::update(const MetricsInput& in) {
         m.sync_dropped.set_total({{"reason", "unknown_server"}}, y.install_unknown_server);
         m.sync_dropped.set_total({{"reason", "ring_full"}}, y.install_ring_full);
         m.sync_dropped.set_total({{"reason", "install_failed"}}, y.install_failed);
+        m.sync_dropped.set_total({{"reason", "before_publish"}}, y.records_before_publish);
         m.sync_overflows.set_total({}, y.receive_overflows);
         m.sync_gaps.set_total({}, y.seq_gaps);
         m.sync_bulk.set({}, y.bulk_complete ? 1 : 0);

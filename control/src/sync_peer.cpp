@@ -275,9 +275,12 @@ struct SyncPeer::Impl {
     uint64_t bulk_rx = 0;       // bulk records since the request
     bool bulk_damaged = false;  // gap or failed install since the request
 
-    // digest
+    // digest: known once the daemon published its first snapshot. Until then the peer neither
+    // sends (its datagrams would carry no digest, which the other balancer refuses) nor
+    // installs (the dataplane has no snapshot to resolve records against).
     uint64_t digest = 0;
     bool digest_known = false;
+    bool answer_waiting = false;  // the peer's bulk request, held until the digest is known
     uint64_t logged_mismatch_ours = 0, logged_mismatch_theirs = 0;
     bool mismatch_logged = false;
 
@@ -712,6 +715,14 @@ void SyncPeer::run() {
             switch (h.type) {
                 case FL_SYNC_T_RECORDS: {
                     const size_t cnt = dg.count();
+                    if (!m.digest_known) {
+                        // Nothing to install them into yet: the bulk request sent after the
+                        // first publish brings them (the peer's dump is taken after it).
+                        auto lk = lock();
+                        stats_.records_received += cnt;
+                        stats_.records_before_publish += cnt;
+                        break;
+                    }
                     const size_t at = rx.size();
                     rx.resize(at + cnt);
                     std::memcpy(rx.data() + at, dg.records.data(), cnt * kSyncRecordLen);
@@ -732,7 +743,10 @@ void SyncPeer::run() {
                         auto lk = lock();
                         ++stats_.bulk_requests_received;
                     }
-                    answer_bulk(now);
+                    if (m.digest_known)
+                        answer_bulk(now);
+                    else
+                        m.answer_waiting = true;  // answered after the first publish
                     break;
                 }
                 case FL_SYNC_T_BULK_END: {
@@ -880,12 +894,26 @@ void SyncPeer::run() {
         if (digest_set_.load()) {
             const uint64_t d = digest_.load();
             if (!m.digest_known || d != m.digest) {
+                if (!m.digest_known) {
+                    const uint64_t early = stats().records_before_publish;
+                    spdlog::info("sync: the first snapshot is published (configuration digest "
+                                 "{:016x}): syncing with {}{}",
+                                 d, cfg_.peer.str(),
+                                 early ? fmt::format("; {} records it sent before are left to the "
+                                                     "bulk resync", early)
+                                       : std::string());
+                }
                 m.digest = d;
                 m.digest_known = true;
                 m.encoder.set_config_digest(d);
                 auto lk = lock();
                 stats_.config_digest = d;
             }
+        }
+        const bool ready = m.digest_known;
+        if (ready && m.answer_waiting) {
+            m.answer_waiting = false;
+            answer_bulk(now);
         }
         if (want_bulk_.exchange(false)) {
             m.want_bulk = true;
@@ -894,7 +922,7 @@ void SyncPeer::run() {
 
         receive();
         now = Clock::now();
-        if (now >= m.next_drain) drain(now);
+        if (ready && now >= m.next_drain) drain(now);
 
         if (m.outstanding && now - std::max(m.requested_at, m.last_bulk_rx) >= cfg_.bulk_timeout) {
             m.log_recv.warn(now, "sync: no bulk answer from {} for {} ms; asking again",
@@ -903,7 +931,7 @@ void SyncPeer::run() {
             m.want_bulk = true;
         }
         std::optional<TimePoint> request_at;
-        if (m.want_bulk && !m.outstanding) {
+        if (ready && m.want_bulk && !m.outstanding) {
             const TimePoint allowed = m.ever_requested ? m.requested_at + cfg_.bulk_retry : now;
             if (now >= allowed)
                 send_request(now);
@@ -916,7 +944,8 @@ void SyncPeer::run() {
         set_pending_stat();
 
         // Sleep until the next thing is due: a drain, the rate cap, a bulk retry or timeout.
-        TimePoint due = m.next_drain;
+        // Before the first publish only a datagram or set_config_digest() (the eventfd) wakes it.
+        TimePoint due = ready ? m.next_drain : now + std::chrono::seconds(60);
         if (send_at) due = std::min(due, *send_at);
         if (request_at) due = std::min(due, *request_at);
         if (m.outstanding)

@@ -83,9 +83,14 @@ class FakeDataplane final : public SyncDataplane {
         std::lock_guard lk(mu_);
         return dumps_;
     }
+    uint64_t drains() const {
+        std::lock_guard lk(mu_);
+        return drains_;
+    }
 
     Expected<std::vector<fl_sync_record>> drain(size_t max, uint32_t) override {
         std::lock_guard lk(mu_);
+        ++drains_;
         const size_t n = std::min(max, to_drain_.size());
         std::vector<fl_sync_record> out(to_drain_.begin(),
                                         to_drain_.begin() + static_cast<long>(n));
@@ -108,7 +113,7 @@ class FakeDataplane final : public SyncDataplane {
   private:
     mutable std::mutex mu_;
     std::vector<fl_sync_record> to_drain_, installed_, table_;
-    uint64_t dumps_ = 0;
+    uint64_t dumps_ = 0, drains_ = 0;
 };
 
 const IpAddr kLo = *IpAddr::parse("127.0.0.1");
@@ -201,6 +206,14 @@ SyncPeerConfig config(uint16_t port, uint16_t peer_port) {
     return c;
 }
 
+// The digest both test peers run. A SyncPeer syncs nothing before its first
+// set_config_digest (fulcrumd's first publish): run() gives it one and starts it.
+constexpr uint64_t kDigest = 0x5eed5eed5eed5eedull;
+void run(SyncPeer& p) {
+    p.set_config_digest(kDigest);
+    p.start();
+}
+
 }  // namespace
 
 // On loopback both peers are 127.0.0.1 and only the ports differ: validate() refuses only a
@@ -255,8 +268,8 @@ TEST(SyncPeer, RecordsDrainedOnAAreInstalledOnB) {
     auto [pa, pb] = free_ports();
     FakeDataplane da, db;
     SyncPeer a(config(pa, pb), da), b(config(pb, pa), db);
-    a.start();
-    b.start();
+    run(a);
+    run(b);
     std::vector<fl_sync_record> recs;
     for (uint16_t i = 1; i <= 100; ++i) recs.push_back(rec(i));
     da.push(recs);
@@ -284,14 +297,14 @@ TEST(SyncPeer, NewPeerGetsBulkAndCompletes) {
     for (uint16_t i = 1; i <= 500; ++i) table.push_back(rec(i));
     da.set_table(table);
     SyncPeer a(config(pa, pb), da);
-    a.start();
+    run(a);
     // A is alone: its own bulk request goes unanswered.
     ASSERT_TRUE(eventually([&] { return a.stats().bulk_requests_sent >= 1; }));
     EXPECT_FALSE(a.bulk_complete());
 
     SyncPeer b(config(pb, pa), db);
     EXPECT_FALSE(b.bulk_complete());
-    b.start();
+    run(b);
     ASSERT_TRUE(eventually([&] { return b.bulk_complete(); }));
     EXPECT_EQ(db.installed_ports().size(), 500u);
     // A counts what it sent after sending it.
@@ -311,8 +324,8 @@ TEST(SyncPeer, PeerRestartTriggersBulkRequest) {
     da.set_table({rec(1), rec(2), rec(3)});
     SyncPeer b(config(pb, pa), db);
     auto a = std::make_unique<SyncPeer>(config(pa, pb), da);
-    b.start();
-    a->start();
+    run(b);
+    run(*a);
     ASSERT_TRUE(eventually([&] { return b.bulk_complete(); }));
     const uint64_t dumps_before = da.dumps();
     const uint64_t requests_before = b.stats().bulk_requests_sent;
@@ -322,7 +335,7 @@ TEST(SyncPeer, PeerRestartTriggersBulkRequest) {
     da.set_table({rec(1), rec(2), rec(3), rec(4)});
     SyncPeer a2(config(pa, pb), da);
     ASSERT_NE(a2.boot_id(), old_boot);
-    a2.start();
+    run(a2);
     ASSERT_TRUE(eventually([&] {
         const auto s = b.stats();
         return s.peer_boot_id == a2.boot_id() && s.seq_reboots == 1 && b.bulk_complete();
@@ -330,6 +343,67 @@ TEST(SyncPeer, PeerRestartTriggersBulkRequest) {
     EXPECT_GT(b.stats().bulk_requests_sent, requests_before);
     EXPECT_GT(da.dumps(), dumps_before);
     EXPECT_EQ(db.installed_ports().count(4), 1u);
+}
+
+// Before fulcrumd's first publish the dataplane has no snapshot and the peer's datagrams would
+// carry no configuration digest: the peer sends, drains and installs nothing. The records that
+// arrive are counted and left to the bulk resync, and the peer's bulk request is answered once
+// the digest is set, followed by a request of its own.
+TEST(SyncPeer, NothingSyncedBeforeTheFirstPublish) {
+    TestSocket t(kLo, 255);  // plays the peer
+    auto [pb, unused] = free_ports();
+    (void)unused;
+    FakeDataplane db;
+    db.set_table({rec(7), rec(8)});
+    db.push(std::vector<fl_sync_record>{rec(9)});
+    auto cb = config(pb, t.port());
+    cb.bulk_timeout = 60s;
+    SyncPeer b(cb, db);
+    b.start();  // no set_config_digest yet
+
+    SyncSenderConfig sc;
+    sc.boot_id = 0x5151;
+    sc.config_digest = kDigest;
+    SyncEncoder enc(sc);
+    const fl_sync_record r1[] = {rec(1)};
+    std::vector<std::vector<uint8_t>> d;
+    enc.encode_records(r1, false, d);  // seq 1
+    t.send(d[0], b.local_port());
+    t.send(enc.bulk_request(), b.local_port());  // seq 2
+    ASSERT_TRUE(eventually([&] {
+        const auto s = b.stats();
+        return s.records_before_publish == 1 && s.bulk_requests_received == 1;
+    }));
+    auto s = b.stats();
+    EXPECT_EQ(s.records_received, 1u);
+    EXPECT_EQ(s.datagrams_sent, 0u);
+    EXPECT_EQ(s.bulk_requests_sent, 0u);
+    EXPECT_EQ(s.install_failed + s.dataplane_errors, 0u);
+    EXPECT_EQ(db.installed(), 0u);
+    EXPECT_EQ(db.dumps(), 0u);
+    EXPECT_EQ(db.drains(), 0u);
+
+    b.set_config_digest(kDigest);  // the first publish
+    const auto req = t.recv_type(FL_SYNC_T_BULK_REQUEST);
+    ASSERT_TRUE(req) << "no bulk request after the first publish";
+    EXPECT_EQ(req->config_digest, kDigest);
+    const auto end = t.recv_type(FL_SYNC_T_BULK_END);
+    ASSERT_TRUE(end) << "the bulk request that arrived before the publish was not answered";
+    EXPECT_EQ(end->aux, 2u);  // the dump taken after the publish
+    EXPECT_EQ(db.dumps(), 1u);
+    ASSERT_TRUE(eventually([&] { return b.stats().records_drained == 1; }));
+
+    // The peer's bulk answer brings back the record dropped before the publish.
+    d.clear();
+    enc.encode_records(std::vector<fl_sync_record>{rec(1), rec(2)}, true, d);  // seq 3
+    t.send(d[0], b.local_port());
+    t.send(enc.bulk_end(2), b.local_port());  // seq 4
+    ASSERT_TRUE(eventually([&] { return b.bulk_complete(); }));
+    EXPECT_EQ(db.installed_ports(), (std::set<uint16_t>{1, 2}));
+    s = b.stats();
+    EXPECT_EQ(s.records_before_publish, 1u);
+    EXPECT_EQ(s.install_failed + s.dataplane_errors, 0u);
+    EXPECT_EQ(s.bulk_requests_sent, 1u);
 }
 
 TEST(SyncPeer, SequenceGapTriggersBulkRequest) {
@@ -340,11 +414,12 @@ TEST(SyncPeer, SequenceGapTriggersBulkRequest) {
     auto cb = config(pb, t.port());
     cb.bulk_timeout = 60s;  // no re-request on a slow host: every request counted is the test's
     SyncPeer b(cb, db);
-    b.start();
+    run(b);
     ASSERT_TRUE(t.recv_type(FL_SYNC_T_BULK_REQUEST)) << "no start-up bulk request";
 
     SyncSenderConfig sc;
     sc.boot_id = 0x1234;
+    sc.config_digest = kDigest;
     SyncEncoder enc(sc);
     t.send(enc.bulk_end(0), b.local_port());  // seq 1: an empty table
     ASSERT_TRUE(eventually([&] { return b.bulk_complete(); }));
@@ -376,8 +451,8 @@ TEST(SyncPeer, MatchingKeysWork) {
     auto ca = config(pa, pb), cb = config(pb, pa);
     ca.key_file = cb.key_file = keys.write("k", "a-shared-sync-key-of-32-bytes-ok");
     SyncPeer a(ca, da), b(cb, db);
-    a.start();
-    b.start();
+    run(a);
+    run(b);
     da.push(std::vector<fl_sync_record>{rec(1), rec(2)});
     ASSERT_TRUE(eventually([&] { return db.installed() == 2 && b.bulk_complete(); }));
     for (size_t e = 0; e < kSyncErrorCount; ++e)
@@ -395,8 +470,8 @@ std::pair<SyncPeerStats, SyncPeerStats> run_keys(const std::string& ka, const st
     ca.key_file = ka;
     cb.key_file = kb;
     SyncPeer a(ca, da), b(cb, db);
-    a.start();
-    b.start();
+    run(a);
+    run(b);
     da.push(std::vector<fl_sync_record>{rec(1), rec(2)});
     EXPECT_TRUE(eventually([&] {
         // The sender's count first: what the receiver has received can only be more.
@@ -444,9 +519,10 @@ TEST(SyncPeer, UnknownSourceAndWrongTtlRefused) {
     auto [pa, pb] = free_ports();
     FakeDataplane db;
     SyncPeer b(config(pb, pa), db);
-    b.start();
+    run(b);
     SyncSenderConfig sc;
     sc.boot_id = 0x77;
+    sc.config_digest = kDigest;
     SyncEncoder enc(sc);
     const fl_sync_record r[] = {rec(9)};
     std::vector<std::vector<uint8_t>> d;
@@ -502,10 +578,10 @@ TEST(SyncPeer, RateCapRespected) {
     for (size_t i = 0; i < kRecords; ++i) recs.push_back(rec(static_cast<uint16_t>(i + 1)));
     da.push(recs);
     SyncPeer b(config(pb, pa), db);
-    b.start();
+    run(b);
     const auto t0 = std::chrono::steady_clock::now();
     SyncPeer a(ca, da);
-    a.start();
+    run(a);
     // Whenever looked at, A has sent no more than its burst (20 ms of the rate, at least one
     // datagram) plus the rate times the time since it started.
     const double burst = std::max(21.0, 2000.0 / 50.0);
@@ -537,7 +613,7 @@ TEST(SyncPeer, StopIsPrompt) {
     c.drain_min = c.drain_max = 30s;  // the loop would otherwise sleep this long
     c.bulk_timeout = 60s;
     SyncPeer a(c, da);
-    a.start();
+    run(a);
     ASSERT_TRUE(eventually([&] { return a.stats().bulk_requests_sent == 1; }));
     const auto t0 = std::chrono::steady_clock::now();
     a.stop();
@@ -555,11 +631,12 @@ TEST(SyncPeer, IncompleteBulkIsRequestedAgain) {
     auto cb = config(pb, t.port());
     cb.bulk_timeout = 60s;  // every request counted below is an answer to the test's datagrams
     SyncPeer b(cb, db);
-    b.start();
+    run(b);
     ASSERT_TRUE(t.recv_type(FL_SYNC_T_BULK_REQUEST));
 
     SyncSenderConfig sc;
     sc.boot_id = 0x4321;
+    sc.config_digest = kDigest;
     SyncEncoder enc(sc);
     const fl_sync_record r1[] = {rec(1)}, r2[] = {rec(2)};
     std::vector<std::vector<uint8_t>> d;
@@ -592,8 +669,8 @@ TEST(SyncPeer, RecordsFlowOverIpv6) {
     auto ca = config(pa, pb), cb = config(pb, pa);
     ca.local = ca.peer = cb.local = cb.peer = lo6;
     SyncPeer a(ca, da), b(cb, db);
-    a.start();
-    b.start();
+    run(a);
+    run(b);
     da.push(std::vector<fl_sync_record>{rec(1), rec(2), rec(3)});
     ASSERT_TRUE(eventually([&] { return db.installed() == 3 && b.bulk_complete(); }));
     for (size_t e = 0; e < kSyncErrorCount; ++e)  // the hop limit 255 was seen

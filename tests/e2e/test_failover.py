@@ -432,3 +432,35 @@ def test_connections_only_sync_can_keep(pair, case, sync):
         broken = r["held"]["broken"]
         assert broken, "without sync no connection broke: this test no longer shows what sync is for"
         print(f"without sync {len(broken)} of {HELD} held connections broke")
+
+
+def test_restarted_master_resyncs_from_the_backup_before_taking_back(pair):
+    """kill -9 of the master of a synced pair (a wrr service), then its restart: it waits for its
+    first publish, asks b for the whole table, takes the VIP back once that completes, and every
+    held connection survives both failovers. Nothing goes out before the first publish, so b
+    refuses none of the restarted a's datagrams (they carry the configuration digest) and a's
+    dataplane is never asked to install records before it runs a snapshot."""
+    services = [wrr_service()]
+    for name in ("a", "b"):
+        getattr(pair, name).start("fulcrum", ha_overrides=sync_overrides(name), services=services)
+        pair.wait_state(name, "master" if name == "a" else "backup")
+    pair.wait_owner({"a"})
+    fulcrumlab.wait_for(lambda: pair.b.ha()["sync"]["bulk_complete"], 15, what=f"b's bulk sync: {pair.b.ha()}")
+    load = pair.start_load(conns=HELD, duration=LOAD_SECONDS + 10)
+    fulcrumlab.wait_for(lambda: pair.b.ha()["sync"]["installed"] >= HELD, 15,
+                        what=f"b to install a's connections: {pair.b.ha()['sync']}")
+    pair.a.kill()
+    pair.wait_state("b", "master")
+    wait_client_follows(pair, "b")
+    refused_before = dict(pair.b.ha()["sync"]["refused"])
+    pair.a.restart()
+    fulcrumlab.wait_for(lambda: (pair.a.ha() or {}).get("sync", {}).get("bulk_complete"), 20,
+                        what=f"a's bulk sync from b: {(pair.a.ha() or {}).get('sync')}\n{pair.logs()}")
+    pair.wait_state("a", "master")
+    pair.wait_state("b", "backup")
+    since = wait_client_follows(pair, "a")
+    assert_connections_survived(pair, load, since)
+    sa, sb = pair.a.ha()["sync"], pair.b.ha()["sync"]
+    assert sa["install_failed"] == 0 and sa["dataplane_errors"] == 0, sa
+    assert sa["bulk_records_received"] >= HELD, sa
+    assert sb["refused"] == refused_before, f"b refused datagrams of the restarted a: {sb['refused']}"

@@ -132,6 +132,7 @@ struct SyncPeerStats {
     uint64_t receive_overflows = 0;                   // dropped by the kernel: receive buffer full
     uint64_t datagrams_accepted = 0;                  // passed every check and the sequence tracker
     uint64_t records_received = 0;                    // in accepted datagrams
+    uint64_t records_before_publish = 0;  // received before set_config_digest: not installed
     std::array<uint64_t, kSyncErrorCount> refused{};  // by SyncError (sync_error_name)
     uint64_t seq_gaps = 0, seq_lost = 0, seq_reboots = 0, seq_old = 0, seq_stale_boot = 0;
     // installing (the dataplane's sync_install answers)
@@ -173,7 +174,10 @@ class SyncPeer {
     SyncPeer(const SyncPeer&) = delete;
     SyncPeer& operator=(const SyncPeer&) = delete;
 
-    // Starts the thread; the first thing it sends is a BULK_REQUEST.
+    // Starts the thread. It sends, drains and installs nothing until the first
+    // set_config_digest() (the dataplane runs a snapshot): records received before are counted
+    // (records_before_publish) and left to the bulk resync, a bulk request of the peer is
+    // answered then, and the first thing it sends is its own BULK_REQUEST.
     void start();
     // Wakes the thread and joins it: prompt, bounded by one dataplane request in progress
     // (CtlSyncDataplane's timeout). Records not yet sent are dropped. Idempotent.
@@ -181,7 +185,7 @@ class SyncPeer {
 
     // The digest of the running snapshot (sync_config_digest); call on every publish. Sent in
     // every datagram from now on; from the first call on, the peer's datagrams must carry the
-    // same digest (config_mismatch otherwise).
+    // same digest (config_mismatch otherwise). The first call starts the syncing (start()).
     void set_config_digest(uint64_t digest);
     // Asks the peer for its whole table (sent as soon as bulk_retry allows).
     void request_bulk();
