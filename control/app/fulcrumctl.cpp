@@ -1,5 +1,6 @@
 // fulcrumctl: the command-line client of fulcrumd's admin API.
 #include <algorithm>
+#include <charconv>
 #include <cstdio>
 #include <map>
 #include <iomanip>
@@ -429,9 +430,18 @@ int main(int argc, char** argv) {
             }
             continue;
         }
-        if (a.type == fulcrum::control::AdminArgType::integer)
-            req[a.name] = std::stoull(value);  // checked by CLI::Range
-        else
+        if (a.type == fulcrum::control::AdminArgType::integer) {
+            // CLI::Range reads hex and floats and checks through a double: parse the decimal
+            // integer itself, whole, and check its range exactly.
+            uint64_t n = 0;
+            const auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), n);
+            if (value.empty() || ec != std::errc() || end != value.data() + value.size() || n < a.min || n > a.max) {
+                std::cerr << "fulcrumctl " << cmd << ": " << a.cli << " " << value << ": give a decimal integer from "
+                          << a.min << " to " << a.max << "\n";
+                return 1;
+            }
+            req[a.name] = n;
+        } else
             req[a.name] = value;
     }
     if (spec->command == fulcrum::control::AdminCommand::lookup) {
