@@ -216,7 +216,8 @@ std::vector<AdminCommandSpec> build_table() {
 std::string expectation(const AdminArg& a) {
     if (!a.expects.empty()) return a.expects;
     switch (a.type) {
-        case AdminArgType::text: return a.required ? "a non-empty string" : "a string";
+        // Also an optional one: "" (a script's unset variable) would have meant "every service".
+        case AdminArgType::text: return "a non-empty string";
         case AdminArgType::endpoint: return "ADDRESS, ADDRESS:PORT or [IPV6]:PORT";
         case AdminArgType::flow_endpoint: return "ADDRESS:PORT or [IPV6]:PORT";
         case AdminArgType::choice: {
@@ -234,7 +235,7 @@ std::string expectation(const AdminArg& a) {
 bool fits(const AdminArg& a, const json& v) {
     switch (a.type) {
         case AdminArgType::text:
-            return v.is_string() && (!a.required || !v.get_ref<const std::string&>().empty());
+            return v.is_string() && !v.get_ref<const std::string&>().empty();
         case AdminArgType::endpoint:
         case AdminArgType::flow_endpoint: {
             if (!v.is_string()) return false;

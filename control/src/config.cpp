@@ -529,6 +529,13 @@ std::optional<Millis> read_duration(Diag& d, const Field& f) {
         d.error(f.at, f.path + ": the duration must be longer than 0");
         return std::nullopt;
     }
+    if (*v > kMaxDuration) {
+        // Longer ones overflow the clocks' arithmetic (a "never" of 3000000h retired servers at
+        // once); nothing in the file needs more than a year.
+        d.error(f.at, f.path + ": " + format_duration(*v) + " is longer than " + format_duration(kMaxDuration) +
+                          " (a year), the longest duration fulcrumd takes");
+        return std::nullopt;
+    }
     return v;
 }
 
@@ -1296,7 +1303,13 @@ std::optional<ServiceConfig> Parser::service(const Field& f, const MergedHealth&
                 if (auto srv = server(sf, svc, meta, fwd_ok, health, seen))
                     svc.servers.push_back(std::move(*srv));
             }
-        } else if (!x->value.IsNull()) {
+        } else if (x->value.IsNull()) {
+            // What a file cut short after "servers:" looks like: loading it would drop every
+            // server of the service, as for "services:" (below).
+            d.error(x->at, x->path +
+                               ": no servers listed (is the file cut short?); list them, or write "
+                               "'servers: []' for a service without servers yet");
+        } else {
             d.error(x->at, x->path +
                                ": expected a list of servers (lines starting with '- '), "
                                "got " +

@@ -26,7 +26,7 @@ TEST(AdminRequest, ViewsNeedOnlyTheCommand) {
     EXPECT_TRUE(parse(R"({"command": "servers"})"));
     auto bad = parse(R"({"command": "servers", "service": 3})");
     ASSERT_FALSE(bad);
-    EXPECT_NE(bad.error().find("\"service\" must be a string"), std::string::npos) << bad.error();
+    EXPECT_NE(bad.error().find("\"service\" must be a non-empty string"), std::string::npos) << bad.error();
 }
 
 TEST(AdminRequest, HaShowsOrTakesAnAction) {
@@ -123,7 +123,11 @@ TEST(AdminRequest, CountersShowsAndResetTakesAScope) {
     EXPECT_EQ(one->service, "web");
     const std::pair<const char*, const char*> bad[] = {
         {R"({"command": "counters-reset", "service": 7})",
-         "counters-reset: \"service\" must be a string (or absent: every counter"},
+         "counters-reset: \"service\" must be a non-empty string (or absent: every counter"},
+        // An empty name is not "every service" (an unset variable in a script).
+        {R"({"command": "counters-reset", "service": ""})",
+         "counters-reset: \"service\" must be a non-empty string (or absent: every counter"},
+        {R"({"command": "servers", "service": ""})", "servers: \"service\" must be a non-empty string"},
         {R"({"command": "counters-reset", "scope": "all"})", "counters-reset: unknown key \"scope\" (known: service)"},
         {R"({"command": "counters", "reset": true})", "counters: unknown key \"reset\" (it takes no arguments)"},
         {R"({"command": "counters_reset"})", "unknown command 'counters_reset'"},

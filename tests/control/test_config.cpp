@@ -652,6 +652,14 @@ services: []
               "milliseconds");
     EXPECT_EQ(error("limits: {retire_after: 0s}\nservices: []\n"),
               "test.yaml:1:24: limits.retire_after: the duration must be longer than 0");
+    // "Never" written as a huge duration overflowed the clocks and retired servers at once.
+    EXPECT_EQ(error("limits: {retire_after: 3000000h}\nservices: []\n"),
+              "test.yaml:1:24: limits.retire_after: 3000000h is longer than 8760h (a year), the longest "
+              "duration fulcrumd takes");
+    EXPECT_EQ(error("health_check: {interval: 8761h}\nservices: []\n"),
+              "test.yaml:1:26: health_check.interval: 8761h is longer than 8760h (a year), the longest "
+              "duration fulcrumd takes");
+    EXPECT_EQ(parse("limits: {retire_after: 8760h}\nservices: []\n").retire_after, 8760h);
     EXPECT_EQ(error("limits: {retire_after: [1]}\nservices: []\n"),
               "test.yaml:1:24: limits.retire_after: expected a duration such as 2s or 500ms, got a "
               "list");
@@ -692,6 +700,10 @@ TEST(ConfigErrors, DocumentShape) {
     EXPECT_EQ(error(truncated),
               "test.yaml:2:1: services: no services listed (is the file cut short?); list them, or "
               "write 'services: []' for a balancer with no services yet");
+    // The same after a service's "servers:": every server of the service would go.
+    EXPECT_EQ(error("services:\n  - {name: a, vip: 198.18.0.1, port: 80, servers: }\n"),
+              "test.yaml:2:42: services[0].servers: no servers listed (is the file cut short?); list "
+              "them, or write 'servers: []' for a service without servers yet");
     EXPECT_EQ(error("services: []\n---\nservices: []\n"),
               "test.yaml:2:1: a second YAML document starts here; the configuration is a single "
               "document (remove the '---' line, or check the indentation above)");

@@ -221,10 +221,12 @@ Config load_config_file(const std::string& path);
 std::vector<std::string> config_warnings(const Config& c);
 
 // Durations as written in the configuration: a whole number followed by ms, s, m or h
-// ("500ms", "2s", "1m", "1h"), or a plain number of milliseconds ("250"). No spaces, no
-// fractions. Returns nullopt for anything else or on overflow. Zero is returned as zero (the
+// ("500ms", "2s", "1m", "1h"). No spaces, no fractions, no number without a unit. Returns
+// nullopt for anything else or on overflow. Zero is returned as zero (the
 // loader refuses zero durations itself).
 std::optional<Millis> parse_duration(std::string_view text);
+// The longest duration the configuration takes (read_duration refuses longer ones).
+inline constexpr Millis kMaxDuration{8760LL * 3'600'000};
 // The shortest exact form of a duration in the same syntax: 2000ms -> "2s", 1500ms -> "1500ms".
 std::string format_duration(Millis d);
 
