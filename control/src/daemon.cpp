@@ -994,9 +994,12 @@ void Daemon::load_state() {
     auto loaded = state_file_->load();
     if (!loaded) {
         state_error_ = loaded.error();
-        spdlog::error("{}; starting without operator overrides (the file is kept: it moves to {}.bad at the "
-                      "first drain, disable, enable or set-weight)",
-                      loaded.error(), cfg_.state_file);
+        if (state_file_->not_a_file())
+            spdlog::error("{}; starting without operator overrides", loaded.error());
+        else
+            spdlog::error("{}; starting without operator overrides (the file is kept: it moves to {}.bad at the "
+                          "first drain, disable, enable or set-weight)",
+                          loaded.error(), cfg_.state_file);
         return;
     }
     state_saved_ = loaded.value();

@@ -114,7 +114,9 @@ Expected<Overrides> parse_overrides(std::string_view text) {
 
 Expected<Overrides> StateFile::load() {
     bad_ = false;
-    const int fd = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
+    not_a_file_ = false;
+    // O_NONBLOCK: a FIFO at the path must not hang the start (fstat below refuses it).
+    const int fd = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) {
         if (errno == ENOENT) return Overrides{};
         bad_ = true;
@@ -126,7 +128,9 @@ Expected<Overrides> StateFile::load() {
     std::string err = ok ? "" : errno_text();
     if (ok && !S_ISREG(st.st_mode)) {
         ok = false;
-        err = "not a regular file";
+        not_a_file_ = true;
+        err = std::string("not a regular file (") + (S_ISDIR(st.st_mode) ? "a directory" : "a special file") +
+              "; it is left alone: set admin.state_file to a file's path)";
     }
     if (ok && static_cast<uint64_t>(st.st_size) > kMaxStateFileBytes) {
         ok = false;
@@ -171,6 +175,11 @@ bool StateFile::save(const Overrides& o) {
         throw std::runtime_error("state file " + path_ + ": cannot create directory " + dir + ": " +
                                  ec.message());
     bool moved = false;
+    if (not_a_file_)
+        // Moving a directory aside would take whatever it holds with it.
+        throw std::runtime_error("state file " + path_ +
+                                 " is not a regular file; it is left alone and the overrides are not saved: set "
+                                 "admin.state_file to a file's path and restart fulcrumd");
     if (bad_) {
         // Keep the file that could not be read for inspection rather than write over it.
         const std::string bad = path_ + ".bad";

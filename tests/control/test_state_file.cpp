@@ -169,9 +169,30 @@ TEST(StateFile, UnreadableFileIsAnErrorNamingIt) {
     StateFile f(dir.string());
     auto r = f.load();
     ASSERT_FALSE(r);
-    EXPECT_NE(r.error().find(dir.string() + " cannot be read: not a regular file"),
+    EXPECT_NE(r.error().find(dir.string() + " cannot be read: not a regular file (a directory; it is left alone"),
               std::string::npos)
         << r.error();
+    EXPECT_TRUE(f.not_a_file());
+    // A directory is never moved aside (it would take what it holds) nor replaced.
+    write(dir / "other", "kept");
+    try {
+        f.save(sample());
+        ADD_FAILURE() << "save() replaced or moved a directory";
+    } catch (const std::runtime_error& e) {
+        EXPECT_NE(std::string(e.what()).find("is not a regular file; it is left alone"), std::string::npos)
+            << e.what();
+    }
+    EXPECT_TRUE(fs::is_directory(dir));
+    EXPECT_EQ(read(dir / "other"), "kept");
+    EXPECT_FALSE(fs::exists(dir.string() + ".bad"));
+
+    // A FIFO does not block the load (nobody writes to it).
+    const fs::path fifo = d.path() / "fifo.json";
+    ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+    StateFile q(fifo.string());
+    auto rq = q.load();
+    ASSERT_FALSE(rq);
+    EXPECT_NE(rq.error().find("not a regular file (a special file"), std::string::npos) << rq.error();
 
     const fs::path big = d.path() / "big.json";
     write(big, std::string(kMaxStateFileBytes + 1, ' '));

@@ -41,6 +41,8 @@ class StateFile {
     // Reads the file. A missing file is no overrides (a first start). A file that cannot be
     // read or decoded is an error naming the file and the problem; it is then left in place
     // until the first save, which moves it to PATH.bad for inspection instead of losing it.
+    // A path that is not a regular file (a directory, a FIFO) is an error too, and is never
+    // moved or replaced: save() then throws (not_a_file()).
     Expected<Overrides> load();
     // Writes `o` atomically: PATH.tmp, fsync, rename over PATH, fsync of the directory (which
     // is created if missing). A crash leaves either the old or the new file, never a torn
@@ -49,10 +51,12 @@ class StateFile {
     bool save(const Overrides& o);
     // Where the last bad file went (after the first save following a failed load), else "".
     const std::string& kept_bad() const { return kept_bad_; }
+    bool not_a_file() const { return not_a_file_; }  // the last load() found no regular file
 
   private:
     std::string path_;
     bool bad_ = false;
+    bool not_a_file_ = false;
     std::string kept_bad_;
 };
 
