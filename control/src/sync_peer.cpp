@@ -617,6 +617,7 @@ void SyncPeer::run() {
                 opt.auth = auth_.get();
                 opt.check_digest = m.digest_known;
                 opt.config_digest = m.digest;
+                opt.own_boot_id = boot_id_;
                 err = decode_sync_datagram({rxbuf.data(), len}, opt, dg);
                 if (err == SyncError::ok || err == SyncError::config_mismatch) {
                     // Authenticated (the HMAC is checked before the digest): the peer's digest

@@ -23,6 +23,7 @@
 
 #include "fulcrum/control/sync_peer.hpp"
 #include "fulcrum/sync.hpp"
+#include "fulcrum/sync_auth.hpp"
 
 using namespace fulcrum;
 using namespace fulcrum::control;
@@ -144,8 +145,15 @@ class TestSocket {
         ASSERT_EQ(::sendto(fd_, d.data(), d.size(), 0, reinterpret_cast<sockaddr*>(&a), sizeof a),
                   static_cast<ssize_t>(d.size()));
     }
-    // The next datagram of `type`, skipping others, within `timeout`.
     std::optional<fl_sync_header> recv_type(uint8_t type, std::chrono::milliseconds timeout = 5s) {
+        const auto bytes = recv_bytes(type, timeout);
+        if (!bytes) return std::nullopt;
+        fl_sync_header h;
+        std::memcpy(&h, bytes->data(), sizeof h);
+        return h;
+    }
+    // The next datagram of `type`, skipping others, within `timeout`.
+    std::optional<std::vector<uint8_t>> recv_bytes(uint8_t type, std::chrono::milliseconds timeout = 5s) {
         const auto deadline = std::chrono::steady_clock::now() + timeout;
         std::vector<uint8_t> buf(65536);
         for (;;) {
@@ -157,9 +165,10 @@ class TestSocket {
             const ssize_t n = ::recv(fd_, buf.data(), buf.size(), 0);
             if (n < static_cast<ssize_t>(kSyncHeaderLen)) continue;
             SyncDatagram d;
-            if (decode_sync_datagram({buf.data(), static_cast<size_t>(n)}, {}, d) != SyncError::ok)
-                continue;
-            if (d.header.type == type) return d.header;
+            // Signed ones too: the test reads them without the key.
+            const SyncError e = decode_sync_datagram({buf.data(), static_cast<size_t>(n)}, {}, d);
+            if (e != SyncError::ok && e != SyncError::hmac_unexpected) continue;
+            if (d.header.type == type) return std::vector<uint8_t>(buf.begin(), buf.begin() + n);
         }
     }
 
@@ -404,6 +413,54 @@ TEST(SyncPeer, NothingSyncedBeforeTheFirstPublish) {
     EXPECT_EQ(s.records_before_publish, 1u);
     EXPECT_EQ(s.install_failed + s.dataplane_errors, 0u);
     EXPECT_EQ(s.bulk_requests_sent, 1u);
+}
+
+// Both balancers sign with one key, so a datagram of A's sent back to A from B's address
+// verifies. It is refused by its boot id: it neither retires B's boot (all of B's datagrams would
+// then be refused as stale) nor gets A to answer its own bulk request or complete its resync with
+// its own BULK_END.
+TEST(SyncPeer, ReflectedDatagramsAreRefused) {
+    TempKeys keys;
+    TestSocket t(kLo, 255);  // plays the peer, and the reflector
+    auto [pa, unused] = free_ports();
+    (void)unused;
+    FakeDataplane da;
+    da.set_table({rec(1)});
+    auto ca = config(pa, t.port());
+    ca.bulk_timeout = 60s;
+    ca.key_file = keys.write("k", "a-shared-sync-key-of-32-bytes-ok");
+    SyncPeer a(ca, da);
+    run(a);
+    const auto request = t.recv_bytes(FL_SYNC_T_BULK_REQUEST);
+    ASSERT_TRUE(request);
+
+    auto key = load_sync_key_file(ca.key_file);
+    ASSERT_TRUE(key) << key.error();
+    HmacSha256Auth auth(*key);
+    SyncSenderConfig sc;
+    sc.boot_id = 0xb0b;
+    sc.config_digest = kDigest;
+    sc.auth = &auth;
+    SyncEncoder enc(sc);
+    std::vector<std::vector<uint8_t>> d;
+    enc.encode_records(std::vector<fl_sync_record>{rec(2)}, false, d);  // seq 1: B is known
+    t.send(d[0], a.local_port());
+    ASSERT_TRUE(eventually([&] { return da.installed() == 1; }));
+    const uint64_t served = a.stats().bulk_served;
+
+    t.send(*request, a.local_port());  // A's own request, reflected
+    ASSERT_TRUE(eventually([&] { return a.stats().refused[static_cast<size_t>(SyncError::own_boot)] == 1; }));
+    d.clear();
+    enc.encode_records(std::vector<fl_sync_record>{rec(3)}, false, d);  // seq 2: B goes on
+    t.send(d[0], a.local_port());
+    ASSERT_TRUE(eventually([&] { return da.installed() == 2; }));
+    const auto s = a.stats();
+    EXPECT_EQ(s.peer_boot_id, 0xb0bu);
+    EXPECT_EQ(s.seq_reboots + s.seq_stale_boot, 0u);
+    EXPECT_EQ(s.bulk_requests_received, 0u);
+    EXPECT_EQ(s.bulk_served, served);
+    EXPECT_EQ(da.dumps(), 0u);  // B's bulk request is the only one A would answer
+    EXPECT_FALSE(a.bulk_complete());
 }
 
 TEST(SyncPeer, SequenceGapTriggersBulkRequest) {

@@ -320,6 +320,17 @@ TEST(Sync, HmacPresentVerifiedAndRequired) {
     recs[0].proto = 99;
     EXPECT_EQ(decode(one_datagram(recs, &key1), with1), SyncError::bad_proto);
     EXPECT_EQ(decode(one_datagram(recs, &key1), with2), SyncError::bad_hmac);
+
+    // Our own datagram sent back verifies (one key for both directions): refused by boot id,
+    // after the HMAC (a forged one is still bad_hmac).
+    SyncDecodeOptions own = with1;
+    own.own_boot_id = header_of(signed1).boot_id;
+    EXPECT_EQ(decode(signed1, own), SyncError::own_boot);
+    auto forged = signed1;
+    forged.back() ^= 1;
+    EXPECT_EQ(decode(forged, own), SyncError::bad_hmac);
+    own.own_boot_id = header_of(signed1).boot_id + 1;  // another balancer's
+    EXPECT_EQ(decode(signed1, own), SyncError::ok);
 }
 
 TEST(Sync, ErrorNamesAndTexts) {

@@ -33,6 +33,7 @@ const char* sync_error_name(SyncError e) {
         case SyncError::bad_address: return "bad_address";
         case SyncError::bad_ttl: return "bad_ttl";
         case SyncError::unknown_source: return "unknown_source";
+        case SyncError::own_boot: return "own_boot";
         case SyncError::count_: break;
     }
     return "unknown";
@@ -75,6 +76,9 @@ const char* sync_error_text(SyncError e) {
         case SyncError::bad_ttl:
             return "TTL / hop limit is not 255 (the peer must be directly attached)";
         case SyncError::unknown_source: return "source address is not the configured sync peer";
+        case SyncError::own_boot:
+            return "carries this balancer's own boot id: one of its own datagrams sent back (a "
+                   "forwarding loop, or someone on the link reflecting them)";
         case SyncError::count_: break;
     }
     return "unknown error";
@@ -233,6 +237,7 @@ SyncError decode_sync_datagram(std::span<const uint8_t> bytes, const SyncDecodeO
     if (!opt.auth && has_hmac) return SyncError::hmac_unexpected;
     if (opt.auth && !opt.auth->verify(bytes.first(body), bytes.data() + body))
         return SyncError::bad_hmac;
+    if (opt.own_boot_id != 0 && h.boot_id == opt.own_boot_id) return SyncError::own_boot;
     if (opt.check_digest && h.config_digest != opt.config_digest) return SyncError::config_mismatch;
     out.records = bytes.subspan(kSyncHeaderLen, size_t{h.count} * kSyncRecordLen);
     for (size_t i = 0; i < h.count; ++i) {

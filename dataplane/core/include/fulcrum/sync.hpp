@@ -58,6 +58,7 @@ enum class SyncError : uint8_t {
     bad_address,        // an IPv4 address with non-zero bytes after its first 4
     bad_ttl,            // the datagram's IP TTL / hop limit is not 255
     unknown_source,     // not sent from the configured peer address
+    own_boot,           // carries the receiver's own boot id: its own datagram sent back
     count_
 };
 inline constexpr size_t kSyncErrorCount = static_cast<size_t>(SyncError::count_);
@@ -125,6 +126,11 @@ struct SyncDecodeOptions {
     const SyncAuth* auth = nullptr;  // set: the HMAC is required and checked
     bool check_digest = false;       // refuse datagrams whose digest differs from config_digest
     uint64_t config_digest = 0;
+    // Non-zero: the receiver's own boot id, refused (own_boot) after the HMAC check. Both
+    // balancers sign with the same key, so a datagram of ours reflected back from the peer's
+    // address would verify; taken as the peer's it would look like a peer restart (retiring
+    // the real peer's boot id) or answer our own bulk request.
+    uint64_t own_boot_id = 0;
 };
 
 // A decoded datagram. `records` points into the decoded bytes, which must outlive it.
