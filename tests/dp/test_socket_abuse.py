@@ -218,3 +218,22 @@ def test_over_long_frames_are_refused_and_the_rest_never_executed(dp, tmp_path, 
         assert h["generation"] == 0 and h["snapshot_loaded"] is False
         assert h["control"]["refused"]["request_too_long"] == before + 1
     assert "request_too_long" in dp.log()
+
+
+@pytest.mark.parametrize("op", [6, 10, 200], ids=["ha", "conn_list", "unknown"])
+def test_a_small_op_announcing_a_large_body_is_refused_at_once(dp, op):
+    """Only load_snapshot may send up to 256 MiB. A JSON op that announces 16 MiB is refused as
+    soon as its op byte arrives, before any of the body: a client cannot make the control thread
+    buffer and parse megabytes (the HA lease's renewals wait behind it)."""
+    with dp.client() as c:
+        before = c.health()["control"]["refused"]["request_too_long"]
+    with Socks() as socks:
+        s = socks.connect(dp.socket)
+        s.sendall(struct.pack("<IB", 16 << 20, op))  # the header alone
+        r = read_frame(s)
+        assert r is not None and r[0] == 1, r
+        err = json.loads(r[1])["error"]
+        assert "request frame of 16777216 bytes for" in err and "is longer than the 65537 bytes it may have" in err, err
+        assert closed_by_server(s)
+    with dp.client() as c:
+        assert c.health()["control"]["refused"]["request_too_long"] == before + 1

@@ -125,6 +125,47 @@ TEST(Framing, FrameDecoderSplitsAndRefusesBadLengths) {
     EXPECT_EQ(d.next(m), Decoded::too_long);  // nothing after a bad frame
 }
 
+// The control socket's per-op limits: a JSON op cannot make the server buffer a snapshot's worth
+// (256 MiB) of input, refused as soon as its op byte arrives.
+TEST(Framing, FrameDecoderAppliesEachKindsOwnLimit) {
+    EXPECT_EQ(ctl::max_request_frame(static_cast<uint8_t>(ctl::Op::load_snapshot), ctl::kMaxFrame), ctl::kMaxFrame);
+    EXPECT_EQ(ctl::max_request_frame(static_cast<uint8_t>(ctl::Op::sync_install), ctl::kMaxFrame), 1u + (4u << 20));
+    EXPECT_EQ(ctl::max_request_frame(static_cast<uint8_t>(ctl::Op::ha), ctl::kMaxFrame), 1u + ctl::kMaxJsonRequest);
+    EXPECT_EQ(ctl::max_request_frame(200, ctl::kMaxFrame), 1u + ctl::kMaxJsonRequest);  // unknown op
+    EXPECT_EQ(ctl::max_request_frame(static_cast<uint8_t>(ctl::Op::ha), 100), 100u);     // never above the server's
+
+    auto frame_head = [](uint32_t len, ctl::Op op) {
+        std::vector<uint8_t> h(5);
+        std::memcpy(h.data(), &len, 4);
+        h[4] = static_cast<uint8_t>(op);
+        return h;
+    };
+    std::span<const uint8_t> m;
+    {
+        FrameDecoder d(ctl::kMaxFrame, &ctl::max_request_frame, &ctl::op_name);
+        d.feed(frame_head(16u << 20, ctl::Op::ha));  // 16 MiB announced: refused on 5 bytes
+        EXPECT_EQ(d.next(m), Decoded::too_long);
+        EXPECT_NE(d.error().find("request frame of 16777216 bytes for ha (6) is longer than the 65537 bytes"),
+                  std::string::npos)
+            << d.error();
+    }
+    {
+        FrameDecoder d(ctl::kMaxFrame, &ctl::max_request_frame, &ctl::op_name);
+        d.feed(frame_head(16u << 20, ctl::Op::load_snapshot));  // a snapshot may be that large
+        EXPECT_EQ(d.next(m), Decoded::need_more);
+        EXPECT_FALSE(d.failed());
+    }
+    {
+        FrameDecoder d(ctl::kMaxFrame, &ctl::max_request_frame, &ctl::op_name);
+        std::vector<uint8_t> s;
+        const std::string body = R"({"role":"active","lease_ms":3000})";
+        ctl::encode(s, static_cast<uint8_t>(ctl::Op::ha), {reinterpret_cast<const uint8_t*>(body.data()), body.size()});
+        d.feed(s);
+        ASSERT_EQ(d.next(m), Decoded::message);
+        EXPECT_EQ(m.size(), body.size() + 1);
+    }
+}
+
 TEST(Framing, LineDecoderNeverHandsOutTheTailOfALongLine) {
     LineDecoder d(8);
     const std::string in = "{\"a\":1}\n0123456789{\"b\":2}\n";

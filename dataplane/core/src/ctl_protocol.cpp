@@ -9,6 +9,8 @@
 #include <cerrno>
 #include <cstring>
 
+#include "fulcrum/sync_abi.h"
+
 namespace fulcrum::ctl {
 
 const char* op_name(uint8_t op) {
@@ -25,6 +27,15 @@ const char* op_name(uint8_t op) {
         case Op::conn_list: return "conn_list";
     }
     return "unknown";
+}
+
+uint32_t max_request_frame(uint8_t op, uint32_t max_frame) {
+    switch (static_cast<Op>(op)) {
+        case Op::load_snapshot: return max_frame;
+        case Op::sync_install:
+            return std::min<uint32_t>(max_frame, 1 + kMaxSyncRecordsPerRequest * sizeof(fl_sync_record));
+        default: return std::min<uint32_t>(max_frame, 1 + kMaxJsonRequest);
+    }
 }
 
 void encode(std::vector<uint8_t>& out, uint8_t kind, std::span<const uint8_t> body) {

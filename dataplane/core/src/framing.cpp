@@ -36,6 +36,13 @@ Decoded FrameDecoder::next(std::span<const uint8_t>& msg) {
                  std::to_string(max_frame_);
         return Decoded::too_long;
     }
+    const uint8_t kind = buf_[off_ + 4];
+    if (const uint32_t limit = limit_ ? std::min(limit_(kind, max_frame_), max_frame_) : max_frame_; len > limit) {
+        error_ = "request frame of " + std::to_string(len) + " bytes for " +
+                 (name_ ? std::string(name_(kind)) : "kind") + " (" + std::to_string(kind) +
+                 ") is longer than the " + std::to_string(limit) + " bytes it may have";
+        return Decoded::too_long;
+    }
     if (buffered() - 4 < len) return Decoded::need_more;
     msg = {buf_.data() + off_ + 4, len};
     off_ += 4 + size_t{len};

@@ -59,7 +59,7 @@ ControlServer::ControlServer(std::string path, Handler handler, ServerLimits lim
           SocketServer::Protocol{
               "control socket " + path_, "control clients",
               [max = static_cast<uint32_t>(std::min<size_t>(limits.max_request, ctl::kMaxFrame))] {
-                  return std::make_unique<FrameDecoder>(max);
+                  return std::make_unique<FrameDecoder>(max, &ctl::max_request_frame, &ctl::op_name);
               },
               [this](Session& s, std::span<const uint8_t> msg, std::vector<uint8_t>& out) {
                   handle(s, msg, out);

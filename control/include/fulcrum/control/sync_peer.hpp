@@ -34,7 +34,7 @@ namespace fulcrum::control {
 inline constexpr ctl::Op kOpSyncDrain = ctl::Op::sync_drain;
 inline constexpr ctl::Op kOpSyncInstall = ctl::Op::sync_install;
 inline constexpr ctl::Op kOpSyncDump = ctl::Op::sync_dump;
-inline constexpr size_t kSyncInstallMaxRecords = 65536;  // per sync_install request
+inline constexpr size_t kSyncInstallMaxRecords = ctl::kMaxSyncRecordsPerRequest;  // per sync_install request
 
 // The dataplane's answer to sync_install.
 struct SyncInstallResult {

@@ -40,6 +40,14 @@ enum class Op : uint8_t {
 enum class Status : uint8_t { ok = 0, error = 1 };
 
 inline constexpr uint32_t kMaxFrame = 256u << 20;  // a request or reply body, plus the kind byte
+// Records per sync_drain or sync_install request at most.
+inline constexpr uint32_t kMaxSyncRecordsPerRequest = 65536;
+// Request bodies: only load_snapshot carries up to kMaxFrame; sync_install at most
+// kMaxSyncRecordsPerRequest records; every other op an empty or small JSON body.
+inline constexpr uint32_t kMaxJsonRequest = 64u << 10;
+// The largest length field (op byte + body) a request of `op` may have, with `max_frame` the
+// server's limit (FrameDecoder::KindLimit).
+uint32_t max_request_frame(uint8_t op, uint32_t max_frame);
 
 const char* op_name(uint8_t op);
 

@@ -47,14 +47,23 @@ class MessageDecoder {
 
 class FrameDecoder final : public MessageDecoder {
   public:
-    // `max_frame`: the largest allowed length field (kind byte + body).
-    explicit FrameDecoder(uint32_t max_frame) : max_frame_(max_frame) {}
+    // The largest length field a frame of this kind may have, given `max_frame`; and the
+    // kind's name for the error.
+    using KindLimit = uint32_t (*)(uint8_t kind, uint32_t max_frame);
+    using KindName = const char* (*)(uint8_t kind);
+    // `max_frame`: the largest allowed length field (kind byte + body). With `limit`, each
+    // kind's own (smaller) limit applies too, checked as soon as the kind byte arrives, so a
+    // small request cannot make the server buffer `max_frame` bytes.
+    explicit FrameDecoder(uint32_t max_frame, KindLimit limit = nullptr, KindName name = nullptr)
+        : max_frame_(max_frame), limit_(limit), name_(name) {}
     // `msg` = kind byte followed by the body (never empty).
     Decoded next(std::span<const uint8_t>& msg) override;
     size_t expected() const override;
 
   private:
     uint32_t max_frame_;
+    KindLimit limit_;
+    KindName name_;
 };
 
 class LineDecoder final : public MessageDecoder {

@@ -99,7 +99,7 @@ public:
     // Fills `out` with the reply body (raw records, or JSON) and returns its status. Any
     // non-worker thread; serialized internally.
     ctl::Status sync_op(ctl::Op op, std::span<const uint8_t> body, std::vector<uint8_t>& out);
-    static constexpr size_t kSyncMaxRecords = 65536;            // per drain or install
+    static constexpr size_t kSyncMaxRecords = ctl::kMaxSyncRecordsPerRequest;  // per drain or install
     static constexpr uint64_t kSyncDumpDeadlineMs = 10000;      // workers finish a dump within
 
     unsigned workers() const { return static_cast<unsigned>(workers_.size()); }
