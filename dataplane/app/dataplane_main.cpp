@@ -198,6 +198,7 @@ int main(int argc, char** argv) {
             spdlog::info("control socket {}", control_socket);
         }
         dp.start();
+        dp.restore_done();  // up: the handed-over state is no longer needed
         spdlog::info("forwarding; stop with SIGINT or SIGTERM");
         while (!g_stop.load()) {
             if (ctl)

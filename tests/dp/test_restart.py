@@ -3,6 +3,7 @@ snapshot with changed weights keep their servers across a SIGTERM and restart (t
 carries the connection tables), new flows follow the new weights, and a damaged state file is
 refused with a log line while the dataplane starts empty."""
 import struct
+import subprocess
 
 import pytest
 
@@ -149,6 +150,60 @@ def test_consumed_state_is_not_restored_twice(tmp_path):
     _, h, log = run(tmp_path, "c", [], state=state, during=health)
     assert h["generation"] == 0
     assert "no connection state at" in log
+
+
+def test_a_start_that_fails_after_the_restore_puts_the_state_back(tmp_path, good_state):
+    """The state is loaded before the control socket is bound: a start that fails there (the
+    socket path is taken by a regular file) leaves the state file where it was, for the start
+    after the fix, instead of losing every handed-over connection."""
+    state = tmp_path / "dp.state"
+    state.write_bytes(good_state)
+    taken = tmp_path / "taken.sock"
+    taken.write_text("not a socket")
+    inp = tmp_path / "in.pcap"
+    write_pcap(inp, [])
+    prefix = fulcrumlab.unique("flf")
+    try:
+        r = subprocess.run([str(fulcrumlab.DATAPLANE), "--no-huge", "-m", "256", "--no-pci", "--file-prefix", prefix,
+                            "-l", "0-1", "--log-level", "*:warning",
+                            "--vdev", f"net_pcap0,rx_pcap={inp},tx_pcap={tmp_path}/out.pcap", "--",
+                            "--uplink", "net_pcap0", "--control-socket", str(taken), "--state-file", str(state)],
+                           capture_output=True, text=True, timeout=60)
+    finally:
+        fulcrumlab.remove_dpdk_runtime_dir(prefix)
+    log = r.stdout + r.stderr
+    assert r.returncode == 1 and "not a socket" in log, log
+    assert "restored" in log and "connection state put back at" in log, log
+    assert state.read_bytes() == good_state
+    assert not state.with_name(state.name + ".consumed").exists()
+
+    # The next start restores it, and removes it once up.
+    def look(dp):
+        return state.exists(), state.with_name(state.name + ".consumed").exists(), dp.counters()
+    _, (present, consumed, counters), log = run(tmp_path, "again", [], state=state, during=look)
+    assert not present and not consumed, log
+    assert counters["conntables"][0]["entries"] == 100, log
+
+
+def test_state_whose_snapshot_does_not_load_is_kept_as_rejected(tmp_path, good_state):
+    """A handed-over snapshot this dataplane refuses (here: four servers, with --max-servers 2)
+    makes a refused state file like a damaged one: kept as PATH.rejected, not deleted."""
+    state = tmp_path / "dp.state"
+    state.write_bytes(good_state)
+    inp = tmp_path / "in.pcap"
+    write_pcap(inp, [])
+    dp = fulcrumlab.Dataplane(tmp_path, [f"net_pcap0,rx_pcap={inp},tx_pcap={tmp_path}/out.pcap"], "net_pcap0",
+                              extra=["--state-file", str(state), "--max-servers", "2"])
+    try:
+        with dp.client() as c:
+            h = c.health()
+    finally:
+        dp.stop()
+    log = dp.log()
+    assert "its snapshot does not load" in log, log
+    assert h["generation"] == 0
+    assert state.with_name(state.name + ".rejected").read_bytes() == good_state, log
+    assert not state.exists() and not state.with_name(state.name + ".consumed").exists()
 
 
 def corrupt(kind, good):

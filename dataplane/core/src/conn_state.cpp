@@ -157,7 +157,8 @@ Expected<size_t> write_conn_state_file(const std::string& path, const ConnStateD
 Expected<ConnStateData> read_conn_state_file(const std::string& path, size_t max_bytes,
                                              bool& missing) {
     missing = false;
-    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    // O_NONBLOCK: a FIFO at the path must not hang the start (refused below).
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) {
         missing = errno == ENOENT;
         return Error{sys_error("cannot open the connection state file", path)};

@@ -12,6 +12,7 @@
 #include <net/if.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -294,6 +295,16 @@ void Dataplane::setup_port(uint16_t port, uint16_t nq, bool rss, const char* rol
 }
 
 Dataplane::~Dataplane() {
+    if (!restored_from_.empty()) {
+        // The process did not come up after restoring: the next start gets the state again.
+        const std::string consumed = restored_from_ + ".consumed";
+        if (std::rename(consumed.c_str(), restored_from_.c_str()) == 0)
+            spdlog::warn("the dataplane did not start: connection state put back at {} for the next start",
+                         restored_from_);
+        else
+            spdlog::warn("the dataplane did not start, and the connection state {} cannot be put back at {}: {}",
+                         consumed, restored_from_, std::strerror(errno));
+    }
     stop();
     unregister_telemetry();
     if (ports_started_) {
@@ -474,27 +485,43 @@ size_t Dataplane::restore_state(const std::string& path) {
                              4 * workers_.size() * ConnTable::buckets_for(opt_.conn_capacity) * ConnTable::kWays * rec;
     bool missing = false;
     auto st = read_conn_state_file(path, max_bytes, missing);
+    const std::string consumed = path + ".consumed", rejected = path + ".rejected";
     if (!st) {
         if (missing) {
-            spdlog::info("no connection state at {}: starting with empty connection tables", path);
+            struct stat cs {};
+            spdlog::info("no connection state at {}: starting with empty connection tables{}", path,
+                         ::stat(consumed.c_str(), &cs) == 0
+                             ? " (" + consumed + " is left from a start that did not finish: kept for inspection)"
+                             : std::string());
             return 0;
         }
-        const std::string rejected = path + ".rejected";
-        const bool moved = std::rename(path.c_str(), rejected.c_str()) == 0;
+        // Only a regular file is moved aside (a directory would take what it holds with it).
+        struct stat fs {};
+        const bool moved = ::stat(path.c_str(), &fs) == 0 && S_ISREG(fs.st_mode) &&
+                           std::rename(path.c_str(), rejected.c_str()) == 0;
         spdlog::warn("{}; starting with empty connection tables{}", st.error(),
                      moved ? " (file kept as " + rejected + ")" : "");
         return 0;
     }
     ConnStateData& d = st.value();
-    // Consumed now: whatever happens below, a restart after a crash must not find it again.
-    if (std::remove(path.c_str()) != 0)
-        spdlog::warn("cannot remove the consumed connection state file {}: {}", path, std::strerror(errno));
+    // Out of the way now: a restart after a crash below must not find it again. It is removed
+    // once the process is up (restore_done), and put back if the start fails.
+    if (std::rename(path.c_str(), consumed.c_str()) == 0) {
+        restored_from_ = path;
+    } else {
+        spdlog::warn("cannot rename the connection state file {} to {}: {}; removing it", path, consumed,
+                     std::strerror(errno));
+        if (std::remove(path.c_str()) != 0)
+            spdlog::warn("cannot remove the consumed connection state file {}: {}", path, std::strerror(errno));
+    }
     if (!d.snapshot.empty()) {
         auto gen = load_snapshot(d.snapshot);
         if (!gen) {
             if (generation() == 0) {
+                const bool kept = !restored_from_.empty() && std::rename(consumed.c_str(), rejected.c_str()) == 0;
+                restored_from_.clear();
                 spdlog::warn("connection state {} refused: its snapshot does not load ({}); starting with empty "
-                             "connection tables", path, gen.error());
+                             "connection tables{}", path, gen.error(), kept ? " (file kept as " + rejected + ")" : "");
                 return 0;
             }
             // A newer --snapshot is running; entries whose slots it reuses for other servers
@@ -542,6 +569,14 @@ size_t Dataplane::restore_state(const std::string& path) {
                  counts[static_cast<unsigned>(ConnRestore::duplicate)],
                  counts[static_cast<unsigned>(ConnRestore::invalid)], conn_placement_text(where));
     return restored_conns;
+}
+
+void Dataplane::restore_done() {
+    if (restored_from_.empty()) return;
+    const std::string consumed = restored_from_ + ".consumed";
+    restored_from_.clear();
+    if (std::remove(consumed.c_str()) != 0)
+        spdlog::warn("cannot remove the consumed connection state file {}: {}", consumed, std::strerror(errno));
 }
 
 namespace {

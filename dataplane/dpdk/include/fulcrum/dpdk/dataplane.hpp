@@ -75,12 +75,16 @@ public:
     // Restart handover (docs/architecture.md, "Restart handover"). save_state, after stop():
     // writes the running snapshot and every live connection entry to `path` (atomically) and
     // returns how many entries it wrote. restore_state, before start(): loads such a file if
-    // there is one (its snapshot becomes the running one unless a newer one is loaded), puts
-    // its entries back into the workers' tables, and removes the file so a later restart
-    // after a crash cannot restore stale state; a damaged or foreign file is refused with a
-    // log line and renamed to PATH.rejected. Returns how many entries it restored.
+    // there is one (its snapshot becomes the running one unless a newer one is loaded) and
+    // puts its entries back into the workers' tables. The file is renamed to PATH.consumed
+    // first, so a restart after a crash during the restore does not find it again; a damaged
+    // or foreign file, or one whose snapshot does not load, is refused with a log line and
+    // renamed to PATH.rejected. Returns how many entries it restored. restore_done(), once
+    // the process is up (after start()), removes PATH.consumed; a Dataplane destroyed before
+    // that (a failed start) renames it back to PATH for the next start.
     Expected<size_t> save_state(const std::string& path);
     size_t restore_state(const std::string& path);
+    void restore_done();
 
     DataplaneCounters counters() const;
     nlohmann::json health() const;
@@ -142,6 +146,7 @@ private:
     bool ha_active_role_ = true;  // under control_mu_: the role of the last ha op
     bool ports_started_ = false;
     uint64_t rss_fingerprint_ = 0;  // of the uplink; 0: unknown (see conn_state.hpp)
+    std::string restored_from_;     // PATH of a restore not yet confirmed by restore_done()
     // Connection sync. sync_index_ maps record identities to the running snapshot's slots:
     // rebuilt by load_snapshot, read under control_mu_. sync_mu_ makes the control side of
     // the workers' single-producer / single-consumer rings one thread at a time.
