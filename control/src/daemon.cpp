@@ -291,15 +291,21 @@ json Daemon::reload() {
     {
         // The virtual router and the interface are set up once: changing them under a running
         // pair would make this node flap. The VIPs themselves follow the services.
+        // ha.track_services does follow reloads (update_ha reads the running configuration):
+        // it must name services of the new configuration, which the loader checks, and a
+        // service removed from both would otherwise stay tracked and fault the node forever.
         HaConfig h = next.ha;
         h.where = cfg_.ha.where;
         h.sync.where = cfg_.ha.sync.where;
+        h.track_services = cfg_.ha.track_services;
         InterfaceConfig i = next.interface;
         i.where = cfg_.interface.where;
         if (!(h == cfg_.ha) || !(i == cfg_.interface)) {
             warnings.push_back("ha or interface settings changed: restart fulcrumd to apply them "
                                "(the peer takes over meanwhile); the running ones stay");
+            std::vector<std::string> tracked = std::move(next.ha.track_services);
             next.ha = cfg_.ha;
+            next.ha.track_services = std::move(tracked);
             next.interface = cfg_.interface;
         }
         // The front's ACL and SYN limit follow reloads; which interface it is on does not
@@ -788,7 +794,11 @@ void Daemon::update_ha() {
     const DataplaneStatus dp = link_->status();
     ha_->set_fault("uplink link down", dp.connected && !dp.uplink_link_up);
     std::lock_guard lk(mu_);
-    for (const auto& name : ha_->config().track_services) {
+    const std::set<std::string> tracked(cfg_.ha.track_services.begin(), cfg_.ha.track_services.end());
+    for (const auto& name : tracked_)
+        if (!tracked.count(name)) ha_->set_fault("no server up in " + name, false);
+    tracked_ = tracked;
+    for (const auto& name : tracked) {
         bool any_up = false;
         for (const auto& svc : model_.services) {
             if (svc.cfg.name != name) continue;

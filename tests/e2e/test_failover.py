@@ -464,3 +464,29 @@ def test_restarted_master_resyncs_from_the_backup_before_taking_back(pair):
     assert sa["install_failed"] == 0 and sa["dataplane_errors"] == 0, sa
     assert sa["bulk_records_received"] >= HELD, sa
     assert sb["refused"] == refused_before, f"b refused datagrams of the restarted a: {sb['refused']}"
+
+
+def test_track_services_follows_a_reload(pair):
+    """ha.track_services is applied by a reload: a service dropped from both the services and
+    the tracked list no longer counts (before, the old list stayed in force and the node faulted
+    on the removed service at once: "no server up in api"), and a tracked service that loses
+    its servers still faults the node."""
+    web, api = halab.web_service(), halab.web_service(name="api", port=8080)
+    pair.a.start("fulcrum", services=[web, api], ha_overrides={"track_services": ["web", "api"]})
+    pair.wait_state("a", "master")
+    cfg = pair.a.config(services=[web], ha_overrides={"track_services": ["web"]})
+    pair.a.write_config(cfg)
+    r = pair.a.admin({"command": "reload"}, timeout=15)
+    assert r and r["ok"], r
+    assert not any("ha or interface settings changed" in w for w in r.get("warnings", [])), r
+    # Positive evidence that the faults were computed after the reload: web without servers.
+    for address in halab.SERVERS3.values():
+        r = pair.a.admin({"command": "disable", "service": "web", "server": address}, timeout=15)
+        assert r and r["ok"], r
+    fulcrumlab.wait_for(lambda: "no server up in web" in pair.a.ha()["faults"], 15, what=f"web's fault: {pair.a.ha()}")
+    assert "no server up in api" not in pair.a.ha()["faults"], pair.a.ha()
+    for address in halab.SERVERS3.values():
+        r = pair.a.admin({"command": "enable", "service": "web", "server": address}, timeout=15)
+        assert r and r["ok"], r
+    fulcrumlab.wait_for(lambda: not pair.a.ha()["faults"], 15, what=f"no fault: {pair.a.ha()}")
+    pair.wait_state("a", "master")

@@ -12,6 +12,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -217,6 +218,9 @@ private:
     bool publish_hold_ = false;
     bool sync_hold_ = false;
     bool hold_set_ = true;
+    // The services whose "no server up" faults HaNode was told about (ha.track_services
+    // follows reloads: a name dropped from it has its fault cleared).
+    std::set<std::string> tracked_;
     std::unique_ptr<XdpFront> xdp_;  // `xdp:` configured
     std::unique_ptr<NeighborResolver> neighbors_;
     std::unique_ptr<HealthChecker> health_;
