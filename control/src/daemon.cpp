@@ -900,7 +900,17 @@ int Daemon::run() {
                         spdlog::info("SIGHUP: reloading the configuration");
                         if (reload_thread_.joinable()) reload_thread_.join();
                         reload_thread_ = std::thread([this] {
-                            reload();
+                            // As on the admin socket: nothing a reload throws ends fulcrumd
+                            // (an exception leaving a thread would call std::terminate).
+                            try {
+                                reload();
+                            } catch (const std::exception& e) {
+                                spdlog::error("SIGHUP: the reload failed: {}; fix the cause and reload again",
+                                              e.what());
+                                std::lock_guard lk(mu_);
+                                ++reload_errors_;
+                                last_reload_error_ = e.what();
+                            }
                             reloading_.store(false);
                         });
                     }
