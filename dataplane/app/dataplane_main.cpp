@@ -9,7 +9,9 @@
 #include <rte_errno.h>
 #include <rte_lcore.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cctype>
 #include <csignal>
 #include <fstream>
 #include <iostream>
@@ -48,7 +50,16 @@ int main(int argc, char** argv) {
     app.add_option("--uplink", opt.uplink, "DPDK port (name such as net_af_packet0 or 0000:01:00.0, or index) facing clients and servers")
         ->required();
     app.add_option("--exception", opt.exception_iface,
-                   "create a TAP interface with this name as the exception path to the kernel (ARP, ND, VRRP, SSH, health checks)");
+                   "create a TAP interface with this name as the exception path to the kernel (ARP, ND, VRRP, SSH, health checks)")
+        ->check([](const std::string& name) -> std::string {
+            // A kernel interface name (IFNAMSIZ - 1); it also goes into the TAP driver's device
+            // arguments, where a ',' or '=' would start another argument.
+            const bool ok = !name.empty() && name.size() <= 15 && name != "." && name != ".." &&
+                            std::all_of(name.begin(), name.end(), [](char c) {
+                                return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-' || c == '.';
+                            });
+            return ok ? "" : "'" + name + "' is not an interface name: 1 to 15 letters, digits, '_', '-' or '.'";
+        });
     app.add_option("--control-socket", control_socket, "Unix socket for snapshots, counters and health (mode 0600)");
     app.add_option("--snapshot", snapshot_file, "forwarding snapshot to load at start");
     app.add_option("--state-file", state_file,

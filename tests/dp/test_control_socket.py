@@ -5,6 +5,7 @@ import os
 import socket
 import stat
 import struct
+import subprocess
 
 import pytest
 
@@ -114,3 +115,23 @@ def test_second_dataplane_on_the_same_socket_is_refused(dp, tmp_path):
             d2.stop()
         raise RuntimeError(d2.log())
     assert dp.alive()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--exception", "a,b=c"], "'a,b=c' is not an interface name"),
+    (["--exception", "x" * 16], "is not an interface name: 1 to 15"),
+    (["--mbufs", "300"], "--mbufs 300 is fewer packet buffers than the"),
+], ids=["exception-devargs", "exception-length", "mbufs"])
+def test_bad_startup_options_are_refused_naming_the_option(tmp_path, args, message):
+    """An exception interface name that is not one (it went into the TAP driver's device
+    arguments as given) and a pool too small for the queues are refused at start, naming the
+    option and what it takes, instead of a misleading error from the driver or the EAL."""
+    prefix = fulcrumlab.unique("flo")
+    try:
+        r = subprocess.run([str(fulcrumlab.DATAPLANE), "--no-huge", "-m", "256", "--no-pci", "--file-prefix", prefix,
+                            "-l", "0-1", "--log-level", "*:warning", "--vdev", "net_null0", "--",
+                            "--uplink", "net_null0", "--no-state-file"] + args,
+                           capture_output=True, text=True, timeout=60)
+    finally:
+        fulcrumlab.remove_dpdk_runtime_dir(prefix)
+    assert r.returncode != 0 and message in r.stdout + r.stderr, (r.returncode, r.stdout + r.stderr)

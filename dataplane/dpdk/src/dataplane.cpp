@@ -144,10 +144,15 @@ Dataplane::Dataplane(const DataplaneOptions& opt) : opt_(opt) {
     // One mempool for the uplink and the TAP, on the uplink's NUMA node.
     const unsigned ports = opt_.exception_iface.empty() ? 1 : 2;
     uint32_t nmbuf = opt_.mbufs;
+    const uint32_t per_queue = opt_.rx_desc + opt_.tx_desc + 3 * Worker::kMaxBurst + 64;
+    // Every descriptor filled, every burst in flight and every lcore's mempool cache (256).
+    const uint32_t least = ports * n_workers * per_queue + rte_lcore_count() * 256;
     if (nmbuf == 0) {
-        const uint32_t per_queue = opt_.rx_desc + opt_.tx_desc + 3 * Worker::kMaxBurst + 64;
-        nmbuf = ports * n_workers * per_queue + rte_lcore_count() * 256 + 4096;
-        nmbuf = std::max<uint32_t>(rte_align32pow2(nmbuf) - 1, 8191);
+        nmbuf = std::max<uint32_t>(rte_align32pow2(least + 4096) - 1, 8191);
+    } else if (nmbuf < least) {
+        throw fail("--mbufs " + std::to_string(nmbuf) + " is fewer packet buffers than the " +
+                   std::to_string(least) + " the queues' descriptors, bursts and per-core caches need with these " +
+                   "options; give at least " + std::to_string(least) + ", or leave --mbufs out to have it computed");
     }
     const uint32_t room = std::max<uint32_t>(RTE_MBUF_DEFAULT_BUF_SIZE,
                                              RTE_PKTMBUF_HEADROOM + mtu_ + RTE_ETHER_HDR_LEN + 8 + 64);
