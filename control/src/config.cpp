@@ -1715,6 +1715,15 @@ void Parser::ha_checks(const Field&) {
                 d.error(sync_peer_at, "ha.sync.peer: " + h.sync.peer.str() +
                                           " is this balancer's own interface address; give the "
                                           "other balancer's address");
+    // Without ha.sync.local the sync socket binds the first interface address of the peer's
+    // family (the daemon): refused here rather than at start.
+    if (h.sync.enabled && h.sync.local.family == Family::none &&
+        std::none_of(cfg.interface.addresses.begin(), cfg.interface.addresses.end(),
+                     [&](const auto& a) { return a.addr.family == h.sync.peer.family; }))
+        d.error(sync_peer_at, "ha.sync.peer: " + h.sync.peer.str() + " is an IPv" +
+                                  (h.sync.peer.is_v4() ? "4" : "6") +
+                                  " address, and this balancer has no address of that family to send "
+                                  "from: set ha.sync.local, or list one under interface.addresses");
     if (h.effective_lease() < h.advert_interval())
         d.error(lease_at, "ha.lease: " + format_duration(h.effective_lease()) +
                         " is shorter than the advert interval " +

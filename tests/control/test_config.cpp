@@ -1701,6 +1701,16 @@ TEST(ConfigHa, Errors) {
               "test.yaml:3:10: ha.lease: 50ms is shorter than the advert interval 100ms; "
               "fulcrumd renews the lease with every advert, so give it at least one interval "
               "(the default is 3)");
+    // No ha.sync.local and no interface address of the peer's family: nothing to send from.
+    EXPECT_EQ(error(std::string("interface: {addresses: [198.18.0.2/24]}\nha:\n  vrid: 1\n  sync: {peer: 2001:db8::3}\n") +
+                    kWeb),
+              "test.yaml:4:16: ha.sync.peer: 2001:db8::3 is an IPv6 address, and this balancer has no address of "
+              "that family to send from: set ha.sync.local, or list one under interface.addresses");
+    EXPECT_EQ(parse(std::string("interface: {addresses: [198.18.0.2/24]}\nha:\n  vrid: 1\n  sync: {peer: 2001:db8::3, "
+                                "local: 2001:db8::2}\n") +
+                    kWeb)
+                  .ha.sync.local,
+              ip("2001:db8::2"));
     EXPECT_EQ(error(std::string("ha:\n  vrid: 1\n  sync: {port: 9}\n") + kWeb),
               "test.yaml:3:9: ha.sync: missing key 'peer'; give the other balancer's address "
               "for connection sync");
