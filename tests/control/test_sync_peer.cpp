@@ -223,6 +223,15 @@ void run(SyncPeer& p) {
     p.start();
 }
 
+// The sender settings of a peer the test forges: boot id `boot`, the test peers' digest.
+SyncSenderConfig forged_peer(uint64_t boot, const SyncAuth* auth = nullptr) {
+    SyncSenderConfig sc;
+    sc.boot_id = boot;
+    sc.config_digest = kDigest;
+    sc.auth = auth;
+    return sc;
+}
+
 }  // namespace
 
 // On loopback both peers are 127.0.0.1 and only the ports differ: validate() refuses only a
@@ -370,10 +379,7 @@ TEST(SyncPeer, NothingSyncedBeforeTheFirstPublish) {
     SyncPeer b(cb, db);
     b.start();  // no set_config_digest yet
 
-    SyncSenderConfig sc;
-    sc.boot_id = 0x5151;
-    sc.config_digest = kDigest;
-    SyncEncoder enc(sc);
+    SyncEncoder enc(forged_peer(0x5151));
     const fl_sync_record r1[] = {rec(1)};
     std::vector<std::vector<uint8_t>> d;
     enc.encode_records(r1, false, d);  // seq 1
@@ -437,11 +443,7 @@ TEST(SyncPeer, ReflectedDatagramsAreRefused) {
     auto key = load_sync_key_file(ca.key_file);
     ASSERT_TRUE(key) << key.error();
     HmacSha256Auth auth(*key);
-    SyncSenderConfig sc;
-    sc.boot_id = 0xb0b;
-    sc.config_digest = kDigest;
-    sc.auth = &auth;
-    SyncEncoder enc(sc);
+    SyncEncoder enc(forged_peer(0xb0b, &auth));
     std::vector<std::vector<uint8_t>> d;
     enc.encode_records(std::vector<fl_sync_record>{rec(2)}, false, d);  // seq 1: B is known
     t.send(d[0], a.local_port());
@@ -474,10 +476,7 @@ TEST(SyncPeer, SequenceGapTriggersBulkRequest) {
     run(b);
     ASSERT_TRUE(t.recv_type(FL_SYNC_T_BULK_REQUEST)) << "no start-up bulk request";
 
-    SyncSenderConfig sc;
-    sc.boot_id = 0x1234;
-    sc.config_digest = kDigest;
-    SyncEncoder enc(sc);
+    SyncEncoder enc(forged_peer(0x1234));
     t.send(enc.bulk_end(0), b.local_port());  // seq 1: an empty table
     ASSERT_TRUE(eventually([&] { return b.bulk_complete(); }));
     const fl_sync_record r1[] = {rec(1)}, r2[] = {rec(2)}, r3[] = {rec(3)};
@@ -577,10 +576,7 @@ TEST(SyncPeer, UnknownSourceAndWrongTtlRefused) {
     FakeDataplane db;
     SyncPeer b(config(pb, pa), db);
     run(b);
-    SyncSenderConfig sc;
-    sc.boot_id = 0x77;
-    sc.config_digest = kDigest;
-    SyncEncoder enc(sc);
+    SyncEncoder enc(forged_peer(0x77));
     const fl_sync_record r[] = {rec(9)};
     std::vector<std::vector<uint8_t>> d;
     enc.encode_records(r, false, d);
@@ -691,10 +687,7 @@ TEST(SyncPeer, IncompleteBulkIsRequestedAgain) {
     run(b);
     ASSERT_TRUE(t.recv_type(FL_SYNC_T_BULK_REQUEST));
 
-    SyncSenderConfig sc;
-    sc.boot_id = 0x4321;
-    sc.config_digest = kDigest;
-    SyncEncoder enc(sc);
+    SyncEncoder enc(forged_peer(0x4321));
     const fl_sync_record r1[] = {rec(1)}, r2[] = {rec(2)};
     std::vector<std::vector<uint8_t>> d;
     enc.encode_records(r1, true, d);  // seq 1

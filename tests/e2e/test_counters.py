@@ -76,8 +76,9 @@ def test_reset_zeroes_the_views_and_not_the_metrics(lab3):
     assert r.returncode == 1 and "no service named 'nosuch'" in r.stderr, r.stderr
     r = lab3.ctl("counters", "--service", "web")
     assert r.returncode == 1 and "--service goes with --reset" in r.stderr, r.stderr
-    bad = lab3.admin({"command": "counters-reset", "service": 5})
-    assert bad["ok"] is False and '"service" must be a string' in bad["error"], bad
+    for service in (5, ""):  # "" is not "every service" (a script's unset variable)
+        bad = lab3.admin({"command": "counters-reset", "service": service})
+        assert bad["ok"] is False and '"service" must be a non-empty string' in bad["error"], bad
     bad = lab3.admin({"command": "counters-reset", "scope": "all"})
     assert bad["ok"] is False and 'unknown key "scope"' in bad["error"], bad
     assert lab3.fulcrumd.alive()
