@@ -3,6 +3,7 @@
 #include <charconv>
 #include <cstdio>
 #include <map>
+#include <optional>
 #include <iomanip>
 #include <iostream>
 #include <sstream>
@@ -19,6 +20,15 @@ using fulcrum::control::AdminCommandSpec;
 using nlohmann::json;
 
 namespace {
+
+// An integer argument: a whole decimal number from `min` to `max`. (CLI11's own reading, under
+// CLI::Range, takes hex and octal, saturates on overflow and wraps "-1".)
+std::optional<uint64_t> decimal_in(const std::string& v, uint64_t min, uint64_t max) {
+    uint64_t n = 0;
+    const auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
+    if (v.empty() || ec != std::errc() || end != v.data() + v.size() || n < min || n > max) return std::nullopt;
+    return n;
+}
 
 std::string cell(const json& v) {
     if (v.is_string()) return v.get<std::string>();
@@ -360,7 +370,14 @@ int main(int argc, char** argv) {
             if (!spec.cli_flag.empty()) help += " (with " + spec.cli_flag + ")";
             CLI::Option* o = sub.app->add_option(a.cli, slot.second, help);
             if (a.required && spec.cli_flag.empty()) o->required();
-            if (a.type == fulcrum::control::AdminArgType::integer) o->check(CLI::Range(a.min, a.max));
+            if (a.type == fulcrum::control::AdminArgType::integer)
+                o->check(CLI::Validator(
+                    [min = a.min, max = a.max](std::string& v) -> std::string {
+                        return decimal_in(v, min, max) ? std::string()
+                                                       : "'" + v + "' is not a decimal integer from " +
+                                                             std::to_string(min) + " to " + std::to_string(max);
+                    },
+                    "INT in [" + std::to_string(a.min) + " - " + std::to_string(a.max) + "]"));
             if (a.type == fulcrum::control::AdminArgType::choice) o->check(CLI::IsMember(a.choices));
             slot.first = o;
         }
@@ -430,18 +447,9 @@ int main(int argc, char** argv) {
             }
             continue;
         }
-        if (a.type == fulcrum::control::AdminArgType::integer) {
-            // CLI::Range reads hex and floats and checks through a double: parse the decimal
-            // integer itself, whole, and check its range exactly.
-            uint64_t n = 0;
-            const auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), n);
-            if (value.empty() || ec != std::errc() || end != value.data() + value.size() || n < a.min || n > a.max) {
-                std::cerr << "fulcrumctl " << cmd << ": " << a.cli << " " << value << ": give a decimal integer from "
-                          << a.min << " to " << a.max << "\n";
-                return 1;
-            }
-            req[a.name] = n;
-        } else
+        if (a.type == fulcrum::control::AdminArgType::integer)
+            req[a.name] = *decimal_in(value, a.min, a.max);  // checked while parsing
+        else
             req[a.name] = value;
     }
     if (spec->command == fulcrum::control::AdminCommand::lookup) {

@@ -1536,6 +1536,8 @@ void Parser::sync(const Field& f) {
                 d.error(x->at, x->path + ": " + v->str() + " and the peer " + y.peer.str() +
                                    " are of different address families; use one family");
             y.local = *v;
+        } else {
+            ok = false;  // no second error about a missing local address
         }
     }
     if (auto x = s.take("port"))

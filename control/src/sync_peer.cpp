@@ -281,6 +281,7 @@ struct SyncPeer::Impl {
     uint64_t digest = 0;
     bool digest_known = false;
     bool answer_waiting = false;  // the peer's bulk request, held until the digest is known
+    uint64_t answer_digest = 0;   // that request's configuration digest
     uint64_t logged_mismatch_ours = 0, logged_mismatch_theirs = 0;
     bool mismatch_logged = false;
 
@@ -744,10 +745,12 @@ void SyncPeer::run() {
                         auto lk = lock();
                         ++stats_.bulk_requests_received;
                     }
-                    if (m.digest_known)
+                    if (m.digest_known) {
                         answer_bulk(now);
-                    else
-                        m.answer_waiting = true;  // answered after the first publish
+                    } else {  // answered after the first publish, if the digests agree then
+                        m.answer_waiting = true;
+                        m.answer_digest = h.config_digest;
+                    }
                     break;
                 }
                 case FL_SYNC_T_BULK_END: {
@@ -896,7 +899,11 @@ void SyncPeer::run() {
             const uint64_t d = digest_.load();
             if (!m.digest_known || d != m.digest) {
                 if (!m.digest_known) {
-                    const uint64_t early = stats().records_before_publish;
+                    uint64_t early;
+                    {
+                        auto lk = lock();
+                        early = stats_.records_before_publish;
+                    }
                     spdlog::info("sync: the first snapshot is published (configuration digest "
                                  "{:016x}): syncing with {}{}",
                                  d, cfg_.peer.str(),
@@ -914,7 +921,14 @@ void SyncPeer::run() {
         const bool ready = m.digest_known;
         if (ready && m.answer_waiting) {
             m.answer_waiting = false;
-            answer_bulk(now);
+            if (m.answer_digest == m.digest) {
+                answer_bulk(now);
+            } else {
+                // Refused now as it would be had it come after the publish (its datagram was
+                // counted as received then).
+                auto lk = lock();
+                ++stats_.refused[static_cast<size_t>(SyncError::config_mismatch)];
+            }
         }
         if (want_bulk_.exchange(false)) {
             m.want_bulk = true;

@@ -1706,6 +1706,12 @@ TEST(ConfigHa, Errors) {
                     kWeb),
               "test.yaml:4:16: ha.sync.peer: 2001:db8::3 is an IPv6 address, and this balancer has no address of "
               "that family to send from: set ha.sync.local, or list one under interface.addresses");
+    // A local address that does not parse is the only error (not also "set ha.sync.local").
+    EXPECT_NE(error(std::string("interface: {addresses: [198.18.0.2/24]}\nha:\n  vrid: 1\n  sync: {peer: 2001:db8::3, "
+                                "local: 2001:db8::zz}\n") +
+                    kWeb)
+                  .find("ha.sync.local"),
+              std::string::npos);
     EXPECT_EQ(parse(std::string("interface: {addresses: [198.18.0.2/24]}\nha:\n  vrid: 1\n  sync: {peer: 2001:db8::3, "
                                 "local: 2001:db8::2}\n") +
                     kWeb)

@@ -465,6 +465,30 @@ TEST(SyncPeer, ReflectedDatagramsAreRefused) {
     EXPECT_FALSE(a.bulk_complete());
 }
 
+// A bulk request held until the first publish is answered only if it came from a peer with the
+// same configuration: after the publish, the digests are compared as for every datagram.
+TEST(SyncPeer, EarlyBulkRequestOfAnotherConfigurationIsNotAnswered) {
+    TestSocket t(kLo, 255);
+    auto [pb, unused] = free_ports();
+    (void)unused;
+    FakeDataplane db;
+    auto cb = config(pb, t.port());
+    cb.bulk_timeout = 60s;
+    SyncPeer b(cb, db);
+    b.start();
+    SyncSenderConfig other = forged_peer(0x6161);
+    other.config_digest = kDigest + 1;
+    SyncEncoder enc(other);
+    t.send(enc.bulk_request(), b.local_port());
+    ASSERT_TRUE(eventually([&] { return b.stats().bulk_requests_received == 1; }));
+    b.set_config_digest(kDigest);
+    ASSERT_TRUE(t.recv_type(FL_SYNC_T_BULK_REQUEST)) << "no bulk request of its own after the publish";
+    ASSERT_TRUE(eventually(
+        [&] { return b.stats().refused[static_cast<size_t>(SyncError::config_mismatch)] == 1; }));
+    EXPECT_EQ(db.dumps(), 0u);
+    EXPECT_EQ(b.stats().bulk_served, 0u);
+}
+
 TEST(SyncPeer, SequenceGapTriggersBulkRequest) {
     TestSocket t(kLo, 255);  // plays the peer
     auto [pb, unused] = free_ports();

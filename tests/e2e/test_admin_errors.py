@@ -110,18 +110,19 @@ def test_versions_help_and_log_levels(tmp_path):
 
 
 def test_fulcrumctl_reads_integers_exactly(tmp_path):
-    """An integer option is a whole decimal number in its range, or refused before anything is
-    sent: hex would have been read as its leading 0 (set-weight 0xffff draining the server) and
-    a cursor beyond 2^64-1 aborted fulcrumctl. No fulcrumd is needed: nothing reaches a socket."""
+    """An integer option is a whole decimal number in its range, or refused while the command
+    line is parsed (exit 105), before anything is sent: hex would have been read as its leading 0
+    (set-weight 0xffff draining the server) and a cursor beyond 2^64-1 aborted fulcrumctl. No
+    fulcrumd is needed: nothing reaches a socket."""
     sock = str(tmp_path / "none.sock")
-    for argv, option in ((["set-weight", "web", "198.18.0.1", "0xffff"], "weight 0xffff"),
-                         (["connections", "--cursor", "18446744073709551616"], "--cursor 18446744073709551616"),
-                         (["connections", "--cursor", "-1"], "--cursor -1"),
-                         (["connections", "--limit", "0x20"], "--limit 0x20")):
+    for argv, message in ((["set-weight", "web", "198.18.0.1", "0xffff"], "'0xffff' is not a decimal integer from 0 to 65535"),
+                          (["connections", "--cursor", "18446744073709551616"], "'18446744073709551616' is not a decimal"),
+                          (["connections", "--cursor", "-1"], "'-1' is not a decimal integer"),
+                          (["connections", "--limit", "0x20"], "'0x20' is not a decimal integer from 1 to 10000")):
         r = subprocess.run([str(fulcrumlab.FULCRUMCTL), "--socket", sock] + argv, capture_output=True, text=True,
                            timeout=20)
-        assert r.returncode != 0 and r.returncode < 128, (argv, r.returncode, r.stderr)
-        assert f"{option}: give a decimal integer from" in r.stderr, (argv, r.stderr)
+        assert r.returncode == 105, (argv, r.returncode, r.stderr)
+        assert message in r.stderr, (argv, r.stderr)
     # A good value gets as far as the (missing) socket.
     r = subprocess.run([str(fulcrumlab.FULCRUMCTL), "--socket", sock, "set-weight", "web", "198.18.0.1", "65535"],
                        capture_output=True, text=True, timeout=20)

@@ -917,7 +917,7 @@ Expected<nlohmann::json> Dataplane::sync_install(std::span<const uint8_t> body) 
                      " bytes, not a whole number of " + std::to_string(kSyncRecordLen) +
                      "-byte fl_sync_record (sync_abi.h)"};
     const size_t n = body.size() / kSyncRecordLen;
-    if (n > kSyncMaxRecords)
+    if (n > kSyncMaxRecords)  // the control socket's frame limit refuses such a request first
         return Error{"sync_install request: " + std::to_string(n) +
                      " records, above the limit of " + std::to_string(kSyncMaxRecords) +
                      " per request; send them in several requests"};
